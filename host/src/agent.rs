@@ -1,0 +1,410 @@
+//! Loading agents and running events: the [`Cage`] holds the engine and the
+//! linker; an [`Agent`] is a loaded, pre-instantiated component with its
+//! limits and grants; [`Agent::invoke`] runs one event in a fresh store.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::bindings::AgentPre;
+use crate::engine::{CacheOutcome, CageEngine, EngineOptions};
+use crate::error::{InvokeError, LoadError};
+use crate::event::Event;
+use crate::inference::ModelBindings;
+use crate::limits::{LimitKind, Limits, MAX_COMPONENT_BYTES, MAX_RESULT_BYTES};
+use crate::log::LogLine;
+use crate::manifest::Manifest;
+use crate::state::{AgentState, AgentStateBuilder};
+use crate::tools::ToolGrants;
+
+/// Interfaces an agent may import: this package's, and the WASI 0.2
+/// interfaces the host links with nothing granted. Anything else is refused
+/// at load time, naming the import.
+const ALLOWED_IMPORT_PACKAGES: &[&str] = &[
+    "clawcage:agent/",
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
+
+/// The export every agent must have.
+const HANDLER_EXPORT: &str = "clawcage:agent/handler@0.1.0";
+
+/// Extra time granted past the deadline for the host to notice a guest that
+/// is blocked in a host call (where epochs cannot interrupt it).
+const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
+
+/// The sandbox: one engine and one linker shared by every agent.
+#[derive(Clone)]
+pub struct Cage {
+    engine: CageEngine,
+    linker: Arc<Linker<AgentState>>,
+}
+
+impl std::fmt::Debug for Cage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cage").field("engine", &self.engine).finish_non_exhaustive()
+    }
+}
+
+impl Cage {
+    /// Creates the engine and links the `clawcage:agent` world plus WASI.
+    pub fn new(options: EngineOptions) -> Result<Self, LoadError> {
+        let engine = CageEngine::new(options)?;
+        let mut linker = Linker::<AgentState>::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(LoadError::engine)?;
+        crate::log::add_to_linker(&mut linker, |s| &mut s.log).map_err(LoadError::engine)?;
+        crate::inference::add_to_linker(&mut linker, AgentState::inference_view).map_err(LoadError::engine)?;
+        crate::tools::add_to_linker(&mut linker, AgentState::tools_view).map_err(LoadError::engine)?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &CageEngine {
+        &self.engine
+    }
+
+    /// Loads the agent a manifest describes. `base_dir` resolves the
+    /// component's relative path (normally the manifest's directory).
+    pub fn load_manifest(&self, manifest: &Manifest, base_dir: &Path) -> Result<Agent, LoadError> {
+        if !manifest.models.is_empty() {
+            return Err(LoadError::Unsupported(format!(
+                "the manifest binds models ({}), but this host has no providers or key vault yet",
+                manifest.models.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if !manifest.tools.is_empty() {
+            return Err(LoadError::Unsupported(format!(
+                "the manifest grants tools ({}), but this host has no tool connectors yet",
+                manifest.tools.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if manifest.limits.fuel.is_some() && !self.engine.options().fuel {
+            return Err(LoadError::Unsupported(
+                "limits.fuel needs an engine with fuel metering enabled".into(),
+            ));
+        }
+        let path = match (&manifest.component.path, &manifest.component.registry) {
+            (Some(path), _) => base_dir.join(path),
+            (None, Some(reference)) => {
+                return Err(LoadError::Unsupported(format!(
+                    "component.registry = {reference:?}: this host has no registry yet; use `path`"
+                )));
+            }
+            (None, None) => return Err(LoadError::Manifest("component: set `path` or `registry`".into())),
+        };
+        let bytes = read_bounded(&path, MAX_COMPONENT_BYTES)?;
+        let mut agent = self.load_component(&manifest.name, &bytes, manifest.component.sha256.as_deref())?;
+        agent.limits = manifest.limits.clone();
+        Ok(agent)
+    }
+
+    /// Loads a component from its bytes, verifying the optional sha256 pin,
+    /// that it is a component, that it imports nothing outside the world and
+    /// that it exports the handler. The agent gets the default limits and
+    /// no grants.
+    pub fn load_component(&self, name: &str, bytes: &[u8], pin: Option<&str>) -> Result<Agent, LoadError> {
+        check_component_header(bytes)?;
+        let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes));
+        if let Some(expected) = pin
+            && expected != sha256
+        {
+            return Err(LoadError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: sha256,
+            });
+        }
+        let (component, cache) = self.engine.compile(bytes, &sha256)?;
+        self.check_world(&component)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        Ok(Agent {
+            name: name.into(),
+            sha256,
+            cache,
+            pre,
+            limits: Limits::default(),
+            models: Arc::default(),
+            tools: Arc::default(),
+            capture_logs: false,
+            engine_meters_fuel: self.engine.options().fuel,
+        })
+    }
+
+    fn check_world(&self, component: &Component) -> Result<(), LoadError> {
+        let engine = self.engine.engine();
+        let ty = component.component_type();
+        for (import, _) in ty.imports(engine) {
+            if !ALLOWED_IMPORT_PACKAGES.iter().any(|p| import.starts_with(p)) {
+                return Err(LoadError::UnsupportedImport { import: import.to_string() });
+            }
+        }
+        let exports: BTreeSet<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+        if !exports.contains(HANDLER_EXPORT) {
+            let found = if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.iter().copied().collect::<Vec<_>>().join(", ")
+            };
+            return Err(LoadError::WrongWorld(format!(
+                "it must export `{HANDLER_EXPORT}`, but exports {found}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses anything that is not a WebAssembly component, with a reason.
+fn check_component_header(bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const COMPONENT_VERSION: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+    const MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(LoadError::NotAComponent("the file does not start with the wasm magic number".into()));
+    }
+    match <[u8; 4]>::try_from(&bytes[4..8]) {
+        Ok(COMPONENT_VERSION) => Ok(()),
+        Ok(MODULE_VERSION) => Err(LoadError::NotAComponent(
+            "it is a core wasm module; build the agent for wasm32-wasip2 so it is a component".into(),
+        )),
+        _ => Err(LoadError::NotAComponent("unknown wasm binary version".into())),
+    }
+}
+
+/// Reads at most `max` bytes of `path`, refusing larger files.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
+    let io_err = |e: std::io::Error| LoadError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes).map_err(io_err)?;
+    if bytes.len() as u64 > max {
+        return Err(LoadError::Io {
+            path: path.display().to_string(),
+            reason: format!("the file is larger than {max} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// A loaded agent, ready to run events. Cheap to share: invocations only
+/// read it.
+pub struct Agent {
+    name: Arc<str>,
+    sha256: String,
+    cache: CacheOutcome,
+    pre: AgentPre<AgentState>,
+    limits: Limits,
+    models: Arc<ModelBindings>,
+    tools: Arc<ToolGrants>,
+    capture_logs: bool,
+    engine_meters_fuel: bool,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("name", &self.name)
+            .field("sha256", &self.sha256)
+            .field("limits", &self.limits)
+            .field("models", &self.models.keys().collect::<Vec<_>>())
+            .field("tools", &self.tools.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one event produced.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The handler's result, or why there is none.
+    pub outcome: Result<String, InvokeError>,
+    /// Log lines kept (when capture is on), including stdout and stderr.
+    pub logs: Vec<LogLine>,
+    /// Log lines dropped past the per-event budget.
+    pub logs_dropped: u64,
+    /// Wall time, from store creation to the handler's return.
+    pub elapsed: Duration,
+}
+
+impl Agent {
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The component's sha256, in hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether loading was served by the compile cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+
+    /// The limits each event runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Replaces the limits.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Replaces the model bindings granted to this agent.
+    pub fn set_models(&mut self, models: Arc<ModelBindings>) {
+        self.models = models;
+    }
+
+    /// Replaces the tools granted to this agent.
+    pub fn set_tools(&mut self, tools: Arc<ToolGrants>) {
+        self.tools = tools;
+    }
+
+    /// Keeps log lines in each [`Invocation`] (for the CLI and tests).
+    pub fn set_capture_logs(&mut self, capture: bool) {
+        self.capture_logs = capture;
+    }
+
+    /// Runs one event in a fresh store and reports the outcome. Only a bug
+    /// in the host makes this panic; every guest misbehaviour is an
+    /// [`InvokeError`].
+    pub async fn invoke(&self, event: Event) -> Invocation {
+        let started = Instant::now();
+        let event = match event.into_wit() {
+            Ok(event) => event,
+            Err(reason) => {
+                return Invocation {
+                    outcome: Err(InvokeError::InvalidEvent { reason }),
+                    logs: Vec::new(),
+                    logs_dropped: 0,
+                    elapsed: started.elapsed(),
+                };
+            }
+        };
+        let state = AgentStateBuilder::new(self.name.clone(), event.id.as_str().into())
+            .limits(self.limits.clone())
+            .models(self.models.clone())
+            .tools(self.tools.clone())
+            .capture_logs(self.capture_logs)
+            .build();
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        if let Some(fuel) = self.limits.fuel {
+            // Cannot fail: `Cage::load_manifest` refuses fuel limits unless
+            // the engine meters fuel.
+            let _ = store.set_fuel(fuel);
+        } else if self.engine_meters_fuel {
+            let _ = store.set_fuel(u64::MAX);
+        }
+        let deadline = started + self.limits.deadline();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            // Check the wall clock at every tick; until the deadline, yield to
+            // the executor so one busy guest cannot starve other agents.
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let run = async {
+            let agent = self.pre.instantiate_async(&mut store).await?;
+            agent.clawcage_agent_handler().call_handle(&mut store, &event).await
+        };
+        let result = tokio::time::timeout(self.limits.deadline() + HOST_CALL_GRACE, run).await;
+        let elapsed = started.elapsed();
+
+        let state = store.data_mut();
+        let panic_message = panic_message(&state.stderr);
+        state.flush_output();
+        let outcome = match result {
+            Err(_elapsed) => Err(InvokeError::LimitExceeded {
+                limit: LimitKind::Deadline,
+                detail: format!("{} ms", self.limits.deadline_ms),
+            }),
+            Ok(Ok(Ok(output))) => bounded(output).map_err(|size| InvokeError::ResultTooLarge { size, max: MAX_RESULT_BYTES }),
+            Ok(Ok(Err(message))) => match bounded(message) {
+                Ok(message) => Err(InvokeError::Agent { message }),
+                Err(size) => Err(InvokeError::ResultTooLarge { size, max: MAX_RESULT_BYTES }),
+            },
+            Ok(Err(error)) => Err(classify_trap(&error, state.limiter.hit, &self.limits, panic_message)),
+        };
+        if let Err(error) = &outcome {
+            tracing::info!(agent = %self.name, event_id = %event.id, %error, "invocation failed");
+        }
+        Invocation {
+            outcome,
+            logs: state.log.take_lines(),
+            logs_dropped: state.log.dropped(),
+            elapsed,
+        }
+    }
+}
+
+fn bounded(text: String) -> Result<String, usize> {
+    if text.len() > MAX_RESULT_BYTES { Err(text.len()) } else { Ok(text) }
+}
+
+/// Finds a Rust panic message in captured stderr, without consuming it.
+fn panic_message(stderr: &crate::output::CapturedOutput) -> Option<String> {
+    let bytes = stderr.peek();
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.lines();
+    let found = lines.by_ref().find(|l| l.contains("panicked at")).map(|line| {
+        let location = line.split_once("panicked at ").map_or(line, |(_, rest)| rest).trim_end_matches(':');
+        match lines.next() {
+            Some(message) => format!("panicked at {location}: {message}"),
+            None => format!("panicked at {location}"),
+        }
+    });
+    found.map(|m| crate::log::truncate_at_char_boundary(&m, 1024).to_string())
+}
+
+fn classify_trap(error: &wasmtime::Error, hit: Option<LimitKind>, limits: &Limits, panic: Option<String>) -> InvokeError {
+    let limit = |limit: LimitKind, detail: String| InvokeError::LimitExceeded { limit, detail };
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return limit(LimitKind::Deadline, format!("{} ms", limits.deadline_ms)),
+        Some(Trap::OutOfFuel) => return limit(LimitKind::Fuel, format!("{} units", limits.fuel.unwrap_or(0))),
+        Some(Trap::StackOverflow) => return limit(LimitKind::Stack, "call stack exhausted".into()),
+        _ => {}
+    }
+    // A guest whose memory growth was refused usually aborts right after;
+    // report the limit rather than the abort it caused.
+    match hit {
+        Some(LimitKind::Memory) => return limit(LimitKind::Memory, format!("{} bytes", limits.memory_bytes)),
+        Some(LimitKind::Table) => return limit(LimitKind::Table, format!("{} elements", limits.table_elements)),
+        _ => {}
+    }
+    let message = format!("{error:#}");
+    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return InvokeError::Busy { reason: message };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(trap) => InvokeError::Crashed {
+            reason: match panic {
+                Some(panic) => format!("{panic} ({trap})"),
+                None => trap.to_string(),
+            },
+        },
+        None => InvokeError::Host { reason: message },
+    }
+}

@@ -1,0 +1,228 @@
+//! The `clawcage` command line. Each subcommand is a struct with
+//! `execute(self)`; the binary only parses arguments.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::agent::Cage;
+use crate::engine::EngineOptions;
+use crate::error::{InvokeError, LoadError};
+use crate::event::Event;
+use crate::log::{LogLevel, LogStream};
+use crate::manifest::Manifest;
+
+/// Exit codes of `clawcage run`, one per kind of failure, so scripts can
+/// tell bad input from a failing agent.
+pub mod exit {
+    /// The handler returned an error.
+    pub const AGENT_ERROR: u8 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// A file could not be read.
+    pub const MISSING_FILE: u8 = 3;
+    /// The manifest is invalid.
+    pub const BAD_MANIFEST: u8 = 4;
+    /// The file is not a WebAssembly component.
+    pub const NOT_A_COMPONENT: u8 = 5;
+    /// The component does not fit the `clawcage:agent` world.
+    pub const WRONG_WORLD: u8 = 6;
+    /// The event is not valid.
+    pub const BAD_EVENT: u8 = 7;
+    /// The agent crashed (panic, abort, trap).
+    pub const CRASHED: u8 = 8;
+    /// The agent hit a limit (deadline, memory, fuel, stack, result size).
+    pub const LIMIT: u8 = 9;
+    /// The host failed or is busy.
+    pub const HOST: u8 = 10;
+}
+
+/// ClawCage: run AI agents as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "clawcage", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one event through an agent and print the handler's result.
+    Run(RunCommand),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub fn execute(self) -> ExitCode {
+        match self.command {
+            Command::Run(run) => run.execute(),
+        }
+    }
+}
+
+/// `clawcage run <manifest.toml | component.wasm> --event <file | ->`
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes: 0 ok, 1 agent error, 2 usage, 3 missing file, 4 bad manifest, \
+5 not a component, 6 wrong world, 7 bad event, 8 agent crashed, 9 limit hit, 10 host error")]
+pub struct RunCommand {
+    /// An agent manifest (`.toml`) or a component (`.wasm`, run with default
+    /// limits and no grants).
+    pub agent: PathBuf,
+    /// The event as JSON: a file, or `-` for stdin. Default: a `cli` event
+    /// with an empty payload.
+    #[arg(long, short)]
+    pub event: Option<String>,
+    /// Print a JSON report (outcome, logs, timing) instead of the bare result.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory for precompiled components.
+    #[arg(long, env = "CLAWCAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every time instead of using the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<LoadError> for Failure {
+    fn from(e: LoadError) -> Self {
+        let code = match &e {
+            LoadError::Io { .. } => exit::MISSING_FILE,
+            LoadError::Manifest(_) | LoadError::DigestMismatch { .. } | LoadError::Unsupported(_) => exit::BAD_MANIFEST,
+            LoadError::NotAComponent(_) | LoadError::Compile(_) => exit::NOT_A_COMPONENT,
+            LoadError::UnsupportedImport { .. } | LoadError::WrongWorld(_) => exit::WRONG_WORLD,
+            LoadError::Engine(_) | LoadError::Cache(_) => exit::HOST,
+        };
+        Failure { code, message: e.to_string() }
+    }
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/clawcage` or
+/// `~/.cache/clawcage`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("clawcage").join("components"))
+}
+
+impl RunCommand {
+    /// Runs the command, printing the result to stdout and logs to stderr.
+    pub fn execute(self) -> ExitCode {
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => return fail(Failure { code: exit::HOST, message: format!("cannot start the runtime: {e}") }),
+        };
+        match runtime.block_on(self.run()) {
+            Ok(code) => code,
+            Err(failure) => fail(failure),
+        }
+    }
+
+    async fn run(self) -> Result<ExitCode, Failure> {
+        let event = self.read_event()?;
+        let is_manifest = self.agent.extension().is_some_and(|e| e == "toml");
+        let manifest = if is_manifest { Some(Manifest::load(&self.agent)?) } else { None };
+        let options = EngineOptions {
+            cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) },
+            fuel: manifest.as_ref().is_some_and(|m| m.limits.fuel.is_some()),
+            max_concurrent_instances: 4,
+            ..EngineOptions::default()
+        };
+        let cage = Cage::new(options)?;
+        let mut agent = match &manifest {
+            Some(manifest) => cage.load_manifest(manifest, self.agent.parent().unwrap_or(Path::new(".")))?,
+            None => {
+                let bytes = crate::agent::read_bounded(&self.agent, crate::limits::MAX_COMPONENT_BYTES)?;
+                let name = self.agent.file_stem().and_then(|s| s.to_str()).unwrap_or("agent").to_string();
+                cage.load_component(&name, &bytes, None)?
+            }
+        };
+        agent.set_capture_logs(true);
+        let invocation = agent.invoke(event).await;
+
+        if self.json {
+            let report = serde_json::json!({
+                "agent": agent.name(),
+                "ok": invocation.outcome.as_ref().ok(),
+                "error": invocation.outcome.as_ref().err(),
+                "logs": invocation.logs,
+                "logs_dropped": invocation.logs_dropped,
+                "elapsed_ms": invocation.elapsed.as_secs_f64() * 1000.0,
+            });
+            println!("{report:#}");
+        } else {
+            for line in &invocation.logs {
+                let stream = match line.stream {
+                    LogStream::Log => "",
+                    LogStream::Stdout => " stdout",
+                    LogStream::Stderr => " stderr",
+                };
+                let level = match line.level {
+                    LogLevel::Trace => "TRACE",
+                    LogLevel::Debug => "DEBUG",
+                    LogLevel::Info => "INFO",
+                    LogLevel::Warn => "WARN",
+                    LogLevel::Error => "ERROR",
+                };
+                eprintln!("[{} {level}{stream}] {}", agent.name(), line.message);
+            }
+            if invocation.logs_dropped > 0 {
+                eprintln!("[{}] {} log lines dropped", agent.name(), invocation.logs_dropped);
+            }
+            if let Ok(output) = &invocation.outcome {
+                println!("{output}");
+            }
+        }
+        match invocation.outcome {
+            Ok(_) => Ok(ExitCode::SUCCESS),
+            Err(error) => {
+                let code = match &error {
+                    InvokeError::InvalidEvent { .. } => exit::BAD_EVENT,
+                    InvokeError::Agent { .. } => exit::AGENT_ERROR,
+                    InvokeError::LimitExceeded { .. } | InvokeError::ResultTooLarge { .. } => exit::LIMIT,
+                    InvokeError::Crashed { .. } => exit::CRASHED,
+                    InvokeError::Busy { .. } | InvokeError::Host { .. } => exit::HOST,
+                };
+                if self.json {
+                    Ok(ExitCode::from(code))
+                } else {
+                    Err(Failure { code, message: error.to_string() })
+                }
+            }
+        }
+    }
+
+    fn read_event(&self) -> Result<Event, Failure> {
+        let text = match self.event.as_deref() {
+            None => return Ok(Event::new("cli", "invoke", serde_json::json!({}))),
+            Some("-") => {
+                let mut text = String::new();
+                std::io::stdin()
+                    .take(crate::limits::MAX_EVENT_PAYLOAD_BYTES as u64 * 2)
+                    .read_to_string(&mut text)
+                    .map_err(|e| Failure { code: exit::BAD_EVENT, message: format!("cannot read the event from stdin: {e}") })?;
+                text
+            }
+            Some(path) => {
+                let bytes = crate::agent::read_bounded(Path::new(path), crate::limits::MAX_EVENT_PAYLOAD_BYTES as u64 * 2)?;
+                String::from_utf8(bytes).map_err(|_| Failure { code: exit::BAD_EVENT, message: format!("event file {path} is not UTF-8") })?
+            }
+        };
+        Event::from_json(&text).map_err(|message| Failure { code: exit::BAD_EVENT, message })
+    }
+}
+
+fn fail(failure: Failure) -> ExitCode {
+    eprintln!("error: {}", failure.message);
+    ExitCode::from(failure.code)
+}

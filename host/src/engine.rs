@@ -1,0 +1,271 @@
+//! The shared wasmtime [`Engine`]: component model, async, the pooling
+//! allocator, epoch interruption driven by a ticker thread, optional fuel,
+//! and an on-disk cache of precompiled components.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::error::LoadError;
+use crate::limits::{MAX_INSTANCES, MAX_MEMORY_BYTES};
+
+/// How often the epoch ticker advances the engine's epoch. A runaway guest is
+/// stopped at most one tick after its deadline.
+pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Default number of agent instances that may be alive at once.
+pub const DEFAULT_MAX_CONCURRENT_INSTANCES: u32 = 100;
+
+/// Settings for a [`CageEngine`]. The defaults suit a daemon on a small
+/// machine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Instances alive at once (one per running event); the pooling allocator
+    /// reserves slots for this many up front. Default 100.
+    pub max_concurrent_instances: u32,
+    /// Epoch tick. Default 10 ms.
+    pub epoch_tick: Duration,
+    /// Whether fuel metering is compiled in. It costs some speed, so it is
+    /// off unless an agent asks for a fuel limit. Default off.
+    pub fuel: bool,
+    /// Directory for precompiled components; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Use the pooling allocator (default) rather than on-demand allocation.
+    pub pooling: bool,
+    /// Bytes of each linear memory that the pool keeps resident between
+    /// instances instead of returning to the kernel. Default 0.
+    pub memory_keep_resident: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent_instances: DEFAULT_MAX_CONCURRENT_INSTANCES,
+            epoch_tick: DEFAULT_EPOCH_TICK,
+            fuel: false,
+            cache_dir: None,
+            pooling: true,
+            memory_keep_resident: 0,
+        }
+    }
+}
+
+/// The engine every agent runs on, with its epoch ticker and compile cache.
+#[derive(Clone)]
+pub struct CageEngine {
+    engine: Engine,
+    options: EngineOptions,
+    cache: Option<ComponentCache>,
+}
+
+impl std::fmt::Debug for CageEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CageEngine").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl CageEngine {
+    /// Builds the engine and starts its epoch ticker. The ticker thread
+    /// stops by itself once the last clone of the engine is dropped.
+    pub fn new(options: EngineOptions) -> Result<Self, LoadError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.consume_fuel(options.fuel);
+        if options.pooling {
+            let n = options.max_concurrent_instances.max(1);
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_component_instances(n)
+                // A Rust agent is a handful of core instances (the program and
+                // WASI shims) with one or two memories and tables.
+                .total_core_instances(n.saturating_mul(8))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(4))
+                .total_stacks(n)
+                .max_core_instances_per_component(MAX_INSTANCES)
+                .max_memories_per_component(4)
+                .max_tables_per_component(16)
+                .max_memory_size(MAX_MEMORY_BYTES as usize)
+                .linear_memory_keep_resident(options.memory_keep_resident)
+                .table_keep_resident(64 * 1024);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(LoadError::engine)?;
+        start_epoch_ticker(&engine, options.epoch_tick);
+        let cache = match &options.cache_dir {
+            Some(dir) => Some(ComponentCache::open(dir, &engine)?),
+            None => None,
+        };
+        Ok(Self { engine, options, cache })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The options the engine was built with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Compiles `bytes` (a component whose sha256 is `sha256`), or loads the
+    /// precompiled artifact from the cache when there is one.
+    pub fn compile(&self, bytes: &[u8], sha256: &str) -> Result<(Component, CacheOutcome), LoadError> {
+        match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes, sha256),
+            None => Component::new(&self.engine, bytes)
+                .map(|c| (c, CacheOutcome::Disabled))
+                .map_err(LoadError::compile),
+        }
+    }
+}
+
+fn start_epoch_ticker(engine: &Engine, tick: Duration) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("clawcage-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}
+
+/// Whether a compile was served from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Loaded a precompiled artifact; nothing was compiled.
+    Hit,
+    /// Compiled, and stored the artifact for next time.
+    Miss,
+    /// Compiled; no cache is configured.
+    Disabled,
+}
+
+/// Precompiled components on disk, keyed by the component's sha256 and the
+/// engine's compatibility hash (so a different wasmtime version or engine
+/// configuration never loads an incompatible artifact).
+///
+/// The directory is created with mode 0700 and refused when others can write
+/// to it: a precompiled artifact is native code that runs in this process.
+#[derive(Debug, Clone)]
+pub struct ComponentCache {
+    dir: PathBuf,
+    engine_hash: String,
+}
+
+impl ComponentCache {
+    /// Opens (creating if needed) the cache at `dir` for `engine`.
+    pub fn open(dir: &Path, engine: &Engine) -> Result<Self, LoadError> {
+        create_private_dir(dir).map_err(|e| LoadError::Cache(format!("{}: {e}", dir.display())))?;
+        let mut hasher = Sha256Hasher(ring::digest::Context::new(&ring::digest::SHA256));
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = hex::encode(&hasher.0.finish().as_ref()[..16]);
+        Ok(Self { dir: dir.to_path_buf(), engine_hash })
+    }
+
+    fn artifact_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}-{}.cwasm", self.engine_hash))
+    }
+
+    /// Loads the artifact for `sha256`, or compiles `bytes` and stores it.
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<(Component, CacheOutcome), LoadError> {
+        let path = self.artifact_path(sha256);
+        if path.is_file() {
+            // SAFETY: `deserialize_file` trusts the file to be an artifact that
+            // this engine configuration produced. Only this cache writes into
+            // the directory (0700, checked when opened), the file name binds
+            // the component's sha256 and the engine's compatibility hash, and
+            // wasmtime itself checks the artifact's header and version.
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable precompiled component");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        let artifact = engine.precompile_component(bytes).map_err(LoadError::compile)?;
+        if let Err(e) = write_atomically(&self.dir, &path, &artifact) {
+            tracing::warn!(path = %path.display(), error = %e, "could not store precompiled component");
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the bytes were produced by `precompile_component` on this
+        // very engine a moment ago.
+        let component = unsafe { Component::deserialize(engine, &artifact) }.map_err(LoadError::compile)?;
+        Ok((component, CacheOutcome::Miss))
+    }
+}
+
+struct Sha256Hasher(ring::digest::Context);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finish();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest.as_ref()[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let meta = fs::metadata(dir)?;
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(std::io::Error::other("the cache directory is writable by other users"));
+        }
+        // The directory must belong to the user running us (who owns /proc/self).
+        let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(meta.uid());
+        if meta.uid() != uid {
+            return Err(std::io::Error::other("the cache directory belongs to another user"));
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        fs::create_dir_all(dir)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in `dir` and a rename,
+/// so a reader never sees a half-written artifact.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile_in(dir)?;
+    tmp.1.write_all(bytes)?;
+    tmp.1.sync_all()?;
+    fs::rename(&tmp.0, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp.0);
+    })
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {
+    let rng = ring::rand::SystemRandom::new();
+    let mut suffix = [0u8; 8];
+    ring::rand::SecureRandom::fill(&rng, &mut suffix).map_err(|_| std::io::Error::other("no randomness"))?;
+    let path = dir.join(format!(".tmp-{}", hex::encode(suffix)));
+    let file = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    Ok((path, file))
+}

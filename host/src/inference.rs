@@ -1,0 +1,353 @@
+//! The `inference` capability: a guest opens a model binding by name and
+//! gets an unforgeable handle; the host holds the provider, the model id and
+//! the key.
+//!
+//! Deny by default ([`InferenceCtx::default`]):
+//! - no bindings, so `model.open(..)` answers `not-granted` for every name;
+//! - the guest never names a URL, a header or a key: a binding is the only
+//!   thing it can ask for, and only the operator creates bindings.
+//!
+//! Every request is validated here, at the door, before a backend sees it:
+//! sizes, counts, names and JSON are bounded (`MAX_*` below) and a bad field is
+//! answered with `invalid-request` naming the field.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use crate::bindings::inference::{
+    CompletionRequest, ContentPart, Error as InferenceError, Host, HostCompletionStream, HostModel,
+    ModelInfo, Role, StreamEvent, ToolChoice,
+};
+
+pub use crate::bindings::inference::Completion;
+
+/// Longest binding name a guest may pass to `model.open`.
+pub const MAX_BINDING_NAME_BYTES: usize = 64;
+/// Most models and streams one invocation may hold open at once; stops a
+/// guest from filling the host's resource table.
+pub const MAX_OPEN_HANDLES: usize = 64;
+/// Most messages in one request.
+pub const MAX_MESSAGES: usize = 2_000;
+/// Most tools in one request.
+pub const MAX_TOOLS: usize = 128;
+/// Most stop sequences in one request.
+pub const MAX_STOP_SEQUENCES: usize = 16;
+/// Longest stop sequence.
+pub const MAX_STOP_SEQUENCE_BYTES: usize = 256;
+/// Longest tool name (the providers' own limit is 64).
+pub const MAX_TOOL_NAME_BYTES: usize = 64;
+/// Total text in one request (prompts, tool specs, tool inputs and results).
+pub const MAX_REQUEST_BYTES: usize = 8 << 20;
+
+/// A stream of completion increments produced by a [`ModelBackend`]. The
+/// last item of a successful stream is [`StreamEvent::Finished`].
+pub type CompletionEvents = tokio::sync::mpsc::Receiver<Result<StreamEvent, InferenceError>>;
+
+/// A model that the operator bound for an agent: a provider, a model id and a
+/// key the host holds. Providers implement this; the guest only ever sees the
+/// [`ModelInfo`].
+#[async_trait::async_trait]
+pub trait ModelBackend: Send + Sync + 'static {
+    /// The provider kind (`anthropic`, `openai`, `openai-compatible`, …).
+    fn provider(&self) -> &str;
+    /// The model id the operator configured.
+    fn model(&self) -> &str;
+    /// Runs a validated request to completion.
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, InferenceError>;
+    /// Runs a validated request as a stream.
+    async fn stream(&self, request: CompletionRequest) -> Result<CompletionEvents, InferenceError>;
+}
+
+/// The model bindings granted to one agent, by binding name. Shared by all
+/// invocations of the agent.
+pub type ModelBindings = BTreeMap<String, Arc<dyn ModelBackend>>;
+
+/// Per-invocation state of the `inference` capability.
+#[derive(Default)]
+pub struct InferenceCtx {
+    bindings: Arc<ModelBindings>,
+    open_handles: usize,
+}
+
+impl std::fmt::Debug for InferenceCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferenceCtx")
+            .field("bindings", &self.bindings.keys().collect::<Vec<_>>())
+            .field("open_handles", &self.open_handles)
+            .finish()
+    }
+}
+
+impl InferenceCtx {
+    /// A context granting exactly `bindings`.
+    pub fn new(bindings: Arc<ModelBindings>) -> Self {
+        Self {
+            bindings,
+            open_handles: 0,
+        }
+    }
+}
+
+/// The guest's handle to an opened binding.
+pub struct ModelHandle {
+    binding: String,
+    backend: Arc<dyn ModelBackend>,
+}
+
+/// The guest's handle to a running streamed completion.
+pub struct CompletionStreamHandle {
+    events: CompletionEvents,
+    finished: bool,
+}
+
+/// What the `inference` host functions operate on: the capability's own
+/// state and the store's resource table.
+pub struct InferenceView<'a> {
+    /// The capability's state.
+    pub ctx: &'a mut InferenceCtx,
+    /// The store's resource table, shared with WASI.
+    pub table: &'a mut ResourceTable,
+}
+
+struct HasInference;
+
+impl HasData for HasInference {
+    type Data<'a> = InferenceView<'a>;
+}
+
+/// Adds the `inference` interface to `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> InferenceView<'_>,
+) -> wasmtime::Result<()> {
+    crate::bindings::inference::add_to_linker::<T, HasInference>(linker, get)
+}
+
+/// Quotes a guest-supplied name in an error, cut so that a hostile guest
+/// cannot make the host echo megabytes back.
+pub(crate) fn quote(value: &str) -> String {
+    format!("{:?}", crate::log::truncate_at_char_boundary(value, 80))
+}
+
+/// Checks a binding or tool name: 1 to `max` bytes of `[A-Za-z0-9_.-]`.
+pub(crate) fn validate_name(what: &str, name: &str, max: usize) -> Result<(), String> {
+    if name.is_empty() || name.len() > max {
+        return Err(format!("{what} {} must be 1 to {max} bytes long", quote(name)));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(format!(
+            "{what} {} may only contain letters, digits, `_`, `-` and `.`",
+            quote(name)
+        ));
+    }
+    Ok(())
+}
+
+fn is_json_object(text: &str) -> bool {
+    matches!(serde_json::from_str::<serde_json::Value>(text), Ok(serde_json::Value::Object(_)))
+}
+
+/// Validates a guest's request before any backend sees it.
+pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
+    let mut total = request.system.as_ref().map_or(0, String::len);
+    if request.messages.is_empty() {
+        return Err("messages must not be empty".into());
+    }
+    if request.messages.len() > MAX_MESSAGES {
+        return Err(format!("{} messages is more than {MAX_MESSAGES}", request.messages.len()));
+    }
+    if request.messages[0].role != Role::User {
+        return Err("messages[0] must be a user message".into());
+    }
+    for (i, message) in request.messages.iter().enumerate() {
+        if message.content.is_empty() {
+            return Err(format!("messages[{i}].content must not be empty"));
+        }
+        for (j, part) in message.content.iter().enumerate() {
+            match part {
+                ContentPart::Text(text) => total += text.len(),
+                ContentPart::ToolUse(tool_use) => {
+                    if message.role != Role::Assistant {
+                        return Err(format!("messages[{i}].content[{j}]: tool-use only belongs in assistant messages"));
+                    }
+                    if !is_json_object(&tool_use.input) {
+                        return Err(format!("messages[{i}].content[{j}].input is not a JSON object"));
+                    }
+                    total += tool_use.id.len() + tool_use.name.len() + tool_use.input.len();
+                }
+                ContentPart::ToolResult(result) => {
+                    if message.role != Role::User {
+                        return Err(format!("messages[{i}].content[{j}]: tool-result only belongs in user messages"));
+                    }
+                    total += result.tool_use_id.len() + result.content.len();
+                }
+            }
+        }
+    }
+    if request.max_tokens == 0 {
+        return Err("max-tokens must be at least 1".into());
+    }
+    if let Some(t) = request.temperature
+        && !(t.is_finite() && (0.0..=2.0).contains(&t))
+    {
+        return Err(format!("temperature {t} is outside 0.0..=2.0"));
+    }
+    if request.stop_sequences.len() > MAX_STOP_SEQUENCES {
+        return Err(format!("more than {MAX_STOP_SEQUENCES} stop sequences"));
+    }
+    for (i, stop) in request.stop_sequences.iter().enumerate() {
+        if stop.is_empty() || stop.len() > MAX_STOP_SEQUENCE_BYTES {
+            return Err(format!("stop-sequences[{i}] must be 1 to {MAX_STOP_SEQUENCE_BYTES} bytes"));
+        }
+    }
+    if request.tools.len() > MAX_TOOLS {
+        return Err(format!("{} tools is more than {MAX_TOOLS}", request.tools.len()));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, tool) in request.tools.iter().enumerate() {
+        validate_name("tool name", &tool.name, MAX_TOOL_NAME_BYTES).map_err(|e| format!("tools[{i}]: {e}"))?;
+        if !names.insert(tool.name.as_str()) {
+            return Err(format!("tools[{i}]: tool name {} is used twice", quote(&tool.name)));
+        }
+        if !is_json_object(&tool.input_schema) {
+            return Err(format!("tools[{i}].input-schema is not a JSON object"));
+        }
+        total += tool.description.len() + tool.input_schema.len();
+    }
+    match &request.tool_choice {
+        Some(ToolChoice::Any) if request.tools.is_empty() => {
+            return Err("tool-choice `any` needs at least one tool".into());
+        }
+        Some(ToolChoice::Tool(name)) if !names.contains(name.as_str()) => {
+            return Err(format!("tool-choice names {}, which is not in tools", quote(name)));
+        }
+        _ => {}
+    }
+    if total > MAX_REQUEST_BYTES {
+        return Err(format!("request text is {total} bytes, more than {MAX_REQUEST_BYTES}"));
+    }
+    Ok(())
+}
+
+impl InferenceView<'_> {
+    fn reserve_handle(&mut self) -> Result<(), InferenceError> {
+        if self.ctx.open_handles >= MAX_OPEN_HANDLES {
+            return Err(InferenceError::InvalidRequest(format!(
+                "more than {MAX_OPEN_HANDLES} models and streams open at once"
+            )));
+        }
+        self.ctx.open_handles += 1;
+        Ok(())
+    }
+
+    fn backend(&self, model: &Resource<ModelHandle>) -> wasmtime::Result<Arc<dyn ModelBackend>> {
+        Ok(self.table.get(model)?.backend.clone())
+    }
+}
+
+impl HostModel for InferenceView<'_> {
+    async fn open(&mut self, binding: String) -> wasmtime::Result<Result<Resource<ModelHandle>, InferenceError>> {
+        // Policy first: the grant check decides before anything else happens.
+        let Some(backend) = self.ctx.bindings.get(&binding).cloned() else {
+            return Ok(Err(InferenceError::NotGranted(format!(
+                "model binding {} is not granted to this agent",
+                quote(&binding)
+            ))));
+        };
+        if let Err(e) = self.reserve_handle() {
+            return Ok(Err(e));
+        }
+        let handle = self.table.push(ModelHandle { binding, backend })?;
+        Ok(Ok(handle))
+    }
+
+    async fn describe(&mut self, model: Resource<ModelHandle>) -> wasmtime::Result<ModelInfo> {
+        let handle = self.table.get(&model)?;
+        Ok(ModelInfo {
+            binding: handle.binding.clone(),
+            provider: handle.backend.provider().to_string(),
+            model: handle.backend.model().to_string(),
+        })
+    }
+
+    async fn complete(
+        &mut self,
+        model: Resource<ModelHandle>,
+        request: CompletionRequest,
+    ) -> wasmtime::Result<Result<Completion, InferenceError>> {
+        let backend = self.backend(&model)?;
+        if let Err(reason) = validate_request(&request) {
+            return Ok(Err(InferenceError::InvalidRequest(reason)));
+        }
+        Ok(backend.complete(request).await)
+    }
+
+    async fn stream(
+        &mut self,
+        model: Resource<ModelHandle>,
+        request: CompletionRequest,
+    ) -> wasmtime::Result<Result<Resource<CompletionStreamHandle>, InferenceError>> {
+        let backend = self.backend(&model)?;
+        if let Err(reason) = validate_request(&request) {
+            return Ok(Err(InferenceError::InvalidRequest(reason)));
+        }
+        if let Err(e) = self.reserve_handle() {
+            return Ok(Err(e));
+        }
+        let events = match backend.stream(request).await {
+            Ok(events) => events,
+            Err(e) => {
+                self.ctx.open_handles -= 1;
+                return Ok(Err(e));
+            }
+        };
+        Ok(Ok(self.table.push(CompletionStreamHandle { events, finished: false })?))
+    }
+
+    async fn drop(&mut self, model: Resource<ModelHandle>) -> wasmtime::Result<()> {
+        self.table.delete(model)?;
+        self.ctx.open_handles -= 1;
+        Ok(())
+    }
+}
+
+impl HostCompletionStream for InferenceView<'_> {
+    async fn next(
+        &mut self,
+        stream: Resource<CompletionStreamHandle>,
+    ) -> wasmtime::Result<Result<Option<StreamEvent>, InferenceError>> {
+        let handle = self.table.get_mut(&stream)?;
+        if handle.finished {
+            return Ok(Ok(None));
+        }
+        match handle.events.recv().await {
+            Some(Ok(event)) => {
+                handle.finished = matches!(event, StreamEvent::Finished(_));
+                Ok(Ok(Some(event)))
+            }
+            Some(Err(e)) => {
+                handle.finished = true;
+                Ok(Err(e))
+            }
+            None => {
+                handle.finished = true;
+                Ok(Err(InferenceError::Unavailable(
+                    "the stream ended before the completion finished".into(),
+                )))
+            }
+        }
+    }
+
+    async fn drop(&mut self, stream: Resource<CompletionStreamHandle>) -> wasmtime::Result<()> {
+        self.table.delete(stream)?;
+        self.ctx.open_handles -= 1;
+        Ok(())
+    }
+}
+
+impl Host for InferenceView<'_> {}

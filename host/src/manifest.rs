@@ -1,0 +1,209 @@
+//! The agent manifest: plain serde types, unknown keys rejected.
+//!
+//! ```toml
+//! name = "triage"
+//! description = "Labels new GitHub issues"
+//!
+//! [component]
+//! path = "triage.wasm"          # relative to this file
+//! sha256 = "…"                  # optional pin, verified on load
+//!
+//! [limits]                      # all optional; see `Limits` for defaults
+//! memory_bytes = 67108864
+//! deadline_ms = 30000
+//!
+//! [models.default]              # a model binding (see below)
+//! provider = "anthropic"
+//! model = "claude-haiku-4-5"
+//! key = "anthropic-main"
+//!
+//! [tools.github]                # a tool grant (see below)
+//! credential = "github-bot"
+//! actions = ["issues.add_labels"]
+//! resources = ["acme/support"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::LoadError;
+use crate::limits::Limits;
+
+/// Longest agent name.
+pub const MAX_AGENT_NAME_BYTES: usize = 64;
+/// Largest manifest file.
+pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
+
+/// An agent manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The agent's name: 1 to 64 bytes of lower-case letters, digits and `-`.
+    pub name: String,
+    /// What the agent does, for operators.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Where the component comes from.
+    pub component: ComponentSource,
+    /// Resource limits; every field has a safe default.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Model bindings by binding name. Default: none (every `model.open`
+    /// answers `not-granted`).
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelBinding>,
+    /// Tool grants by tool name. Default: none (every `tool.open` answers
+    /// `not-granted`).
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolGrant>,
+}
+
+/// Where an agent's component comes from: exactly one of `path` and
+/// `registry`, with an optional sha256 pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSource {
+    /// A file, relative to the manifest's directory.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// A registry reference, `namespace/name@version` or `…@sha256:<hex>`.
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// The component's expected sha256, in lower-case hex. When set, any other
+    /// bytes are refused.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// A model binding: what `model.open(<binding>)` gives the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelBinding {
+    /// Provider kind: `anthropic`, `openai`, `openai-compatible` or `replay`.
+    pub provider: String,
+    /// The provider's model id.
+    pub model: String,
+    /// Id of the API key in the host's key vault (never the key itself).
+    pub key: Option<String>,
+    /// The provider's base URL, for `openai-compatible` servers.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Cap on `max-tokens` per request.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Allowed temperature range, `[min, max]`.
+    #[serde(default)]
+    pub temperature: Option<[f32; 2]>,
+}
+
+/// A tool grant: what `tool.open(<name>)` gives the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolGrant {
+    /// Id of the credential in the host's vault.
+    #[serde(default)]
+    pub credential: Option<String>,
+    /// The actions granted.
+    pub actions: Vec<String>,
+    /// The resources (repositories, channels, pages) the actions may touch.
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
+
+impl Manifest {
+    /// Parses and validates a manifest from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, LoadError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| LoadError::Manifest(e.to_string()))?;
+        manifest.validate().map_err(LoadError::Manifest)?;
+        Ok(manifest)
+    }
+
+    /// Reads, parses and validates a manifest file.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = crate::agent::read_bounded(path, MAX_MANIFEST_BYTES)?;
+        let text = String::from_utf8(text).map_err(|_| LoadError::Manifest("the file is not UTF-8".into()))?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks everything serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= MAX_AGENT_NAME_BYTES
+            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !self.name.starts_with('-');
+        if !name_ok {
+            return Err(format!(
+                "name {:?} must be 1 to {MAX_AGENT_NAME_BYTES} lower-case letters, digits and `-`",
+                self.name
+            ));
+        }
+        match (&self.component.path, &self.component.registry) {
+            (Some(_), Some(_)) => return Err("component: set either `path` or `registry`, not both".into()),
+            (None, None) => return Err("component: set `path` or `registry`".into()),
+            _ => {}
+        }
+        if let Some(pin) = &self.component.sha256
+            && !(pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        {
+            return Err(format!("component.sha256 {pin:?} is not 64 lower-case hex digits"));
+        }
+        self.limits.validate()?;
+        for (binding, model) in &self.models {
+            crate::inference::validate_name("model binding", binding, crate::inference::MAX_BINDING_NAME_BYTES)?;
+            if let Some([lo, hi]) = model.temperature
+                && !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi && hi <= 2.0)
+            {
+                return Err(format!("models.{binding}.temperature [{lo}, {hi}] is not a range within 0.0..=2.0"));
+            }
+            if model.max_tokens == Some(0) {
+                return Err(format!("models.{binding}.max_tokens must be at least 1"));
+            }
+        }
+        for (tool, grant) in &self.tools {
+            crate::inference::validate_name("tool", tool, crate::tools::MAX_TOOL_NAME_BYTES)?;
+            if grant.actions.is_empty() {
+                return Err(format!("tools.{tool}.actions must name at least one action"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name = \"hello\"\n[component]\npath = \"hello.wasm\"\n";
+
+    #[test]
+    fn minimal_manifest_gets_safe_defaults() {
+        let m = Manifest::from_toml(MINIMAL).unwrap();
+        assert_eq!(m.limits, Limits::default());
+        assert!(m.models.is_empty() && m.tools.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Manifest::from_toml(&format!("{MINIMAL}[limits]\nmemory = 5\n")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `memory`"), "{err}");
+        let err = Manifest::from_toml(&format!("{MINIMAL}env = []\n")).unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        for (toml, needle) in [
+            ("name = \"Bad Name\"\n[component]\npath = \"x\"\n", "name"),
+            ("name = \"a\"\n[component]\n", "set `path` or `registry`"),
+            ("name = \"a\"\n[component]\npath = \"x\"\nsha256 = \"abc\"\n", "sha256"),
+            ("name = \"a\"\n[component]\npath = \"x\"\n[limits]\nmemory_bytes = 99999999999\n", "memory_bytes"),
+            ("name = \"a\"\n[component]\npath = \"x\"\n[limits]\ndeadline_ms = 0\n", "deadline_ms"),
+            ("name = \"a\"\n[component]\npath = \"x\"\n[models.default]\nprovider = \"openai\"\nmodel = \"m\"\ntemperature = [1.5, 0.5]\n", "temperature"),
+        ] {
+            let err = Manifest::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(needle), "{toml:?} gave {err:?}, expected it to mention {needle:?}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The `tools` capability: a guest opens a tool by name and calls the actions
+//! the operator granted; credentials stay in the host.
+//!
+//! Deny by default ([`ToolsCtx::default`]):
+//! - no tools, so `tool.open(..)` answers `not-granted` for every name;
+//! - an opened tool offers only the actions its grant lists; any other action
+//!   answers `not-granted` without reaching the backend;
+//! - inputs must be a JSON object of at most [`MAX_TOOL_INPUT_BYTES`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+pub use crate::bindings::tools::{ActionInfo, Error as ToolError, ToolInfo};
+use crate::bindings::tools::{Host, HostTool};
+use crate::inference::{quote, validate_name};
+
+/// Longest tool name a guest may pass to `tool.open`.
+pub const MAX_TOOL_NAME_BYTES: usize = 64;
+/// Longest action name.
+pub const MAX_ACTION_NAME_BYTES: usize = 64;
+/// Largest JSON input to one call.
+pub const MAX_TOOL_INPUT_BYTES: usize = 1 << 20;
+/// Most tools one invocation may hold open at once.
+pub const MAX_OPEN_TOOLS: usize = 32;
+
+/// A tool granted to an agent: a connector plus the scopes of the grant.
+/// Connectors implement this; the guest sees only [`ActionInfo`]s.
+#[async_trait::async_trait]
+pub trait ToolBackend: Send + Sync + 'static {
+    /// The actions granted, with their input schemas.
+    fn actions(&self) -> Vec<ActionInfo>;
+    /// Runs a granted `action` with a JSON object `input`; returns JSON.
+    async fn call(&self, action: &str, input: &str) -> Result<String, ToolError>;
+}
+
+/// The tools granted to one agent, by name.
+pub type ToolGrants = BTreeMap<String, Arc<dyn ToolBackend>>;
+
+/// Per-invocation state of the `tools` capability.
+#[derive(Default)]
+pub struct ToolsCtx {
+    grants: Arc<ToolGrants>,
+    open_tools: usize,
+}
+
+impl std::fmt::Debug for ToolsCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolsCtx")
+            .field("grants", &self.grants.keys().collect::<Vec<_>>())
+            .field("open_tools", &self.open_tools)
+            .finish()
+    }
+}
+
+impl ToolsCtx {
+    /// A context granting exactly `grants`.
+    pub fn new(grants: Arc<ToolGrants>) -> Self {
+        Self { grants, open_tools: 0 }
+    }
+}
+
+/// The guest's handle to an opened tool.
+pub struct ToolHandle {
+    name: String,
+    backend: Arc<dyn ToolBackend>,
+}
+
+/// What the `tools` host functions operate on.
+pub struct ToolsView<'a> {
+    /// The capability's state.
+    pub ctx: &'a mut ToolsCtx,
+    /// The store's resource table, shared with WASI.
+    pub table: &'a mut ResourceTable,
+}
+
+struct HasTools;
+
+impl HasData for HasTools {
+    type Data<'a> = ToolsView<'a>;
+}
+
+/// Adds the `tools` interface to `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> ToolsView<'_>,
+) -> wasmtime::Result<()> {
+    crate::bindings::tools::add_to_linker::<T, HasTools>(linker, get)
+}
+
+impl HostTool for ToolsView<'_> {
+    async fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<ToolHandle>, ToolError>> {
+        let Some(backend) = self.ctx.grants.get(&name).cloned() else {
+            return Ok(Err(ToolError::NotGranted(format!(
+                "tool {} is not granted to this agent",
+                quote(&name)
+            ))));
+        };
+        if self.ctx.open_tools >= MAX_OPEN_TOOLS {
+            return Ok(Err(ToolError::InvalidInput(format!(
+                "more than {MAX_OPEN_TOOLS} tools open at once"
+            ))));
+        }
+        self.ctx.open_tools += 1;
+        Ok(Ok(self.table.push(ToolHandle { name, backend })?))
+    }
+
+    async fn describe(&mut self, tool: Resource<ToolHandle>) -> wasmtime::Result<ToolInfo> {
+        let handle = self.table.get(&tool)?;
+        Ok(ToolInfo {
+            name: handle.name.clone(),
+            actions: handle.backend.actions(),
+        })
+    }
+
+    async fn call(
+        &mut self,
+        tool: Resource<ToolHandle>,
+        action: String,
+        input: String,
+    ) -> wasmtime::Result<Result<String, ToolError>> {
+        let handle = self.table.get(&tool)?;
+        let backend = handle.backend.clone();
+        if let Err(reason) = validate_name("action", &action, MAX_ACTION_NAME_BYTES) {
+            return Ok(Err(ToolError::InvalidInput(reason)));
+        }
+        if !backend.actions().iter().any(|a| a.name == action) {
+            return Ok(Err(ToolError::NotGranted(format!(
+                "action {} of tool {} is not granted to this agent",
+                quote(&action),
+                quote(&handle.name)
+            ))));
+        }
+        if input.len() > MAX_TOOL_INPUT_BYTES {
+            return Ok(Err(ToolError::InvalidInput(format!(
+                "input is {} bytes, more than {MAX_TOOL_INPUT_BYTES}",
+                input.len()
+            ))));
+        }
+        match serde_json::from_str::<serde_json::Value>(&input) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(_) => return Ok(Err(ToolError::InvalidInput("input must be a JSON object".into()))),
+            Err(e) => return Ok(Err(ToolError::InvalidInput(format!("input is not valid JSON: {e}")))),
+        }
+        Ok(backend.call(&action, &input).await)
+    }
+
+    async fn drop(&mut self, tool: Resource<ToolHandle>) -> wasmtime::Result<()> {
+        self.table.delete(tool)?;
+        self.ctx.open_tools -= 1;
+        Ok(())
+    }
+}
+
+impl Host for ToolsView<'_> {}
