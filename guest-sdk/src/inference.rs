@@ -10,10 +10,11 @@
 //! info!("{} ({} tokens out)", completion.text(), completion.usage.output_tokens);
 //! ```
 
+pub use crate::errors::InferenceError;
 use crate::wit::clawcage::agent::inference as wit;
 
 pub use wit::{
-    Completion, CompletionRequest, ContentPart, Error as InferenceError, Message, ModelInfo, Role,
+    Completion, CompletionRequest, ContentPart, Message, ModelInfo, Role,
     StopReason, StreamEvent, ToolChoice, ToolResult, ToolSpec, ToolUse, ToolUseStart, Usage,
 };
 
@@ -29,7 +30,7 @@ impl Model {
     /// Opens the binding `binding` (for example `"default"`). Fails with
     /// [`InferenceError::NotGranted`] when the operator bound no such name.
     pub fn open(binding: &str) -> Result<Self, InferenceError> {
-        wit::Model::open(binding).map(Self)
+        wit::Model::open(binding).map(Self).map_err(Into::into)
     }
 
     /// The binding, provider and model id (never a key).
@@ -39,13 +40,16 @@ impl Model {
 
     /// Runs `request` and waits for the whole completion.
     pub fn complete(&self, request: &CompletionRequest) -> Result<Completion, InferenceError> {
-        self.0.complete(request)
+        self.0.complete(request).map_err(Into::into)
     }
 
     /// Runs `request`, yielding increments as they arrive; the last one is
     /// [`StreamEvent::Finished`] with the assembled completion.
     pub fn stream(&self, request: &CompletionRequest) -> Result<CompletionStream, InferenceError> {
-        self.0.stream(request).map(|inner| CompletionStream { inner, done: false })
+        self.0
+            .stream(request)
+            .map(|inner| CompletionStream { inner, done: false })
+            .map_err(Into::into)
     }
 }
 
@@ -71,7 +75,7 @@ impl Iterator for CompletionStream {
             }
             Err(error) => {
                 self.done = true;
-                Some(Err(error))
+                Some(Err(error.into()))
             }
         }
     }

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod errors;
 mod event;
 pub mod inference;
 pub mod log;

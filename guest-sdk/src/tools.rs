@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::inference::ToolSpec;
 use crate::wit::clawcage::agent::tools as wit;
 
-pub use wit::{ActionInfo, Error as ToolError, ToolInfo};
+pub use crate::errors::ToolError;
+pub use wit::{ActionInfo, ToolInfo};
 
 /// A tool opened by name: the capability to call the actions granted on it.
 #[derive(Debug)]
@@ -21,7 +22,7 @@ impl Tool {
     /// Opens the tool `name` (for example `"github"`). Fails with
     /// [`ToolError::NotGranted`] when the operator granted no such tool.
     pub fn open(name: &str) -> Result<Self, ToolError> {
-        wit::Tool::open(name).map(Self)
+        wit::Tool::open(name).map(Self).map_err(Into::into)
     }
 
     /// The actions granted, with their input schemas.
@@ -43,7 +44,7 @@ impl Tool {
 
     /// Calls `action` with JSON text and returns JSON text.
     pub fn call_raw(&self, action: &str, input: &str) -> Result<String, ToolError> {
-        self.0.call(action, input)
+        self.0.call(action, input).map_err(Into::into)
     }
 }
 

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, Type};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::AgentPre;
@@ -154,7 +155,7 @@ impl Cage {
             }
         }
         let exports: BTreeSet<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-        if !exports.contains(HANDLER_EXPORT) {
+        let Some(handler) = ty.get_export(engine, HANDLER_EXPORT) else {
             let found = if exports.is_empty() {
                 "nothing".to_string()
             } else {
@@ -163,9 +164,46 @@ impl Cage {
             return Err(LoadError::WrongWorld(format!(
                 "it must export `{HANDLER_EXPORT}`, but exports {found}"
             )));
-        }
-        Ok(())
+        };
+        check_handler_type(engine, handler.ty)
     }
+}
+
+/// Checks that the handler export has exactly the WIT type
+/// `handle: func(event: event) -> result<string, string>`, so a mismatch is a
+/// load-time error rather than a failure at the first event.
+fn check_handler_type(engine: &wasmtime::Engine, handler: ComponentItem) -> Result<(), LoadError> {
+    const EXPECTED: &str = "`handle: func(event: event) -> result<string, string>`";
+    let wrong = |what: String| Err(LoadError::WrongWorld(format!("`{HANDLER_EXPORT}` {what}; expected {EXPECTED}")));
+    let ComponentItem::ComponentInstance(instance) = handler else {
+        return wrong("is not an instance".into());
+    };
+    let Some(ComponentItem::ComponentFunc(handle)) = instance.get_export(engine, "handle").map(|e| e.ty) else {
+        return wrong("has no function `handle`".into());
+    };
+    let params: Vec<Type> = handle.params().map(|(_, ty)| ty).collect();
+    let params_ok = match &params[..] {
+        [Type::Record(event)] => {
+            let fields: Vec<_> = event.fields().map(|f| (f.name.to_string(), f.ty)).collect();
+            fields.len() == 4
+                && ["id", "source", "kind", "payload"]
+                    .iter()
+                    .zip(&fields)
+                    .all(|(name, (field, ty))| field == name && matches!(ty, Type::String))
+        }
+        _ => false,
+    };
+    let results: Vec<Type> = handle.results().collect();
+    let results_ok = match &results[..] {
+        [Type::Result(result)] => {
+            matches!(result.ok(), Some(Type::String)) && matches!(result.err(), Some(Type::String))
+        }
+        _ => false,
+    };
+    if !params_ok || !results_ok {
+        return wrong(format!("has `handle` with {} parameters and {} results of other types", params.len(), results.len()));
+    }
+    Ok(())
 }
 
 /// Refuses anything that is not a WebAssembly component, with a reason.

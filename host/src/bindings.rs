@@ -19,5 +19,5 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use clawcage::agent::{inference, log, tools, types};
+pub use self::clawcage::agent::{inference, log, tools, types};
 pub use exports::clawcage::agent::handler;

@@ -1,7 +1,7 @@
 //! The `clawcage` command line. Each subcommand is a struct with
 //! `execute(self)`; the binary only parses arguments.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -120,15 +120,28 @@ impl RunCommand {
     pub fn execute(self) -> ExitCode {
         let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime,
-            Err(e) => return fail(Failure { code: exit::HOST, message: format!("cannot start the runtime: {e}") }),
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return ExitCode::from(exit::HOST);
+            }
         };
-        match runtime.block_on(self.run()) {
+        let code = runtime.block_on(self.run_with(&mut std::io::stdout(), &mut std::io::stderr()));
+        ExitCode::from(code)
+    }
+
+    /// Runs the command, writing the result to `out` and logs and errors to
+    /// `err`; returns the exit code.
+    pub async fn run_with(self, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+        match self.run(out, err).await {
             Ok(code) => code,
-            Err(failure) => fail(failure),
+            Err(failure) => {
+                let _ = writeln!(err, "error: {}", failure.message);
+                failure.code
+            }
         }
     }
 
-    async fn run(self) -> Result<ExitCode, Failure> {
+    async fn run(self, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Failure> {
         let event = self.read_event()?;
         let is_manifest = self.agent.extension().is_some_and(|e| e == "toml");
         let manifest = if is_manifest { Some(Manifest::load(&self.agent)?) } else { None };
@@ -159,7 +172,7 @@ impl RunCommand {
                 "logs_dropped": invocation.logs_dropped,
                 "elapsed_ms": invocation.elapsed.as_secs_f64() * 1000.0,
             });
-            println!("{report:#}");
+            let _ = writeln!(out, "{report:#}");
         } else {
             for line in &invocation.logs {
                 let stream = match line.stream {
@@ -174,17 +187,17 @@ impl RunCommand {
                     LogLevel::Warn => "WARN",
                     LogLevel::Error => "ERROR",
                 };
-                eprintln!("[{} {level}{stream}] {}", agent.name(), line.message);
+                let _ = writeln!(err, "[{} {level}{stream}] {}", agent.name(), line.message);
             }
             if invocation.logs_dropped > 0 {
-                eprintln!("[{}] {} log lines dropped", agent.name(), invocation.logs_dropped);
+                let _ = writeln!(err, "[{}] {} log lines dropped", agent.name(), invocation.logs_dropped);
             }
             if let Ok(output) = &invocation.outcome {
-                println!("{output}");
+                let _ = writeln!(out, "{output}");
             }
         }
         match invocation.outcome {
-            Ok(_) => Ok(ExitCode::SUCCESS),
+            Ok(_) => Ok(0),
             Err(error) => {
                 let code = match &error {
                     InvokeError::InvalidEvent { .. } => exit::BAD_EVENT,
@@ -194,7 +207,7 @@ impl RunCommand {
                     InvokeError::Busy { .. } | InvokeError::Host { .. } => exit::HOST,
                 };
                 if self.json {
-                    Ok(ExitCode::from(code))
+                    Ok(code)
                 } else {
                     Err(Failure { code, message: error.to_string() })
                 }
@@ -222,7 +235,3 @@ impl RunCommand {
     }
 }
 
-fn fail(failure: Failure) -> ExitCode {
-    eprintln!("error: {}", failure.message);
-    ExitCode::from(failure.code)
-}

@@ -1,0 +1,6 @@
+//! Integration tests: real components, built from source, in a real cage.
+
+mod cli;
+mod loading;
+mod sandbox;
+mod sdk;
