@@ -84,12 +84,20 @@ fn check_field(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A random 128-bit id in hex.
+/// A fresh event id: 32 hex digits, a random per-process prefix and a
+/// counter. Unique and unguessable across restarts without a system call per
+/// event (ids need not be secret, only distinct).
 pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .expect("the OS random number generator failed");
-    hex::encode(bytes)
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: LazyLock<u64> = LazyLock::new(|| {
+        let mut bytes = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .expect("the OS random number generator failed");
+        u64::from_le_bytes(bytes)
+    });
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!("{:016x}{:016x}", *PREFIX, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -102,6 +110,7 @@ mod tests {
         let wit = event.into_wit().unwrap();
         assert_eq!(wit.payload, "{}");
         assert_eq!(wit.id.len(), 32);
+        assert_ne!(random_id(), random_id());
     }
 
     #[test]

@@ -351,3 +351,87 @@ impl HostCompletionStream for InferenceView<'_> {
 }
 
 impl Host for InferenceView<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::inference::{Message, ToolResult, ToolSpec, ToolUse};
+
+    fn valid() -> CompletionRequest {
+        CompletionRequest {
+            system: Some("be brief".into()),
+            messages: vec![Message { role: Role::User, content: vec![ContentPart::Text("hi".into())] }],
+            max_tokens: 100,
+            temperature: Some(0.2),
+            stop_sequences: vec![],
+            tools: vec![ToolSpec { name: "lookup".into(), description: "d".into(), input_schema: "{}".into() }],
+            tool_choice: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn opening_an_ungranted_binding_is_refused_without_a_handle() {
+        let mut ctx = InferenceCtx::default();
+        let mut table = ResourceTable::new();
+        let mut view = InferenceView { ctx: &mut ctx, table: &mut table };
+        let result = HostModel::open(&mut view, "default".into()).await.unwrap();
+        assert!(
+            matches!(&result, Err(InferenceError::NotGranted(m)) if m == "model binding \"default\" is not granted to this agent"),
+            "{result:?}"
+        );
+        assert_eq!(view.ctx.open_handles, 0);
+    }
+
+    #[tokio::test]
+    async fn a_huge_binding_name_is_not_echoed_back_whole() {
+        let mut ctx = InferenceCtx::default();
+        let mut table = ResourceTable::new();
+        let mut view = InferenceView { ctx: &mut ctx, table: &mut table };
+        let Err(InferenceError::NotGranted(message)) = HostModel::open(&mut view, "x".repeat(1 << 20)).await.unwrap() else {
+            panic!("expected not-granted");
+        };
+        assert!(message.len() < 200, "{} bytes", message.len());
+    }
+
+    #[test]
+    fn a_valid_request_passes() {
+        assert_eq!(validate_request(&valid()), Ok(()));
+    }
+
+    #[test]
+    fn invalid_requests_name_the_field() {
+        let cases: Vec<(Box<dyn Fn(&mut CompletionRequest)>, &str)> = vec![
+            (Box::new(|r| r.messages.clear()), "messages must not be empty"),
+            (Box::new(|r| r.messages[0].role = Role::Assistant), "messages[0] must be a user message"),
+            (Box::new(|r| r.messages[0].content.clear()), "messages[0].content must not be empty"),
+            (Box::new(|r| r.max_tokens = 0), "max-tokens must be at least 1"),
+            (Box::new(|r| r.temperature = Some(f32::NAN)), "temperature NaN"),
+            (Box::new(|r| r.temperature = Some(2.5)), "temperature 2.5"),
+            (Box::new(|r| r.stop_sequences = vec![String::new()]), "stop-sequences[0]"),
+            (Box::new(|r| r.tools[0].name = "bad name".into()), "tools[0]: tool name \"bad name\" may only contain"),
+            (Box::new(|r| r.tools[0].input_schema = "[1]".into()), "tools[0].input-schema is not a JSON object"),
+            (Box::new(|r| r.tools.push(r.tools[0].clone())), "tools[1]: tool name \"lookup\" is used twice"),
+            (Box::new(|r| r.tool_choice = Some(ToolChoice::Tool("other".into()))), "tool-choice names \"other\""),
+            (
+                Box::new(|r| r.messages[0].content.push(ContentPart::ToolUse(ToolUse { id: "t".into(), name: "n".into(), input: "{}".into() }))),
+                "messages[0].content[1]: tool-use only belongs in assistant messages",
+            ),
+            (
+                Box::new(|r| {
+                    r.messages.push(Message {
+                        role: Role::Assistant,
+                        content: vec![ContentPart::ToolResult(ToolResult { tool_use_id: "t".into(), content: "x".into(), is_error: false })],
+                    })
+                }),
+                "messages[1].content[0]: tool-result only belongs in user messages",
+            ),
+            (Box::new(|r| r.system = Some("x".repeat(MAX_REQUEST_BYTES + 1))), "request text is"),
+        ];
+        for (mutate, expected) in cases {
+            let mut request = valid();
+            mutate(&mut request);
+            let err = validate_request(&request).expect_err(expected);
+            assert!(err.starts_with(expected), "expected {expected:?}, got {err:?}");
+        }
+    }
+}

@@ -2,5 +2,6 @@
 
 mod cli;
 mod loading;
+mod macro_errors;
 mod sandbox;
 mod sdk;
