@@ -26,10 +26,18 @@ pub fn build_guests(root: &Path) -> PathBuf {
         .arg("--target-dir")
         .arg(&target_dir);
     // Flags meant for the host build must not leak into the guest build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
         command.env_remove(var);
     }
-    let status = command.status().expect("running cargo to build the guest components");
+    let status = command
+        .status()
+        .expect("running cargo to build the guest components");
     assert!(
         status.success(),
         "building the guest components failed; is the target installed? (rustup target add wasm32-wasip2)"

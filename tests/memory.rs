@@ -2,6 +2,8 @@
 //! instance pool itself keeps. This measures the whole process's resident
 //! set, so it runs in a test binary of its own.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use clawcage_tests::{HOSTILE, event, load};
 
 fn resident_bytes() -> u64 {
@@ -24,7 +26,11 @@ async fn a_hundred_invocations_do_not_grow_host_memory() {
         // a guest that fills 16 MiB of its memory.
         let kind = ["noop", "panic", "memory-bomb", "huge-result", "log-flood"][i % 5];
         let invocation = agent.invoke(event(kind)).await;
-        assert_eq!(invocation.outcome.is_ok(), kind == "noop" || kind == "log-flood", "{kind}: {invocation:?}");
+        assert_eq!(
+            invocation.outcome.is_ok(),
+            kind == "noop" || kind == "log-flood",
+            "{kind}: {invocation:?}"
+        );
     }
     let after = resident_bytes();
     let growth = after.saturating_sub(before);

@@ -59,7 +59,11 @@ pub enum ToolError {
     },
 }
 
-fn rate_limited(f: &mut fmt::Formatter<'_>, retry_after: &Option<Duration>, message: &str) -> fmt::Result {
+fn rate_limited(
+    f: &mut fmt::Formatter<'_>,
+    retry_after: &Option<Duration>,
+    message: &str,
+) -> fmt::Result {
     write!(f, "rate limited: {message}")?;
     if let Some(wait) = retry_after {
         write!(f, " (retry after {} ms)", wait.as_millis())?;
@@ -67,7 +71,12 @@ fn rate_limited(f: &mut fmt::Formatter<'_>, retry_after: &Option<Duration>, mess
     Ok(())
 }
 
-fn upstream(f: &mut fmt::Formatter<'_>, what: &str, status: &Option<u16>, message: &str) -> fmt::Result {
+fn upstream(
+    f: &mut fmt::Formatter<'_>,
+    what: &str,
+    status: &Option<u16>,
+    message: &str,
+) -> fmt::Result {
     match status {
         Some(status) => write!(f, "{what} error (HTTP {status}): {message}"),
         None => write!(f, "{what} error: {message}"),
@@ -79,7 +88,10 @@ impl fmt::Display for InferenceError {
         match self {
             Self::NotGranted(m) => write!(f, "not granted: {m}"),
             Self::BudgetExceeded(m) => write!(f, "budget exceeded: {m}"),
-            Self::RateLimited { retry_after, message } => rate_limited(f, retry_after, message),
+            Self::RateLimited {
+                retry_after,
+                message,
+            } => rate_limited(f, retry_after, message),
             Self::InvalidRequest(m) => write!(f, "invalid request: {m}"),
             Self::Provider { status, message } => upstream(f, "provider", status, message),
             Self::Unavailable(m) => write!(f, "unavailable: {m}"),
@@ -95,7 +107,10 @@ impl fmt::Display for ToolError {
             Self::Denied(m) => write!(f, "denied: {m}"),
             Self::InvalidInput(m) => write!(f, "invalid input: {m}"),
             Self::Upstream { status, message } => upstream(f, "upstream", status, message),
-            Self::RateLimited { retry_after, message } => rate_limited(f, retry_after, message),
+            Self::RateLimited {
+                retry_after,
+                message,
+            } => rate_limited(f, retry_after, message),
         }
     }
 }
@@ -113,9 +128,15 @@ impl From<inference::Error> for InferenceError {
         match error {
             E::NotGranted(m) => Self::NotGranted(m),
             E::BudgetExceeded(m) => Self::BudgetExceeded(m),
-            E::RateLimited(limit) => Self::RateLimited { retry_after: retry_after(&limit), message: limit.message },
+            E::RateLimited(limit) => Self::RateLimited {
+                retry_after: retry_after(&limit),
+                message: limit.message,
+            },
             E::InvalidRequest(m) => Self::InvalidRequest(m),
-            E::Provider(e) => Self::Provider { status: e.status, message: e.message },
+            E::Provider(e) => Self::Provider {
+                status: e.status,
+                message: e.message,
+            },
             E::Unavailable(m) => Self::Unavailable(m),
             E::Timeout => Self::Timeout,
         }
@@ -129,8 +150,14 @@ impl From<tools::Error> for ToolError {
             E::NotGranted(m) => Self::NotGranted(m),
             E::Denied(m) => Self::Denied(m),
             E::InvalidInput(m) => Self::InvalidInput(m),
-            E::Upstream(e) => Self::Upstream { status: e.status, message: e.message },
-            E::RateLimited(limit) => Self::RateLimited { retry_after: retry_after(&limit), message: limit.message },
+            E::Upstream(e) => Self::Upstream {
+                status: e.status,
+                message: e.message,
+            },
+            E::RateLimited(limit) => Self::RateLimited {
+                retry_after: retry_after(&limit),
+                message: limit.message,
+            },
         }
     }
 }

@@ -14,8 +14,8 @@ pub use crate::errors::InferenceError;
 use crate::wit::clawcage::agent::inference as wit;
 
 pub use wit::{
-    Completion, CompletionRequest, ContentPart, Message, ModelInfo, Role,
-    StopReason, StreamEvent, ToolChoice, ToolResult, ToolSpec, ToolUse, ToolUseStart, Usage,
+    Completion, CompletionRequest, ContentPart, Message, ModelInfo, Role, StopReason, StreamEvent,
+    ToolChoice, ToolResult, ToolSpec, ToolUse, ToolUseStart, Usage,
 };
 
 /// The `max-tokens` of a new [`CompletionRequest`].
@@ -90,7 +90,9 @@ impl CompletionStream {
                 finished = Some(completion);
             }
         }
-        finished.ok_or_else(|| InferenceError::Unavailable("the stream ended without a completion".into()))
+        finished.ok_or_else(|| {
+            InferenceError::Unavailable("the stream ended without a completion".into())
+        })
     }
 }
 
@@ -173,12 +175,18 @@ impl CompletionRequest {
 impl Message {
     /// A user message with text.
     pub fn user(text: impl Into<String>) -> Self {
-        Self { role: Role::User, content: vec![ContentPart::Text(text.into())] }
+        Self {
+            role: Role::User,
+            content: vec![ContentPart::Text(text.into())],
+        }
     }
 
     /// An assistant message with text.
     pub fn assistant(text: impl Into<String>) -> Self {
-        Self { role: Role::Assistant, content: vec![ContentPart::Text(text.into())] }
+        Self {
+            role: Role::Assistant,
+            content: vec![ContentPart::Text(text.into())],
+        }
     }
 
     /// A user message carrying tool results.
@@ -192,7 +200,11 @@ impl Message {
 
 impl ToolSpec {
     /// A tool with a JSON-schema input.
-    pub fn new(name: impl Into<String>, description: impl Into<String>, input_schema: &serde_json::Value) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        input_schema: &serde_json::Value,
+    ) -> Self {
         Self {
             name: name.into(),
             description: description.into(),
@@ -223,7 +235,10 @@ impl Completion {
 
     /// The assistant message to append to the conversation to continue it.
     pub fn to_message(&self) -> Message {
-        Message { role: Role::Assistant, content: self.content.clone() }
+        Message {
+            role: Role::Assistant,
+            content: self.content.clone(),
+        }
     }
 }
 

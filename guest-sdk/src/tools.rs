@@ -31,15 +31,25 @@ impl Tool {
     }
 
     /// Calls `action` with `input` serialized as JSON; returns the JSON result.
-    pub fn call<I: Serialize + ?Sized>(&self, action: &str, input: &I) -> Result<serde_json::Value, ToolError> {
+    pub fn call<I: Serialize + ?Sized>(
+        &self,
+        action: &str,
+        input: &I,
+    ) -> Result<serde_json::Value, ToolError> {
         self.call_as(action, input)
     }
 
     /// Like [`Tool::call`], deserializing the result into `O`.
-    pub fn call_as<I: Serialize + ?Sized, O: DeserializeOwned>(&self, action: &str, input: &I) -> Result<O, ToolError> {
-        let input = serde_json::to_string(input).map_err(|e| ToolError::InvalidInput(format!("cannot serialize the input: {e}")))?;
+    pub fn call_as<I: Serialize + ?Sized, O: DeserializeOwned>(
+        &self,
+        action: &str,
+        input: &I,
+    ) -> Result<O, ToolError> {
+        let input = serde_json::to_string(input)
+            .map_err(|e| ToolError::InvalidInput(format!("cannot serialize the input: {e}")))?;
         let output = self.call_raw(action, &input)?;
-        serde_json::from_str(&output).map_err(|e| ToolError::InvalidInput(format!("unexpected result from {action}: {e}")))
+        serde_json::from_str(&output)
+            .map_err(|e| ToolError::InvalidInput(format!("unexpected result from {action}: {e}")))
     }
 
     /// Calls `action` with JSON text and returns JSON text.

@@ -29,7 +29,9 @@ mod guests;
 
 fn wasm(name: &str) -> Vec<u8> {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| guests::build_guests(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()));
+    let dir = DIR.get_or_init(|| {
+        guests::build_guests(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+    });
     std::fs::read(dir.join(format!("{name}.wasm"))).unwrap()
 }
 
@@ -40,7 +42,10 @@ struct RawState {
 
 impl WasiView for RawState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -55,26 +60,51 @@ fn raw_pre(engine: &Engine, bytes: &[u8]) -> AgentPre<RawState> {
 }
 
 async fn raw_invoke(pre: &AgentPre<RawState>, event: &WitEvent) -> String {
-    let mut store = Store::new(pre.engine(), RawState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+    let mut store = Store::new(
+        pre.engine(),
+        RawState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        },
+    );
     store.set_epoch_deadline(u64::MAX / 2);
     let agent = pre.instantiate_async(&mut store).await.unwrap();
-    agent.clawcage_agent_handler().call_handle(&mut store, event).await.unwrap().unwrap()
+    agent
+        .clawcage_agent_handler()
+        .call_handle(&mut store, event)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 fn wit_event(kind: &str, payload: &str) -> WitEvent {
-    WitEvent { id: "bench".into(), source: "bench".into(), kind: kind.into(), payload: payload.into() }
+    WitEvent {
+        id: "bench".into(),
+        source: "bench".into(),
+        kind: kind.into(),
+        payload: payload.into(),
+    }
 }
 
 fn event(kind: &str, payload: serde_json::Value) -> Event {
-    Event { id: Some("bench".into()), ..Event::new("bench", kind, payload) }
+    Event {
+        id: Some("bench".into()),
+        ..Event::new("bench", kind, payload)
+    }
 }
 
 fn agent(options: EngineOptions, name: &str) -> Agent {
-    Cage::new(options).unwrap().load_component(name, &wasm(name), None).unwrap()
+    Cage::new(options)
+        .unwrap()
+        .load_component(name, &wasm(name), None)
+        .unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn per_event(c: &mut Criterion) {
@@ -85,9 +115,15 @@ fn per_event(c: &mut Criterion) {
     let wit = wit_event("noop", "{}");
 
     let mut group = c.benchmark_group("per_event");
-    group.bench_function("raw_wasmtime", |b| b.iter(|| rt.block_on(raw_invoke(&raw, &wit))));
+    group.bench_function("raw_wasmtime", |b| {
+        b.iter(|| rt.block_on(raw_invoke(&raw, &wit)))
+    });
     group.bench_function("clawcage", |b| {
-        b.iter(|| rt.block_on(cage_agent.invoke(event("noop", serde_json::json!({})))).outcome.unwrap())
+        b.iter(|| {
+            rt.block_on(cage_agent.invoke(event("noop", serde_json::json!({}))))
+                .outcome
+                .unwrap()
+        })
     });
     group.finish();
 }
@@ -96,26 +132,69 @@ fn floor(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("floor");
     let base = EngineOptions::default;
-    let resident = |bytes| EngineOptions { memory_keep_resident: bytes, ..base() };
+    let resident = |bytes| EngineOptions {
+        memory_keep_resident: bytes,
+        ..base()
+    };
     let variants: Vec<(&str, EngineOptions, &str)> = vec![
         ("default_noop", base(), "noop"),
         ("no_keep_resident_noop", resident(0), "noop"),
-        ("on_demand_noop", EngineOptions { pooling: false, ..base() }, "noop"),
-        ("keep_resident_1mib_memset_noop", EngineOptions { pagemap_scan: false, ..resident(1 << 20) }, "noop"),
+        (
+            "on_demand_noop",
+            EngineOptions {
+                pooling: false,
+                ..base()
+            },
+            "noop",
+        ),
+        (
+            "keep_resident_1mib_memset_noop",
+            EngineOptions {
+                pagemap_scan: false,
+                ..resident(1 << 20)
+            },
+            "noop",
+        ),
         ("keep_resident_1mib_pagemap_noop", resident(1 << 20), "noop"),
         ("keep_resident_4mib_pagemap_noop", resident(4 << 20), "noop"),
-        ("decommit_batch_32_noop", EngineOptions { decommit_batch_size: 32, ..base() }, "noop"),
-        ("keep_resident_4mib_pagemap_batch_32_noop", EngineOptions { decommit_batch_size: 32, ..resident(4 << 20) }, "noop"),
+        (
+            "decommit_batch_32_noop",
+            EngineOptions {
+                decommit_batch_size: 32,
+                ..base()
+            },
+            "noop",
+        ),
+        (
+            "keep_resident_4mib_pagemap_batch_32_noop",
+            EngineOptions {
+                decommit_batch_size: 32,
+                ..resident(4 << 20)
+            },
+            "noop",
+        ),
         ("default_hello", base(), "hello"),
         ("default_hostile", base(), "hostile"),
-        ("keep_resident_4mib_pagemap_hostile", resident(4 << 20), "hostile"),
+        (
+            "keep_resident_4mib_pagemap_hostile",
+            resident(4 << 20),
+            "hostile",
+        ),
     ];
     for (name, options, component) in variants {
         let agent = agent(options, component);
         // `hello` greets; the others take the no-op path.
-        let kind = if component == "hello" { "greet" } else { "noop" };
+        let kind = if component == "hello" {
+            "greet"
+        } else {
+            "noop"
+        };
         group.bench_function(name, |b| {
-            b.iter(|| rt.block_on(agent.invoke(event(kind, serde_json::json!({})))).outcome.unwrap())
+            b.iter(|| {
+                rt.block_on(agent.invoke(event(kind, serde_json::json!({}))))
+                    .outcome
+                    .unwrap()
+            })
         });
     }
     group.finish();
@@ -128,7 +207,11 @@ fn store_parts(c: &mut Criterion) {
         b.iter(|| clawcage::state::AgentStateBuilder::new("bench".into(), "bench".into()).build())
     });
     group.bench_function("event_into_wit_random_id", |b| {
-        b.iter(|| Event::new("bench", "noop", serde_json::json!({})).into_wit().unwrap())
+        b.iter(|| {
+            Event::new("bench", "noop", serde_json::json!({}))
+                .into_wit()
+                .unwrap()
+        })
     });
     group.finish();
 }
@@ -137,7 +220,11 @@ fn threads(c: &mut Criterion) {
     let agent = Arc::new(agent(EngineOptions::default(), "noop"));
     let mut group = c.benchmark_group("threads");
     for workers in [1usize, 2] {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap();
         group.bench_function(format!("{workers}_thread_per_event"), |b| {
             b.iter_custom(|iters| {
                 let agent = agent.clone();
@@ -146,10 +233,15 @@ fn threads(c: &mut Criterion) {
                     let tasks: Vec<_> = (0..workers)
                         .map(|w| {
                             let agent = agent.clone();
-                            let share = iters / workers as u64 + u64::from((w as u64) < iters % workers as u64);
+                            let share = iters / workers as u64
+                                + u64::from((w as u64) < iters % workers as u64);
                             tokio::spawn(async move {
                                 for _ in 0..share {
-                                    agent.invoke(event("noop", serde_json::json!({}))).await.outcome.unwrap();
+                                    agent
+                                        .invoke(event("noop", serde_json::json!({})))
+                                        .await
+                                        .outcome
+                                        .unwrap();
                                 }
                             })
                         })
@@ -181,7 +273,11 @@ fn epoch(c: &mut Criterion) {
     }
     let cage_agent = agent(EngineOptions::default(), "hostile");
     group.bench_function("cpu_clawcage", |b| {
-        b.iter(|| rt.block_on(cage_agent.invoke(event("cpu", serde_json::json!(2_000_000)))).outcome.unwrap())
+        b.iter(|| {
+            rt.block_on(cage_agent.invoke(event("cpu", serde_json::json!(2_000_000))))
+                .outcome
+                .unwrap()
+        })
     });
     group.finish();
 }

@@ -52,7 +52,9 @@ pub struct Cage {
 
 impl std::fmt::Debug for Cage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cage").field("engine", &self.engine).finish_non_exhaustive()
+        f.debug_struct("Cage")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,8 +65,10 @@ impl Cage {
         let mut linker = Linker::<AgentState>::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(LoadError::engine)?;
         crate::log::add_to_linker(&mut linker, |s| &mut s.log).map_err(LoadError::engine)?;
-        crate::inference::add_to_linker(&mut linker, AgentState::inference_view).map_err(LoadError::engine)?;
-        crate::tools::add_to_linker(&mut linker, AgentState::tools_view).map_err(LoadError::engine)?;
+        crate::inference::add_to_linker(&mut linker, AgentState::inference_view)
+            .map_err(LoadError::engine)?;
+        crate::tools::add_to_linker(&mut linker, AgentState::tools_view)
+            .map_err(LoadError::engine)?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),
@@ -82,13 +86,23 @@ impl Cage {
         if !manifest.models.is_empty() {
             return Err(LoadError::Unsupported(format!(
                 "the manifest binds models ({}), but this host has no providers or key vault yet",
-                manifest.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                manifest
+                    .models
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if !manifest.tools.is_empty() {
             return Err(LoadError::Unsupported(format!(
                 "the manifest grants tools ({}), but this host has no tool connectors yet",
-                manifest.tools.keys().cloned().collect::<Vec<_>>().join(", ")
+                manifest
+                    .tools
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if manifest.limits.fuel.is_some() && !self.engine.options().fuel {
@@ -103,10 +117,15 @@ impl Cage {
                     "component.registry = {reference:?}: this host has no registry yet; use `path`"
                 )));
             }
-            (None, None) => return Err(LoadError::Manifest("component: set `path` or `registry`".into())),
+            (None, None) => {
+                return Err(LoadError::Manifest(
+                    "component: set `path` or `registry`".into(),
+                ));
+            }
         };
         let bytes = read_bounded(&path, MAX_COMPONENT_BYTES)?;
-        let mut agent = self.load_component(&manifest.name, &bytes, manifest.component.sha256.as_deref())?;
+        let mut agent =
+            self.load_component(&manifest.name, &bytes, manifest.component.sha256.as_deref())?;
         agent.limits = manifest.limits.clone();
         Ok(agent)
     }
@@ -115,7 +134,12 @@ impl Cage {
     /// that it is a component, that it imports nothing outside the world and
     /// that it exports the handler. The agent gets the default limits and
     /// no grants.
-    pub fn load_component(&self, name: &str, bytes: &[u8], pin: Option<&str>) -> Result<Agent, LoadError> {
+    pub fn load_component(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        pin: Option<&str>,
+    ) -> Result<Agent, LoadError> {
         check_component_header(bytes)?;
         let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes));
         if let Some(expected) = pin
@@ -132,7 +156,8 @@ impl Cage {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre =
+            AgentPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         Ok(Agent {
             name: name.into(),
             sha256,
@@ -150,8 +175,13 @@ impl Cage {
         let engine = self.engine.engine();
         let ty = component.component_type();
         for (import, _) in ty.imports(engine) {
-            if !ALLOWED_IMPORT_PACKAGES.iter().any(|p| import.starts_with(p)) {
-                return Err(LoadError::UnsupportedImport { import: import.to_string() });
+            if !ALLOWED_IMPORT_PACKAGES
+                .iter()
+                .any(|p| import.starts_with(p))
+            {
+                return Err(LoadError::UnsupportedImport {
+                    import: import.to_string(),
+                });
             }
         }
         let exports: BTreeSet<&str> = ty.exports(engine).map(|(name, _)| name).collect();
@@ -174,11 +204,17 @@ impl Cage {
 /// load-time error rather than a failure at the first event.
 fn check_handler_type(engine: &wasmtime::Engine, handler: ComponentItem) -> Result<(), LoadError> {
     const EXPECTED: &str = "`handle: func(event: event) -> result<string, string>`";
-    let wrong = |what: String| Err(LoadError::WrongWorld(format!("`{HANDLER_EXPORT}` {what}; expected {EXPECTED}")));
+    let wrong = |what: String| {
+        Err(LoadError::WrongWorld(format!(
+            "`{HANDLER_EXPORT}` {what}; expected {EXPECTED}"
+        )))
+    };
     let ComponentItem::ComponentInstance(instance) = handler else {
         return wrong("is not an instance".into());
     };
-    let Some(ComponentItem::ComponentFunc(handle)) = instance.get_export(engine, "handle").map(|e| e.ty) else {
+    let Some(ComponentItem::ComponentFunc(handle)) =
+        instance.get_export(engine, "handle").map(|e| e.ty)
+    else {
         return wrong("has no function `handle`".into());
     };
     let params: Vec<Type> = handle.params().map(|(_, ty)| ty).collect();
@@ -201,7 +237,11 @@ fn check_handler_type(engine: &wasmtime::Engine, handler: ComponentItem) -> Resu
         _ => false,
     };
     if !params_ok || !results_ok {
-        return wrong(format!("has `handle` with {} parameters and {} results of other types", params.len(), results.len()));
+        return wrong(format!(
+            "has `handle` with {} parameters and {} results of other types",
+            params.len(),
+            results.len()
+        ));
     }
     Ok(())
 }
@@ -212,14 +252,19 @@ fn check_component_header(bytes: &[u8]) -> Result<(), LoadError> {
     const COMPONENT_VERSION: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
     const MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
-        return Err(LoadError::NotAComponent("the file does not start with the wasm magic number".into()));
+        return Err(LoadError::NotAComponent(
+            "the file does not start with the wasm magic number".into(),
+        ));
     }
     match <[u8; 4]>::try_from(&bytes[4..8]) {
         Ok(COMPONENT_VERSION) => Ok(()),
         Ok(MODULE_VERSION) => Err(LoadError::NotAComponent(
-            "it is a core wasm module; build the agent for wasm32-wasip2 so it is a component".into(),
+            "it is a core wasm module; build the agent for wasm32-wasip2 so it is a component"
+                .into(),
         )),
-        _ => Err(LoadError::NotAComponent("unknown wasm binary version".into())),
+        _ => Err(LoadError::NotAComponent(
+            "unknown wasm binary version".into(),
+        )),
     }
 }
 
@@ -366,7 +411,10 @@ impl Agent {
 
         let run = async {
             let agent = self.pre.instantiate_async(&mut store).await?;
-            agent.clawcage_agent_handler().call_handle(&mut store, &event).await
+            agent
+                .clawcage_agent_handler()
+                .call_handle(&mut store, &event)
+                .await
         };
         let result = tokio::time::timeout(self.limits.deadline() + HOST_CALL_GRACE, run).await;
         let elapsed = started.elapsed();
@@ -379,12 +427,23 @@ impl Agent {
                 limit: LimitKind::Deadline,
                 detail: format!("{} ms", self.limits.deadline_ms),
             }),
-            Ok(Ok(Ok(output))) => bounded(output).map_err(|size| InvokeError::ResultTooLarge { size, max: MAX_RESULT_BYTES }),
+            Ok(Ok(Ok(output))) => bounded(output).map_err(|size| InvokeError::ResultTooLarge {
+                size,
+                max: MAX_RESULT_BYTES,
+            }),
             Ok(Ok(Err(message))) => match bounded(message) {
                 Ok(message) => Err(InvokeError::Agent { message }),
-                Err(size) => Err(InvokeError::ResultTooLarge { size, max: MAX_RESULT_BYTES }),
+                Err(size) => Err(InvokeError::ResultTooLarge {
+                    size,
+                    max: MAX_RESULT_BYTES,
+                }),
             },
-            Ok(Err(error)) => Err(classify_trap(&error, state.limiter.hit, &self.limits, panic_message)),
+            Ok(Err(error)) => Err(classify_trap(
+                &error,
+                state.limiter.hit,
+                &self.limits,
+                panic_message,
+            )),
         };
         if let Err(error) = &outcome {
             tracing::info!(agent = %self.name, event_id = %event.id, %error, "invocation failed");
@@ -399,7 +458,11 @@ impl Agent {
 }
 
 fn bounded(text: String) -> Result<String, usize> {
-    if text.len() > MAX_RESULT_BYTES { Err(text.len()) } else { Ok(text) }
+    if text.len() > MAX_RESULT_BYTES {
+        Err(text.len())
+    } else {
+        Ok(text)
+    }
 }
 
 /// Finds a Rust panic message in captured stderr, without consuming it.
@@ -407,33 +470,61 @@ fn panic_message(stderr: &crate::output::CapturedOutput) -> Option<String> {
     let bytes = stderr.peek();
     let text = String::from_utf8_lossy(&bytes);
     let mut lines = text.lines();
-    let found = lines.by_ref().find(|l| l.contains("panicked at")).map(|line| {
-        let location = line.split_once("panicked at ").map_or(line, |(_, rest)| rest).trim_end_matches(':');
-        match lines.next() {
-            Some(message) => format!("panicked at {location}: {message}"),
-            None => format!("panicked at {location}"),
-        }
-    });
+    let found = lines
+        .by_ref()
+        .find(|l| l.contains("panicked at"))
+        .map(|line| {
+            let location = line
+                .split_once("panicked at ")
+                .map_or(line, |(_, rest)| rest)
+                .trim_end_matches(':');
+            match lines.next() {
+                Some(message) => format!("panicked at {location}: {message}"),
+                None => format!("panicked at {location}"),
+            }
+        });
     found.map(|m| crate::log::truncate_at_char_boundary(&m, 1024).to_string())
 }
 
-fn classify_trap(error: &wasmtime::Error, hit: Option<LimitKind>, limits: &Limits, panic: Option<String>) -> InvokeError {
+fn classify_trap(
+    error: &wasmtime::Error,
+    hit: Option<LimitKind>,
+    limits: &Limits,
+    panic: Option<String>,
+) -> InvokeError {
     let limit = |limit: LimitKind, detail: String| InvokeError::LimitExceeded { limit, detail };
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => return limit(LimitKind::Deadline, format!("{} ms", limits.deadline_ms)),
-        Some(Trap::OutOfFuel) => return limit(LimitKind::Fuel, format!("{} units", limits.fuel.unwrap_or(0))),
+        Some(Trap::Interrupt) => {
+            return limit(LimitKind::Deadline, format!("{} ms", limits.deadline_ms));
+        }
+        Some(Trap::OutOfFuel) => {
+            return limit(
+                LimitKind::Fuel,
+                format!("{} units", limits.fuel.unwrap_or(0)),
+            );
+        }
         Some(Trap::StackOverflow) => return limit(LimitKind::Stack, "call stack exhausted".into()),
         _ => {}
     }
     // A guest whose memory growth was refused usually aborts right after;
     // report the limit rather than the abort it caused.
     match hit {
-        Some(LimitKind::Memory) => return limit(LimitKind::Memory, format!("{} bytes", limits.memory_bytes)),
-        Some(LimitKind::Table) => return limit(LimitKind::Table, format!("{} elements", limits.table_elements)),
+        Some(LimitKind::Memory) => {
+            return limit(LimitKind::Memory, format!("{} bytes", limits.memory_bytes));
+        }
+        Some(LimitKind::Table) => {
+            return limit(
+                LimitKind::Table,
+                format!("{} elements", limits.table_elements),
+            );
+        }
         _ => {}
     }
     let message = format!("{error:#}");
-    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
         return InvokeError::Busy { reason: message };
     }
     match error.downcast_ref::<Trap>() {

@@ -66,8 +66,10 @@ impl Cli {
 
 /// `clawcage run <manifest.toml | component.wasm> --event <file | ->`
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit codes: 0 ok, 1 agent error, 2 usage, 3 missing file, 4 bad manifest, \
-5 not a component, 6 wrong world, 7 bad event, 8 agent crashed, 9 limit hit, 10 host error")]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 agent error, 2 usage, 3 missing file, 4 bad manifest, \
+5 not a component, 6 wrong world, 7 bad event, 8 agent crashed, 9 limit hit, 10 host error"
+)]
 pub struct RunCommand {
     /// An agent manifest (`.toml`) or a component (`.wasm`, run with default
     /// limits and no grants).
@@ -96,12 +98,17 @@ impl From<LoadError> for Failure {
     fn from(e: LoadError) -> Self {
         let code = match &e {
             LoadError::Io { .. } => exit::MISSING_FILE,
-            LoadError::Manifest(_) | LoadError::DigestMismatch { .. } | LoadError::Unsupported(_) => exit::BAD_MANIFEST,
+            LoadError::Manifest(_)
+            | LoadError::DigestMismatch { .. }
+            | LoadError::Unsupported(_) => exit::BAD_MANIFEST,
             LoadError::NotAComponent(_) | LoadError::Compile(_) => exit::NOT_A_COMPONENT,
             LoadError::UnsupportedImport { .. } | LoadError::WrongWorld(_) => exit::WRONG_WORLD,
             LoadError::Engine(_) | LoadError::Cache(_) => exit::HOST,
         };
-        Failure { code, message: e.to_string() }
+        Failure {
+            code,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -118,7 +125,10 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 impl RunCommand {
     /// Runs the command, printing the result to stdout and logs to stderr.
     pub fn execute(self) -> ExitCode {
-        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(runtime) => runtime,
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");
@@ -144,19 +154,35 @@ impl RunCommand {
     async fn run(self, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Failure> {
         let event = self.read_event()?;
         let is_manifest = self.agent.extension().is_some_and(|e| e == "toml");
-        let manifest = if is_manifest { Some(Manifest::load(&self.agent)?) } else { None };
+        let manifest = if is_manifest {
+            Some(Manifest::load(&self.agent)?)
+        } else {
+            None
+        };
         let options = EngineOptions {
-            cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) },
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir.clone().or_else(default_cache_dir)
+            },
             fuel: manifest.as_ref().is_some_and(|m| m.limits.fuel.is_some()),
             max_concurrent_instances: 4,
             ..EngineOptions::default()
         };
         let cage = Cage::new(options)?;
         let mut agent = match &manifest {
-            Some(manifest) => cage.load_manifest(manifest, self.agent.parent().unwrap_or(Path::new(".")))?,
+            Some(manifest) => {
+                cage.load_manifest(manifest, self.agent.parent().unwrap_or(Path::new(".")))?
+            }
             None => {
-                let bytes = crate::agent::read_bounded(&self.agent, crate::limits::MAX_COMPONENT_BYTES)?;
-                let name = self.agent.file_stem().and_then(|s| s.to_str()).unwrap_or("agent").to_string();
+                let bytes =
+                    crate::agent::read_bounded(&self.agent, crate::limits::MAX_COMPONENT_BYTES)?;
+                let name = self
+                    .agent
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("agent")
+                    .to_string();
                 cage.load_component(&name, &bytes, None)?
             }
         };
@@ -190,7 +216,12 @@ impl RunCommand {
                 let _ = writeln!(err, "[{} {level}{stream}] {}", agent.name(), line.message);
             }
             if invocation.logs_dropped > 0 {
-                let _ = writeln!(err, "[{}] {} log lines dropped", agent.name(), invocation.logs_dropped);
+                let _ = writeln!(
+                    err,
+                    "[{}] {} log lines dropped",
+                    agent.name(),
+                    invocation.logs_dropped
+                );
             }
             if let Ok(output) = &invocation.outcome {
                 let _ = writeln!(out, "{output}");
@@ -202,14 +233,19 @@ impl RunCommand {
                 let code = match &error {
                     InvokeError::InvalidEvent { .. } => exit::BAD_EVENT,
                     InvokeError::Agent { .. } => exit::AGENT_ERROR,
-                    InvokeError::LimitExceeded { .. } | InvokeError::ResultTooLarge { .. } => exit::LIMIT,
+                    InvokeError::LimitExceeded { .. } | InvokeError::ResultTooLarge { .. } => {
+                        exit::LIMIT
+                    }
                     InvokeError::Crashed { .. } => exit::CRASHED,
                     InvokeError::Busy { .. } | InvokeError::Host { .. } => exit::HOST,
                 };
                 if self.json {
                     Ok(code)
                 } else {
-                    Err(Failure { code, message: error.to_string() })
+                    Err(Failure {
+                        code,
+                        message: error.to_string(),
+                    })
                 }
             }
         }
@@ -223,15 +259,26 @@ impl RunCommand {
                 std::io::stdin()
                     .take(crate::limits::MAX_EVENT_PAYLOAD_BYTES as u64 * 2)
                     .read_to_string(&mut text)
-                    .map_err(|e| Failure { code: exit::BAD_EVENT, message: format!("cannot read the event from stdin: {e}") })?;
+                    .map_err(|e| Failure {
+                        code: exit::BAD_EVENT,
+                        message: format!("cannot read the event from stdin: {e}"),
+                    })?;
                 text
             }
             Some(path) => {
-                let bytes = crate::agent::read_bounded(Path::new(path), crate::limits::MAX_EVENT_PAYLOAD_BYTES as u64 * 2)?;
-                String::from_utf8(bytes).map_err(|_| Failure { code: exit::BAD_EVENT, message: format!("event file {path} is not UTF-8") })?
+                let bytes = crate::agent::read_bounded(
+                    Path::new(path),
+                    crate::limits::MAX_EVENT_PAYLOAD_BYTES as u64 * 2,
+                )?;
+                String::from_utf8(bytes).map_err(|_| Failure {
+                    code: exit::BAD_EVENT,
+                    message: format!("event file {path} is not UTF-8"),
+                })?
             }
         };
-        Event::from_json(&text).map_err(|message| Failure { code: exit::BAD_EVENT, message })
+        Event::from_json(&text).map_err(|message| Failure {
+            code: exit::BAD_EVENT,
+            message,
+        })
     }
 }
-

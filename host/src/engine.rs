@@ -78,7 +78,9 @@ pub struct CageEngine {
 
 impl std::fmt::Debug for CageEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CageEngine").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("CageEngine")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +109,11 @@ impl CageEngine {
                 .linear_memory_keep_resident(options.memory_keep_resident)
                 .table_keep_resident(options.memory_keep_resident)
                 .decommit_batch_size(options.decommit_batch_size.max(1))
-                .pagemap_scan(if options.pagemap_scan { Enabled::Auto } else { Enabled::No });
+                .pagemap_scan(if options.pagemap_scan {
+                    Enabled::Auto
+                } else {
+                    Enabled::No
+                });
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).map_err(LoadError::engine)?;
@@ -116,7 +122,11 @@ impl CageEngine {
             Some(dir) => Some(ComponentCache::open(dir, &engine)?),
             None => None,
         };
-        Ok(Self { engine, options, cache })
+        Ok(Self {
+            engine,
+            options,
+            cache,
+        })
     }
 
     /// The wasmtime engine.
@@ -131,7 +141,11 @@ impl CageEngine {
 
     /// Compiles `bytes` (a component whose sha256 is `sha256`), or loads the
     /// precompiled artifact from the cache when there is one.
-    pub fn compile(&self, bytes: &[u8], sha256: &str) -> Result<(Component, CacheOutcome), LoadError> {
+    pub fn compile(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<(Component, CacheOutcome), LoadError> {
         match &self.cache {
             Some(cache) => cache.load_or_compile(&self.engine, bytes, sha256),
             None => Component::new(&self.engine, bytes)
@@ -187,11 +201,15 @@ impl ComponentCache {
         let mut hasher = Sha256Hasher(ring::digest::Context::new(&ring::digest::SHA256));
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = hex::encode(&hasher.0.finish().as_ref()[..16]);
-        Ok(Self { dir: dir.to_path_buf(), engine_hash })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            engine_hash,
+        })
     }
 
     fn artifact_path(&self, sha256: &str) -> PathBuf {
-        self.dir.join(format!("{sha256}-{}.cwasm", self.engine_hash))
+        self.dir
+            .join(format!("{sha256}-{}.cwasm", self.engine_hash))
     }
 
     /// Loads the artifact for `sha256`, or compiles `bytes` and stores it.
@@ -217,14 +235,17 @@ impl ComponentCache {
                 }
             }
         }
-        let artifact = engine.precompile_component(bytes).map_err(LoadError::compile)?;
+        let artifact = engine
+            .precompile_component(bytes)
+            .map_err(LoadError::compile)?;
         if let Err(e) = write_atomically(&self.dir, &path, &artifact) {
             tracing::warn!(path = %path.display(), error = %e, "could not store precompiled component");
         }
         #[allow(unsafe_code)]
         // SAFETY: the bytes were produced by `precompile_component` on this
         // very engine a moment ago.
-        let component = unsafe { Component::deserialize(engine, &artifact) }.map_err(LoadError::compile)?;
+        let component =
+            unsafe { Component::deserialize(engine, &artifact) }.map_err(LoadError::compile)?;
         Ok((component, CacheOutcome::Miss))
     }
 }
@@ -248,15 +269,24 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         let meta = fs::metadata(dir)?;
         if meta.permissions().mode() & 0o022 != 0 {
-            return Err(std::io::Error::other("the cache directory is writable by other users"));
+            return Err(std::io::Error::other(
+                "the cache directory is writable by other users",
+            ));
         }
         // The directory must belong to the user running us (who owns /proc/self).
-        let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(meta.uid());
+        let uid = fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(meta.uid());
         if meta.uid() != uid {
-            return Err(std::io::Error::other("the cache directory belongs to another user"));
+            return Err(std::io::Error::other(
+                "the cache directory belongs to another user",
+            ));
         }
         Ok(())
     }
@@ -280,8 +310,12 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {
     let rng = ring::rand::SystemRandom::new();
     let mut suffix = [0u8; 8];
-    ring::rand::SecureRandom::fill(&rng, &mut suffix).map_err(|_| std::io::Error::other("no randomness"))?;
+    ring::rand::SecureRandom::fill(&rng, &mut suffix)
+        .map_err(|_| std::io::Error::other("no randomness"))?;
     let path = dir.join(format!(".tmp-{}", hex::encode(suffix)));
-    let file = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
     Ok((path, file))
 }

@@ -31,7 +31,11 @@ fn empty_object() -> serde_json::Value {
 
 impl Event {
     /// An event with a fresh id.
-    pub fn new(source: impl Into<String>, kind: impl Into<String>, payload: serde_json::Value) -> Self {
+    pub fn new(
+        source: impl Into<String>,
+        kind: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
         Self {
             id: None,
             source: source.into(),
@@ -79,7 +83,10 @@ fn check_field(name: &str, value: &str) -> Result<(), String> {
         return Err(format!("{name} must be 1 to {MAX_EVENT_FIELD_BYTES} bytes"));
     }
     if value.chars().any(char::is_control) {
-        return Err(format!("{name} {:?} contains control characters", crate::log::truncate_at_char_boundary(value, 80)));
+        return Err(format!(
+            "{name} {:?} contains control characters",
+            crate::log::truncate_at_char_boundary(value, 80)
+        ));
     }
     Ok(())
 }
@@ -97,10 +104,15 @@ pub fn random_id() -> String {
         u64::from_le_bytes(bytes)
     });
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("{:016x}{:016x}", *PREFIX, COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{:016x}{:016x}",
+        *PREFIX,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -115,10 +127,18 @@ mod tests {
 
     #[test]
     fn rejects_unknown_fields_and_bad_values() {
-        assert!(Event::from_json(r#"{"source":"cli","kind":"k","extra":1}"#).unwrap_err().contains("unknown field"));
-        let err = Event::new("cli", "a\u{7}b", serde_json::json!({})).into_wit().unwrap_err();
+        assert!(
+            Event::from_json(r#"{"source":"cli","kind":"k","extra":1}"#)
+                .unwrap_err()
+                .contains("unknown field")
+        );
+        let err = Event::new("cli", "a\u{7}b", serde_json::json!({}))
+            .into_wit()
+            .unwrap_err();
         assert!(err.contains("control"), "{err}");
-        let err = Event::new("", "k", serde_json::json!({})).into_wit().unwrap_err();
+        let err = Event::new("", "k", serde_json::json!({}))
+            .into_wit()
+            .unwrap_err();
         assert!(err.contains("source"), "{err}");
     }
 }

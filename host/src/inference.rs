@@ -134,7 +134,10 @@ pub(crate) fn quote(value: &str) -> String {
 /// Checks a binding or tool name: 1 to `max` bytes of `[A-Za-z0-9_.-]`.
 pub(crate) fn validate_name(what: &str, name: &str, max: usize) -> Result<(), String> {
     if name.is_empty() || name.len() > max {
-        return Err(format!("{what} {} must be 1 to {max} bytes long", quote(name)));
+        return Err(format!(
+            "{what} {} must be 1 to {max} bytes long",
+            quote(name)
+        ));
     }
     if !name
         .bytes()
@@ -149,7 +152,10 @@ pub(crate) fn validate_name(what: &str, name: &str, max: usize) -> Result<(), St
 }
 
 fn is_json_object(text: &str) -> bool {
-    matches!(serde_json::from_str::<serde_json::Value>(text), Ok(serde_json::Value::Object(_)))
+    matches!(
+        serde_json::from_str::<serde_json::Value>(text),
+        Ok(serde_json::Value::Object(_))
+    )
 }
 
 /// Validates a guest's request before any backend sees it.
@@ -159,7 +165,10 @@ pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
         return Err("messages must not be empty".into());
     }
     if request.messages.len() > MAX_MESSAGES {
-        return Err(format!("{} messages is more than {MAX_MESSAGES}", request.messages.len()));
+        return Err(format!(
+            "{} messages is more than {MAX_MESSAGES}",
+            request.messages.len()
+        ));
     }
     if request.messages[0].role != Role::User {
         return Err("messages[0] must be a user message".into());
@@ -173,16 +182,22 @@ pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
                 ContentPart::Text(text) => total += text.len(),
                 ContentPart::ToolUse(tool_use) => {
                     if message.role != Role::Assistant {
-                        return Err(format!("messages[{i}].content[{j}]: tool-use only belongs in assistant messages"));
+                        return Err(format!(
+                            "messages[{i}].content[{j}]: tool-use only belongs in assistant messages"
+                        ));
                     }
                     if !is_json_object(&tool_use.input) {
-                        return Err(format!("messages[{i}].content[{j}].input is not a JSON object"));
+                        return Err(format!(
+                            "messages[{i}].content[{j}].input is not a JSON object"
+                        ));
                     }
                     total += tool_use.id.len() + tool_use.name.len() + tool_use.input.len();
                 }
                 ContentPart::ToolResult(result) => {
                     if message.role != Role::User {
-                        return Err(format!("messages[{i}].content[{j}]: tool-result only belongs in user messages"));
+                        return Err(format!(
+                            "messages[{i}].content[{j}]: tool-result only belongs in user messages"
+                        ));
                     }
                     total += result.tool_use_id.len() + result.content.len();
                 }
@@ -202,17 +217,26 @@ pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
     }
     for (i, stop) in request.stop_sequences.iter().enumerate() {
         if stop.is_empty() || stop.len() > MAX_STOP_SEQUENCE_BYTES {
-            return Err(format!("stop-sequences[{i}] must be 1 to {MAX_STOP_SEQUENCE_BYTES} bytes"));
+            return Err(format!(
+                "stop-sequences[{i}] must be 1 to {MAX_STOP_SEQUENCE_BYTES} bytes"
+            ));
         }
     }
     if request.tools.len() > MAX_TOOLS {
-        return Err(format!("{} tools is more than {MAX_TOOLS}", request.tools.len()));
+        return Err(format!(
+            "{} tools is more than {MAX_TOOLS}",
+            request.tools.len()
+        ));
     }
     let mut names = std::collections::BTreeSet::new();
     for (i, tool) in request.tools.iter().enumerate() {
-        validate_name("tool name", &tool.name, MAX_TOOL_NAME_BYTES).map_err(|e| format!("tools[{i}]: {e}"))?;
+        validate_name("tool name", &tool.name, MAX_TOOL_NAME_BYTES)
+            .map_err(|e| format!("tools[{i}]: {e}"))?;
         if !names.insert(tool.name.as_str()) {
-            return Err(format!("tools[{i}]: tool name {} is used twice", quote(&tool.name)));
+            return Err(format!(
+                "tools[{i}]: tool name {} is used twice",
+                quote(&tool.name)
+            ));
         }
         if !is_json_object(&tool.input_schema) {
             return Err(format!("tools[{i}].input-schema is not a JSON object"));
@@ -224,12 +248,17 @@ pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
             return Err("tool-choice `any` needs at least one tool".into());
         }
         Some(ToolChoice::Tool(name)) if !names.contains(name.as_str()) => {
-            return Err(format!("tool-choice names {}, which is not in tools", quote(name)));
+            return Err(format!(
+                "tool-choice names {}, which is not in tools",
+                quote(name)
+            ));
         }
         _ => {}
     }
     if total > MAX_REQUEST_BYTES {
-        return Err(format!("request text is {total} bytes, more than {MAX_REQUEST_BYTES}"));
+        return Err(format!(
+            "request text is {total} bytes, more than {MAX_REQUEST_BYTES}"
+        ));
     }
     Ok(())
 }
@@ -251,7 +280,10 @@ impl InferenceView<'_> {
 }
 
 impl HostModel for InferenceView<'_> {
-    async fn open(&mut self, binding: String) -> wasmtime::Result<Result<Resource<ModelHandle>, InferenceError>> {
+    async fn open(
+        &mut self,
+        binding: String,
+    ) -> wasmtime::Result<Result<Resource<ModelHandle>, InferenceError>> {
         // Policy first: the grant check decides before anything else happens.
         let Some(backend) = self.ctx.bindings.get(&binding).cloned() else {
             return Ok(Err(InferenceError::NotGranted(format!(
@@ -306,7 +338,10 @@ impl HostModel for InferenceView<'_> {
                 return Ok(Err(e));
             }
         };
-        Ok(Ok(self.table.push(CompletionStreamHandle { events, finished: false })?))
+        Ok(Ok(self.table.push(CompletionStreamHandle {
+            events,
+            finished: false,
+        })?))
     }
 
     async fn drop(&mut self, model: Resource<ModelHandle>) -> wasmtime::Result<()> {
@@ -353,6 +388,7 @@ impl HostCompletionStream for InferenceView<'_> {
 impl Host for InferenceView<'_> {}
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::bindings::inference::{Message, ToolResult, ToolSpec, ToolUse};
@@ -360,11 +396,18 @@ mod tests {
     fn valid() -> CompletionRequest {
         CompletionRequest {
             system: Some("be brief".into()),
-            messages: vec![Message { role: Role::User, content: vec![ContentPart::Text("hi".into())] }],
+            messages: vec![Message {
+                role: Role::User,
+                content: vec![ContentPart::Text("hi".into())],
+            }],
             max_tokens: 100,
             temperature: Some(0.2),
             stop_sequences: vec![],
-            tools: vec![ToolSpec { name: "lookup".into(), description: "d".into(), input_schema: "{}".into() }],
+            tools: vec![ToolSpec {
+                name: "lookup".into(),
+                description: "d".into(),
+                input_schema: "{}".into(),
+            }],
             tool_choice: None,
         }
     }
@@ -373,7 +416,10 @@ mod tests {
     async fn opening_an_ungranted_binding_is_refused_without_a_handle() {
         let mut ctx = InferenceCtx::default();
         let mut table = ResourceTable::new();
-        let mut view = InferenceView { ctx: &mut ctx, table: &mut table };
+        let mut view = InferenceView {
+            ctx: &mut ctx,
+            table: &mut table,
+        };
         let result = HostModel::open(&mut view, "default".into()).await.unwrap();
         assert!(
             matches!(&result, Err(InferenceError::NotGranted(m)) if m == "model binding \"default\" is not granted to this agent"),
@@ -386,8 +432,15 @@ mod tests {
     async fn a_huge_binding_name_is_not_echoed_back_whole() {
         let mut ctx = InferenceCtx::default();
         let mut table = ResourceTable::new();
-        let mut view = InferenceView { ctx: &mut ctx, table: &mut table };
-        let Err(InferenceError::NotGranted(message)) = HostModel::open(&mut view, "x".repeat(1 << 20)).await.unwrap() else {
+        let mut view = InferenceView {
+            ctx: &mut ctx,
+            table: &mut table,
+        };
+        let Err(InferenceError::NotGranted(message)) =
+            HostModel::open(&mut view, "x".repeat(1 << 20))
+                .await
+                .unwrap()
+        else {
             panic!("expected not-granted");
         };
         assert!(message.len() < 200, "{} bytes", message.len());
@@ -400,38 +453,85 @@ mod tests {
 
     #[test]
     fn invalid_requests_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut CompletionRequest)>, &str)> = vec![
-            (Box::new(|r| r.messages.clear()), "messages must not be empty"),
-            (Box::new(|r| r.messages[0].role = Role::Assistant), "messages[0] must be a user message"),
-            (Box::new(|r| r.messages[0].content.clear()), "messages[0].content must not be empty"),
-            (Box::new(|r| r.max_tokens = 0), "max-tokens must be at least 1"),
-            (Box::new(|r| r.temperature = Some(f32::NAN)), "temperature NaN"),
-            (Box::new(|r| r.temperature = Some(2.5)), "temperature 2.5"),
-            (Box::new(|r| r.stop_sequences = vec![String::new()]), "stop-sequences[0]"),
-            (Box::new(|r| r.tools[0].name = "bad name".into()), "tools[0]: tool name \"bad name\" may only contain"),
-            (Box::new(|r| r.tools[0].input_schema = "[1]".into()), "tools[0].input-schema is not a JSON object"),
-            (Box::new(|r| r.tools.push(r.tools[0].clone())), "tools[1]: tool name \"lookup\" is used twice"),
-            (Box::new(|r| r.tool_choice = Some(ToolChoice::Tool("other".into()))), "tool-choice names \"other\""),
+        type Mutation = Box<dyn Fn(&mut CompletionRequest)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (
-                Box::new(|r| r.messages[0].content.push(ContentPart::ToolUse(ToolUse { id: "t".into(), name: "n".into(), input: "{}".into() }))),
+                Box::new(|r| r.messages.clear()),
+                "messages must not be empty",
+            ),
+            (
+                Box::new(|r| r.messages[0].role = Role::Assistant),
+                "messages[0] must be a user message",
+            ),
+            (
+                Box::new(|r| r.messages[0].content.clear()),
+                "messages[0].content must not be empty",
+            ),
+            (
+                Box::new(|r| r.max_tokens = 0),
+                "max-tokens must be at least 1",
+            ),
+            (
+                Box::new(|r| r.temperature = Some(f32::NAN)),
+                "temperature NaN",
+            ),
+            (Box::new(|r| r.temperature = Some(2.5)), "temperature 2.5"),
+            (
+                Box::new(|r| r.stop_sequences = vec![String::new()]),
+                "stop-sequences[0]",
+            ),
+            (
+                Box::new(|r| r.tools[0].name = "bad name".into()),
+                "tools[0]: tool name \"bad name\" may only contain",
+            ),
+            (
+                Box::new(|r| r.tools[0].input_schema = "[1]".into()),
+                "tools[0].input-schema is not a JSON object",
+            ),
+            (
+                Box::new(|r| r.tools.push(r.tools[0].clone())),
+                "tools[1]: tool name \"lookup\" is used twice",
+            ),
+            (
+                Box::new(|r| r.tool_choice = Some(ToolChoice::Tool("other".into()))),
+                "tool-choice names \"other\"",
+            ),
+            (
+                Box::new(|r| {
+                    r.messages[0].content.push(ContentPart::ToolUse(ToolUse {
+                        id: "t".into(),
+                        name: "n".into(),
+                        input: "{}".into(),
+                    }))
+                }),
                 "messages[0].content[1]: tool-use only belongs in assistant messages",
             ),
             (
                 Box::new(|r| {
                     r.messages.push(Message {
                         role: Role::Assistant,
-                        content: vec![ContentPart::ToolResult(ToolResult { tool_use_id: "t".into(), content: "x".into(), is_error: false })],
+                        content: vec![ContentPart::ToolResult(ToolResult {
+                            tool_use_id: "t".into(),
+                            content: "x".into(),
+                            is_error: false,
+                        })],
                     })
                 }),
                 "messages[1].content[0]: tool-result only belongs in user messages",
             ),
-            (Box::new(|r| r.system = Some("x".repeat(MAX_REQUEST_BYTES + 1))), "request text is"),
+            (
+                Box::new(|r| r.system = Some("x".repeat(MAX_REQUEST_BYTES + 1))),
+                "request text is",
+            ),
         ];
         for (mutate, expected) in cases {
             let mut request = valid();
             mutate(&mut request);
             let err = validate_request(&request).expect_err(expected);
-            assert!(err.starts_with(expected), "expected {expected:?}, got {err:?}");
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
         }
     }
 }

@@ -103,11 +103,21 @@ impl LogCtx {
         let message = truncate_at_char_boundary(message, MAX_LOG_LINE_BYTES);
         let (agent, event_id) = (&*self.agent, &*self.event_id);
         match level {
-            LogLevel::Trace => tracing::trace!(target: "clawcage::guest", agent, event_id, ?stream, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "clawcage::guest", agent, event_id, ?stream, "{message}"),
-            LogLevel::Info => tracing::info!(target: "clawcage::guest", agent, event_id, ?stream, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "clawcage::guest", agent, event_id, ?stream, "{message}"),
-            LogLevel::Error => tracing::error!(target: "clawcage::guest", agent, event_id, ?stream, "{message}"),
+            LogLevel::Trace => {
+                tracing::trace!(target: "clawcage::guest", agent, event_id, ?stream, "{message}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "clawcage::guest", agent, event_id, ?stream, "{message}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "clawcage::guest", agent, event_id, ?stream, "{message}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "clawcage::guest", agent, event_id, ?stream, "{message}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "clawcage::guest", agent, event_id, ?stream, "{message}")
+            }
         }
         if self.capture {
             self.kept.push(LogLine {
@@ -186,6 +196,7 @@ pub fn add_to_linker<T: Send + 'static>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -209,7 +220,11 @@ mod tests {
     #[test]
     fn long_lines_are_cut() {
         let mut ctx = LogCtx::new("a".into(), "e".into(), true);
-        ctx.record(LogLevel::Info, LogStream::Log, &"x".repeat(MAX_LOG_LINE_BYTES * 2));
+        ctx.record(
+            LogLevel::Info,
+            LogStream::Log,
+            &"x".repeat(MAX_LOG_LINE_BYTES * 2),
+        );
         assert_eq!(ctx.take_lines()[0].message.len(), MAX_LOG_LINE_BYTES);
     }
 }

@@ -115,7 +115,8 @@ pub struct ToolGrant {
 impl Manifest {
     /// Parses and validates a manifest from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, LoadError> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| LoadError::Manifest(e.to_string()))?;
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| LoadError::Manifest(e.to_string()))?;
         manifest.validate().map_err(LoadError::Manifest)?;
         Ok(manifest)
     }
@@ -123,7 +124,8 @@ impl Manifest {
     /// Reads, parses and validates a manifest file.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         let text = crate::agent::read_bounded(path, MAX_MANIFEST_BYTES)?;
-        let text = String::from_utf8(text).map_err(|_| LoadError::Manifest("the file is not UTF-8".into()))?;
+        let text = String::from_utf8(text)
+            .map_err(|_| LoadError::Manifest("the file is not UTF-8".into()))?;
         Self::from_toml(&text)
     }
 
@@ -131,7 +133,10 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), String> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= MAX_AGENT_NAME_BYTES
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !self.name.starts_with('-');
         if !name_ok {
             return Err(format!(
@@ -140,22 +145,35 @@ impl Manifest {
             ));
         }
         match (&self.component.path, &self.component.registry) {
-            (Some(_), Some(_)) => return Err("component: set either `path` or `registry`, not both".into()),
+            (Some(_), Some(_)) => {
+                return Err("component: set either `path` or `registry`, not both".into());
+            }
             (None, None) => return Err("component: set `path` or `registry`".into()),
             _ => {}
         }
         if let Some(pin) = &self.component.sha256
-            && !(pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            && !(pin.len() == 64
+                && pin
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
         {
-            return Err(format!("component.sha256 {pin:?} is not 64 lower-case hex digits"));
+            return Err(format!(
+                "component.sha256 {pin:?} is not 64 lower-case hex digits"
+            ));
         }
         self.limits.validate()?;
         for (binding, model) in &self.models {
-            crate::inference::validate_name("model binding", binding, crate::inference::MAX_BINDING_NAME_BYTES)?;
+            crate::inference::validate_name(
+                "model binding",
+                binding,
+                crate::inference::MAX_BINDING_NAME_BYTES,
+            )?;
             if let Some([lo, hi]) = model.temperature
                 && !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi && hi <= 2.0)
             {
-                return Err(format!("models.{binding}.temperature [{lo}, {hi}] is not a range within 0.0..=2.0"));
+                return Err(format!(
+                    "models.{binding}.temperature [{lo}, {hi}] is not a range within 0.0..=2.0"
+                ));
             }
             if model.max_tokens == Some(0) {
                 return Err(format!("models.{binding}.max_tokens must be at least 1"));
@@ -164,7 +182,9 @@ impl Manifest {
         for (tool, grant) in &self.tools {
             crate::inference::validate_name("tool", tool, crate::tools::MAX_TOOL_NAME_BYTES)?;
             if grant.actions.is_empty() {
-                return Err(format!("tools.{tool}.actions must name at least one action"));
+                return Err(format!(
+                    "tools.{tool}.actions must name at least one action"
+                ));
             }
         }
         Ok(())
@@ -172,6 +192,7 @@ impl Manifest {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -186,9 +207,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
-        let err = Manifest::from_toml(&format!("{MINIMAL}[limits]\nmemory = 5\n")).unwrap_err().to_string();
+        let err = Manifest::from_toml(&format!("{MINIMAL}[limits]\nmemory = 5\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `memory`"), "{err}");
-        let err = Manifest::from_toml(&format!("{MINIMAL}env = []\n")).unwrap_err().to_string();
+        let err = Manifest::from_toml(&format!("{MINIMAL}env = []\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field"), "{err}");
     }
 
@@ -197,13 +222,28 @@ mod tests {
         for (toml, needle) in [
             ("name = \"Bad Name\"\n[component]\npath = \"x\"\n", "name"),
             ("name = \"a\"\n[component]\n", "set `path` or `registry`"),
-            ("name = \"a\"\n[component]\npath = \"x\"\nsha256 = \"abc\"\n", "sha256"),
-            ("name = \"a\"\n[component]\npath = \"x\"\n[limits]\nmemory_bytes = 99999999999\n", "memory_bytes"),
-            ("name = \"a\"\n[component]\npath = \"x\"\n[limits]\ndeadline_ms = 0\n", "deadline_ms"),
-            ("name = \"a\"\n[component]\npath = \"x\"\n[models.default]\nprovider = \"openai\"\nmodel = \"m\"\ntemperature = [1.5, 0.5]\n", "temperature"),
+            (
+                "name = \"a\"\n[component]\npath = \"x\"\nsha256 = \"abc\"\n",
+                "sha256",
+            ),
+            (
+                "name = \"a\"\n[component]\npath = \"x\"\n[limits]\nmemory_bytes = 99999999999\n",
+                "memory_bytes",
+            ),
+            (
+                "name = \"a\"\n[component]\npath = \"x\"\n[limits]\ndeadline_ms = 0\n",
+                "deadline_ms",
+            ),
+            (
+                "name = \"a\"\n[component]\npath = \"x\"\n[models.default]\nprovider = \"openai\"\nmodel = \"m\"\ntemperature = [1.5, 0.5]\n",
+                "temperature",
+            ),
         ] {
             let err = Manifest::from_toml(toml).unwrap_err().to_string();
-            assert!(err.contains(needle), "{toml:?} gave {err:?}, expected it to mention {needle:?}");
+            assert!(
+                err.contains(needle),
+                "{toml:?} gave {err:?}, expected it to mention {needle:?}"
+            );
         }
     }
 }

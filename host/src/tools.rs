@@ -57,7 +57,10 @@ impl std::fmt::Debug for ToolsCtx {
 impl ToolsCtx {
     /// A context granting exactly `grants`.
     pub fn new(grants: Arc<ToolGrants>) -> Self {
-        Self { grants, open_tools: 0 }
+        Self {
+            grants,
+            open_tools: 0,
+        }
     }
 }
 
@@ -90,7 +93,10 @@ pub fn add_to_linker<T: Send + 'static>(
 }
 
 impl HostTool for ToolsView<'_> {
-    async fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<ToolHandle>, ToolError>> {
+    async fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<ToolHandle>, ToolError>> {
         let Some(backend) = self.ctx.grants.get(&name).cloned() else {
             return Ok(Err(ToolError::NotGranted(format!(
                 "tool {} is not granted to this agent",
@@ -140,8 +146,16 @@ impl HostTool for ToolsView<'_> {
         }
         match serde_json::from_str::<serde_json::Value>(&input) {
             Ok(serde_json::Value::Object(_)) => {}
-            Ok(_) => return Ok(Err(ToolError::InvalidInput("input must be a JSON object".into()))),
-            Err(e) => return Ok(Err(ToolError::InvalidInput(format!("input is not valid JSON: {e}")))),
+            Ok(_) => {
+                return Ok(Err(ToolError::InvalidInput(
+                    "input must be a JSON object".into(),
+                )));
+            }
+            Err(e) => {
+                return Ok(Err(ToolError::InvalidInput(format!(
+                    "input is not valid JSON: {e}"
+                ))));
+            }
         }
         Ok(backend.call(&action, &input).await)
     }

@@ -20,7 +20,11 @@ async fn run(args: &[&str]) -> Output {
     let Command::Run(command) = Cli::try_parse_from(argv).expect("valid arguments").command;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let code = command.run_with(&mut stdout, &mut stderr).await;
-    Output { code, stdout: String::from_utf8(stdout).unwrap(), stderr: String::from_utf8(stderr).unwrap() }
+    Output {
+        code,
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -30,33 +34,61 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn manifest(dir: &Path, file: &str, component: &str, extra: &str) -> PathBuf {
-    write(dir, file, &format!("name = \"fixture\"\n[component]\npath = {component:?}\n{extra}"))
+    write(
+        dir,
+        file,
+        &format!("name = \"fixture\"\n[component]\npath = {component:?}\n{extra}"),
+    )
 }
 
 #[tokio::test]
 async fn runs_a_manifest_and_prints_the_result() {
     let dir = tempfile::tempdir().unwrap();
     let agent = manifest(dir.path(), "agent.toml", HELLO, "");
-    let event = write(dir.path(), "event.json", r#"{"source":"cli","kind":"greet","payload":{"name":"Grace"}}"#);
+    let event = write(
+        dir.path(),
+        "event.json",
+        r#"{"source":"cli","kind":"greet","payload":{"name":"Grace"}}"#,
+    );
     let out = run(&[agent.to_str().unwrap(), "--event", event.to_str().unwrap()]).await;
-    assert_eq!((out.code, out.stdout.as_str()), (0, "Hello, Grace!\n"), "{}", out.stderr);
-    assert_eq!(out.stderr, "[fixture INFO] greeting Grace for a greet event from cli\n");
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "Hello, Grace!\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr,
+        "[fixture INFO] greeting Grace for a greet event from cli\n"
+    );
 }
 
 #[tokio::test]
 async fn runs_a_bare_component_with_a_default_event() {
     let out = run(&[HELLO]).await;
-    assert_eq!((out.code, out.stdout.as_str()), (0, "Hello, world!\n"), "{}", out.stderr);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "Hello, world!\n"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test]
 async fn json_report_carries_outcome_and_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let event = write(dir.path(), "event.json", r#"{"source":"cli","kind":"fail"}"#);
+    let event = write(
+        dir.path(),
+        "event.json",
+        r#"{"source":"cli","kind":"fail"}"#,
+    );
     let out = run(&[HOSTILE, "--event", event.to_str().unwrap(), "--json"]).await;
     assert_eq!(out.code, exit::AGENT_ERROR);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(report["error"], serde_json::json!({"kind": "agent", "message": "the agent says no"}));
+    assert_eq!(
+        report["error"],
+        serde_json::json!({"kind": "agent", "message": "the agent says no"})
+    );
     assert_eq!(report["ok"], serde_json::Value::Null);
 }
 
@@ -67,25 +99,103 @@ async fn each_failure_has_its_own_exit_code() {
     let core_module = d.join("core.wasm");
     std::fs::write(&core_module, wat::parse_str("(module)").unwrap()).unwrap();
     let event = |name: &str, text: &str| write(d, name, text).to_str().unwrap().to_string();
-    let kind = |kind: &str| event(&format!("{kind}.json"), &format!(r#"{{"source":"cli","kind":"{kind}"}}"#));
+    let kind = |kind: &str| {
+        event(
+            &format!("{kind}.json"),
+            &format!(r#"{{"source":"cli","kind":"{kind}"}}"#),
+        )
+    };
 
     let cases: Vec<(Vec<String>, u8, &str)> = vec![
-        (vec![d.join("missing.toml").display().to_string()], exit::MISSING_FILE, "cannot read"),
-        (vec![write(d, "bad.toml", "name = \"x\"\nsurprise = 1\n").display().to_string()], exit::BAD_MANIFEST, "unknown field `surprise`"),
-        (vec![core_module.display().to_string()], exit::NOT_A_COMPONENT, "core wasm module"),
-        (vec![COMMAND_APP.to_string()], exit::WRONG_WORLD, "clawcage:agent/handler"),
-        (vec![HELLO.to_string(), "--event".into(), event("bad.json", "{not json")], exit::BAD_EVENT, "not valid JSON"),
-        (vec![HELLO.to_string(), "--event".into(), event("empty-kind.json", r#"{"source":"cli","kind":""}"#)], exit::BAD_EVENT, "kind must be"),
-        (vec![HOSTILE.to_string(), "--event".into(), kind("fail")], exit::AGENT_ERROR, "agent error: the agent says no"),
-        (vec![HOSTILE.to_string(), "--event".into(), kind("panic")], exit::CRASHED, "agent crashed: panicked at"),
-        (vec![manifest(d, "deadline.toml", HOSTILE, "[limits]\ndeadline_ms = 100\n").display().to_string(), "--event".into(), kind("loop")], exit::LIMIT, "deadline limit exceeded (100 ms)"),
-        (vec![manifest(d, "memory.toml", HOSTILE, "[limits]\nmemory_bytes = 8388608\n").display().to_string(), "--event".into(), kind("memory-bomb")], exit::LIMIT, "memory limit exceeded (8388608 bytes)"),
+        (
+            vec![d.join("missing.toml").display().to_string()],
+            exit::MISSING_FILE,
+            "cannot read",
+        ),
+        (
+            vec![
+                write(d, "bad.toml", "name = \"x\"\nsurprise = 1\n")
+                    .display()
+                    .to_string(),
+            ],
+            exit::BAD_MANIFEST,
+            "unknown field `surprise`",
+        ),
+        (
+            vec![core_module.display().to_string()],
+            exit::NOT_A_COMPONENT,
+            "core wasm module",
+        ),
+        (
+            vec![COMMAND_APP.to_string()],
+            exit::WRONG_WORLD,
+            "clawcage:agent/handler",
+        ),
+        (
+            vec![
+                HELLO.to_string(),
+                "--event".into(),
+                event("bad.json", "{not json"),
+            ],
+            exit::BAD_EVENT,
+            "not valid JSON",
+        ),
+        (
+            vec![
+                HELLO.to_string(),
+                "--event".into(),
+                event("empty-kind.json", r#"{"source":"cli","kind":""}"#),
+            ],
+            exit::BAD_EVENT,
+            "kind must be",
+        ),
+        (
+            vec![HOSTILE.to_string(), "--event".into(), kind("fail")],
+            exit::AGENT_ERROR,
+            "agent error: the agent says no",
+        ),
+        (
+            vec![HOSTILE.to_string(), "--event".into(), kind("panic")],
+            exit::CRASHED,
+            "agent crashed: panicked at",
+        ),
+        (
+            vec![
+                manifest(d, "deadline.toml", HOSTILE, "[limits]\ndeadline_ms = 100\n")
+                    .display()
+                    .to_string(),
+                "--event".into(),
+                kind("loop"),
+            ],
+            exit::LIMIT,
+            "deadline limit exceeded (100 ms)",
+        ),
+        (
+            vec![
+                manifest(
+                    d,
+                    "memory.toml",
+                    HOSTILE,
+                    "[limits]\nmemory_bytes = 8388608\n",
+                )
+                .display()
+                .to_string(),
+                "--event".into(),
+                kind("memory-bomb"),
+            ],
+            exit::LIMIT,
+            "memory limit exceeded (8388608 bytes)",
+        ),
     ];
     for (args, code, message) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = run(&args).await;
         assert_eq!(out.code, code, "{args:?}: stderr {}", out.stderr);
-        assert!(out.stderr.contains(message), "{args:?}: expected {message:?} in stderr {:?}", out.stderr);
+        assert!(
+            out.stderr.contains(message),
+            "{args:?}: expected {message:?} in stderr {:?}",
+            out.stderr
+        );
         assert!(out.stdout.is_empty(), "{args:?}: stdout {:?}", out.stdout);
     }
 }

@@ -49,7 +49,10 @@ fn handler_misuse_is_a_compile_error_at_the_users_code() {
     let members: Vec<String> = CASES.iter().map(|(name, ..)| format!("{name:?}")).collect();
     std::fs::write(
         root.join("Cargo.toml"),
-        format!("[workspace]\nresolver = \"3\"\nmembers = [{}]\n", members.join(", ")),
+        format!(
+            "[workspace]\nresolver = \"3\"\nmembers = [{}]\n",
+            members.join(", ")
+        ),
     )
     .unwrap();
     for (name, source, ..) in CASES {
@@ -69,7 +72,13 @@ fn handler_misuse_is_a_compile_error_at_the_users_code() {
     // Share compiled dependencies with the guest build.
     let target_dir = Path::new(REPO_ROOT).join("target").join("guests-check");
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["check", "--workspace", "--keep-going", "--target=wasm32-wasip2", "--message-format=json"])
+        .args([
+            "check",
+            "--workspace",
+            "--keep-going",
+            "--target=wasm32-wasip2",
+            "--message-format=json",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(root)
@@ -77,7 +86,10 @@ fn handler_misuse_is_a_compile_error_at_the_users_code() {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
         .expect("running cargo check");
-    assert!(!output.status.success(), "every case should fail to compile");
+    assert!(
+        !output.status.success(),
+        "every case should fail to compile"
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let diagnostics: Vec<serde_json::Value> = stdout
         .lines()
@@ -89,15 +101,27 @@ fn handler_misuse_is_a_compile_error_at_the_users_code() {
         let crate_name = name.replace('_', "-");
         let found = diagnostics.iter().find(|d| {
             d["target"]["name"].as_str().map(|n| n.replace('_', "-")) == Some(crate_name.clone())
-                && d["message"]["message"].as_str().is_some_and(|m| m.contains(expected))
+                && d["message"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(expected))
         });
         let Some(diagnostic) = found else {
-            panic!("{name}: no error containing {expected:?}; stderr:\n{}", String::from_utf8_lossy(&output.stderr));
+            panic!(
+                "{name}: no error containing {expected:?}; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         };
         let span = &diagnostic["message"]["spans"][0];
-        assert_eq!(span["file_name"], format!("{name}/src/lib.rs"), "{name}: the error points outside the user's code: {span}");
+        assert_eq!(
+            span["file_name"],
+            format!("{name}/src/lib.rs"),
+            "{name}: the error points outside the user's code: {span}"
+        );
         let line = span["line_start"].as_u64().unwrap() as usize;
         let text = source.lines().nth(line - 1).unwrap();
-        assert!(text.contains(at), "{name}: the error points at line {line} ({text:?}), expected the line with {at:?}");
+        assert!(
+            text.contains(at),
+            "{name}: the error points at line {line} ({text:?}), expected the line with {at:?}"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Integration tests: real components, built from source, in a real cage.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod cli;
 mod loading;
 mod macro_errors;

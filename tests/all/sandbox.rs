@@ -15,9 +15,17 @@ async fn run(agent: &Agent, kind: &str) -> Invocation {
 /// The host carries on: a well-behaved event right after works.
 async fn assert_host_unharmed(agent: &Agent) {
     let echo = agent
-        .invoke(clawcage::Event::new("test", "echo", serde_json::json!({"still": "alive"})))
+        .invoke(clawcage::Event::new(
+            "test",
+            "echo",
+            serde_json::json!({"still": "alive"}),
+        ))
         .await;
-    assert_eq!(echo.outcome, Ok(r#"{"still":"alive"}"#.to_string()), "the next invocation failed: {echo:?}");
+    assert_eq!(
+        echo.outcome,
+        Ok(r#"{"still":"alive"}"#.to_string()),
+        "the next invocation failed: {echo:?}"
+    );
 }
 
 fn hostile_with(limits: Limits) -> Agent {
@@ -29,15 +37,25 @@ fn hostile_with(limits: Limits) -> Agent {
 #[tokio::test]
 async fn infinite_loop_is_stopped_at_the_deadline() {
     let deadline = Duration::from_millis(300);
-    let agent = hostile_with(Limits { deadline_ms: 300, ..Limits::default() });
+    let agent = hostile_with(Limits {
+        deadline_ms: 300,
+        ..Limits::default()
+    });
     let invocation = run(&agent, "loop").await;
     assert_eq!(
         invocation.outcome,
-        Err(InvokeError::LimitExceeded { limit: LimitKind::Deadline, detail: "300 ms".into() })
+        Err(InvokeError::LimitExceeded {
+            limit: LimitKind::Deadline,
+            detail: "300 ms".into()
+        })
     );
     // Stopped within the deadline plus one epoch tick (10 ms), with room for
     // a busy CI machine to schedule the ticker thread late.
-    assert!(invocation.elapsed >= deadline, "stopped early: {:?}", invocation.elapsed);
+    assert!(
+        invocation.elapsed >= deadline,
+        "stopped early: {:?}",
+        invocation.elapsed
+    );
     assert!(
         invocation.elapsed < deadline + Duration::from_millis(10 + 240),
         "stopped late: {:?}",
@@ -48,19 +66,31 @@ async fn infinite_loop_is_stopped_at_the_deadline() {
 
 #[tokio::test]
 async fn memory_bomb_hits_the_memory_limit() {
-    let agent = hostile_with(Limits { memory_bytes: 32 << 20, ..Limits::default() });
+    let agent = hostile_with(Limits {
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    });
     let invocation = run(&agent, "memory-bomb").await;
     assert_eq!(
         invocation.outcome,
-        Err(InvokeError::LimitExceeded { limit: LimitKind::Memory, detail: format!("{} bytes", 32 << 20) })
+        Err(InvokeError::LimitExceeded {
+            limit: LimitKind::Memory,
+            detail: format!("{} bytes", 32 << 20)
+        })
     );
     assert_host_unharmed(&agent).await;
 }
 
 #[tokio::test]
 async fn refused_growth_is_an_error_the_guest_can_handle() {
-    let agent = hostile_with(Limits { memory_bytes: 32 << 20, ..Limits::default() });
-    assert_eq!(run(&agent, "memory-try").await.outcome, Ok("allocation refused".into()));
+    let agent = hostile_with(Limits {
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    });
+    assert_eq!(
+        run(&agent, "memory-try").await.outcome,
+        Ok("allocation refused".into())
+    );
 }
 
 #[tokio::test]
@@ -69,7 +99,10 @@ async fn deep_recursion_exhausts_the_stack() {
     let invocation = run(&agent, "recursion").await;
     assert_eq!(
         invocation.outcome,
-        Err(InvokeError::LimitExceeded { limit: LimitKind::Stack, detail: "call stack exhausted".into() })
+        Err(InvokeError::LimitExceeded {
+            limit: LimitKind::Stack,
+            detail: "call stack exhausted".into()
+        })
     );
     assert_host_unharmed(&agent).await;
 }
@@ -82,9 +115,15 @@ async fn panic_is_a_crash_with_the_panic_message() {
         panic!("expected a crash, got {invocation:?}");
     };
     assert!(reason.contains("boom: the agent panicked"), "{reason}");
-    assert!(reason.contains("src/lib.rs"), "the panic location is missing: {reason}");
     assert!(
-        invocation.logs.iter().any(|l| l.stream == LogStream::Stderr && l.message.contains("boom")),
+        reason.contains("src/lib.rs"),
+        "the panic location is missing: {reason}"
+    );
+    assert!(
+        invocation
+            .logs
+            .iter()
+            .any(|l| l.stream == LogStream::Stderr && l.message.contains("boom")),
         "the panic output is not in the logs: {:?}",
         invocation.logs
     );
@@ -106,15 +145,29 @@ async fn abort_is_a_crash() {
 async fn no_ambient_authority_env_args_files_sockets_stdin() {
     let agent = load(HOSTILE);
     let invocation = run(&agent, "ambient").await;
-    let report: serde_json::Value = serde_json::from_str(invocation.outcome.as_ref().expect("ambient ran")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(invocation.outcome.as_ref().expect("ambient ran")).unwrap();
     assert_eq!(report["env"], 0, "{report:#}");
     assert_eq!(report["args"], 0, "{report:#}");
-    for denied in ["read_root", "read_passwd", "write_file", "tcp_connect", "dns", "udp_bind"] {
+    for denied in [
+        "read_root",
+        "read_passwd",
+        "write_file",
+        "tcp_connect",
+        "dns",
+        "udp_bind",
+    ] {
         let value = report[denied].as_str().unwrap();
         assert!(value.starts_with("Err("), "{denied} was allowed: {value}");
     }
-    assert_eq!(report["stdin_bytes"], "Ok(0)", "stdin is not empty: {report:#}");
-    assert!(!std::path::Path::new("/tmp/clawcage-escape").exists(), "the guest wrote a host file");
+    assert_eq!(
+        report["stdin_bytes"], "Ok(0)",
+        "stdin is not empty: {report:#}"
+    );
+    assert!(
+        !std::path::Path::new("/tmp/clawcage-escape").exists(),
+        "the guest wrote a host file"
+    );
     assert_host_unharmed(&agent).await;
 }
 
@@ -125,7 +178,11 @@ async fn log_flood_is_bounded() {
     assert_eq!(invocation.outcome, Ok("flooded".into()));
     assert_eq!(invocation.logs.len(), MAX_LOG_LINES);
     // 100 000 log lines, and stdout beyond its byte cap, were dropped.
-    assert!(invocation.logs_dropped >= 99_000, "dropped only {}", invocation.logs_dropped);
+    assert!(
+        invocation.logs_dropped >= 99_000,
+        "dropped only {}",
+        invocation.logs_dropped
+    );
     assert_host_unharmed(&agent).await;
 }
 
@@ -136,7 +193,10 @@ async fn huge_result_and_error_are_refused() {
         let invocation = run(&agent, kind).await;
         assert_eq!(
             invocation.outcome,
-            Err(InvokeError::ResultTooLarge { size: 4 << 20, max: MAX_RESULT_BYTES }),
+            Err(InvokeError::ResultTooLarge {
+                size: 4 << 20,
+                max: MAX_RESULT_BYTES
+            }),
             "{kind}"
         );
     }
@@ -146,20 +206,35 @@ async fn huge_result_and_error_are_refused() {
 #[tokio::test]
 async fn agent_error_is_reported() {
     let agent = load(HOSTILE);
-    assert_eq!(run(&agent, "fail").await.outcome, Err(InvokeError::Agent { message: "the agent says no".into() }));
+    assert_eq!(
+        run(&agent, "fail").await.outcome,
+        Err(InvokeError::Agent {
+            message: "the agent says no".into()
+        })
+    );
 }
 
 #[tokio::test]
 async fn fuel_limit_stops_a_loop() {
-    let cage = clawcage::Cage::new(clawcage::EngineOptions { fuel: true, ..clawcage_tests::test_options() }).unwrap();
+    let cage = clawcage::Cage::new(clawcage::EngineOptions {
+        fuel: true,
+        ..clawcage_tests::test_options()
+    })
+    .unwrap();
     let mut agent = cage
         .load_component("hostile", &clawcage_tests::component_bytes(HOSTILE), None)
         .unwrap();
-    agent.set_limits(Limits { fuel: Some(5_000_000), ..Limits::default() });
+    agent.set_limits(Limits {
+        fuel: Some(5_000_000),
+        ..Limits::default()
+    });
     let invocation = agent.invoke(event("loop")).await;
     assert_eq!(
         invocation.outcome,
-        Err(InvokeError::LimitExceeded { limit: LimitKind::Fuel, detail: "5000000 units".into() })
+        Err(InvokeError::LimitExceeded {
+            limit: LimitKind::Fuel,
+            detail: "5000000 units".into()
+        })
     );
     assert_host_unharmed(&agent).await;
 }
@@ -167,8 +242,13 @@ async fn fuel_limit_stops_a_loop() {
 #[tokio::test]
 async fn invalid_events_are_refused_before_the_guest_runs() {
     let agent = load(HOSTILE);
-    let invocation = agent.invoke(clawcage::Event::new("test", "", serde_json::json!({}))).await;
-    assert!(matches!(invocation.outcome, Err(InvokeError::InvalidEvent { .. })), "{invocation:?}");
+    let invocation = agent
+        .invoke(clawcage::Event::new("test", "", serde_json::json!({})))
+        .await;
+    assert!(
+        matches!(invocation.outcome, Err(InvokeError::InvalidEvent { .. })),
+        "{invocation:?}"
+    );
     assert!(invocation.logs.is_empty());
 }
 
@@ -176,7 +256,10 @@ async fn invalid_events_are_refused_before_the_guest_runs() {
 async fn a_looping_agent_does_not_starve_another() {
     // A single-threaded executor: the epoch callback yields to it at every
     // tick, so both the runaway agent and a well-behaved one make progress.
-    let looping = std::sync::Arc::new(hostile_with(Limits { deadline_ms: 1_000, ..Limits::default() }));
+    let looping = std::sync::Arc::new(hostile_with(Limits {
+        deadline_ms: 1_000,
+        ..Limits::default()
+    }));
     let spinning = tokio::spawn({
         let looping = looping.clone();
         async move { looping.invoke(event("loop")).await }
@@ -186,7 +269,16 @@ async fn a_looping_agent_does_not_starve_another() {
     for _ in 0..5 {
         assert_host_unharmed(&polite).await;
     }
-    assert!(!spinning.is_finished(), "the looping agent should still be running");
+    assert!(
+        !spinning.is_finished(),
+        "the looping agent should still be running"
+    );
     let looped = spinning.await.unwrap();
-    assert!(matches!(looped.outcome, Err(InvokeError::LimitExceeded { limit: LimitKind::Deadline, .. })));
+    assert!(matches!(
+        looped.outcome,
+        Err(InvokeError::LimitExceeded {
+            limit: LimitKind::Deadline,
+            ..
+        })
+    ));
 }

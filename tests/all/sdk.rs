@@ -15,7 +15,9 @@ use serde_json::json;
 #[tokio::test]
 async fn hello_greets_and_logs() {
     let agent = load(HELLO);
-    let invocation = agent.invoke(Event::new("cli", "greet", json!({"name": "Ada"}))).await;
+    let invocation = agent
+        .invoke(Event::new("cli", "greet", json!({"name": "Ada"})))
+        .await;
     assert_eq!(invocation.outcome, Ok("Hello, Ada!".into()));
     assert_eq!(invocation.logs.len(), 1, "{:?}", invocation.logs);
     let line = &invocation.logs[0];
@@ -29,7 +31,9 @@ async fn hello_greets_and_logs() {
 #[tokio::test]
 async fn hello_reports_a_bad_payload_as_an_agent_error() {
     let agent = load(HELLO);
-    let invocation = agent.invoke(Event::new("cli", "greet", json!({"name": 7}))).await;
+    let invocation = agent
+        .invoke(Event::new("cli", "greet", json!({"name": 7})))
+        .await;
     let Err(InvokeError::Agent { message }) = invocation.outcome else {
         panic!("expected an agent error, got {invocation:?}");
     };
@@ -40,7 +44,8 @@ async fn hello_reports_a_bad_payload_as_an_agent_error() {
 async fn nothing_is_granted_by_default() {
     let agent = load(HOSTILE);
     let invocation = agent.invoke(event("not-granted")).await;
-    let report: serde_json::Value = serde_json::from_str(invocation.outcome.as_ref().unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(invocation.outcome.as_ref().unwrap()).unwrap();
     assert_eq!(
         report,
         json!({
@@ -54,12 +59,20 @@ async fn nothing_is_granted_by_default() {
 async fn triage_says_what_it_is_missing() {
     let agent = load(TRIAGE);
     let event: Event = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/sample-agents/triage/event.json", clawcage_tests::REPO_ROOT)).unwrap(),
+        &std::fs::read_to_string(format!(
+            "{}/sample-agents/triage/event.json",
+            clawcage_tests::REPO_ROOT
+        ))
+        .unwrap(),
     )
     .unwrap();
     let invocation = agent.invoke(event).await;
-    let report: serde_json::Value = serde_json::from_str(invocation.outcome.as_ref().unwrap()).unwrap();
-    assert_eq!(report, json!({"status": "not-granted", "missing": ["model binding `default`", "tool `github`"]}));
+    let report: serde_json::Value =
+        serde_json::from_str(invocation.outcome.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        report,
+        json!({"status": "not-granted", "missing": ["model binding `default`", "tool `github`"]})
+    );
     assert_eq!(invocation.logs.len(), 2);
     assert!(invocation.logs.iter().all(|l| l.level == LogLevel::Warn));
 }
@@ -68,9 +81,13 @@ async fn triage_says_what_it_is_missing() {
 async fn sdk_inference_api_round_trips_through_a_granted_binding() {
     let model = ScriptedModel::new();
     let mut agent = load(HOSTILE);
-    agent.set_models(Arc::new(ModelBindings::from([("default".to_string(), model.clone() as _)])));
+    agent.set_models(Arc::new(ModelBindings::from([(
+        "default".to_string(),
+        model.clone() as _,
+    )])));
     let invocation = agent.invoke(event("inference")).await;
-    let report: serde_json::Value = serde_json::from_str(invocation.outcome.as_ref().expect("inference ran")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(invocation.outcome.as_ref().expect("inference ran")).unwrap();
     assert_eq!(
         report,
         json!({
@@ -105,9 +122,13 @@ async fn sdk_inference_api_round_trips_through_a_granted_binding() {
 async fn sdk_tools_api_calls_only_granted_actions() {
     let echo = EchoTool::new();
     let mut agent = load(HOSTILE);
-    agent.set_tools(Arc::new(ToolGrants::from([("echo".to_string(), echo.clone() as _)])));
+    agent.set_tools(Arc::new(ToolGrants::from([(
+        "echo".to_string(),
+        echo.clone() as _,
+    )])));
     let invocation = agent.invoke(event("tools")).await;
-    let report: serde_json::Value = serde_json::from_str(invocation.outcome.as_ref().expect("tools ran")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(invocation.outcome.as_ref().expect("tools ran")).unwrap();
     assert_eq!(
         report,
         json!({
@@ -119,17 +140,26 @@ async fn sdk_tools_api_calls_only_granted_actions() {
         })
     );
     // Only the granted, valid call reached the backend.
-    assert_eq!(*echo.calls.lock().unwrap(), vec![("say".to_string(), r#"{"words":"hi"}"#.to_string())]);
+    assert_eq!(
+        *echo.calls.lock().unwrap(),
+        vec![("say".to_string(), r#"{"words":"hi"}"#.to_string())]
+    );
 }
 
 #[tokio::test]
 async fn grants_are_per_agent() {
     let mut granted = load(HOSTILE);
-    granted.set_tools(Arc::new(BTreeMap::from([("echo".to_string(), EchoTool::new() as _)])));
+    granted.set_tools(Arc::new(BTreeMap::from([(
+        "echo".to_string(),
+        EchoTool::new() as _,
+    )])));
     let ungranted = load(HOSTILE);
     assert!(granted.invoke(event("tools")).await.outcome.is_ok());
     let Err(InvokeError::Agent { message }) = ungranted.invoke(event("tools")).await.outcome else {
         panic!("the agent without grants used a tool");
     };
-    assert_eq!(message, "not granted: tool \"echo\" is not granted to this agent");
+    assert_eq!(
+        message,
+        "not granted: tool \"echo\" is not granted to this agent"
+    );
 }

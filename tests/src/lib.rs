@@ -2,11 +2,14 @@
 //! cage, and in-process backends for models and tools that record what they
 //! receive.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use clawcage::bindings::inference::{
-    Completion, CompletionRequest, ContentPart, Error as InferenceError, StopReason, StreamEvent, ToolUse, Usage,
+    Completion, CompletionRequest, ContentPart, Error as InferenceError, StopReason, StreamEvent,
+    ToolUse, Usage,
 };
 use clawcage::inference::{CompletionEvents, ModelBackend};
 use clawcage::tools::{ActionInfo, ToolBackend, ToolError};
@@ -16,7 +19,9 @@ include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
 /// A directory for precompiled components shared by the tests of one run.
 pub fn cache_dir() -> PathBuf {
-    Path::new(REPO_ROOT).join("target").join("test-component-cache")
+    Path::new(REPO_ROOT)
+        .join("target")
+        .join("test-component-cache")
 }
 
 /// Engine options for tests: a small pool, the shared compile cache.
@@ -30,7 +35,8 @@ pub fn test_options() -> EngineOptions {
 
 /// The cage most tests share.
 pub fn cage() -> &'static Cage {
-    static CAGE: LazyLock<Cage> = LazyLock::new(|| Cage::new(test_options()).expect("creating the test cage"));
+    static CAGE: LazyLock<Cage> =
+        LazyLock::new(|| Cage::new(test_options()).expect("creating the test cage"));
     &CAGE
 }
 
@@ -42,7 +48,12 @@ pub fn component_bytes(path: &str) -> Vec<u8> {
 /// Loads a component into the shared cage with default limits and log
 /// capture on.
 pub fn load(path: &str) -> Agent {
-    let name = Path::new(path).file_stem().unwrap().to_str().unwrap().to_string();
+    let name = Path::new(path)
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let mut agent = cage()
         .load_component(&name, &component_bytes(path), None)
         .unwrap_or_else(|e| panic!("loading {path}: {e}"));
@@ -64,7 +75,9 @@ pub struct ScriptedModel {
 impl ScriptedModel {
     /// A new scripted model.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { requests: Mutex::new(Vec::new()) })
+        Arc::new(Self {
+            requests: Mutex::new(Vec::new()),
+        })
     }
 
     fn completion() -> Completion {
@@ -72,10 +85,17 @@ impl ScriptedModel {
             model: "scripted-1-20260101".into(),
             content: vec![
                 ContentPart::Text("Hello".into()),
-                ContentPart::ToolUse(ToolUse { id: "toolu_1".into(), name: "lookup".into(), input: r#"{"q":"x"}"#.into() }),
+                ContentPart::ToolUse(ToolUse {
+                    id: "toolu_1".into(),
+                    name: "lookup".into(),
+                    input: r#"{"q":"x"}"#.into(),
+                }),
             ],
             stop_reason: StopReason::ToolUse,
-            usage: Usage { input_tokens: 12, output_tokens: 5 },
+            usage: Usage {
+                input_tokens: 12,
+                output_tokens: 5,
+            },
         }
     }
 }
@@ -120,7 +140,9 @@ pub struct EchoTool {
 impl EchoTool {
     /// A new echo tool.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { calls: Mutex::new(Vec::new()) })
+        Arc::new(Self {
+            calls: Mutex::new(Vec::new()),
+        })
     }
 }
 
@@ -135,7 +157,10 @@ impl ToolBackend for EchoTool {
     }
 
     async fn call(&self, action: &str, input: &str) -> Result<String, ToolError> {
-        self.calls.lock().unwrap().push((action.to_string(), input.to_string()));
+        self.calls
+            .lock()
+            .unwrap()
+            .push((action.to_string(), input.to_string()));
         Ok(format!(r#"{{"echo":{input}}}"#))
     }
 }

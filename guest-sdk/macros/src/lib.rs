@@ -33,9 +33,15 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand(args: proc_macro2::TokenStream, function: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+fn expand(
+    args: proc_macro2::TokenStream,
+    function: ItemFn,
+) -> syn::Result<proc_macro2::TokenStream> {
     if !args.is_empty() {
-        return Err(syn::Error::new_spanned(args, "#[handler] takes no arguments"));
+        return Err(syn::Error::new_spanned(
+            args,
+            "#[handler] takes no arguments",
+        ));
     }
     let sig = &function.sig;
     if let Some(asyncness) = &sig.asyncness {
@@ -45,11 +51,18 @@ fn expand(args: proc_macro2::TokenStream, function: ItemFn) -> syn::Result<proc_
         ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new_spanned(&sig.generics, "the handler cannot be generic"));
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            "the handler cannot be generic",
+        ));
     }
     if sig.inputs.len() != 1 {
         return Err(syn::Error::new(
-            if sig.inputs.is_empty() { sig.paren_token.span.join() } else { sig.inputs.span() },
+            if sig.inputs.is_empty() {
+                sig.paren_token.span.join()
+            } else {
+                sig.inputs.span()
+            },
             "the handler takes exactly one argument: the event (`clawcage_sdk::Event`)",
         ));
     }

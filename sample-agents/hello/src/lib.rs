@@ -9,7 +9,13 @@ struct Greeting {
 
 #[handler]
 fn handle(event: Event) -> clawcage_sdk::Result<String> {
-    let name = event.payload::<Greeting>()?.name.unwrap_or_else(|| "world".into());
-    info!("greeting {name} for a {} event from {}", event.kind, event.source);
+    let name = event
+        .payload::<Greeting>()?
+        .name
+        .unwrap_or_else(|| "world".into());
+    info!(
+        "greeting {name} for a {} event from {}",
+        event.kind, event.source
+    );
     Ok(format!("Hello, {name}!"))
 }

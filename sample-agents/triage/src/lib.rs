@@ -47,13 +47,24 @@ enum Report {
     /// The event is not one this agent handles.
     Ignored { reason: String },
     /// The issue was labelled.
-    Triaged { repo: String, number: u64, labels: Vec<String>, summary: String, notified: bool },
+    Triaged {
+        repo: String,
+        number: u64,
+        labels: Vec<String>,
+        summary: String,
+        notified: bool,
+    },
 }
 
 #[handler]
 fn handle(event: Event) -> clawcage_sdk::Result<Json<Report>> {
     if event.source != "github" || event.kind != "issues.opened" {
-        return Ok(Json(Report::Ignored { reason: format!("{}/{} is not github/issues.opened", event.source, event.kind) }));
+        return Ok(Json(Report::Ignored {
+            reason: format!(
+                "{}/{} is not github/issues.opened",
+                event.source, event.kind
+            ),
+        }));
     }
     let payload: IssueEvent = event.payload()?;
 
@@ -88,13 +99,21 @@ fn handle(event: Event) -> clawcage_sdk::Result<Json<Report>> {
              Choose labels from: {}.",
             LABELS.join(", ")
         ))
-        .user(format!("Title: {}\n\n{}", issue.title, issue.body.as_deref().unwrap_or("")))
+        .user(format!(
+            "Title: {}\n\n{}",
+            issue.title,
+            issue.body.as_deref().unwrap_or("")
+        ))
         .max_tokens(300)
         .temperature(0.0);
     let completion = model.complete(&request)?;
     let text = completion.text();
-    let classification: Classification = serde_json::from_str(extract_json(&text))
-        .map_err(|e| clawcage_sdk::Error::msg(format!("the model did not answer with the expected JSON: {e}")))?;
+    let classification: Classification =
+        serde_json::from_str(extract_json(&text)).map_err(|e| {
+            clawcage_sdk::Error::msg(format!(
+                "the model did not answer with the expected JSON: {e}"
+            ))
+        })?;
     let labels: Vec<String> = classification
         .labels
         .into_iter()
