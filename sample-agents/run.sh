@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
-cargo build --release --manifest-path sample-agents/Cargo.toml --target wasm32-wasip2 -p hello -p triage
-cargo build --release -p clawcage-host
+cargo build --release --locked --manifest-path sample-agents/Cargo.toml --target wasm32-wasip2 -p hello -p triage
+cargo build --release --locked -p clawcage-host
 
 clawcage=target/release/clawcage
 echo "== hello"

@@ -21,6 +21,7 @@ pub fn build_guests(root: &Path) -> PathBuf {
         .arg("--release")
         .arg("--target=wasm32-wasip2")
         .arg("--workspace")
+        .arg("--locked")
         .arg("--manifest-path")
         .arg(root.join("sample-agents/Cargo.toml"))
         .arg("--target-dir")

@@ -7,24 +7,30 @@
 use clawcage_tests::{HOSTILE, event, load};
 
 fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("reading /proc/self/statm");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
+    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/self/status");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
 }
+
+const MIX: [&str; 5] = ["noop", "panic", "memory-bomb", "huge-result", "log-flood"];
 
 #[tokio::test]
 async fn a_hundred_invocations_do_not_grow_host_memory() {
     let agent = load(HOSTILE);
-    // Warm up: the first invocations fault in the pool's slots, the
-    // allocator's arenas and tokio's.
-    for _ in 0..20 {
-        assert!(agent.invoke(event("noop")).await.outcome.is_ok());
+    // Warm up with the same mix: the first invocations fault in the pool's
+    // slots and the allocator's arenas for results of every size.
+    for kind in MIX.iter().cycle().take(20) {
+        agent.invoke(event(kind)).await;
     }
     let before = resident_bytes();
     for i in 0..100 {
-        // A mix of outcomes, including ones that unwind through traps and
-        // a guest that fills 16 MiB of its memory.
-        let kind = ["noop", "panic", "memory-bomb", "huge-result", "log-flood"][i % 5];
+        // A mix of outcomes, including traps and a guest that fills its whole
+        // 64 MiB memory.
+        let kind = MIX[i % MIX.len()];
         let invocation = agent.invoke(event(kind)).await;
         assert_eq!(
             invocation.outcome.is_ok(),

@@ -17,7 +17,10 @@ use crate::engine::{CacheOutcome, CageEngine, EngineOptions};
 use crate::error::{InvokeError, LoadError};
 use crate::event::Event;
 use crate::inference::ModelBindings;
-use crate::limits::{LimitKind, Limits, MAX_COMPONENT_BYTES, MAX_RESULT_BYTES};
+use crate::limits::{
+    LimitKind, Limits, MAX_COMPONENT_BYTES, MAX_HOSTCALL_BYTES, MAX_MEMORIES, MAX_RESOURCE_HANDLES,
+    MAX_RESULT_BYTES, MAX_TABLES,
+};
 use crate::log::LogLine;
 use crate::manifest::Manifest;
 use crate::state::{AgentState, AgentStateBuilder};
@@ -173,6 +176,22 @@ impl Cage {
 
     fn check_world(&self, component: &Component) -> Result<(), LoadError> {
         let engine = self.engine.engine();
+        // Refuse components that need more of the instance pool than an
+        // agent's share, so one agent can never crowd out the others.
+        if let Some(required) = component.resources_required() {
+            if required.num_memories > MAX_MEMORIES {
+                return Err(LoadError::WrongWorld(format!(
+                    "it has {} linear memories, more than the {MAX_MEMORIES} an agent may have",
+                    required.num_memories
+                )));
+            }
+            if required.num_tables > MAX_TABLES {
+                return Err(LoadError::WrongWorld(format!(
+                    "it has {} tables, more than the {MAX_TABLES} an agent may have",
+                    required.num_tables
+                )));
+            }
+        }
         let ty = component.component_type();
         for (import, _) in ty.imports(engine) {
             if !ALLOWED_IMPORT_PACKAGES
@@ -346,9 +365,15 @@ impl Agent {
         &self.limits
     }
 
-    /// Replaces the limits.
-    pub fn set_limits(&mut self, limits: Limits) {
+    /// Replaces the limits, after checking them against their bounds and
+    /// against the engine (a fuel limit needs an engine that meters fuel).
+    pub fn set_limits(&mut self, limits: Limits) -> Result<(), String> {
+        limits.validate()?;
+        if limits.fuel.is_some() && !self.engine_meters_fuel {
+            return Err("limits.fuel needs an engine with fuel metering enabled".into());
+        }
         self.limits = limits;
+        Ok(())
     }
 
     /// Replaces the model bindings granted to this agent.
@@ -390,14 +415,18 @@ impl Agent {
             .build();
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
+        store.set_hostcall_fuel(MAX_HOSTCALL_BYTES);
+        store.set_max_component_handles(MAX_RESOURCE_HANDLES);
         if let Some(fuel) = self.limits.fuel {
-            // Cannot fail: `Cage::load_manifest` refuses fuel limits unless
-            // the engine meters fuel.
+            // Cannot fail: `set_limits` refuses fuel limits unless the engine
+            // meters fuel.
             let _ = store.set_fuel(fuel);
         } else if self.engine_meters_fuel {
             let _ = store.set_fuel(u64::MAX);
         }
-        let deadline = started + self.limits.deadline();
+        let deadline = started
+            .checked_add(self.limits.deadline())
+            .unwrap_or(started + crate::limits::MAX_DEADLINE);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             // Check the wall clock at every tick; until the deadline, yield to
@@ -410,11 +439,16 @@ impl Agent {
         });
 
         let run = async {
-            let agent = self.pre.instantiate_async(&mut store).await?;
+            let agent = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(Failure::Instantiate)?;
             agent
                 .clawcage_agent_handler()
                 .call_handle(&mut store, &event)
                 .await
+                .map_err(Failure::Guest)
         };
         let result = tokio::time::timeout(self.limits.deadline() + HOST_CALL_GRACE, run).await;
         let elapsed = started.elapsed();
@@ -438,7 +472,12 @@ impl Agent {
                     max: MAX_RESULT_BYTES,
                 }),
             },
-            Ok(Err(error)) => Err(classify_trap(
+            Ok(Err(Failure::Instantiate(error))) => Err(classify_instantiation(
+                &error,
+                state.limiter.hit,
+                &self.limits,
+            )),
+            Ok(Err(Failure::Guest(error))) => Err(classify_trap(
                 &error,
                 state.limiter.hit,
                 &self.limits,
@@ -446,7 +485,9 @@ impl Agent {
             )),
         };
         if let Err(error) = &outcome {
-            tracing::info!(agent = %self.name, event_id = %event.id, %error, "invocation failed");
+            let error = error.to_string();
+            let error = crate::log::truncate_at_char_boundary(&error, 512);
+            tracing::info!(agent = %self.name, event_id = %event.id, error, "invocation failed");
         }
         Invocation {
             outcome,
@@ -486,13 +527,72 @@ fn panic_message(stderr: &crate::output::CapturedOutput) -> Option<String> {
     found.map(|m| crate::log::truncate_at_char_boundary(&m, 1024).to_string())
 }
 
+/// How a run failed: before the guest ran (the host's side) or while it ran.
+enum Failure {
+    Instantiate(wasmtime::Error),
+    Guest(wasmtime::Error),
+}
+
+/// Instantiation runs the guest's start functions, so a limit can stop it;
+/// otherwise a failure here is the host's (a full pool, a bug).
+fn classify_instantiation(
+    error: &wasmtime::Error,
+    hit: Option<LimitKind>,
+    limits: &Limits,
+) -> InvokeError {
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return InvokeError::Busy {
+            reason: format!("{error:#}"),
+        };
+    }
+    match classify_limit(error, hit, limits) {
+        Some(limit) => limit,
+        None => InvokeError::Host {
+            reason: format!("cannot instantiate the agent: {error:#}"),
+        },
+    }
+}
+
+/// Everything that fails while the guest runs is the guest's doing: a
+/// limit it hit, or a crash (trap, panic, `exit`, a misused host API).
 fn classify_trap(
     error: &wasmtime::Error,
     hit: Option<LimitKind>,
     limits: &Limits,
     panic: Option<String>,
 ) -> InvokeError {
-    let limit = |limit: LimitKind, detail: String| InvokeError::LimitExceeded { limit, detail };
+    if let Some(limit) = classify_limit(error, hit, limits) {
+        return limit;
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return InvokeError::Crashed {
+            reason: format!("the agent called exit({})", exit.0),
+        };
+    }
+    let message = format!("{error:#}");
+    let message = crate::log::truncate_at_char_boundary(&message, 1024);
+    InvokeError::Crashed {
+        reason: match (panic, error.downcast_ref::<Trap>()) {
+            (Some(panic), Some(trap)) => format!("{panic} ({trap})"),
+            (_, Some(trap)) => trap.to_string(),
+            (_, None) => message.to_string(),
+        },
+    }
+}
+
+/// The wasmtime message for exhausted hostcall fuel; its type is private.
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+fn classify_limit(
+    error: &wasmtime::Error,
+    hit: Option<LimitKind>,
+    limits: &Limits,
+) -> Option<InvokeError> {
+    let limit =
+        |limit: LimitKind, detail: String| Some(InvokeError::LimitExceeded { limit, detail });
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => {
             return limit(LimitKind::Deadline, format!("{} ms", limits.deadline_ms));
@@ -504,36 +604,41 @@ fn classify_trap(
             );
         }
         Some(Trap::StackOverflow) => return limit(LimitKind::Stack, "call stack exhausted".into()),
-        _ => {}
-    }
-    // A guest whose memory growth was refused usually aborts right after;
-    // report the limit rather than the abort it caused.
-    match hit {
-        Some(LimitKind::Memory) => {
-            return limit(LimitKind::Memory, format!("{} bytes", limits.memory_bytes));
+        Some(_) => {
+            // A guest whose memory growth was refused usually aborts right
+            // after; report the limit rather than the abort it caused.
+            match hit {
+                Some(LimitKind::Memory) => {
+                    return limit(LimitKind::Memory, format!("{} bytes", limits.memory_bytes));
+                }
+                Some(LimitKind::Table) => {
+                    return limit(
+                        LimitKind::Table,
+                        format!("{} elements", limits.table_elements),
+                    );
+                }
+                _ => {}
+            }
         }
-        Some(LimitKind::Table) => {
-            return limit(
-                LimitKind::Table,
-                format!("{} elements", limits.table_elements),
-            );
-        }
-        _ => {}
+        None => {}
     }
-    let message = format!("{error:#}");
     if error
-        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-        .is_some()
+        .chain()
+        .any(|cause| cause.to_string().contains(HOSTCALL_FUEL_EXHAUSTED))
     {
-        return InvokeError::Busy { reason: message };
+        return limit(
+            LimitKind::Transfer,
+            format!("{MAX_HOSTCALL_BYTES} bytes per call"),
+        );
     }
-    match error.downcast_ref::<Trap>() {
-        Some(trap) => InvokeError::Crashed {
-            reason: match panic {
-                Some(panic) => format!("{panic} ({trap})"),
-                None => trap.to_string(),
-            },
-        },
-        None => InvokeError::Host { reason: message },
+    if error
+        .downcast_ref::<wasmtime::component::ResourceTableError>()
+        .is_some_and(|e| matches!(e, wasmtime::component::ResourceTableError::Full))
+    {
+        return limit(
+            LimitKind::Handles,
+            format!("{MAX_RESOURCE_HANDLES} at once"),
+        );
     }
+    None
 }

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -197,7 +196,8 @@ pub struct ComponentCache {
 impl ComponentCache {
     /// Opens (creating if needed) the cache at `dir` for `engine`.
     pub fn open(dir: &Path, engine: &Engine) -> Result<Self, LoadError> {
-        create_private_dir(dir).map_err(|e| LoadError::Cache(format!("{}: {e}", dir.display())))?;
+        crate::fsutil::create_private_dir(dir)
+            .map_err(|e| LoadError::Cache(format!("{}: {e}", dir.display())))?;
         let mut hasher = Sha256Hasher(ring::digest::Context::new(&ring::digest::SHA256));
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = hex::encode(&hasher.0.finish().as_ref()[..16]);
@@ -220,25 +220,18 @@ impl ComponentCache {
         sha256: &str,
     ) -> Result<(Component, CacheOutcome), LoadError> {
         let path = self.artifact_path(sha256);
-        if path.is_file() {
-            // SAFETY: `deserialize_file` trusts the file to be an artifact that
-            // this engine configuration produced. Only this cache writes into
-            // the directory (0700, checked when opened), the file name binds
-            // the component's sha256 and the engine's compatibility hash, and
-            // wasmtime itself checks the artifact's header and version.
-            #[allow(unsafe_code)]
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable precompiled component");
-                    let _ = fs::remove_file(&path);
-                }
+        match self.load_artifact(engine, &path) {
+            Ok(Some(component)) => return Ok((component, CacheOutcome::Hit)),
+            Ok(None) => {}
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "discarding unusable precompiled component");
+                let _ = fs::remove_file(&path);
             }
         }
         let artifact = engine
             .precompile_component(bytes)
             .map_err(LoadError::compile)?;
-        if let Err(e) = write_atomically(&self.dir, &path, &artifact) {
+        if let Err(e) = crate::fsutil::write_atomically(&path, &artifact) {
             tracing::warn!(path = %path.display(), error = %e, "could not store precompiled component");
         }
         #[allow(unsafe_code)]
@@ -247,6 +240,30 @@ impl ComponentCache {
         let component =
             unsafe { Component::deserialize(engine, &artifact) }.map_err(LoadError::compile)?;
         Ok((component, CacheOutcome::Miss))
+    }
+}
+
+impl ComponentCache {
+    /// Loads a cached artifact if there is one. Only a regular file that this
+    /// user owns and no one else can write is trusted.
+    fn load_artifact(&self, engine: &Engine, path: &Path) -> Result<Option<Component>, String> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        }
+        crate::fsutil::check_owned_file(path).map_err(|e| e.to_string())?;
+        let bytes = fs::read(path).map_err(|e| e.to_string())?;
+        // SAFETY: `deserialize` trusts the bytes to be an artifact that this
+        // engine configuration produced. Only this cache writes into the
+        // directory (0700, owned by us, checked when opened), the file was
+        // just checked to be ours and not writable by others, its name binds
+        // the component's sha256 and the engine's compatibility hash, and
+        // wasmtime itself checks the artifact's header and version.
+        #[allow(unsafe_code)]
+        let component =
+            unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| format!("{e:#}"))?;
+        Ok(Some(component))
     }
 }
 
@@ -263,59 +280,4 @@ impl Hasher for Sha256Hasher {
         first.copy_from_slice(&digest.as_ref()[..8]);
         u64::from_le_bytes(first)
     }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        let meta = fs::metadata(dir)?;
-        if meta.permissions().mode() & 0o022 != 0 {
-            return Err(std::io::Error::other(
-                "the cache directory is writable by other users",
-            ));
-        }
-        // The directory must belong to the user running us (who owns /proc/self).
-        let uid = fs::metadata("/proc/self")
-            .map(|m| m.uid())
-            .unwrap_or(meta.uid());
-        if meta.uid() != uid {
-            return Err(std::io::Error::other(
-                "the cache directory belongs to another user",
-            ));
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    {
-        fs::create_dir_all(dir)
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file in `dir` and a rename,
-/// so a reader never sees a half-written artifact.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(bytes)?;
-    tmp.1.sync_all()?;
-    fs::rename(&tmp.0, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp.0);
-    })
-}
-
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {
-    let rng = ring::rand::SystemRandom::new();
-    let mut suffix = [0u8; 8];
-    ring::rand::SecureRandom::fill(&rng, &mut suffix)
-        .map_err(|_| std::io::Error::other("no randomness"))?;
-    let path = dir.join(format!(".tmp-{}", hex::encode(suffix)));
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    Ok((path, file))
 }

@@ -264,13 +264,21 @@ pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
 }
 
 impl InferenceView<'_> {
-    fn reserve_handle(&mut self) -> Result<(), InferenceError> {
+    fn check_handle_budget(&self) -> Result<(), InferenceError> {
         if self.ctx.open_handles >= MAX_OPEN_HANDLES {
             return Err(InferenceError::InvalidRequest(format!(
                 "more than {MAX_OPEN_HANDLES} models and streams open at once"
             )));
         }
-        self.ctx.open_handles += 1;
+        Ok(())
+    }
+
+    fn release_handle(&mut self) -> wasmtime::Result<()> {
+        self.ctx.open_handles = self
+            .ctx
+            .open_handles
+            .checked_sub(1)
+            .ok_or_else(|| wasmtime::format_err!("inference handle count underflow"))?;
         Ok(())
     }
 
@@ -291,10 +299,11 @@ impl HostModel for InferenceView<'_> {
                 quote(&binding)
             ))));
         };
-        if let Err(e) = self.reserve_handle() {
+        if let Err(e) = self.check_handle_budget() {
             return Ok(Err(e));
         }
         let handle = self.table.push(ModelHandle { binding, backend })?;
+        self.ctx.open_handles += 1;
         Ok(Ok(handle))
     }
 
@@ -328,26 +337,24 @@ impl HostModel for InferenceView<'_> {
         if let Err(reason) = validate_request(&request) {
             return Ok(Err(InferenceError::InvalidRequest(reason)));
         }
-        if let Err(e) = self.reserve_handle() {
+        if let Err(e) = self.check_handle_budget() {
             return Ok(Err(e));
         }
         let events = match backend.stream(request).await {
             Ok(events) => events,
-            Err(e) => {
-                self.ctx.open_handles -= 1;
-                return Ok(Err(e));
-            }
+            Err(e) => return Ok(Err(e)),
         };
-        Ok(Ok(self.table.push(CompletionStreamHandle {
+        let handle = self.table.push(CompletionStreamHandle {
             events,
             finished: false,
-        })?))
+        })?;
+        self.ctx.open_handles += 1;
+        Ok(Ok(handle))
     }
 
     async fn drop(&mut self, model: Resource<ModelHandle>) -> wasmtime::Result<()> {
         self.table.delete(model)?;
-        self.ctx.open_handles -= 1;
-        Ok(())
+        self.release_handle()
     }
 }
 
@@ -380,8 +387,7 @@ impl HostCompletionStream for InferenceView<'_> {
 
     async fn drop(&mut self, stream: Resource<CompletionStreamHandle>) -> wasmtime::Result<()> {
         self.table.delete(stream)?;
-        self.ctx.open_handles -= 1;
-        Ok(())
+        self.release_handle()
     }
 }
 

@@ -23,16 +23,20 @@ pub mod agent;
 #[allow(missing_docs)] // generated from the documented WIT
 pub mod bindings;
 pub mod cli;
+pub mod db;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod fsutil;
 pub mod inference;
 pub mod limits;
 pub mod log;
 pub mod manifest;
 pub mod output;
+pub mod secret;
 pub mod state;
 pub mod tools;
+pub mod vault;
 
 pub use agent::{Agent, Cage, Invocation};
 pub use engine::{CacheOutcome, CageEngine, EngineOptions};

@@ -20,8 +20,20 @@ pub const MAX_TABLE_ELEMENTS: u32 = 100_000;
 /// Default table element limit.
 pub const DEFAULT_TABLE_ELEMENTS: u32 = 20_000;
 /// Core instances one component may create; a Rust agent with WASI needs a
-/// handful, so this only stops pathological components.
-pub const MAX_INSTANCES: u32 = 64;
+/// handful, so this only stops pathological components. The instance pool
+/// reserves this many per slot, so one agent can never take another's share.
+pub const MAX_INSTANCES: u32 = 16;
+/// Linear memories one component may have (a Rust agent has one).
+pub const MAX_MEMORIES: u32 = 2;
+/// Tables one component may have (a Rust agent has one or two).
+pub const MAX_TABLES: u32 = 4;
+/// Bytes a guest may hand the host in one call (strings and lists, counted
+/// as wasmtime copies them). Bounds what a hostile guest can make the host
+/// allocate, including requests whose lists all point at the same bytes.
+pub const MAX_HOSTCALL_BYTES: usize = 16 << 20;
+/// Resources (streams, models, tools, WASI handles) one event may hold at
+/// once in the host's resource table.
+pub const MAX_RESOURCE_HANDLES: usize = 1_024;
 /// Default wall-clock deadline for one event.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// Longest deadline a manifest may ask for.
@@ -53,7 +65,7 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Elements per table. Default 20 000.
     pub table_elements: u32,
-    /// Core instances per component. Default and maximum 64.
+    /// Core instances per component. Default and maximum 16.
     pub instances: u32,
     /// Wall-clock deadline for one event, in milliseconds. Default 30 000.
     pub deadline_ms: u64,
@@ -128,6 +140,10 @@ pub enum LimitKind {
     Fuel,
     /// The guest exhausted its call stack.
     Stack,
+    /// The guest passed the host more data in one call than allowed.
+    Transfer,
+    /// The guest held too many resources (handles) at once.
+    Handles,
 }
 
 impl std::fmt::Display for LimitKind {
@@ -138,6 +154,8 @@ impl std::fmt::Display for LimitKind {
             LimitKind::Table => "table",
             LimitKind::Fuel => "fuel",
             LimitKind::Stack => "stack",
+            LimitKind::Transfer => "host-call data",
+            LimitKind::Handles => "handle",
         })
     }
 }
@@ -201,10 +219,10 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
     }
 
     fn tables(&self) -> usize {
-        self.instances
+        MAX_TABLES as usize
     }
 
     fn memories(&self) -> usize {
-        self.instances
+        MAX_MEMORIES as usize
     }
 }

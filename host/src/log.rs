@@ -100,7 +100,8 @@ impl LogCtx {
             return;
         }
         self.accepted += 1;
-        let message = truncate_at_char_boundary(message, MAX_LOG_LINE_BYTES);
+        let escaped = escape_controls(truncate_at_char_boundary(message, MAX_LOG_LINE_BYTES));
+        let message = truncate_at_char_boundary(&escaped, MAX_LOG_LINE_BYTES);
         let (agent, event_id) = (&*self.agent, &*self.event_id);
         match level {
             LogLevel::Trace => {
@@ -156,6 +157,23 @@ impl LogCtx {
     pub fn take_lines(&mut self) -> Vec<LogLine> {
         std::mem::take(&mut self.kept)
     }
+}
+
+/// Escapes control characters (all but tab), so guest text cannot forge
+/// extra log lines with newlines or drive a terminal with escape sequences.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 /// Cuts `text` to at most `max` bytes without splitting a character.
@@ -215,6 +233,20 @@ mod tests {
         }
         assert_eq!(ctx.take_lines().len(), MAX_LOG_LINES);
         assert_eq!(ctx.dropped(), 5);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut ctx = LogCtx::new("a".into(), "e".into(), true);
+        ctx.record(
+            LogLevel::Info,
+            LogStream::Log,
+            "one\nINFO forged\u{1b}]52;c;aGk=\u{7}\tok",
+        );
+        assert_eq!(
+            ctx.take_lines()[0].message,
+            "one\\nINFO forged\\u{1b}]52;c;aGk=\\u{7}\tok"
+        );
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub struct AgentState {
 /// - stdout and stderr captured into bounded buffers
 ///   ([`MAX_CAPTURED_OUTPUT_BYTES`](crate::limits::MAX_CAPTURED_OUTPUT_BYTES)
 ///   each) that become log lines;
-/// - clocks and random numbers, which reveal nothing of the host.
+/// - clocks and random numbers, which reveal nothing of the host;
+/// - at most [`MAX_RESOURCE_HANDLES`](crate::limits::MAX_RESOURCE_HANDLES)
+///   resources held at once.
 ///
 /// And by default:
 /// - no model bindings and no tools ([`AgentStateBuilder::models`] and
@@ -97,9 +99,11 @@ impl AgentStateBuilder {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(crate::limits::MAX_RESOURCE_HANDLES);
         AgentState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: StoreLimiter::new(&self.limits),
             log: LogCtx::new(self.agent, self.event_id, self.capture_logs),
             inference: InferenceCtx::new(self.models),

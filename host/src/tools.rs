@@ -108,8 +108,9 @@ impl HostTool for ToolsView<'_> {
                 "more than {MAX_OPEN_TOOLS} tools open at once"
             ))));
         }
+        let handle = self.table.push(ToolHandle { name, backend })?;
         self.ctx.open_tools += 1;
-        Ok(Ok(self.table.push(ToolHandle { name, backend })?))
+        Ok(Ok(handle))
     }
 
     async fn describe(&mut self, tool: Resource<ToolHandle>) -> wasmtime::Result<ToolInfo> {
@@ -162,7 +163,11 @@ impl HostTool for ToolsView<'_> {
 
     async fn drop(&mut self, tool: Resource<ToolHandle>) -> wasmtime::Result<()> {
         self.table.delete(tool)?;
-        self.ctx.open_tools -= 1;
+        self.ctx.open_tools = self
+            .ctx
+            .open_tools
+            .checked_sub(1)
+            .ok_or_else(|| wasmtime::format_err!("tool handle count underflow"))?;
         Ok(())
     }
 }

@@ -17,7 +17,9 @@ async fn run(args: &[&str]) -> Output {
     let cache = cache_dir();
     let mut argv = vec!["clawcage", "run", "--cache-dir", cache.to_str().unwrap()];
     argv.extend_from_slice(args);
-    let Command::Run(command) = Cli::try_parse_from(argv).expect("valid arguments").command;
+    let Command::Run(command) = Cli::try_parse_from(argv).expect("valid arguments").command else {
+        unreachable!("the arguments name the run command");
+    };
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let code = command.run_with(&mut stdout, &mut stderr).await;
     Output {

@@ -69,6 +69,12 @@ fn handler_misuse_is_a_compile_error_at_the_users_code() {
         .unwrap();
         std::fs::write(root.join(name).join("src/lib.rs"), source).unwrap();
     }
+    // The guest workspace's lock file pins the dependencies' versions.
+    std::fs::copy(
+        Path::new(REPO_ROOT).join("sample-agents/Cargo.lock"),
+        root.join("Cargo.lock"),
+    )
+    .unwrap();
     // Share compiled dependencies with the guest build.
     let target_dir = Path::new(REPO_ROOT).join("target").join("guests-check");
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

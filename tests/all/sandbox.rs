@@ -3,10 +3,16 @@
 
 use std::time::Duration;
 
-use clawcage::limits::{MAX_LOG_LINES, MAX_RESULT_BYTES};
+use std::sync::Arc;
+
+use clawcage::inference::ModelBindings;
+use clawcage::limits::{
+    MAX_CAPTURED_OUTPUT_BYTES, MAX_HOSTCALL_BYTES, MAX_LOG_LINES, MAX_RESOURCE_HANDLES,
+    MAX_RESULT_BYTES,
+};
 use clawcage::log::LogStream;
 use clawcage::{Agent, Invocation, InvokeError, LimitKind, Limits};
-use clawcage_tests::{HOSTILE, event, load};
+use clawcage_tests::{HOSTILE, ScriptedModel, event, load};
 
 async fn run(agent: &Agent, kind: &str) -> Invocation {
     agent.invoke(event(kind)).await
@@ -30,7 +36,15 @@ async fn assert_host_unharmed(agent: &Agent) {
 
 fn hostile_with(limits: Limits) -> Agent {
     let mut agent = load(HOSTILE);
-    agent.set_limits(limits);
+    agent.set_limits(limits).unwrap();
+    agent
+}
+
+fn with_default_model(mut agent: Agent) -> Agent {
+    agent.set_models(Arc::new(ModelBindings::from([(
+        "default".to_string(),
+        ScriptedModel::new() as _,
+    )])));
     agent
 }
 
@@ -143,6 +157,7 @@ async fn abort_is_a_crash() {
 
 #[tokio::test]
 async fn no_ambient_authority_env_args_files_sockets_stdin() {
+    let _ = std::fs::remove_file("/tmp/clawcage-escape");
     let agent = load(HOSTILE);
     let invocation = run(&agent, "ambient").await;
     let report: serde_json::Value =
@@ -177,11 +192,16 @@ async fn log_flood_is_bounded() {
     let invocation = run(&agent, "log-flood").await;
     assert_eq!(invocation.outcome, Ok("flooded".into()));
     assert_eq!(invocation.logs.len(), MAX_LOG_LINES);
-    // 100 000 log lines, and stdout beyond its byte cap, were dropped.
-    assert!(
-        invocation.logs_dropped >= 99_000,
-        "dropped only {}",
-        invocation.logs_dropped
+    // Every line past the budget is counted: the 100 000 `log` lines, the
+    // stdout lines that fit the capture buffer, and the notice of the
+    // stdout bytes discarded beyond it.
+    let stdout: String = (0..100_000)
+        .map(|i| format!("stdout flood line {i}\n"))
+        .collect();
+    let captured_lines = stdout[..MAX_CAPTURED_OUTPUT_BYTES].lines().count() as u64;
+    assert_eq!(
+        invocation.logs_dropped,
+        100_000 + captured_lines + 1 - MAX_LOG_LINES as u64
     );
     assert_host_unharmed(&agent).await;
 }
@@ -224,10 +244,12 @@ async fn fuel_limit_stops_a_loop() {
     let mut agent = cage
         .load_component("hostile", &clawcage_tests::component_bytes(HOSTILE), None)
         .unwrap();
-    agent.set_limits(Limits {
-        fuel: Some(5_000_000),
-        ..Limits::default()
-    });
+    agent
+        .set_limits(Limits {
+            fuel: Some(5_000_000),
+            ..Limits::default()
+        })
+        .unwrap();
     let invocation = agent.invoke(event("loop")).await;
     assert_eq!(
         invocation.outcome,
@@ -281,4 +303,79 @@ async fn a_looping_agent_does_not_starve_another() {
             ..
         })
     ));
+}
+
+#[tokio::test]
+async fn exit_is_a_crash_not_a_host_error() {
+    // WASI 0.2's `exit` carries only success or failure, so `exit(3)` arrives
+    // as status 1.
+    let agent = load(HOSTILE);
+    let invocation = run(&agent, "exit").await;
+    assert_eq!(
+        invocation.outcome,
+        Err(InvokeError::Crashed {
+            reason: "the agent called exit(1)".into()
+        })
+    );
+    assert_host_unharmed(&agent).await;
+}
+
+#[tokio::test]
+async fn hoarding_handles_hits_the_handle_limit() {
+    let agent = load(HOSTILE);
+    let invocation = run(&agent, "handles").await;
+    assert_eq!(
+        invocation.outcome,
+        Err(InvokeError::LimitExceeded {
+            limit: LimitKind::Handles,
+            detail: format!("{MAX_RESOURCE_HANDLES} at once")
+        })
+    );
+    assert_host_unharmed(&agent).await;
+}
+
+#[tokio::test]
+async fn a_request_bigger_than_a_host_call_may_carry_is_stopped_while_copying() {
+    let agent = with_default_model(load(HOSTILE));
+    let invocation = run(&agent, "big-request").await;
+    assert_eq!(
+        invocation.outcome,
+        Err(InvokeError::LimitExceeded {
+            limit: LimitKind::Transfer,
+            detail: format!("{MAX_HOSTCALL_BYTES} bytes per call")
+        })
+    );
+    assert_host_unharmed(&agent).await;
+}
+
+#[tokio::test]
+async fn open_models_are_capped_with_an_error_value() {
+    let agent = with_default_model(load(HOSTILE));
+    let invocation = run(&agent, "many-models").await;
+    assert_eq!(
+        invocation.outcome,
+        Ok(format!(
+            "{MAX} open, then: invalid request: more than {MAX} models and streams open at once",
+            MAX = clawcage::inference::MAX_OPEN_HANDLES
+        ))
+    );
+}
+
+#[test]
+fn limits_are_checked_when_set() {
+    let mut agent = load(HOSTILE);
+    let err = agent
+        .set_limits(Limits {
+            deadline_ms: u64::MAX,
+            ..Limits::default()
+        })
+        .unwrap_err();
+    assert!(err.contains("deadline_ms"), "{err}");
+    let err = agent
+        .set_limits(Limits {
+            fuel: Some(10),
+            ..Limits::default()
+        })
+        .unwrap_err();
+    assert!(err.contains("fuel metering"), "{err}");
 }

@@ -1,68 +1,16 @@
-//! The `clawcage` command line. Each subcommand is a struct with
-//! `execute(self)`; the binary only parses arguments.
+//! `clawcage run`: one event through one agent.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
+use super::exit;
 use crate::agent::Cage;
 use crate::engine::EngineOptions;
 use crate::error::{InvokeError, LoadError};
 use crate::event::Event;
 use crate::log::{LogLevel, LogStream};
 use crate::manifest::Manifest;
-
-/// Exit codes of `clawcage run`, one per kind of failure, so scripts can
-/// tell bad input from a failing agent.
-pub mod exit {
-    /// The handler returned an error.
-    pub const AGENT_ERROR: u8 = 1;
-    /// Bad command-line usage (clap's own code).
-    pub const USAGE: u8 = 2;
-    /// A file could not be read.
-    pub const MISSING_FILE: u8 = 3;
-    /// The manifest is invalid.
-    pub const BAD_MANIFEST: u8 = 4;
-    /// The file is not a WebAssembly component.
-    pub const NOT_A_COMPONENT: u8 = 5;
-    /// The component does not fit the `clawcage:agent` world.
-    pub const WRONG_WORLD: u8 = 6;
-    /// The event is not valid.
-    pub const BAD_EVENT: u8 = 7;
-    /// The agent crashed (panic, abort, trap).
-    pub const CRASHED: u8 = 8;
-    /// The agent hit a limit (deadline, memory, fuel, stack, result size).
-    pub const LIMIT: u8 = 9;
-    /// The host failed or is busy.
-    pub const HOST: u8 = 10;
-}
-
-/// ClawCage: run AI agents as sandboxed WebAssembly components.
-#[derive(Debug, Parser)]
-#[command(name = "clawcage", version, about)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run one event through an agent and print the handler's result.
-    Run(RunCommand),
-}
-
-impl Cli {
-    /// Runs the chosen subcommand.
-    pub fn execute(self) -> ExitCode {
-        match self.command {
-            Command::Run(run) => run.execute(),
-        }
-    }
-}
 
 /// `clawcage run <manifest.toml | component.wasm> --event <file | ->`
 #[derive(Debug, clap::Args)]
@@ -224,7 +172,13 @@ impl RunCommand {
                 );
             }
             if let Ok(output) = &invocation.outcome {
-                let _ = writeln!(out, "{output}");
+                // The result is the agent's text: keep its lines, but never
+                // pass escape sequences through to a terminal.
+                let lines: Vec<_> = output
+                    .split('\n')
+                    .map(crate::log::escape_controls)
+                    .collect();
+                let _ = writeln!(out, "{}", lines.join("\n"));
             }
         }
         match invocation.outcome {
@@ -244,7 +198,7 @@ impl RunCommand {
                 } else {
                     Err(Failure {
                         code,
-                        message: error.to_string(),
+                        message: crate::log::escape_controls(&error.to_string()).into_owned(),
                     })
                 }
             }

@@ -1,0 +1,75 @@
+//! The `clawcage` command line. Each subcommand is a struct with
+//! `execute(self)`; the binary only parses arguments.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod run;
+mod state;
+
+pub use run::{RunCommand, default_cache_dir};
+pub use state::{InitCommand, KeyAction, KeyCommand, StateArgs};
+
+/// Exit codes of `clawcage run`, one per kind of failure, so scripts can
+/// tell bad input from a failing agent.
+pub mod exit {
+    /// The handler returned an error.
+    pub const AGENT_ERROR: u8 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// A file could not be read.
+    pub const MISSING_FILE: u8 = 3;
+    /// The manifest is invalid.
+    pub const BAD_MANIFEST: u8 = 4;
+    /// The file is not a WebAssembly component.
+    pub const NOT_A_COMPONENT: u8 = 5;
+    /// The component does not fit the `clawcage:agent` world.
+    pub const WRONG_WORLD: u8 = 6;
+    /// The event is not valid.
+    pub const BAD_EVENT: u8 = 7;
+    /// The agent crashed (panic, abort, trap).
+    pub const CRASHED: u8 = 8;
+    /// The agent hit a limit (deadline, memory, fuel, stack, result size).
+    pub const LIMIT: u8 = 9;
+    /// The host failed or is busy.
+    pub const HOST: u8 = 10;
+}
+
+/// ClawCage: run AI agents as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "clawcage", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one event through an agent and print the handler's result.
+    Run(RunCommand),
+    /// Create the state directory, its database and a master key.
+    Init(InitCommand),
+    /// Manage provider keys and tool credentials in the encrypted vault.
+    Key(KeyCommand),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub fn execute(self) -> ExitCode {
+        let simple = |result: Result<(), String>| match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        };
+        match self.command {
+            Command::Run(run) => run.execute(),
+            Command::Init(init) => simple(init.run(&mut std::io::stdout())),
+            Command::Key(key) => simple(key.run(&mut std::io::stdin(), &mut std::io::stdout())),
+        }
+    }
+}

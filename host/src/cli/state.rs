@@ -1,0 +1,208 @@
+//! `clawcage init` and `clawcage key …`: the state directory and the key
+//! vault.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::db::{Database, default_state_dir};
+use crate::secret::Secret;
+use crate::vault::{KeyInfo, MAX_SECRET_BYTES, MasterKey, Vault, VaultError};
+
+/// Where the state lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// The state directory (database and master key). Default:
+    /// `$XDG_DATA_HOME/clawcage` or `~/.local/share/clawcage`.
+    #[arg(long, env = "CLAWCAGE_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl StateArgs {
+    /// The chosen state directory.
+    pub fn dir(&self) -> Result<PathBuf, String> {
+        self.state_dir
+            .clone()
+            .or_else(default_state_dir)
+            .ok_or_else(|| {
+                "no state directory: pass --state-dir or set CLAWCAGE_STATE_DIR".to_string()
+            })
+    }
+
+    /// Opens the vault of an initialised state directory.
+    pub fn open_vault(&self) -> Result<Vault, String> {
+        let dir = self.dir()?;
+        let db = Database::open(&dir).map_err(|e| e.to_string())?;
+        let master = MasterKey::load(&dir).map_err(|e| e.to_string())?;
+        Vault::open(Arc::new(db), master).map_err(|e| e.to_string())
+    }
+}
+
+/// `clawcage init`: creates the state directory, its database and (unless
+/// `CLAWCAGE_MASTER_KEY` is set) a master key file readable by you only.
+#[derive(Debug, clap::Args)]
+pub struct InitCommand {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+impl InitCommand {
+    /// Runs the command; returns the exit code.
+    pub fn run(self, out: &mut dyn Write) -> Result<(), String> {
+        let dir = self.state.dir()?;
+        let db = Database::create(&dir).map_err(|e| e.to_string())?;
+        let created = MasterKey::create_file_if_missing(&dir).map_err(|e| e.to_string())?;
+        let master = MasterKey::load(&dir).map_err(|e| e.to_string())?;
+        Vault::open(Arc::new(db), master).map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "state directory: {}", dir.display());
+        let _ = if created {
+            writeln!(
+                out,
+                "created master key: {} (back it up; without it the vault cannot be opened)",
+                dir.join(crate::vault::MASTER_KEY_FILE).display()
+            )
+        } else {
+            writeln!(out, "master key: already present")
+        };
+        Ok(())
+    }
+}
+
+/// `clawcage key …`: manage provider keys and tool credentials.
+#[derive(Debug, clap::Args)]
+pub struct KeyCommand {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: KeyAction,
+}
+
+/// Key subcommands. Secrets are read from stdin or a named environment
+/// variable, never from the command line, where other users can see them.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyAction {
+    /// Add a key; its value is read from stdin (or `--from-env`).
+    Add {
+        /// The key's id, used in manifests (`key = "<id>"`).
+        id: String,
+        /// The provider: anthropic, openai, openai-compatible, github, slack, notion, http.
+        #[arg(long)]
+        provider: String,
+        /// Read the value from this environment variable instead of stdin.
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
+    },
+    /// List keys: id, provider, fingerprint, dates. Never the value.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a key's value; takes effect at the next call, also in a
+    /// running daemon.
+    Rotate {
+        /// The key's id.
+        id: String,
+        /// Read the value from this environment variable instead of stdin.
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
+    },
+    /// Revoke a key: its ciphertext is deleted and calls using it fail.
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
+}
+
+fn read_secret(from_env: Option<&str>, stdin: &mut dyn Read) -> Result<Secret, String> {
+    let text = match from_env {
+        Some(var) => Zeroizing::new(
+            std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set (or not UTF-8)"))?,
+        ),
+        None => {
+            let mut bytes = Zeroizing::new(Vec::new());
+            stdin
+                .take(MAX_SECRET_BYTES as u64 + 2)
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read the key from stdin: {e}"))?;
+            Zeroizing::new(
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| "the key is not UTF-8".to_string())?,
+            )
+        }
+    };
+    let trimmed = text.trim_end_matches(['\n', '\r']);
+    if trimmed.is_empty() {
+        return Err("the key is empty".into());
+    }
+    Ok(Secret::from(trimmed.to_string()))
+}
+
+fn describe(info: &KeyInfo) -> String {
+    let state = match (info.revoked_at, info.rotated_at) {
+        (Some(at), _) => format!("revoked {at}"),
+        (None, Some(at)) => format!("rotated {at}"),
+        (None, None) => "active".into(),
+    };
+    format!(
+        "{:<24} {:<18} {}  created {}  {state}",
+        info.id, info.provider, info.fingerprint, info.created_at
+    )
+}
+
+impl KeyCommand {
+    /// Runs the command, reading secrets from `stdin`.
+    pub fn run(self, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), String> {
+        let vault = self.state.open_vault()?;
+        let prompt = || {
+            if std::io::stdin().is_terminal() {
+                eprintln!("paste the key, then press Enter and Ctrl-D:");
+            }
+        };
+        let result: Result<String, VaultError> = match self.action {
+            KeyAction::Add {
+                id,
+                provider,
+                from_env,
+            } => {
+                if from_env.is_none() {
+                    prompt();
+                }
+                let secret = read_secret(from_env.as_deref(), stdin)?;
+                vault
+                    .add(&id, &provider, &secret)
+                    .map(|info| format!("added {}", describe(&info)))
+            }
+            KeyAction::Rotate { id, from_env } => {
+                if from_env.is_none() {
+                    prompt();
+                }
+                let secret = read_secret(from_env.as_deref(), stdin)?;
+                vault
+                    .rotate(&id, &secret)
+                    .map(|info| format!("rotated {}", describe(&info)))
+            }
+            KeyAction::Revoke { id } => vault
+                .revoke(&id)
+                .map(|info| format!("revoked {}", describe(&info))),
+            KeyAction::List { json } => vault.list().map(|keys| {
+                if json {
+                    serde_json::to_string_pretty(&keys).unwrap_or_default()
+                } else if keys.is_empty() {
+                    "no keys".into()
+                } else {
+                    keys.iter().map(describe).collect::<Vec<_>>().join("\n")
+                }
+            }),
+        };
+        let text = result.map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "{text}");
+        Ok(())
+    }
+}

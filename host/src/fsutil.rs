@@ -1,0 +1,117 @@
+//! Private directories and atomic writes, for state that must not be read or
+//! replaced by other users.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Creates `dir` (and parents) with mode 0700, then checks it with
+/// [`check_private`].
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    #[cfg(not(unix))]
+    fs::create_dir_all(dir)?;
+    check_private(dir)
+}
+
+/// Refuses a directory that other users can write to, or that belongs to
+/// someone else.
+pub fn check_private(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = fs::metadata(dir)?;
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} is writable by other users",
+                dir.display()
+            )));
+        }
+        if meta.uid() != current_uid() {
+            return Err(std::io::Error::other(format!(
+                "{} belongs to another user",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The effective user id of this process.
+#[cfg(unix)]
+pub fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::geteuid()
+    }
+}
+
+/// Checks that `path` is a regular file (not a symlink) that belongs to this
+/// user and that no one else can write, before its contents are trusted.
+pub fn check_owned_file(path: &Path) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if meta.uid() != current_uid() {
+            return Err(std::io::Error::other(format!(
+                "{} belongs to another user",
+                path.display()
+            )));
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} is writable by other users",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory
+/// and a rename, so a reader never sees a half-written file. The file is
+/// created with mode 0600.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (tmp_path, mut file) = create_temp_file(dir)?;
+    let result = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp_path, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp_path);
+        return result;
+    }
+    // Make the rename itself durable.
+    fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
+fn create_temp_file(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {
+    let mut suffix = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix)
+        .map_err(|_| std::io::Error::other("the OS random number generator failed"))?;
+    let path = dir.join(format!(".tmp-{}", hex::encode(suffix)));
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    Ok((path.clone(), options.open(&path)?))
+}
