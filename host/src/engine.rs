@@ -11,7 +11,7 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::error::LoadError;
-use crate::limits::{MAX_INSTANCES, MAX_MEMORY_BYTES};
+use crate::limits::{MAX_INSTANCES, MAX_MEMORIES, MAX_MEMORY_BYTES, MAX_TABLES};
 
 /// How often the epoch ticker advances the engine's epoch. A runaway guest is
 /// stopped at most one tick after its deadline.
@@ -95,15 +95,16 @@ impl CageEngine {
             let n = options.max_concurrent_instances.max(1);
             let mut pool = PoolingAllocationConfig::new();
             pool.total_component_instances(n)
-                // A Rust agent is a handful of core instances (the program and
-                // WASI shims) with one or two memories and tables.
-                .total_core_instances(n.saturating_mul(8))
-                .total_memories(n.saturating_mul(2))
-                .total_tables(n.saturating_mul(4))
+                // Every slot can hold the largest component an agent may be
+                // (see `limits`), so one agent can never use up another's
+                // share of core instances, memories or tables.
+                .total_core_instances(n.saturating_mul(MAX_INSTANCES))
+                .total_memories(n.saturating_mul(MAX_MEMORIES))
+                .total_tables(n.saturating_mul(MAX_TABLES))
                 .total_stacks(n)
                 .max_core_instances_per_component(MAX_INSTANCES)
-                .max_memories_per_component(4)
-                .max_tables_per_component(16)
+                .max_memories_per_component(MAX_MEMORIES)
+                .max_tables_per_component(MAX_TABLES)
                 .max_memory_size(MAX_MEMORY_BYTES as usize)
                 .linear_memory_keep_resident(options.memory_keep_resident)
                 .table_keep_resident(options.memory_keep_resident)

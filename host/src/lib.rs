@@ -33,6 +33,7 @@ pub mod limits;
 pub mod log;
 pub mod manifest;
 pub mod output;
+pub mod redact;
 pub mod secret;
 pub mod state;
 pub mod tools;

@@ -7,3 +7,4 @@ mod loading;
 mod macro_errors;
 mod sandbox;
 mod sdk;
+mod vault;

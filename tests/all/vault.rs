@@ -1,0 +1,174 @@
+//! `clawcage init` and `clawcage key …` against a real state directory.
+
+use std::path::Path;
+
+use clap::Parser;
+use clawcage::cli::{Cli, Command};
+
+const SECRET: &str = "sk-ant-api03-TESTKEY-abcdefghijklmnopqrstuvwxyz0123456789";
+
+fn clawcage(state: &Path, args: &[&str], stdin: &str) -> Result<String, String> {
+    let mut argv = vec!["clawcage"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--state-dir", state.to_str().unwrap()]);
+    let mut out = Vec::new();
+    match Cli::try_parse_from(argv)
+        .map_err(|e| e.to_string())?
+        .command
+    {
+        Command::Init(init) => init.run(&mut out)?,
+        Command::Key(key) => key.run(&mut stdin.as_bytes(), &mut out)?,
+        Command::Run(_) => unreachable!("not a vault command"),
+    }
+    Ok(String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn keys_are_added_listed_rotated_and_revoked_without_ever_showing_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let init = clawcage(&state, &["init"], "").unwrap();
+    assert!(init.contains("created master key"), "{init}");
+    assert!(
+        clawcage(&state, &["init"], "")
+            .unwrap()
+            .contains("already present")
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join("master.key")), 0o600);
+    }
+
+    let added = clawcage(
+        &state,
+        &["key", "add", "main", "--provider", "anthropic"],
+        &format!("{SECRET}\n"),
+    )
+    .unwrap();
+    assert!(added.starts_with("added main"), "{added}");
+    let list = clawcage(&state, &["key", "list"], "").unwrap();
+    assert!(
+        list.contains("main") && list.contains("anthropic") && list.contains("active"),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&clawcage(&state, &["key", "list", "--json"], "").unwrap()).unwrap();
+    let fingerprint = json[0]["fingerprint"].as_str().unwrap().to_string();
+
+    let rotated = clawcage(&state, &["key", "rotate", "main"], "sk-ant-api03-ROTATED\n").unwrap();
+    assert!(rotated.contains("rotated"), "{rotated}");
+    let json: serde_json::Value =
+        serde_json::from_str(&clawcage(&state, &["key", "list", "--json"], "").unwrap()).unwrap();
+    assert_ne!(
+        json[0]["fingerprint"].as_str().unwrap(),
+        fingerprint,
+        "rotation must change the fingerprint"
+    );
+
+    let revoked = clawcage(&state, &["key", "revoke", "main"], "").unwrap();
+    assert!(revoked.contains("revoked"), "{revoked}");
+    let err = clawcage(&state, &["key", "rotate", "main"], "x\n").unwrap_err();
+    assert_eq!(err, "key \"main\" was revoked");
+
+    // Nothing the CLI printed, and nothing in the state directory, holds a
+    // key in plaintext.
+    for output in [&init, &added, &list, &rotated, &revoked] {
+        assert!(
+            !output.contains("TESTKEY") && !output.contains("ROTATED"),
+            "{output}"
+        );
+    }
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for needle in [&b"TESTKEY"[..], b"ROTATED"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let err = clawcage(&state, &["key", "list"], "").unwrap_err();
+    assert!(err.contains("run `clawcage init` first"), "{err}");
+    clawcage(&state, &["init"], "").unwrap();
+    let err = clawcage(&state, &["key", "add", "k", "--provider", "nope"], "x").unwrap_err();
+    assert!(err.contains("provider \"nope\" is not one of"), "{err}");
+    let err = clawcage(
+        &state,
+        &["key", "add", "bad id", "--provider", "openai"],
+        "x",
+    )
+    .unwrap_err();
+    assert!(err.contains("key id"), "{err}");
+    let err = clawcage(&state, &["key", "add", "k", "--provider", "openai"], "\n").unwrap_err();
+    assert_eq!(err, "the key is empty");
+    let err = clawcage(
+        &state,
+        &[
+            "key",
+            "add",
+            "k",
+            "--provider",
+            "openai",
+            "--from-env",
+            "CLAWCAGE_TEST_UNSET_VAR",
+        ],
+        "",
+    )
+    .unwrap_err();
+    assert!(err.contains("CLAWCAGE_TEST_UNSET_VAR is not set"), "{err}");
+    // The value is never accepted on the command line.
+    assert!(
+        clawcage(
+            &state,
+            &["key", "add", "k", "--provider", "openai", "sk-on-argv"],
+            ""
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn a_wrong_master_key_is_refused_and_destroys_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    clawcage(&state, &["init"], "").unwrap();
+    clawcage(
+        &state,
+        &["key", "add", "main", "--provider", "openai"],
+        SECRET,
+    )
+    .unwrap();
+    let master = state.join("master.key");
+    let original = std::fs::read(&master).unwrap();
+    clawcage::fsutil::write_atomically(
+        &master,
+        clawcage::vault::MasterKey::generate().to_hex().as_bytes(),
+    )
+    .unwrap();
+    let err = clawcage(&state, &["key", "list"], "").unwrap_err();
+    assert_eq!(
+        err,
+        "the master key does not match this vault; nothing was changed"
+    );
+    clawcage::fsutil::write_atomically(&master, &original).unwrap();
+    assert!(
+        clawcage(&state, &["key", "list"], "")
+            .unwrap()
+            .contains("main")
+    );
+
+    // A key file others can read is refused.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = clawcage(&state, &["key", "list"], "").unwrap_err();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+}
