@@ -259,7 +259,7 @@ fn threads(c: &mut Criterion) {
 
 fn epoch(c: &mut Criterion) {
     let rt = runtime();
-    let bytes = wasm("hostile");
+    let bytes = wasm("noop");
     let rounds = "2000000";
     let mut group = c.benchmark_group("epoch");
     group.sample_size(20);
@@ -271,7 +271,7 @@ fn epoch(c: &mut Criterion) {
         let wit = wit_event("cpu", rounds);
         group.bench_function(name, |b| b.iter(|| rt.block_on(raw_invoke(&pre, &wit))));
     }
-    let cage_agent = agent(EngineOptions::default(), "hostile");
+    let cage_agent = agent(EngineOptions::default(), "noop");
     group.bench_function("cpu_clawcage", |b| {
         b.iter(|| {
             rt.block_on(cage_agent.invoke(event("cpu", serde_json::json!(2_000_000))))
