@@ -15,7 +15,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 /// The migrations, in order. Never edit one that has shipped: add another.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_vault", include_str!("../migrations/0001_vault.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_vault", include_str!("../migrations/0001_vault.sql")),
+    ("0002_usage", include_str!("../migrations/0002_usage.sql")),
+];
 
 /// The database file's name inside the state directory.
 pub const DB_FILE: &str = "clawcage.db";

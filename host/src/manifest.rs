@@ -17,6 +17,11 @@
 //! model = "claude-haiku-4-5"
 //! key = "anthropic-main"
 //!
+//! [budget]                      # hard limits, all optional
+//! usd_micros_per_day = 5000000  # $5 a day
+//! tokens_per_month = 20000000
+//! requests_per_minute = 60
+//!
 //! [tools.github]                # a tool grant (see below)
 //! credential = "github-bot"
 //! actions = ["issues.add_labels"]
@@ -58,6 +63,9 @@ pub struct Manifest {
     /// `not-granted`).
     #[serde(default)]
     pub tools: BTreeMap<String, ToolGrant>,
+    /// Hard budgets for inference. Default: unlimited.
+    #[serde(default)]
+    pub budget: crate::ledger::BudgetLimits,
 }
 
 /// Where an agent's component comes from: exactly one of `path` and

@@ -18,6 +18,7 @@ fn clawcage(state: &Path, args: &[&str], stdin: &str) -> Result<String, String> 
     {
         Command::Init(init) => init.run(&mut out)?,
         Command::Key(key) => key.run(&mut stdin.as_bytes(), &mut out)?,
+        Command::Usage(usage) => usage.run(&mut out)?,
         Command::Run(_) => unreachable!("not a vault command"),
     }
     Ok(String::from_utf8(out).unwrap())
@@ -171,4 +172,57 @@ fn a_wrong_master_key_is_refused_and_destroys_nothing() {
         let err = clawcage(&state, &["key", "list"], "").unwrap_err();
         assert!(err.contains("chmod 600"), "{err}");
     }
+}
+
+#[test]
+fn usage_reports_spend_per_agent_model_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    clawcage(&state, &["init"], "").unwrap();
+    assert!(
+        clawcage(&state, &["usage"], "")
+            .unwrap()
+            .starts_with("no usage since")
+    );
+    let ledger = clawcage::ledger::Ledger::new(std::sync::Arc::new(
+        clawcage::db::Database::open(&state).unwrap(),
+    ));
+    for (agent, cost) in [("triage", 1_500), ("triage", 2_500), ("report", 90_000)] {
+        ledger
+            .record(&clawcage::ledger::UsageRecord {
+                agent: agent.into(),
+                binding: "default".into(),
+                provider: "anthropic".into(),
+                model: "claude-haiku-4-5".into(),
+                key_id: Some("main".into()),
+                input_tokens: 100,
+                output_tokens: 20,
+                cost_micros: cost,
+                latency_ms: 3,
+                outcome: "ok".into(),
+            })
+            .unwrap();
+    }
+    let report = clawcage(
+        &state,
+        &["usage", "--agent", "triage", "--since", "today"],
+        "",
+    )
+    .unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 2, "{report}");
+    assert!(
+        lines[1].starts_with("triage")
+            && lines[1].contains("main")
+            && lines[1].ends_with("0.004000"),
+        "{report}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&clawcage(&state, &["usage", "--json"], "").unwrap()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    assert!(
+        clawcage(&state, &["usage", "--since", "last tuesday"], "")
+            .unwrap_err()
+            .contains("--since")
+    );
 }

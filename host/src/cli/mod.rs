@@ -9,7 +9,7 @@ mod run;
 mod state;
 
 pub use run::{RunCommand, default_cache_dir};
-pub use state::{InitCommand, KeyAction, KeyCommand, StateArgs};
+pub use state::{InitCommand, KeyAction, KeyCommand, StateArgs, UsageCommand};
 
 /// Exit codes of `clawcage run`, one per kind of failure, so scripts can
 /// tell bad input from a failing agent.
@@ -54,6 +54,8 @@ pub enum Command {
     Init(InitCommand),
     /// Manage provider keys and tool credentials in the encrypted vault.
     Key(KeyCommand),
+    /// Show inference usage and spend per agent, provider, model and key.
+    Usage(UsageCommand),
 }
 
 impl Cli {
@@ -70,6 +72,7 @@ impl Cli {
             Command::Run(run) => run.execute(),
             Command::Init(init) => simple(init.run(&mut std::io::stdout())),
             Command::Key(key) => simple(key.run(&mut std::io::stdin(), &mut std::io::stdout())),
+            Command::Usage(usage) => simple(usage.run(&mut std::io::stdout())),
         }
     }
 }

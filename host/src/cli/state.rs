@@ -71,6 +71,66 @@ impl InitCommand {
     }
 }
 
+/// `clawcage usage`: spend per agent, provider, model and key.
+#[derive(Debug, clap::Args)]
+pub struct UsageCommand {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Only this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// From when: `today`, `month` (default), `YYYY-MM-DD` or Unix seconds.
+    #[arg(long, default_value = "month")]
+    pub since: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl UsageCommand {
+    /// Runs the command.
+    pub fn run(self, out: &mut dyn Write) -> Result<(), String> {
+        let since = crate::ledger::parse_since(&self.since, crate::db::now_unix())?;
+        let db = Database::open(&self.state.dir()?).map_err(|e| e.to_string())?;
+        let rows = crate::ledger::Ledger::new(Arc::new(db))
+            .summary(self.agent.as_deref(), since)
+            .map_err(|e| e.to_string())?;
+        if self.json {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        if rows.is_empty() {
+            let _ = writeln!(out, "no usage since {since}");
+            return Ok(());
+        }
+        let _ = writeln!(
+            out,
+            "{:<20} {:<18} {:<28} {:<16} {:>7} {:>12} {:>12} {:>12}",
+            "AGENT", "PROVIDER", "MODEL", "KEY", "CALLS", "IN TOKENS", "OUT TOKENS", "COST USD"
+        );
+        for row in rows {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<18} {:<28} {:<16} {:>7} {:>12} {:>12} {:>12.6}",
+                row.agent,
+                row.provider,
+                row.model,
+                row.key_id.as_deref().unwrap_or("-"),
+                row.calls,
+                row.input_tokens,
+                row.output_tokens,
+                row.cost_micros as f64 / 1e6
+            );
+        }
+        Ok(())
+    }
+}
+
 /// `clawcage key …`: manage provider keys and tool credentials.
 #[derive(Debug, clap::Args)]
 pub struct KeyCommand {
