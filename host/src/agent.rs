@@ -23,6 +23,7 @@ use crate::limits::{
 };
 use crate::log::LogLine;
 use crate::manifest::Manifest;
+use crate::providers::binding::{BoundModel, ProviderKind, Services};
 use crate::state::{AgentState, AgentStateBuilder};
 use crate::tools::ToolGrants;
 
@@ -51,6 +52,7 @@ const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
 pub struct Cage {
     engine: CageEngine,
     linker: Arc<Linker<AgentState>>,
+    services: Option<Arc<Services>>,
 }
 
 impl std::fmt::Debug for Cage {
@@ -75,7 +77,92 @@ impl Cage {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            services: None,
         })
+    }
+
+    /// Gives the cage a key vault, a usage ledger and prices, so manifests
+    /// can bind models.
+    pub fn with_services(mut self, services: Arc<Services>) -> Self {
+        self.services = Some(services);
+        self
+    }
+
+    fn bind_models(&self, manifest: &Manifest) -> Result<Arc<ModelBindings>, LoadError> {
+        let mut bindings = ModelBindings::new();
+        if manifest.models.is_empty() {
+            return Ok(Arc::new(bindings));
+        }
+        let Some(services) = &self.services else {
+            return Err(LoadError::Unsupported(format!(
+                "the manifest binds models ({}); that needs a state directory with the key vault (`clawcage init`, then --state-dir)",
+                manifest
+                    .models
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        for (name, spec) in &manifest.models {
+            let provider = ProviderKind::parse(&spec.provider).ok_or_else(|| {
+                LoadError::Manifest(format!(
+                    "models.{name}.provider {:?} is not anthropic, openai or openai-compatible",
+                    spec.provider
+                ))
+            })?;
+            let base_url = match (&spec.base_url, provider.default_base_url()) {
+                (Some(url), _) => url.clone(),
+                (None, Some(url)) => url.to_string(),
+                (None, None) => {
+                    return Err(LoadError::Manifest(format!(
+                        "models.{name}.base_url is required for {}",
+                        provider.name()
+                    )));
+                }
+            };
+            if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+                return Err(LoadError::Manifest(format!(
+                    "models.{name}.base_url {base_url:?} is not an http(s) URL"
+                )));
+            }
+            match &spec.key {
+                Some(key) => {
+                    let info = services
+                        .vault
+                        .info(key)
+                        .map_err(|e| LoadError::Manifest(format!("models.{name}.key: {e}")))?;
+                    if info.provider != provider.name() {
+                        return Err(LoadError::Manifest(format!(
+                            "models.{name}.key {key:?} belongs to {}, not {}",
+                            info.provider,
+                            provider.name()
+                        )));
+                    }
+                }
+                None if provider != ProviderKind::OpenAiCompatible => {
+                    return Err(LoadError::Manifest(format!(
+                        "models.{name}.key is required for {}",
+                        provider.name()
+                    )));
+                }
+                None => {}
+            }
+            let model = BoundModel {
+                agent: manifest.name.as_str().into(),
+                binding: name.clone(),
+                provider,
+                base_url,
+                model: spec.model.clone(),
+                key_id: spec.key.clone(),
+                max_tokens: spec.max_tokens,
+                temperature: spec.temperature,
+                budget: manifest.budget.clone(),
+                services: services.clone(),
+            };
+            bindings.insert(name.clone(), Arc::new(model));
+        }
+        Ok(Arc::new(bindings))
     }
 
     /// The engine.
@@ -86,17 +173,7 @@ impl Cage {
     /// Loads the agent a manifest describes. `base_dir` resolves the
     /// component's relative path (normally the manifest's directory).
     pub fn load_manifest(&self, manifest: &Manifest, base_dir: &Path) -> Result<Agent, LoadError> {
-        if !manifest.models.is_empty() {
-            return Err(LoadError::Unsupported(format!(
-                "the manifest binds models ({}), but this host has no providers or key vault yet",
-                manifest
-                    .models
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        let models = self.bind_models(manifest)?;
         if !manifest.tools.is_empty() {
             return Err(LoadError::Unsupported(format!(
                 "the manifest grants tools ({}), but this host has no tool connectors yet",
@@ -129,7 +206,10 @@ impl Cage {
         let bytes = read_bounded(&path, MAX_COMPONENT_BYTES)?;
         let mut agent =
             self.load_component(&manifest.name, &bytes, manifest.component.sha256.as_deref())?;
-        agent.limits = manifest.limits.clone();
+        agent
+            .set_limits(manifest.limits.clone())
+            .map_err(LoadError::Manifest)?;
+        agent.set_models(models);
         Ok(agent)
     }
 
@@ -407,8 +487,12 @@ impl Agent {
                 };
             }
         };
+        let deadline = started
+            .checked_add(self.limits.deadline())
+            .unwrap_or(started + crate::limits::MAX_DEADLINE);
         let state = AgentStateBuilder::new(self.name.clone(), event.id.as_str().into())
             .limits(self.limits.clone())
+            .deadline(deadline)
             .models(self.models.clone())
             .tools(self.tools.clone())
             .capture_logs(self.capture_logs)

@@ -45,6 +45,15 @@ pub const MAX_REQUEST_BYTES: usize = 8 << 20;
 /// last item of a successful stream is [`StreamEvent::Finished`].
 pub type CompletionEvents = tokio::sync::mpsc::Receiver<Result<StreamEvent, InferenceError>>;
 
+/// What a backend knows about the call it serves.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The event's deadline: retries, waits and streams end by then.
+    pub deadline: std::time::Instant,
+    /// The event's id, for logs.
+    pub event_id: Arc<str>,
+}
+
 /// A model that the operator bound for an agent: a provider, a model id and a
 /// key the host holds. Providers implement this; the guest only ever sees the
 /// [`ModelInfo`].
@@ -55,9 +64,17 @@ pub trait ModelBackend: Send + Sync + 'static {
     /// The model id the operator configured.
     fn model(&self) -> &str;
     /// Runs a validated request to completion.
-    async fn complete(&self, request: CompletionRequest) -> Result<Completion, InferenceError>;
+    async fn complete(
+        &self,
+        request: CompletionRequest,
+        call: &CallContext,
+    ) -> Result<Completion, InferenceError>;
     /// Runs a validated request as a stream.
-    async fn stream(&self, request: CompletionRequest) -> Result<CompletionEvents, InferenceError>;
+    async fn stream(
+        &self,
+        request: CompletionRequest,
+        call: &CallContext,
+    ) -> Result<CompletionEvents, InferenceError>;
 }
 
 /// The model bindings granted to one agent, by binding name. Shared by all
@@ -65,10 +82,22 @@ pub trait ModelBackend: Send + Sync + 'static {
 pub type ModelBindings = BTreeMap<String, Arc<dyn ModelBackend>>;
 
 /// Per-invocation state of the `inference` capability.
-#[derive(Default)]
 pub struct InferenceCtx {
     bindings: Arc<ModelBindings>,
     open_handles: usize,
+    call: CallContext,
+}
+
+impl Default for InferenceCtx {
+    fn default() -> Self {
+        Self::new(
+            Arc::default(),
+            CallContext {
+                deadline: std::time::Instant::now() + crate::limits::DEFAULT_DEADLINE,
+                event_id: "".into(),
+            },
+        )
+    }
 }
 
 impl std::fmt::Debug for InferenceCtx {
@@ -81,11 +110,13 @@ impl std::fmt::Debug for InferenceCtx {
 }
 
 impl InferenceCtx {
-    /// A context granting exactly `bindings`.
-    pub fn new(bindings: Arc<ModelBindings>) -> Self {
+    /// A context granting exactly `bindings`, for a call with `call`'s
+    /// deadline.
+    pub fn new(bindings: Arc<ModelBindings>, call: CallContext) -> Self {
         Self {
             bindings,
             open_handles: 0,
+            call,
         }
     }
 }
@@ -325,7 +356,7 @@ impl HostModel for InferenceView<'_> {
         if let Err(reason) = validate_request(&request) {
             return Ok(Err(InferenceError::InvalidRequest(reason)));
         }
-        Ok(backend.complete(request).await)
+        Ok(backend.complete(request, &self.ctx.call).await)
     }
 
     async fn stream(
@@ -340,7 +371,7 @@ impl HostModel for InferenceView<'_> {
         if let Err(e) = self.check_handle_budget() {
             return Ok(Err(e));
         }
-        let events = match backend.stream(request).await {
+        let events = match backend.stream(request, &self.ctx.call).await {
             Ok(events) => events,
             Err(e) => return Ok(Err(e)),
         };

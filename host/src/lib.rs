@@ -35,6 +35,7 @@ pub mod log;
 pub mod manifest;
 pub mod output;
 pub mod pricing;
+pub mod providers;
 pub mod redact;
 pub mod secret;
 pub mod state;

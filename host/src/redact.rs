@@ -9,9 +9,11 @@
 //! What counts as a leak: the whole secret, or any run of at least
 //! [`FRAGMENT_BYTES`] consecutive bytes of it. Every byte covered by such a
 //! match is replaced, so overlapping fragments redact the whole run. For
-//! streams, [`StreamRedactor`] holds back only a chunk's tail that could be
-//! the start of a fragment, so a secret split across chunks is still caught
-//! while ordinary deltas pass through unchanged and unmerged.
+//! streams, [`StreamRedactor`] keeps the raw tail of what it passed on as
+//! context and holds back only a chunk's tail (of [`MIN_HOLDBACK_BYTES`] or
+//! more) that could start a fragment, so a secret split across chunks is
+//! still caught, at most three of its bytes pass before a chunk boundary,
+//! and ordinary deltas pass through unchanged and unmerged.
 
 use std::borrow::Cow;
 
@@ -23,6 +25,12 @@ use crate::secret::Secret;
 /// (the last four characters some providers show in errors, say) are not
 /// enough to use a key; longer ones might be.
 pub const FRAGMENT_BYTES: usize = 12;
+
+/// The shortest chunk tail a stream holds back because it could begin a
+/// secret. Shorter tails pass at once: holding every character that happens
+/// to start some fragment would split nearly every delta, and two or three
+/// bytes (typically a key's public prefix) reveal nothing.
+pub const MIN_HOLDBACK_BYTES: usize = 4;
 
 /// What replaces a redacted run.
 pub const REDACTED: &str = "[redacted]";
@@ -135,7 +143,7 @@ impl Redactor {
     fn holdback(&self, text: &str) -> usize {
         let bytes = text.as_bytes();
         let max = self.longest.saturating_sub(1).min(bytes.len());
-        for len in (1..=max).rev() {
+        for len in (MIN_HOLDBACK_BYTES..=max).rev() {
             let tail = &bytes[bytes.len() - len..];
             if self.windows.iter().any(|w| w.starts_with(tail)) {
                 return len;
@@ -184,8 +192,10 @@ impl StreamRedactor<'_> {
         if !last {
             let tail_covered = covered.last().is_some_and(|&(_, end)| end == buffer.len());
             if !tail_covered {
-                let hold = self.redactor.holdback(&buffer[offset..]);
-                hold_at = floor_char_boundary(&buffer, buffer.len() - hold);
+                // The tail that could begin a fragment may reach back into
+                // the context; only its new part can still be held.
+                let hold = self.redactor.holdback(&buffer);
+                hold_at = floor_char_boundary(&buffer, (buffer.len() - hold).max(offset));
             }
         }
         let mut out = String::new();
@@ -276,10 +286,17 @@ mod tests {
                 out.push_str(&stream.push(std::str::from_utf8(chunk).unwrap()));
             }
             out.push_str(&stream.finish());
-            assert_eq!(
-                out, "Your header was Authorization: Bearer [redacted] (echoed)",
-                "chunks of {chunk_size}"
+            // Small chunks may let up to three bytes of the run (here the
+            // key's public `sk-` prefix) through before it is recognised.
+            let (head, rest) = out.split_once("[redacted]").expect("the key is redacted");
+            let leaked = head
+                .strip_prefix("Your header was Authorization: Bearer ")
+                .expect("the text before is kept");
+            assert!(
+                leaked.len() < MIN_HOLDBACK_BYTES && KEY.starts_with(leaked),
+                "chunks of {chunk_size}: {out}"
             );
+            assert_eq!(rest, " (echoed)", "chunks of {chunk_size}");
         }
     }
 
@@ -287,7 +304,6 @@ mod tests {
     fn no_split_lets_a_fragment_through() {
         let r = redactor();
         let text = format!("a{KEY}b{}c", &KEY[5..25]);
-        let expected = "a[redacted]b[redacted]c";
         for i in 0..=text.len() {
             for j in i..=text.len() {
                 let mut stream = r.stream();
@@ -295,7 +311,24 @@ mod tests {
                 out.push_str(&stream.push(&text[i..j]));
                 out.push_str(&stream.push(&text[j..]));
                 out.push_str(&stream.finish());
-                assert_eq!(out, expected, "split at {i} and {j}");
+                // At most three bytes of a run may pass before a chunk
+                // boundary; everything else is redacted, and nothing else
+                // is touched.
+                assert!(
+                    out.starts_with('a') && out.ends_with("[redacted]c"),
+                    "split at {i} and {j}: {out}"
+                );
+                let leaked = out.replace("[redacted]", "").len() - "abc".len();
+                assert!(
+                    leaked <= 2 * (MIN_HOLDBACK_BYTES - 1),
+                    "split at {i} and {j}: {out}"
+                );
+                for window in KEY.as_bytes().windows(MIN_HOLDBACK_BYTES) {
+                    assert!(
+                        !out.contains(std::str::from_utf8(window).unwrap()),
+                        "split at {i} and {j}: {out}"
+                    );
+                }
             }
         }
     }

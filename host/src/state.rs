@@ -52,6 +52,7 @@ pub struct AgentStateBuilder {
     models: Arc<ModelBindings>,
     tools: Arc<ToolGrants>,
     capture_logs: bool,
+    deadline: Option<std::time::Instant>,
 }
 
 impl AgentStateBuilder {
@@ -82,6 +83,13 @@ impl AgentStateBuilder {
         self
     }
 
+    /// The event's deadline, which host calls (inference, tools) honour too.
+    /// Default: now plus the limits' deadline.
+    pub fn deadline(mut self, deadline: std::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
     /// Keeps log lines in memory for the caller, besides tracing them.
     pub fn capture_logs(mut self, capture: bool) -> Self {
         self.capture_logs = capture;
@@ -105,8 +113,16 @@ impl AgentStateBuilder {
             wasi,
             table,
             limiter: StoreLimiter::new(&self.limits),
+            inference: InferenceCtx::new(
+                self.models,
+                crate::inference::CallContext {
+                    deadline: self
+                        .deadline
+                        .unwrap_or_else(|| std::time::Instant::now() + self.limits.deadline()),
+                    event_id: self.event_id.clone(),
+                },
+            ),
             log: LogCtx::new(self.agent, self.event_id, self.capture_logs),
-            inference: InferenceCtx::new(self.models),
             tools: ToolsCtx::new(self.tools),
             stdout,
             stderr,

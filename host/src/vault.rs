@@ -428,6 +428,35 @@ impl Vault {
         Ok(keys)
     }
 
+    /// Every active secret, decrypted, for redaction. Rows that fail to
+    /// decrypt are skipped (`secret` reports them when they are used).
+    pub fn active_secrets(&self) -> Result<Vec<Secret>, VaultError> {
+        let ids: Vec<(String, String)> = {
+            let conn = self.db.lock();
+            let mut statement =
+                conn.prepare("SELECT id, provider FROM keys WHERE revoked_at IS NULL ORDER BY id")?;
+            statement
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        Ok(ids
+            .iter()
+            .filter_map(|(id, provider)| self.secret(id, provider).ok())
+            .collect())
+    }
+
+    /// A value that changes whenever a key is added, rotated or revoked (in
+    /// any process), for caches derived from the keys.
+    pub fn version(&self) -> Result<String, VaultError> {
+        let conn = self.db.lock();
+        let tag: String = conn.query_row(
+            "SELECT COALESCE(group_concat(id || ':' || fingerprint || ':' || COALESCE(revoked_at, ''), ','), '') FROM keys",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(tag)
+    }
+
     /// Decrypts a key for one use. `provider` must match the key's own: a
     /// key added for one provider is never sent to another.
     pub fn secret(&self, id: &str, provider: &str) -> Result<Secret, VaultError> {

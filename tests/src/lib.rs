@@ -11,11 +11,13 @@ use clawcage::bindings::inference::{
     Completion, CompletionRequest, ContentPart, Error as InferenceError, StopReason, StreamEvent,
     ToolUse, Usage,
 };
-use clawcage::inference::{CompletionEvents, ModelBackend};
+use clawcage::inference::{CallContext, CompletionEvents, ModelBackend};
 use clawcage::tools::{ActionInfo, ToolBackend, ToolError};
 use clawcage::{Agent, Cage, EngineOptions, Event};
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
+
+pub mod fake_provider;
 
 /// A directory for precompiled components shared by the tests of one run.
 pub fn cache_dir() -> PathBuf {
@@ -110,12 +112,20 @@ impl ModelBackend for ScriptedModel {
         "scripted-1"
     }
 
-    async fn complete(&self, request: CompletionRequest) -> Result<Completion, InferenceError> {
+    async fn complete(
+        &self,
+        request: CompletionRequest,
+        _call: &CallContext,
+    ) -> Result<Completion, InferenceError> {
         self.requests.lock().unwrap().push(request);
         Ok(Self::completion())
     }
 
-    async fn stream(&self, request: CompletionRequest) -> Result<CompletionEvents, InferenceError> {
+    async fn stream(
+        &self,
+        request: CompletionRequest,
+        _call: &CallContext,
+    ) -> Result<CompletionEvents, InferenceError> {
         self.requests.lock().unwrap().push(request);
         let (sender, receiver) = tokio::sync::mpsc::channel(8);
         tokio::spawn(async move {

@@ -35,6 +35,9 @@ pub struct RunCommand {
     /// Compile every time instead of using the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// The state directory, for agents that bind models.
+    #[command(flatten)]
+    pub state: super::StateArgs,
 }
 
 struct Failure {
@@ -117,7 +120,14 @@ impl RunCommand {
             max_concurrent_instances: 4,
             ..EngineOptions::default()
         };
-        let cage = Cage::new(options)?;
+        let mut cage = Cage::new(options)?;
+        if manifest.as_ref().is_some_and(|m| !m.models.is_empty()) {
+            let services = self.state.open_services().map_err(|message| Failure {
+                code: exit::BAD_MANIFEST,
+                message,
+            })?;
+            cage = cage.with_services(services);
+        }
         let mut agent = match &manifest {
             Some(manifest) => {
                 cage.load_manifest(manifest, self.agent.parent().unwrap_or(Path::new(".")))?

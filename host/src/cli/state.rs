@@ -31,6 +31,20 @@ impl StateArgs {
             })
     }
 
+    /// Opens the vault, ledger and prices that model bindings need.
+    pub fn open_services(&self) -> Result<Arc<crate::providers::binding::Services>, String> {
+        let dir = self.dir()?;
+        let db = Arc::new(Database::open(&dir).map_err(|e| e.to_string())?);
+        let master = MasterKey::load(&dir).map_err(|e| e.to_string())?;
+        let vault = Vault::open(db.clone(), master).map_err(|e| e.to_string())?;
+        let services = crate::providers::binding::Services::new(
+            Arc::new(vault),
+            crate::ledger::Ledger::new(db),
+            crate::pricing::PriceTable::builtin(),
+        )?;
+        Ok(Arc::new(services))
+    }
+
     /// Opens the vault of an initialised state directory.
     pub fn open_vault(&self) -> Result<Vault, String> {
         let dir = self.dir()?;

@@ -1,0 +1,371 @@
+//! The Anthropic Messages API wire format.
+
+use serde_json::{Value, json};
+
+use super::assemble::Increment;
+use crate::bindings::inference::{
+    Completion, CompletionRequest, ContentPart, Role, StopReason, ToolChoice, ToolUse, Usage,
+};
+
+/// The API version header this adapter speaks.
+pub const API_VERSION: &str = "2023-06-01";
+
+/// The request body for `POST /v1/messages`.
+pub fn request_body(model: &str, request: &CompletionRequest, stream: bool) -> Value {
+    let messages: Vec<Value> = request
+        .messages
+        .iter()
+        .map(|message| {
+            let content: Vec<Value> = message
+                .content
+                .iter()
+                .map(|part| match part {
+                    ContentPart::Text(text) => json!({"type": "text", "text": text}),
+                    ContentPart::ToolUse(tool_use) => json!({
+                        "type": "tool_use",
+                        "id": tool_use.id,
+                        "name": tool_use.name,
+                        "input": serde_json::from_str::<Value>(&tool_use.input).unwrap_or_else(|_| json!({})),
+                    }),
+                    ContentPart::ToolResult(result) => json!({
+                        "type": "tool_result",
+                        "tool_use_id": result.tool_use_id,
+                        "content": result.content,
+                        "is_error": result.is_error,
+                    }),
+                })
+                .collect();
+            let role = match message.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            json!({"role": role, "content": content})
+        })
+        .collect();
+    let mut body = json!({"model": model, "max_tokens": request.max_tokens, "messages": messages});
+    if let Some(system) = &request.system {
+        body["system"] = json!(system);
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    if !request.stop_sequences.is_empty() {
+        body["stop_sequences"] = json!(request.stop_sequences);
+    }
+    if !request.tools.is_empty() {
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|tool| {
+                json!({
+                    "name": tool.name,
+                    "description": tool.description,
+                    "input_schema": serde_json::from_str::<Value>(&tool.input_schema).unwrap_or_else(|_| json!({"type": "object"})),
+                })
+            })
+            .collect();
+    }
+    if let Some(choice) = &request.tool_choice {
+        body["tool_choice"] = match choice {
+            ToolChoice::Auto => json!({"type": "auto"}),
+            ToolChoice::None => json!({"type": "none"}),
+            ToolChoice::Any => json!({"type": "any"}),
+            ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
+        };
+    }
+    if stream {
+        body["stream"] = json!(true);
+    }
+    body
+}
+
+/// Maps Anthropic's `stop_reason`.
+pub fn stop_reason(reason: &str) -> StopReason {
+    match reason {
+        "end_turn" | "pause_turn" => StopReason::EndTurn,
+        "max_tokens" => StopReason::MaxTokens,
+        "stop_sequence" => StopReason::StopSequence,
+        "tool_use" => StopReason::ToolUse,
+        "refusal" => StopReason::ContentFilter,
+        _ => StopReason::Other,
+    }
+}
+
+fn tokens(usage: &Value, field: &str) -> Option<u64> {
+    usage.get(field).and_then(Value::as_u64)
+}
+
+/// Input tokens, counting cache reads and writes, which Anthropic reports
+/// apart and bills.
+fn input_tokens(usage: &Value) -> Option<u64> {
+    let base = tokens(usage, "input_tokens")?;
+    Some(
+        base + tokens(usage, "cache_creation_input_tokens").unwrap_or(0)
+            + tokens(usage, "cache_read_input_tokens").unwrap_or(0),
+    )
+}
+
+/// Parses a non-streamed response body.
+pub fn parse_response(body: &Value) -> Result<Completion, String> {
+    let content = body
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or("the response has no content array")?
+        .iter()
+        .filter_map(|block| match block.get("type").and_then(Value::as_str) {
+            Some("text") => Some(ContentPart::Text(
+                block
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )),
+            Some("tool_use") => Some(ContentPart::ToolUse(ToolUse {
+                id: block
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                name: block
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                input: block
+                    .get("input")
+                    .map_or_else(|| "{}".to_string(), Value::to_string),
+            })),
+            _ => None,
+        })
+        .collect();
+    let usage = body.get("usage").cloned().unwrap_or(Value::Null);
+    Ok(Completion {
+        model: body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        content,
+        stop_reason: stop_reason(
+            body.get("stop_reason")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        ),
+        usage: Usage {
+            input_tokens: input_tokens(&usage).unwrap_or(0),
+            output_tokens: tokens(&usage, "output_tokens").unwrap_or(0),
+        },
+    })
+}
+
+/// Decodes one streamed event's data into increments. An `error` event is
+/// returned as `Err((error type, message))`.
+pub fn parse_event(data: &str) -> Result<Vec<Increment>, (String, String)> {
+    let value: Value = serde_json::from_str(data).map_err(|e| {
+        (
+            "invalid_event".to_string(),
+            format!("unreadable event: {e}"),
+        )
+    })?;
+    let index = value.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+    Ok(
+        match value.get("type").and_then(Value::as_str).unwrap_or("") {
+            "message_start" => {
+                let message = value.get("message").cloned().unwrap_or(Value::Null);
+                let usage = message.get("usage").cloned().unwrap_or(Value::Null);
+                let mut out = Vec::new();
+                if let Some(model) = message.get("model").and_then(Value::as_str) {
+                    out.push(Increment::Model(model.to_string()));
+                }
+                out.push(Increment::Usage {
+                    input: input_tokens(&usage),
+                    output: tokens(&usage, "output_tokens"),
+                });
+                out
+            }
+            "content_block_start" => {
+                let block = value.get("content_block").cloned().unwrap_or(Value::Null);
+                match block.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => vec![Increment::ToolStart {
+                        index,
+                        id: block
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        name: block
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    }],
+                    Some("text") => vec![Increment::Text {
+                        index,
+                        text: block
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    }],
+                    _ => Vec::new(),
+                }
+            }
+            "content_block_delta" => {
+                let delta = value.get("delta").cloned().unwrap_or(Value::Null);
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => vec![Increment::Text {
+                        index,
+                        text: delta
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    }],
+                    Some("input_json_delta") => vec![Increment::ToolInput {
+                        index,
+                        json: delta
+                            .get("partial_json")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    }],
+                    _ => Vec::new(),
+                }
+            }
+            "message_delta" => {
+                let mut out = Vec::new();
+                if let Some(reason) = value.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    out.push(Increment::Stop(stop_reason(reason)));
+                }
+                if let Some(usage) = value.get("usage") {
+                    out.push(Increment::Usage {
+                        input: input_tokens(usage),
+                        output: tokens(usage, "output_tokens"),
+                    });
+                }
+                out
+            }
+            "message_stop" => vec![Increment::Done],
+            "error" => {
+                let kind = value
+                    .pointer("/error/type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("api_error")
+                    .to_string();
+                let message = value
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                return Err((kind, message));
+            }
+            _ => Vec::new(), // ping, content_block_stop, and future event types
+        },
+    )
+}
+
+/// The `error.message` of an error body, if it has one.
+pub fn error_message(body: &Value) -> Option<String> {
+    body.pointer("/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::bindings::inference::{Message, ToolResult, ToolSpec};
+
+    #[test]
+    fn request_carries_every_field_in_anthropic_shape() {
+        let request = CompletionRequest {
+            system: Some("sys".into()),
+            messages: vec![
+                Message {
+                    role: Role::User,
+                    content: vec![ContentPart::Text("hi".into())],
+                },
+                Message {
+                    role: Role::Assistant,
+                    content: vec![ContentPart::ToolUse(ToolUse {
+                        id: "t1".into(),
+                        name: "lookup".into(),
+                        input: r#"{"q":"x"}"#.into(),
+                    })],
+                },
+                Message {
+                    role: Role::User,
+                    content: vec![ContentPart::ToolResult(ToolResult {
+                        tool_use_id: "t1".into(),
+                        content: "42".into(),
+                        is_error: false,
+                    })],
+                },
+            ],
+            max_tokens: 50,
+            temperature: Some(0.5),
+            stop_sequences: vec!["END".into()],
+            tools: vec![ToolSpec {
+                name: "lookup".into(),
+                description: "d".into(),
+                input_schema: r#"{"type":"object"}"#.into(),
+            }],
+            tool_choice: Some(ToolChoice::Tool("lookup".into())),
+        };
+        let body = request_body("claude-x", &request, true);
+        assert_eq!(
+            body,
+            json!({
+                "model": "claude-x", "max_tokens": 50, "system": "sys", "temperature": 0.5,
+                "stop_sequences": ["END"], "stream": true,
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": "x"}}]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42", "is_error": false}]},
+                ],
+                "tools": [{"name": "lookup", "description": "d", "input_schema": {"type": "object"}}],
+                "tool_choice": {"type": "tool", "name": "lookup"},
+            })
+        );
+    }
+
+    #[test]
+    fn response_and_stream_events_decode() {
+        let completion = parse_response(&json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x-1",
+            "content": [{"type": "text", "text": "Hi"}, {"type": "tool_use", "id": "t", "name": "n", "input": {"a": 1}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 3}
+        }))
+        .unwrap();
+        assert_eq!(completion.model, "claude-x-1");
+        assert_eq!(completion.stop_reason, StopReason::ToolUse);
+        assert_eq!(
+            (
+                completion.usage.input_tokens,
+                completion.usage.output_tokens
+            ),
+            (15, 3)
+        );
+        assert!(
+            matches!(&completion.content[1], ContentPart::ToolUse(t) if t.input == r#"{"a":1}"#)
+        );
+
+        let delta = parse_event(r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}"#).unwrap();
+        assert_eq!(
+            delta,
+            vec![Increment::ToolInput {
+                index: 1,
+                json: "{\"a\":".into()
+            }]
+        );
+        let err = parse_event(
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ("overloaded_error".to_string(), "Overloaded".to_string())
+        );
+    }
+}

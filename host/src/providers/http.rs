@@ -1,0 +1,110 @@
+//! The HTTP client for providers: rustls with the ring provider and the
+//! platform's roots, HTTP/2 where offered, pooled connections, no
+//! redirects, no proxies from the environment, and bounded retries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+/// Most attempts for one call (the first and three retries).
+pub const MAX_ATTEMPTS: u32 = 4;
+/// The first retry's backoff; each later one doubles, with full jitter.
+pub const BASE_BACKOFF: Duration = Duration::from_millis(250);
+/// Time allowed to connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest response body read from a provider.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// Builds the shared client.
+pub fn client() -> Result<reqwest::Client, String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .with_platform_verifier()
+        .map_err(|e| format!("TLS roots: {e}"))?
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("clawcage/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// Whether a status is worth retrying: rate limits, overload and server
+/// errors.
+pub fn retryable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        408 | 409 | 429 | 500 | 502 | 503 | 504 | 529
+    )
+}
+
+/// The server's requested wait: `retry-after-ms`, or `retry-after` in
+/// seconds.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    if let Some(ms) = get("retry-after-ms") {
+        return Some(Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 3600.0)));
+    }
+    get("retry-after").map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)))
+}
+
+/// The wait before retry number `attempt` (1-based): the server's
+/// `retry-after` when it gave one, else exponential backoff with full
+/// jitter.
+pub fn backoff(attempt: u32, server: Option<Duration>) -> Duration {
+    if let Some(wait) = server {
+        return wait;
+    }
+    let cap = BASE_BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(6));
+    let mut random = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    cap.mul_f64(f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX))
+}
+
+/// Whether waiting `wait` still leaves time before `deadline`.
+pub fn fits(wait: Duration, deadline: Instant) -> bool {
+    Instant::now() + wait < deadline
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_headers_are_honoured() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "retry-after",
+            "2".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert(
+            "retry-after-ms",
+            "150".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(150)));
+        assert_eq!(
+            backoff(3, Some(Duration::from_millis(7))),
+            Duration::from_millis(7)
+        );
+        assert!(backoff(3, None) <= BASE_BACKOFF * 4);
+    }
+
+    #[test]
+    fn the_client_builds_with_ring() {
+        assert!(client().is_ok());
+    }
+}

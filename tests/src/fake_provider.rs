@@ -1,0 +1,324 @@
+//! A fake model provider on loopback that speaks Anthropic's Messages API
+//! (`POST /v1/messages`) and OpenAI's Chat Completions
+//! (`POST /v1/chat/completions`) faithfully: their JSON bodies, SSE event
+//! sequences, error shapes and status codes. It records every request.
+//!
+//! The scenario is the first word of the last user message:
+//! - `hello`: a normal answer (streams as several deltas);
+//! - `echo-key`: the answer quotes the credential it received (split
+//!   across deltas when streaming);
+//! - `error-echo`: HTTP 401 whose error message quotes the credential;
+//! - `overloaded-once`: 529 (Anthropic) or 503 (OpenAI) on the first try;
+//! - `rate-limited-once`: 429 with `retry-after: 0` on the first try;
+//! - `always-overloaded`: 529/503 every time;
+//! - `cut`: a stream that stops before its end;
+//! - `tool`: a tool use whose JSON input arrives in pieces;
+//! - `slow`: answers after 300 ms.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The path.
+    pub path: String,
+    /// Header names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Value,
+}
+
+impl Received {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    attempts: AtomicUsize,
+}
+
+/// A running fake provider.
+pub struct FakeProvider {
+    /// Its address.
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl FakeProvider {
+    /// Starts a fake on an ephemeral loopback port.
+    pub async fn start() -> Self {
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/v1/messages", post(anthropic))
+            .route("/v1/chat/completions", post(openai))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding loopback");
+        let addr = listener.local_addr().expect("local address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, shared }
+    }
+
+    /// Base URL for Anthropic bindings.
+    pub fn anthropic_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Base URL for OpenAI bindings.
+    pub fn openai_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().expect("lock").clone()
+    }
+}
+
+fn record(shared: &Shared, path: &str, headers: &HeaderMap, body: &Value) -> usize {
+    shared.received.lock().expect("lock").push(Received {
+        path: path.to_string(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: body.clone(),
+    });
+    shared.attempts.fetch_add(1, Ordering::SeqCst)
+}
+
+fn last_user_text(body: &Value, anthropic: bool) -> String {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if anthropic {
+        last["content"]
+            .as_array()
+            .and_then(|c| c.iter().find(|p| p["type"] == "text"))
+            .and_then(|p| p["text"].as_str())
+            .unwrap_or("")
+            .to_string()
+    } else {
+        last["content"].as_str().unwrap_or("").to_string()
+    }
+}
+
+fn sse(events: &[(Option<&str>, Value)], done: bool) -> Response {
+    let mut text = String::new();
+    for (event, data) in events {
+        if let Some(event) = event {
+            text.push_str(&format!("event: {event}\n"));
+        }
+        text.push_str(&format!("data: {data}\n\n"));
+    }
+    if done {
+        text.push_str("data: [DONE]\n\n");
+    }
+    ([("content-type", "text/event-stream")], Body::from(text)).into_response()
+}
+
+/// Splits `text` into three deltas.
+fn thirds(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let n = chars.len();
+    vec![
+        chars[..n / 3].iter().collect(),
+        chars[n / 3..2 * n / 3].iter().collect(),
+        chars[2 * n / 3..].iter().collect(),
+    ]
+}
+
+async fn anthropic(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let attempt = record(&shared, "/v1/messages", &headers, &body);
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let model = body["model"].as_str().unwrap_or("").to_string();
+    let prompt = last_user_text(&body, true);
+    let scenario = prompt.split_whitespace().next().unwrap_or("").to_string();
+    let error = |status: u16, kind: &str, message: String| {
+        (
+            StatusCode::from_u16(status).expect("status"),
+            [("content-type", "application/json"), ("retry-after", "0")],
+            json!({"type": "error", "error": {"type": kind, "message": message}}).to_string(),
+        )
+            .into_response()
+    };
+    match scenario.as_str() {
+        "error-echo" => {
+            return error(
+                401,
+                "authentication_error",
+                format!("invalid x-api-key: {key}"),
+            );
+        }
+        "overloaded-once" if attempt == 0 => {
+            return error(529, "overloaded_error", "Overloaded".into());
+        }
+        "always-overloaded" => return error(529, "overloaded_error", "Overloaded".into()),
+        "rate-limited-once" if attempt == 0 => {
+            return error(429, "rate_limit_error", "slow down".into());
+        }
+        "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+        _ => {}
+    }
+    let text = match scenario.as_str() {
+        "echo-key" => format!("your key is {key} ok"),
+        _ => "Hello from anthropic".to_string(),
+    };
+    let served_model = format!("{model}-20260101");
+    if body["stream"] != json!(true) {
+        let content = if scenario == "tool" {
+            json!([{"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}}])
+        } else {
+            json!([{"type": "text", "text": text}])
+        };
+        return (
+            [("content-type", "application/json")],
+            json!({
+                "id": "msg_1", "type": "message", "role": "assistant", "model": served_model,
+                "content": content, "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": 12, "output_tokens": 7}
+            })
+            .to_string(),
+        )
+            .into_response();
+    }
+    let mut events = vec![
+        (
+            Some("message_start"),
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": served_model, "content": [], "stop_reason": null, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+        ),
+        (Some("ping"), json!({"type": "ping"})),
+    ];
+    if scenario == "tool" {
+        events.push((Some("content_block_start"), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}})));
+        for piece in ["{\"q\":", " \"x", "\"}"] {
+            events.push((Some("content_block_delta"), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}})));
+        }
+    } else {
+        events.push((Some("content_block_start"), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+        for piece in thirds(&text) {
+            events.push((Some("content_block_delta"), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})));
+        }
+    }
+    if scenario == "cut" {
+        return sse(&events, false);
+    }
+    events.push((
+        Some("content_block_stop"),
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push((Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": if scenario == "tool" { "tool_use" } else { "end_turn" }, "stop_sequence": null}, "usage": {"output_tokens": 7}})));
+    events.push((Some("message_stop"), json!({"type": "message_stop"})));
+    sse(&events, false)
+}
+
+async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let attempt = record(&shared, "/v1/chat/completions", &headers, &body);
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    let model = body["model"].as_str().unwrap_or("").to_string();
+    let prompt = last_user_text(&body, false);
+    let scenario = prompt.split_whitespace().next().unwrap_or("").to_string();
+    let error = |status: u16, kind: &str, message: String| {
+        (
+            StatusCode::from_u16(status).expect("status"),
+            [("content-type", "application/json"), ("retry-after", "0")],
+            json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+                .to_string(),
+        )
+            .into_response()
+    };
+    match scenario.as_str() {
+        "error-echo" => {
+            return error(
+                401,
+                "invalid_request_error",
+                format!("Incorrect API key provided: {key}"),
+            );
+        }
+        "overloaded-once" if attempt == 0 => {
+            return error(503, "server_error", "overloaded".into());
+        }
+        "always-overloaded" => return error(503, "server_error", "overloaded".into()),
+        "rate-limited-once" if attempt == 0 => {
+            return error(429, "rate_limit_exceeded", "slow down".into());
+        }
+        "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+        _ => {}
+    }
+    let text = match scenario.as_str() {
+        "echo-key" => format!("your key is {key} ok"),
+        _ => "Hello from openai".to_string(),
+    };
+    let served_model = format!("{model}-2026-01-01");
+    if body["stream"] != json!(true) {
+        return (
+            [("content-type", "application/json")],
+            json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": served_model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+            })
+            .to_string(),
+        )
+            .into_response();
+    }
+    let chunk = |delta: Value, finish: Value| {
+        (
+            None,
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": served_model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    for piece in thirds(&text) {
+        events.push(chunk(json!({"content": piece}), Value::Null));
+    }
+    if scenario == "cut" {
+        return sse(&events, false);
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    events.push((None, json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": served_model, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}})));
+    sse(&events, true)
+}
