@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds everything and runs the sample agents through `clawcage run`.
-# Needs only rustup and cargo; installs the wasm32-wasip2 target if missing.
+# Needs only a Rust toolchain and a C compiler; installs the wasm32-wasip2
+# target if missing. The triage agent runs on its recorded cassette, offline,
+# unless ANTHROPIC_API_KEY is set: then it runs on Anthropic with that key,
+# kept in the encrypted vault of a state directory under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,5 +14,16 @@ cargo build --release --locked -p clawcage-host
 clawcage=target/release/clawcage
 echo "== hello"
 "$clawcage" run sample-agents/hello/agent.toml --event sample-agents/hello/event.json
-echo "== triage (no model or tool granted yet: it says what it is missing)"
-"$clawcage" run sample-agents/triage/agent.toml --event sample-agents/triage/event.json
+
+if [ -n "${ANTHROPIC_API_KEY:-}" ]; then
+  export CLAWCAGE_STATE_DIR="$PWD/target/demo-state"
+  "$clawcage" init
+  "$clawcage" key add anthropic-main --provider anthropic --from-env ANTHROPIC_API_KEY 2>/dev/null \
+    || "$clawcage" key rotate anthropic-main --from-env ANTHROPIC_API_KEY
+  echo "== triage (Anthropic, your key; tools not granted yet)"
+  "$clawcage" run sample-agents/triage/agent.live.toml --event sample-agents/triage/event.json
+  "$clawcage" usage --agent triage --since today
+else
+  echo "== triage (recorded model, offline; tools not granted yet)"
+  "$clawcage" run sample-agents/triage/agent.toml --event sample-agents/triage/event.json
+fi

@@ -24,6 +24,7 @@ use crate::limits::{
 use crate::log::LogLine;
 use crate::manifest::Manifest;
 use crate::providers::binding::{BoundModel, ProviderKind, Services};
+use crate::providers::replay::{Cassette, ReplayModel};
 use crate::state::{AgentState, AgentStateBuilder};
 use crate::tools::ToolGrants;
 
@@ -88,23 +89,36 @@ impl Cage {
         self
     }
 
-    fn bind_models(&self, manifest: &Manifest) -> Result<Arc<ModelBindings>, LoadError> {
+    fn bind_models(
+        &self,
+        manifest: &Manifest,
+        base_dir: &Path,
+    ) -> Result<Arc<ModelBindings>, LoadError> {
         let mut bindings = ModelBindings::new();
-        if manifest.models.is_empty() {
-            return Ok(Arc::new(bindings));
-        }
-        let Some(services) = &self.services else {
-            return Err(LoadError::Unsupported(format!(
-                "the manifest binds models ({}); that needs a state directory with the key vault (`clawcage init`, then --state-dir)",
-                manifest
-                    .models
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        };
         for (name, spec) in &manifest.models {
+            if spec.provider == "replay" {
+                let Some(path) = &spec.cassette else {
+                    return Err(LoadError::Manifest(format!(
+                        "models.{name}.cassette is required for the replay provider"
+                    )));
+                };
+                let cassette = Cassette::load(&base_dir.join(path)).map_err(LoadError::Manifest)?;
+                bindings.insert(
+                    name.clone(),
+                    Arc::new(ReplayModel {
+                        binding: name.clone(),
+                        model: spec.model.clone(),
+                        cassette: Arc::new(cassette),
+                    }),
+                );
+                continue;
+            }
+            let Some(services) = &self.services else {
+                return Err(LoadError::Unsupported(format!(
+                    "models.{name} uses {}; that needs a state directory with the key vault (`clawcage init`, then --state-dir)",
+                    spec.provider
+                )));
+            };
             let provider = ProviderKind::parse(&spec.provider).ok_or_else(|| {
                 LoadError::Manifest(format!(
                     "models.{name}.provider {:?} is not anthropic, openai or openai-compatible",
@@ -173,7 +187,7 @@ impl Cage {
     /// Loads the agent a manifest describes. `base_dir` resolves the
     /// component's relative path (normally the manifest's directory).
     pub fn load_manifest(&self, manifest: &Manifest, base_dir: &Path) -> Result<Agent, LoadError> {
-        let models = self.bind_models(manifest)?;
+        let models = self.bind_models(manifest, base_dir)?;
         if !manifest.tools.is_empty() {
             return Err(LoadError::Unsupported(format!(
                 "the manifest grants tools ({}), but this host has no tool connectors yet",
@@ -454,6 +468,11 @@ impl Agent {
         }
         self.limits = limits;
         Ok(())
+    }
+
+    /// The model bindings granted to this agent.
+    pub fn models(&self) -> &Arc<ModelBindings> {
+        &self.models
     }
 
     /// Replaces the model bindings granted to this agent.

@@ -12,6 +12,8 @@ wasmtime::component::bindgen!({
         default: trappable,
     },
     exports: { default: async },
+    // Cassettes (recorded exchanges) store requests and completions as JSON.
+    additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
     with: {
         "clawcage:agent/inference.model": crate::inference::ModelHandle,
         "clawcage:agent/inference.completion-stream": crate::inference::CompletionStreamHandle,

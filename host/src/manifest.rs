@@ -95,9 +95,13 @@ pub struct ModelBinding {
     pub model: String,
     /// Id of the API key in the host's key vault (never the key itself).
     pub key: Option<String>,
-    /// The provider's base URL, for `openai-compatible` servers.
+    /// The provider's base URL: required for `openai-compatible` servers,
+    /// optional for the others (tests point it at loopback).
     #[serde(default)]
     pub base_url: Option<String>,
+    /// For `replay`: the cassette file, relative to the manifest.
+    #[serde(default)]
+    pub cassette: Option<PathBuf>,
     /// Cap on `max-tokens` per request.
     #[serde(default)]
     pub max_tokens: Option<u32>,

@@ -442,3 +442,73 @@ fn manifests_with_bindings_are_checked_against_the_vault() {
         .to_string();
     assert!(err.contains("clawcage init"), "{err}");
 }
+
+/// The triage sample runs a real tool-use loop against the fake provider;
+/// recording that run must give exactly the cassette the sample ships (set
+/// `CLAWCAGE_UPDATE_CASSETTES=1` to rewrite it after changing the agent).
+#[tokio::test]
+async fn triage_runs_a_tool_use_loop_and_its_cassette_is_current() {
+    use clawcage::providers::replay::{Cassette, RecordingModel};
+    let host = host().await;
+    let manifest = Manifest::from_toml(&format!(
+        "name = \"triage\"\n[component]\npath = {:?}\n{}",
+        clawcage_tests::TRIAGE,
+        ANTHROPIC.replace("ANTHROPIC_URL", &host.fake.anthropic_url())
+    ))
+    .unwrap();
+    let mut agent = Cage::new(test_options())
+        .unwrap()
+        .with_services(host.services.clone())
+        .load_manifest(&manifest, Path::new("/"))
+        .unwrap();
+    let tape = Arc::new(std::sync::Mutex::new(Cassette::default()));
+    let recording: Arc<dyn clawcage::inference::ModelBackend> = Arc::new(RecordingModel {
+        binding: "default".into(),
+        inner: agent.models()["default"].clone(),
+        tape: tape.clone(),
+    });
+    agent.set_models(Arc::new(clawcage::inference::ModelBindings::from([(
+        "default".to_string(),
+        recording,
+    )])));
+
+    let event: Event = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/sample-agents/triage/event.json",
+            clawcage_tests::REPO_ROOT
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let report: Value = serde_json::from_str(&agent.invoke(event).await.outcome.unwrap()).unwrap();
+    assert_eq!(
+        report,
+        json!({
+            "status": "triaged", "repo": "acme/support", "number": 42, "labels": ["bug"], "rounds": 2,
+            "summary": "Labelled as a bug: saving with an empty title crashes the app.",
+            "failed_actions": ["add_labels: not granted: tool \"github\" is not granted to this agent"],
+        })
+    );
+    // Two model turns: the second carries the tool use and its (failed) result.
+    let received = host.fake.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].body["tools"][0]["name"], "add_labels");
+    let second = &received[1].body["messages"];
+    assert_eq!(second[1]["content"][1]["type"], "tool_use");
+    assert_eq!(second[2]["content"][0]["type"], "tool_result");
+    assert_eq!(second[2]["content"][0]["is_error"], true);
+
+    let recorded = tape.lock().unwrap().clone();
+    let path = Path::new(clawcage_tests::REPO_ROOT).join("sample-agents/triage/cassette.json");
+    if std::env::var_os("CLAWCAGE_UPDATE_CASSETTES").is_some() {
+        recorded.save(&path).unwrap();
+    }
+    let shipped = Cassette::load(&path)
+        .expect("sample-agents/triage/cassette.json; set CLAWCAGE_UPDATE_CASSETTES=1 to create it");
+    assert_eq!(
+        shipped, recorded,
+        "the triage cassette is stale; rerun with CLAWCAGE_UPDATE_CASSETTES=1"
+    );
+    // And it holds no credential.
+    assert_no_key(&std::fs::read_to_string(&path).unwrap());
+}

@@ -73,8 +73,12 @@ async fn triage_says_what_it_is_missing() {
         report,
         json!({"status": "not-granted", "missing": ["model binding `default`", "tool `github`"]})
     );
-    assert_eq!(invocation.logs.len(), 2);
-    assert!(invocation.logs.iter().all(|l| l.level == LogLevel::Warn));
+    assert_eq!(invocation.logs.len(), 1);
+    assert_eq!(invocation.logs[0].level, LogLevel::Warn);
+    assert_eq!(
+        invocation.logs[0].message,
+        "cannot triage: model binding \"default\" is not granted to this agent"
+    );
 }
 
 #[tokio::test]

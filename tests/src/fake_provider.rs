@@ -14,6 +14,10 @@
 //! - `cut`: a stream that stops before its end;
 //! - `tool`: a tool use whose JSON input arrives in pieces;
 //! - `slow`: answers after 300 ms.
+//!
+//! A request whose system prompt says "You triage GitHub issues" plays the
+//! triage agent's model: it first asks for `add_labels` with `bug`, and
+//! once it has the tool result, ends with a one-line summary.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -199,6 +203,12 @@ async fn anthropic(
         _ => "Hello from anthropic".to_string(),
     };
     let served_model = format!("{model}-20260101");
+    if body["system"]
+        .as_str()
+        .is_some_and(|s| s.contains("You triage GitHub issues"))
+    {
+        return triage_turn(&body, &served_model);
+    }
     if body["stream"] != json!(true) {
         let content = if scenario == "tool" {
             json!([{"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}}])
@@ -321,4 +331,40 @@ async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
     events.push(chunk(json!({}), json!("stop")));
     events.push((None, json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": served_model, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}})));
     sse(&events, true)
+}
+
+/// The triage agent's model: a tool use, then a summary.
+fn triage_turn(body: &Value, served_model: &str) -> Response {
+    let has_result = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .any(|part| part["type"] == "tool_result");
+    let (content, stop, output) = if has_result {
+        (
+            json!([{"type": "text", "text": "Labelled as a bug: saving with an empty title crashes the app."}]),
+            "end_turn",
+            16,
+        )
+    } else {
+        (
+            json!([
+                {"type": "text", "text": "This is a crash on save."},
+                {"type": "tool_use", "id": "toolu_triage_1", "name": "add_labels", "input": {"labels": ["bug"]}}
+            ]),
+            "tool_use",
+            31,
+        )
+    };
+    (
+        [("content-type", "application/json")],
+        json!({
+            "id": "msg_triage", "type": "message", "role": "assistant", "model": served_model,
+            "content": content, "stop_reason": stop, "stop_sequence": null,
+            "usage": {"input_tokens": 240, "output_tokens": output}
+        })
+        .to_string(),
+    )
+        .into_response()
 }

@@ -11,6 +11,7 @@ use crate::error::{InvokeError, LoadError};
 use crate::event::Event;
 use crate::log::{LogLevel, LogStream};
 use crate::manifest::Manifest;
+use crate::providers::replay::{Cassette, RecordingModel};
 
 /// `clawcage run <manifest.toml | component.wasm> --event <file | ->`
 #[derive(Debug, clap::Args)]
@@ -35,6 +36,10 @@ pub struct RunCommand {
     /// Compile every time instead of using the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Record every model exchange into this cassette (for the `replay`
+    /// provider). Requests and redacted answers only, never a credential.
+    #[arg(long, value_name = "CASSETTE")]
+    pub record: Option<PathBuf>,
     /// The state directory, for agents that bind models.
     #[command(flatten)]
     pub state: super::StateArgs,
@@ -121,7 +126,10 @@ impl RunCommand {
             ..EngineOptions::default()
         };
         let mut cage = Cage::new(options)?;
-        if manifest.as_ref().is_some_and(|m| !m.models.is_empty()) {
+        if manifest
+            .as_ref()
+            .is_some_and(|m| m.models.values().any(|b| b.provider != "replay"))
+        {
             let services = self.state.open_services().map_err(|message| Failure {
                 code: exit::BAD_MANIFEST,
                 message,
@@ -145,7 +153,40 @@ impl RunCommand {
             }
         };
         agent.set_capture_logs(true);
+        let tape = self
+            .record
+            .as_ref()
+            .map(|_| std::sync::Arc::new(std::sync::Mutex::new(Cassette::default())));
+        if let Some(tape) = &tape {
+            let recorded = agent
+                .models()
+                .iter()
+                .map(|(name, inner)| {
+                    let model: std::sync::Arc<dyn crate::inference::ModelBackend> =
+                        std::sync::Arc::new(RecordingModel {
+                            binding: name.clone(),
+                            inner: inner.clone(),
+                            tape: tape.clone(),
+                        });
+                    (name.clone(), model)
+                })
+                .collect();
+            agent.set_models(std::sync::Arc::new(recorded));
+        }
         let invocation = agent.invoke(event).await;
+        if let (Some(path), Some(tape)) = (&self.record, &tape) {
+            let cassette = tape.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            cassette.save(path).map_err(|message| Failure {
+                code: exit::HOST,
+                message,
+            })?;
+            let _ = writeln!(
+                err,
+                "recorded {} exchanges into {}",
+                cassette.exchanges.len(),
+                path.display()
+            );
+        }
 
         if self.json {
             let report = serde_json::json!({

@@ -8,4 +8,5 @@ pub mod assemble;
 pub mod binding;
 pub mod http;
 pub mod openai;
+pub mod replay;
 pub mod sse;

@@ -1,18 +1,24 @@
-//! Triage: on a GitHub `issues.opened` event, a fast model classifies the
-//! issue, the `github` tool adds the labels, and the `slack` tool (when
-//! granted) posts a summary.
+//! Triage: on a GitHub `issues.opened` event, a fast model runs a tool-use
+//! loop: it reads the issue, calls `add_labels` (applied through the
+//! `github` tool) and may call `post_summary` (through `slack`), then ends
+//! with a one-line summary.
 //!
-//! Without grants it does nothing harmful: it reports which capabilities it
-//! is missing, so an operator sees at once what to bind.
+//! The agent never holds a credential: the model is a binding the operator
+//! chose, and the tools are host capabilities. A tool the operator has not
+//! granted comes back to the model as a failed tool result, so the run
+//! still completes and the report says what is missing.
 
 use clawcage_sdk::{
-    CompletionRequest, Event, InferenceError, Json, Model, Tool, ToolError, handler, info, warn,
+    CompletionRequest, Event, InferenceError, Json, Message, Model, StopReason, Tool, ToolError,
+    ToolResult, ToolSpec, handler, info, warn,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Labels the model may choose from.
 const LABELS: &[&str] = &["bug", "feature", "question", "docs", "security"];
+/// Most model turns per issue.
+const MAX_ROUNDS: usize = 4;
 
 #[derive(Deserialize)]
 struct IssueEvent {
@@ -33,27 +39,42 @@ struct Repository {
     full_name: String,
 }
 
-#[derive(Deserialize)]
-struct Classification {
-    labels: Vec<String>,
-    summary: String,
-}
-
 #[derive(Serialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 enum Report {
-    /// The agent lacks capabilities; nothing was done.
+    /// The agent has no model; nothing was done.
     NotGranted { missing: Vec<String> },
     /// The event is not one this agent handles.
     Ignored { reason: String },
-    /// The issue was labelled.
+    /// The model triaged the issue.
     Triaged {
         repo: String,
         number: u64,
         labels: Vec<String>,
         summary: String,
-        notified: bool,
+        rounds: usize,
+        /// Tool calls that could not be carried out, and why.
+        failed_actions: Vec<String>,
     },
+}
+
+fn tools() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec::new(
+            "add_labels",
+            "Adds labels to the issue being triaged.",
+            &json!({
+                "type": "object",
+                "properties": {"labels": {"type": "array", "items": {"type": "string", "enum": LABELS}}},
+                "required": ["labels"]
+            }),
+        ),
+        ToolSpec::new(
+            "post_summary",
+            "Posts a one-line summary of the issue to the team's Slack channel.",
+            &json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+        ),
+    ]
 }
 
 #[handler]
@@ -67,93 +88,99 @@ fn handle(event: Event) -> clawcage_sdk::Result<Json<Report>> {
         }));
     }
     let payload: IssueEvent = event.payload()?;
-
-    let mut missing = Vec::new();
     let model = match Model::open("default") {
-        Ok(model) => Some(model),
+        Ok(model) => model,
         Err(InferenceError::NotGranted(reason)) => {
             warn!("cannot triage: {reason}");
-            missing.push("model binding `default`".to_string());
-            None
+            let mut missing = vec!["model binding `default`".to_string()];
+            if let Err(ToolError::NotGranted(_)) = Tool::open("github") {
+                missing.push("tool `github`".to_string());
+            }
+            return Ok(Json(Report::NotGranted { missing }));
         }
         Err(error) => return Err(error.into()),
-    };
-    let github = match Tool::open("github") {
-        Ok(tool) => Some(tool),
-        Err(ToolError::NotGranted(reason)) => {
-            warn!("cannot triage: {reason}");
-            missing.push("tool `github`".to_string());
-            None
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let (Some(model), Some(github)) = (model, github) else {
-        return Ok(Json(Report::NotGranted { missing }));
     };
 
     let issue = &payload.issue;
-    let request = CompletionRequest::new()
+    let mut request = CompletionRequest::new()
         .system(format!(
-            "You triage GitHub issues. Answer with JSON only: \
-             {{\"labels\": [...], \"summary\": \"one sentence\"}}. \
-             Choose labels from: {}.",
-            LABELS.join(", ")
+            "You triage GitHub issues for {}. Call add_labels with the fitting labels, \
+             then answer with a one-sentence summary.",
+            payload.repository.full_name
         ))
         .user(format!(
-            "Title: {}\n\n{}",
+            "Issue #{}: {}\n\n{}",
+            issue.number,
             issue.title,
             issue.body.as_deref().unwrap_or("")
         ))
-        .max_tokens(300)
+        .max_tokens(400)
         .temperature(0.0);
-    let completion = model.complete(&request)?;
-    let text = completion.text();
-    let classification: Classification =
-        serde_json::from_str(extract_json(&text)).map_err(|e| {
-            clawcage_sdk::Error::msg(format!(
-                "the model did not answer with the expected JSON: {e}"
-            ))
-        })?;
-    let labels: Vec<String> = classification
-        .labels
-        .into_iter()
-        .filter(|label| LABELS.contains(&label.as_str()))
-        .collect();
-    info!(
-        "issue #{} classified as {labels:?} ({} tokens in, {} out)",
-        issue.number, completion.usage.input_tokens, completion.usage.output_tokens
-    );
+    request.tools = tools();
 
-    github.call(
-        "issues.add_labels",
-        &json!({ "repo": payload.repository.full_name, "number": issue.number, "labels": labels }),
-    )?;
-
-    let notified = match Tool::open("slack") {
-        Ok(slack) => {
-            slack.call(
-                "chat.postMessage",
-                &json!({ "text": format!("#{} {}: {} [{}]", issue.number, issue.title, classification.summary, labels.join(", ")) }),
-            )?;
-            true
+    let mut labels = Vec::new();
+    let mut failed_actions = Vec::new();
+    let mut rounds = 0;
+    let summary = loop {
+        rounds += 1;
+        let completion = model.complete(&request)?;
+        info!(
+            "round {rounds}: {:?}, {} tokens in, {} out",
+            completion.stop_reason, completion.usage.input_tokens, completion.usage.output_tokens
+        );
+        if completion.stop_reason != StopReason::ToolUse || rounds == MAX_ROUNDS {
+            break completion.text();
         }
-        Err(ToolError::NotGranted(_)) => false,
-        Err(error) => return Err(error.into()),
+        request.messages.push(completion.to_message());
+        let mut results = Vec::new();
+        for tool_use in completion.tool_uses() {
+            let outcome = match tool_use.name.as_str() {
+                "add_labels" => {
+                    #[derive(Deserialize)]
+                    struct Input {
+                        labels: Vec<String>,
+                    }
+                    let wanted: Vec<String> = tool_use
+                        .input::<Input>()
+                        .map(|i| i.labels)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|l| LABELS.contains(&l.as_str()))
+                        .collect();
+                    labels.extend(wanted.iter().cloned());
+                    Tool::open("github").and_then(|github| {
+                        github.call(
+                            "issues.add_labels",
+                            &json!({"repo": payload.repository.full_name, "number": issue.number, "labels": wanted}),
+                        )
+                    })
+                }
+                "post_summary" => Tool::open("slack")
+                    .and_then(|slack| slack.call("chat.postMessage", &tool_use.input)),
+                other => Err(ToolError::InvalidInput(format!("no tool named {other}"))),
+            };
+            let (content, is_error) = match outcome {
+                Ok(value) => (value.to_string(), false),
+                Err(error) => {
+                    failed_actions.push(format!("{}: {error}", tool_use.name));
+                    (error.to_string(), true)
+                }
+            };
+            results.push(ToolResult {
+                tool_use_id: tool_use.id.clone(),
+                content,
+                is_error,
+            });
+        }
+        request.messages.push(Message::tool_results(results));
     };
 
     Ok(Json(Report::Triaged {
         repo: payload.repository.full_name,
         number: issue.number,
         labels,
-        summary: classification.summary,
-        notified,
+        summary,
+        rounds,
+        failed_actions,
     }))
-}
-
-/// Models sometimes wrap JSON in prose or a code fence; take the object.
-fn extract_json(text: &str) -> &str {
-    match (text.find('{'), text.rfind('}')) {
-        (Some(start), Some(end)) if start < end => &text[start..=end],
-        _ => text,
-    }
 }

@@ -1,0 +1,243 @@
+//! Recorded exchanges ("cassettes"): a `replay` provider that answers from a
+//! file, for testing agents deterministically and offline, and a recorder
+//! that captures real exchanges into one.
+//!
+//! A cassette holds provider-neutral requests and completions, the WIT
+//! values the guest sent and received, never a header. Credentials cannot
+//! end up in it: requests carry none, and completions are recorded after
+//! the redactor has run.
+//!
+//! ```json
+//! {"version": 1, "exchanges": [
+//!   {"binding": "default", "request": { … }, "completion": { … }}
+//! ]}
+//! ```
+//!
+//! Replay matches a request exactly; a request the cassette does not hold
+//! is an `invalid-request` naming the fix (record again).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::inference::{
+    Completion, CompletionRequest, ContentPart, Error as InferenceError, StreamEvent, ToolUseStart,
+};
+use crate::inference::{CallContext, CompletionEvents, ModelBackend};
+
+/// The cassette format's version.
+pub const CASSETTE_VERSION: u32 = 1;
+/// Largest cassette file read.
+pub const MAX_CASSETTE_BYTES: u64 = 64 << 20;
+
+/// One recorded call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exchange {
+    /// The binding the agent opened.
+    pub binding: String,
+    /// The request, as the guest sent it.
+    pub request: CompletionRequest,
+    /// The completion, as the guest received it.
+    pub completion: Completion,
+}
+
+/// A file of recorded calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cassette {
+    /// Format version.
+    pub version: u32,
+    /// The calls, in the order they were recorded.
+    pub exchanges: Vec<Exchange>,
+}
+
+impl Default for Cassette {
+    fn default() -> Self {
+        Self {
+            version: CASSETTE_VERSION,
+            exchanges: Vec::new(),
+        }
+    }
+}
+
+impl Cassette {
+    /// Reads a cassette file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let bytes =
+            crate::agent::read_bounded(path, MAX_CASSETTE_BYTES).map_err(|e| e.to_string())?;
+        let cassette: Cassette = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("cassette {}: {e}", path.display()))?;
+        if cassette.version != CASSETTE_VERSION {
+            return Err(format!(
+                "cassette {}: version {} is not {CASSETTE_VERSION}",
+                path.display(),
+                cassette.version
+            ));
+        }
+        Ok(cassette)
+    }
+
+    /// Writes the cassette, atomically.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        crate::fsutil::write_atomically(path, text.as_bytes())
+            .map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+
+    fn find(&self, binding: &str, request: &CompletionRequest) -> Option<&Completion> {
+        self.exchanges
+            .iter()
+            .find(|e| e.binding == binding && e.request == *request)
+            .map(|e| &e.completion)
+    }
+}
+
+/// The `replay` provider: answers from a cassette.
+pub struct ReplayModel {
+    /// The binding name.
+    pub binding: String,
+    /// The model id the manifest names.
+    pub model: String,
+    /// The recordings.
+    pub cassette: Arc<Cassette>,
+}
+
+impl ReplayModel {
+    fn answer(&self, request: &CompletionRequest) -> Result<Completion, InferenceError> {
+        self.cassette.find(&self.binding, request).cloned().ok_or_else(|| {
+            InferenceError::InvalidRequest(format!(
+                "the cassette has no recorded answer for this request to binding {:?}; record it again with `clawcage run --record`",
+                self.binding
+            ))
+        })
+    }
+}
+
+/// The stream events that deliver `completion`: text in word-sized deltas,
+/// each tool use as a start and its input, then the whole.
+pub fn events_for(completion: &Completion) -> Vec<StreamEvent> {
+    let mut events = Vec::new();
+    for part in &completion.content {
+        match part {
+            ContentPart::Text(text) => {
+                events.extend(
+                    text.split_inclusive(' ')
+                        .map(|word| StreamEvent::TextDelta(word.to_string())),
+                );
+            }
+            ContentPart::ToolUse(tool_use) => {
+                events.push(StreamEvent::ToolUseStart(ToolUseStart {
+                    id: tool_use.id.clone(),
+                    name: tool_use.name.clone(),
+                }));
+                events.push(StreamEvent::ToolUseInputDelta(tool_use.input.clone()));
+            }
+            ContentPart::ToolResult(_) => {}
+        }
+    }
+    events.push(StreamEvent::Finished(completion.clone()));
+    events
+}
+
+#[async_trait::async_trait]
+impl ModelBackend for ReplayModel {
+    fn provider(&self) -> &str {
+        "replay"
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    async fn complete(
+        &self,
+        request: CompletionRequest,
+        _call: &CallContext,
+    ) -> Result<Completion, InferenceError> {
+        self.answer(&request)
+    }
+
+    async fn stream(
+        &self,
+        request: CompletionRequest,
+        _call: &CallContext,
+    ) -> Result<CompletionEvents, InferenceError> {
+        let events = events_for(&self.answer(&request)?);
+        let (sender, receiver) = tokio::sync::mpsc::channel(events.len().max(1));
+        for event in events {
+            let _ = sender.try_send(Ok(event));
+        }
+        Ok(receiver)
+    }
+}
+
+/// Wraps a real binding and records every successful exchange.
+pub struct RecordingModel {
+    /// The binding name.
+    pub binding: String,
+    /// The real backend.
+    pub inner: Arc<dyn ModelBackend>,
+    /// Where exchanges go.
+    pub tape: Arc<Mutex<Cassette>>,
+}
+
+impl RecordingModel {
+    fn keep(&self, request: CompletionRequest, completion: &Completion) {
+        let mut tape = self.tape.lock().unwrap_or_else(|e| e.into_inner());
+        tape.exchanges.push(Exchange {
+            binding: self.binding.clone(),
+            request,
+            completion: completion.clone(),
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelBackend for RecordingModel {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    async fn complete(
+        &self,
+        request: CompletionRequest,
+        call: &CallContext,
+    ) -> Result<Completion, InferenceError> {
+        let completion = self.inner.complete(request.clone(), call).await?;
+        self.keep(request, &completion);
+        Ok(completion)
+    }
+
+    async fn stream(
+        &self,
+        request: CompletionRequest,
+        call: &CallContext,
+    ) -> Result<CompletionEvents, InferenceError> {
+        let mut inner = self.inner.stream(request.clone(), call).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let tape = self.tape.clone();
+        let binding = self.binding.clone();
+        tokio::spawn(async move {
+            while let Some(event) = inner.recv().await {
+                if let Ok(StreamEvent::Finished(completion)) = &event {
+                    let mut tape = tape.lock().unwrap_or_else(|e| e.into_inner());
+                    tape.exchanges.push(Exchange {
+                        binding: binding.clone(),
+                        request: request.clone(),
+                        completion: completion.clone(),
+                    });
+                }
+                if sender.send(event).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(receiver)
+    }
+}
