@@ -27,3 +27,14 @@ CREATE TABLE reservations (
     expires_at  INTEGER NOT NULL
 );
 CREATE INDEX reservations_agent ON reservations (agent);
+
+-- Running totals per agent and calendar window, so a budget check reads two
+-- rows instead of summing the day's or month's usage.
+CREATE TABLE usage_totals (
+    agent        TEXT NOT NULL,
+    window       TEXT NOT NULL CHECK (window IN ('day', 'month')),
+    window_start INTEGER NOT NULL,
+    tokens       INTEGER NOT NULL,
+    cost_micros  INTEGER NOT NULL,
+    PRIMARY KEY (agent, window, window_start)
+) WITHOUT ROWID;

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use rusqlite::OptionalExtension;
+
 use crate::db::{Database, DbError, now_unix};
 
 /// How long an unsettled reservation counts against a budget: longer than
@@ -217,18 +219,20 @@ impl Ledger {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM reservations WHERE expires_at <= ?1", [now])?;
 
-        let spent_since = |since: i64| -> rusqlite::Result<(i64, i64)> {
-            let (used_tokens, used_cost): (i64, i64) = tx.query_row(
-                "SELECT COALESCE(SUM(input_tokens + output_tokens), 0), COALESCE(SUM(cost_micros), 0)
-                 FROM usage WHERE agent = ?1 AND at >= ?2",
-                rusqlite::params![agent, since],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let (held_tokens, held_cost): (i64, i64) = tx.query_row(
-                "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_micros), 0) FROM reservations WHERE agent = ?1",
-                [agent],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+        let (held_tokens, held_cost): (i64, i64) = tx.query_row(
+            "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_micros), 0) FROM reservations WHERE agent = ?1",
+            [agent],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let spent_since = |window: &str, since: i64| -> rusqlite::Result<(i64, i64)> {
+            let (used_tokens, used_cost): (i64, i64) = tx
+                .query_row(
+                    "SELECT tokens, cost_micros FROM usage_totals WHERE agent = ?1 AND window = ?2 AND window_start = ?3",
+                    rusqlite::params![agent, window, since],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .unwrap_or((0, 0));
             Ok((
                 used_tokens.saturating_add(held_tokens),
                 used_cost.saturating_add(held_cost),
@@ -252,7 +256,7 @@ impl Ledger {
             if max_tokens.is_none() && max_cost.is_none() {
                 continue;
             }
-            let (used_tokens, used_cost) = spent_since(since)?;
+            let (used_tokens, used_cost) = spent_since(window, since)?;
             if let Some(max) = max_tokens
                 && used_tokens.saturating_add(to_i64(tokens)) > to_i64(max)
             {
@@ -324,7 +328,10 @@ impl Ledger {
     /// Records usage that had no reservation (for example a call refused by
     /// the provider before any budget applied).
     pub fn record(&self, record: &UsageRecord) -> Result<(), BudgetError> {
-        insert_usage(&self.db.lock(), record, now_unix())?;
+        let mut conn = self.db.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        insert_usage(&tx, record, now_unix())?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -363,6 +370,15 @@ fn insert_usage(
     record: &UsageRecord,
     at: i64,
 ) -> rusqlite::Result<usize> {
+    let tokens = to_i64(record.input_tokens.saturating_add(record.output_tokens));
+    for (window, start) in [("day", day_start(at)), ("month", month_start(at))] {
+        conn.execute(
+            "INSERT INTO usage_totals (agent, window, window_start, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (agent, window, window_start)
+             DO UPDATE SET tokens = tokens + excluded.tokens, cost_micros = cost_micros + excluded.cost_micros",
+            rusqlite::params![record.agent, window, start, tokens, to_i64(record.cost_micros)],
+        )?;
+    }
     conn.execute(
         "INSERT INTO usage (at, agent, binding, provider, model, key_id, input_tokens, output_tokens, cost_micros, latency_ms, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
