@@ -56,16 +56,80 @@ const BUILTIN: &[(&str, &str, Price)] = &[
 ];
 
 /// One configured price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PriceEntry {
     /// Provider kind.
     pub provider: String,
     /// Model id, or a prefix of model ids.
     pub model: String,
     /// The price.
-    #[serde(flatten)]
     pub price: Price,
+}
+
+/// The operator's price file (`prices.toml` in the state directory), in US
+/// dollars per million tokens:
+///
+/// ```toml
+/// [[price]]
+/// provider = "openai-compatible"
+/// model = "llama3"              # a model id or a prefix of ids
+/// input_usd_per_mtok = 0.0
+/// output_usd_per_mtok = 0.0
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceFile {
+    /// The entries; they override shipped prices for the same provider and
+    /// model.
+    #[serde(default)]
+    pub price: Vec<PriceFileEntry>,
+}
+
+/// One entry of the price file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceFileEntry {
+    /// Provider kind.
+    pub provider: String,
+    /// Model id or prefix.
+    pub model: String,
+    /// US dollars per million input tokens.
+    pub input_usd_per_mtok: f64,
+    /// US dollars per million output tokens.
+    pub output_usd_per_mtok: f64,
+}
+
+impl PriceFile {
+    /// Parses a price file.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let file: PriceFile = toml::from_str(text).map_err(|e| format!("prices.toml: {e}"))?;
+        for entry in &file.price {
+            for (name, value) in [
+                ("input_usd_per_mtok", entry.input_usd_per_mtok),
+                ("output_usd_per_mtok", entry.output_usd_per_mtok),
+            ] {
+                if !(value.is_finite() && (0.0..=1_000_000.0).contains(&value)) {
+                    return Err(format!(
+                        "prices.toml: {} {}: {name} = {value} is not a price",
+                        entry.provider, entry.model
+                    ));
+                }
+            }
+        }
+        Ok(file)
+    }
+
+    /// The shipped table with these entries applied.
+    pub fn table(&self) -> PriceTable {
+        PriceTable::with_overrides(self.price.iter().map(|e| PriceEntry {
+            provider: e.provider.clone(),
+            model: e.model.clone(),
+            price: Price {
+                input: (e.input_usd_per_mtok * 1e6).round() as u64,
+                output: (e.output_usd_per_mtok * 1e6).round() as u64,
+            },
+        }))
+    }
 }
 
 /// Prices by provider and model-id prefix.
@@ -173,6 +237,23 @@ mod tests {
             .cost_micros(u64::MAX, u64::MAX),
             u64::MAX
         );
+    }
+
+    #[test]
+    fn the_price_file_is_in_dollars_and_validated() {
+        let file = PriceFile::from_toml(
+            "[[price]]\nprovider = \"openai\"\nmodel = \"gpt-4o\"\ninput_usd_per_mtok = 2.0\noutput_usd_per_mtok = 8.5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file.table().price("openai", "gpt-4o-2024").unwrap(),
+            Price {
+                input: 2_000_000,
+                output: 8_500_000
+            }
+        );
+        assert!(PriceFile::from_toml("[[price]]\nprovider = \"x\"\nmodel = \"y\"\ninput_usd_per_mtok = -1.0\noutput_usd_per_mtok = 1.0\n").is_err());
+        assert!(PriceFile::from_toml("[[price]]\nprovider = \"x\"\n").is_err());
     }
 
     #[test]

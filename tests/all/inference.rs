@@ -512,3 +512,31 @@ async fn triage_runs_a_tool_use_loop_and_its_cassette_is_current() {
     // And it holds no credential.
     assert_no_key(&std::fs::read_to_string(&path).unwrap());
 }
+
+/// An agent that holds a binding still finds no key anywhere it can look:
+/// not in its environment, arguments or files, and not in what the host
+/// writes into its memory (answers and errors, checked above).
+#[tokio::test]
+async fn a_guest_with_a_binding_finds_no_key_in_its_environment() {
+    let host = host().await;
+    let agent = host.agent("alpha", ANTHROPIC);
+    let report = agent
+        .invoke(Event::new("test", "ambient", json!({})))
+        .await
+        .outcome
+        .unwrap();
+    assert_no_key(&report);
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(
+        (report["env"].as_u64(), report["args"].as_u64()),
+        (Some(0), Some(0))
+    );
+    for denied in ["read_root", "read_passwd", "tcp_connect", "dns"] {
+        assert!(
+            report[denied].as_str().unwrap().starts_with("Err("),
+            "{denied}: {report}"
+        );
+    }
+    let info = ask(&agent, "default", "hello", false).await;
+    assert_no_key(&info.to_string());
+}

@@ -37,10 +37,17 @@ impl StateArgs {
         let db = Arc::new(Database::open(&dir).map_err(|e| e.to_string())?);
         let master = MasterKey::load(&dir).map_err(|e| e.to_string())?;
         let vault = Vault::open(db.clone(), master).map_err(|e| e.to_string())?;
+        let prices = match std::fs::read_to_string(dir.join("prices.toml")) {
+            Ok(text) => crate::pricing::PriceFile::from_toml(&text)?.table(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::pricing::PriceTable::builtin()
+            }
+            Err(e) => return Err(format!("{}: {e}", dir.join("prices.toml").display())),
+        };
         let services = crate::providers::binding::Services::new(
             Arc::new(vault),
             crate::ledger::Ledger::new(db),
-            crate::pricing::PriceTable::builtin(),
+            prices,
         )?;
         Ok(Arc::new(services))
     }
