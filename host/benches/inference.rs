@@ -178,6 +178,38 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
 }
 
+fn parts(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let setup = rt.block_on(setup());
+    let services = setup.model.services.clone();
+    let mut group = c.benchmark_group("inference_parts");
+    group.bench_function("redactor_cached", |b| b.iter(|| services.redactor().unwrap()));
+    group.bench_function("vault_secret", |b| b.iter(|| services.vault.secret("main", "anthropic").unwrap()));
+    let limits = BudgetLimits { usd_micros_per_day: Some(u64::MAX / 4), ..BudgetLimits::default() };
+    let record = clawcage::ledger::UsageRecord {
+        agent: "parts".into(),
+        binding: "default".into(),
+        provider: "anthropic".into(),
+        model: "m".into(),
+        key_id: None,
+        input_tokens: 1,
+        output_tokens: 1,
+        cost_micros: 1,
+        latency_ms: 1,
+        outcome: "ok".into(),
+    };
+    group.bench_function("ledger_reserve_settle", |b| {
+        b.iter(|| {
+            let reservation = services.ledger.reserve("parts", &limits, 1000, 1000).unwrap();
+            services.ledger.settle(reservation, &record).unwrap()
+        })
+    });
+    let redactor = services.redactor().unwrap();
+    let text = "Hello there, this is a short answer.".repeat(4);
+    group.bench_function("redact_150_bytes", |b| b.iter(|| redactor.redact(&text).len()));
+    group.finish();
+}
+
 fn latency(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -264,6 +296,6 @@ fn latency(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = latency
+    targets = parts, latency
 }
 criterion_main!(benches);
