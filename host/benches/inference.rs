@@ -179,13 +179,24 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 }
 
 fn parts(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let setup = rt.block_on(setup());
     let services = setup.model.services.clone();
     let mut group = c.benchmark_group("inference_parts");
-    group.bench_function("redactor_cached", |b| b.iter(|| services.redactor().unwrap()));
-    group.bench_function("vault_secret", |b| b.iter(|| services.vault.secret("main", "anthropic").unwrap()));
-    let limits = BudgetLimits { usd_micros_per_day: Some(u64::MAX / 4), ..BudgetLimits::default() };
+    group.bench_function("redactor_cached", |b| {
+        b.iter(|| services.redactor().unwrap())
+    });
+    group.bench_function("vault_secret", |b| {
+        b.iter(|| services.vault.secret("main", "anthropic").unwrap())
+    });
+    let limits = BudgetLimits {
+        usd_micros_per_day: Some(u64::MAX / 4),
+        ..BudgetLimits::default()
+    };
     let record = clawcage::ledger::UsageRecord {
         agent: "parts".into(),
         binding: "default".into(),
@@ -200,13 +211,18 @@ fn parts(c: &mut Criterion) {
     };
     group.bench_function("ledger_reserve_settle", |b| {
         b.iter(|| {
-            let reservation = services.ledger.reserve("parts", &limits, 1000, 1000).unwrap();
+            let reservation = services
+                .ledger
+                .reserve("parts", &limits, 1000, 1000)
+                .unwrap();
             services.ledger.settle(reservation, &record).unwrap()
         })
     });
     let redactor = services.redactor().unwrap();
     let text = "Hello there, this is a short answer.".repeat(4);
-    group.bench_function("redact_150_bytes", |b| b.iter(|| redactor.redact(&text).len()));
+    group.bench_function("redact_150_bytes", |b| {
+        b.iter(|| redactor.redact(&text).len())
+    });
     group.finish();
 }
 

@@ -241,6 +241,22 @@ impl BoundModel {
         Ok((reservation, input_bound + output_bound, cost))
     }
 
+    /// The common start of every call: caps, the redactor for the answer,
+    /// and the budget reservation.
+    fn begin(
+        &self,
+        request: &CompletionRequest,
+    ) -> Result<(Instant, Arc<Redactor>, Reservation, u64), InferenceError> {
+        self.check_caps(request)?;
+        let started = Instant::now();
+        let redactor = self
+            .services
+            .redactor()
+            .map_err(|e| unavailable(format!("key vault: {e}")))?;
+        let (reservation, reserved_tokens, _) = self.reserve(request)?;
+        Ok((started, redactor, reservation, reserved_tokens))
+    }
+
     fn key(&self) -> Result<Option<Secret>, InferenceError> {
         let Some(id) = &self.key_id else {
             return Ok(None);
@@ -371,11 +387,8 @@ impl BoundModel {
             .await
             .unwrap_or_default();
         let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let message = match self.provider {
-            ProviderKind::Anthropic => anthropic::error_message(&parsed),
-            _ => openai::error_message(&parsed),
-        }
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+        let message = super::error_message(&parsed)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
         let code = status.as_u16();
         match code {
             429 => InferenceError::RateLimited(RateLimit {
@@ -548,13 +561,7 @@ impl ModelBackend for BoundModel {
         request: CompletionRequest,
         call: &CallContext,
     ) -> Result<Completion, InferenceError> {
-        self.check_caps(&request)?;
-        let started = Instant::now();
-        let redactor = self
-            .services
-            .redactor()
-            .map_err(|e| unavailable(format!("key vault: {e}")))?;
-        let (reservation, _, _) = self.reserve(&request)?;
+        let (started, redactor, reservation, _) = self.begin(&request)?;
         let result = async {
             let key = self.key()?;
             let body = self.body(&request, false);
@@ -603,13 +610,7 @@ impl ModelBackend for BoundModel {
         request: CompletionRequest,
         call: &CallContext,
     ) -> Result<CompletionEvents, InferenceError> {
-        self.check_caps(&request)?;
-        let started = Instant::now();
-        let redactor = self
-            .services
-            .redactor()
-            .map_err(|e| unavailable(format!("key vault: {e}")))?;
-        let (reservation, reserved_tokens, _) = self.reserve(&request)?;
+        let (started, redactor, reservation, reserved_tokens) = self.begin(&request)?;
         let key = match self.key() {
             Ok(key) => key,
             Err(error) => {

@@ -256,13 +256,6 @@ pub fn parse_chunk(data: &str) -> Result<Vec<Increment>, String> {
     Ok(out)
 }
 
-/// The `error.message` of an error body, if it has one.
-pub fn error_message(body: &Value) -> Option<String> {
-    body.pointer("/error/message")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
