@@ -8,12 +8,18 @@
 //!
 //! What counts as a leak: the whole secret, or any run of at least
 //! [`FRAGMENT_BYTES`] consecutive bytes of it. Every byte covered by such a
-//! match is replaced, so overlapping fragments redact the whole run. For
-//! streams, [`StreamRedactor`] keeps the raw tail of what it passed on as
-//! context and holds back only a chunk's tail (of [`MIN_HOLDBACK_BYTES`] or
-//! more) that could start a fragment, so a secret split across chunks is
-//! still caught, at most three of its bytes pass before a chunk boundary,
-//! and ordinary deltas pass through unchanged and unmerged.
+//! match is replaced, so overlapping fragments redact the whole run.
+//!
+//! Why so long a run: a guest can make a model echo text of its choosing,
+//! so whether a reply comes back redacted is an oracle. With short runs, a
+//! guest that knows a key's public prefix could guess the next character and
+//! watch for `[redacted]`. A run of 32 bytes always holds at least 19 secret
+//! characters of any provider key (the longest public prefix is 13), far
+//! beyond guessing. For the same reason a stream never holds text back on a
+//! suspicion (the hold itself would answer the guess): [`StreamRedactor`]
+//! keeps the raw tail of what it passed on as context, so a run that
+//! straddles chunks is caught and everything after its first 31 bytes is
+//! redacted, and ordinary deltas pass through unchanged and unmerged.
 
 use std::borrow::Cow;
 
@@ -21,16 +27,9 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use crate::secret::Secret;
 
-/// The shortest run of a secret's bytes that counts as a leak. Shorter runs
-/// (the last four characters some providers show in errors, say) are not
-/// enough to use a key; longer ones might be.
-pub const FRAGMENT_BYTES: usize = 12;
-
-/// The shortest chunk tail a stream holds back because it could begin a
-/// secret. Shorter tails pass at once: holding every character that happens
-/// to start some fragment would split nearly every delta, and two or three
-/// bytes (typically a key's public prefix) reveal nothing.
-pub const MIN_HOLDBACK_BYTES: usize = 4;
+/// The shortest run of a secret's bytes that counts as a leak (see the
+/// module docs for why it is this long).
+pub const FRAGMENT_BYTES: usize = 32;
 
 /// What replaces a redacted run.
 pub const REDACTED: &str = "[redacted]";
@@ -133,98 +132,61 @@ impl Redactor {
         StreamRedactor {
             redactor: self,
             context: String::new(),
-            pending: String::new(),
             ended_redacted: false,
         }
     }
 
-    /// How many bytes at the end of `text` could begin a pattern and must
-    /// wait for the next chunk.
-    fn holdback(&self, text: &str) -> usize {
-        let bytes = text.as_bytes();
-        let max = self.longest.saturating_sub(1).min(bytes.len());
-        for len in (MIN_HOLDBACK_BYTES..=max).rev() {
-            let tail = &bytes[bytes.len() - len..];
-            if self.windows.iter().any(|w| w.starts_with(tail)) {
-                return len;
-            }
-        }
-        0
+    /// Whether `secret` would be redacted whole by this redactor.
+    pub fn covers(&self, secret: &Secret) -> bool {
+        secret
+            .expose_str()
+            .is_some_and(|text| self.redact(text) == REDACTED)
     }
 }
 
 /// Redacts a stream of text chunks, catching secrets split across chunks.
 ///
-/// It keeps the raw tail of what it already passed on as context, so a
-/// fragment that straddles a chunk boundary is still found, and it holds
-/// back only a tail that could be the start of a fragment.
+/// It keeps the raw tail of what it passed on as context, so a run that
+/// straddles a chunk boundary is still found once it is long enough; it
+/// never holds text back (see the module docs).
 #[derive(Debug)]
 pub struct StreamRedactor<'r> {
     redactor: &'r Redactor,
     /// Raw text already passed on (redacted), kept to match across chunks.
     context: String,
-    /// Raw text not yet passed on.
-    pending: String,
     /// Whether what was passed on so far ends with a redaction marker, so a
     /// leak that continues into the next chunk adds no second marker.
     ended_redacted: bool,
 }
 
 impl StreamRedactor<'_> {
-    /// Takes the next chunk; returns the text that is safe to pass on now
-    /// (possibly empty, when the chunk might be the start of a secret).
+    /// Takes the next chunk; returns it, redacted.
     pub fn push(&mut self, chunk: &str) -> String {
-        self.pending.push_str(chunk);
-        self.emit(false)
-    }
-
-    /// Ends the stream; returns whatever was held back, redacted.
-    pub fn finish(mut self) -> String {
-        self.emit(true)
-    }
-
-    fn emit(&mut self, last: bool) -> String {
-        let buffer = format!("{}{}", self.context, self.pending);
+        let buffer = format!("{}{chunk}", self.context);
         let offset = self.context.len();
-        let covered = self.redactor.covered(&buffer);
-        // Hold back an uncovered tail that could begin a fragment.
-        let mut hold_at = buffer.len();
-        if !last {
-            let tail_covered = covered.last().is_some_and(|&(_, end)| end == buffer.len());
-            if !tail_covered {
-                // The tail that could begin a fragment may reach back into
-                // the context; only its new part can still be held.
-                let hold = self.redactor.holdback(&buffer);
-                hold_at = floor_char_boundary(&buffer, (buffer.len() - hold).max(offset));
-            }
-        }
-        let mut out = String::new();
+        let mut out = String::with_capacity(chunk.len());
         let mut at = offset;
         let mut ends_redacted = self.ended_redacted;
-        for &(start, end) in &covered {
-            if end <= offset || start >= hold_at {
+        for (start, end) in self.redactor.covered(&buffer) {
+            if end <= offset {
                 continue;
             }
             let start = start.max(offset);
             out.push_str(&buffer[at..start]);
-            let continues_previous = start == offset && self.ended_redacted;
-            if !continues_previous {
+            if !(start == offset && self.ended_redacted) {
                 out.push_str(REDACTED);
             }
-            at = end.min(hold_at);
+            at = end;
             ends_redacted = true;
         }
-        if at < hold_at {
-            out.push_str(&buffer[at..hold_at]);
+        if at < buffer.len() {
+            out.push_str(&buffer[at..]);
             ends_redacted = false;
         }
         self.ended_redacted = ends_redacted;
-        let keep_from = floor_char_boundary(
-            &buffer,
-            hold_at.saturating_sub(self.redactor.longest.saturating_sub(1)),
-        );
-        self.context = buffer[keep_from..hold_at].to_string();
-        self.pending = buffer[hold_at..].to_string();
+        let keep = self.redactor.longest.saturating_sub(1);
+        let keep_from = floor_char_boundary(&buffer, buffer.len().saturating_sub(keep));
+        self.context = buffer[keep_from..].to_string();
         out
     }
 }
@@ -248,88 +210,76 @@ fn ceil_char_boundary(text: &str, mut index: usize) -> usize {
 mod tests {
     use super::*;
 
-    const KEY: &str = "sk-ant-api03-Zx9QkT4mW2pL8vRb6NcY1aDf";
+    const KEY: &str = "sk-ant-api03-Zx9QkT4mW2pL8vRb6NcY1aDfGh7JkLmN0pQrStUvWx";
 
     fn redactor() -> Redactor {
         Redactor::new([
             &Secret::from(KEY.to_string()),
-            &Secret::from("short".to_string()),
+            &Secret::from("short-secret-0123".to_string()),
         ])
     }
 
     #[test]
-    fn whole_secrets_and_fragments_are_redacted() {
+    fn whole_secrets_and_long_runs_are_redacted() {
         let r = redactor();
         assert_eq!(r.redact(&format!("key: {KEY}!")), "key: [redacted]!");
         assert_eq!(
-            r.redact(&format!("tail {}", &KEY[10..30])),
+            r.redact(&format!("tail {}", &KEY[10..45])),
             "tail [redacted]"
         );
-        assert_eq!(r.redact("say short please"), "say [redacted] please");
-        // Four characters are not a leak.
         assert_eq!(
-            r.redact(&format!("...{}", &KEY[KEY.len() - 4..])),
-            format!("...{}", &KEY[KEY.len() - 4..])
+            r.redact("say short-secret-0123 please"),
+            "say [redacted] please"
         );
+        assert!(r.covers(&Secret::from(KEY.to_string())));
         assert!(matches!(r.redact("nothing to see"), Cow::Borrowed(_)));
     }
 
     #[test]
-    fn secrets_split_across_chunks_are_caught() {
+    fn a_known_prefix_plus_a_guess_is_no_oracle() {
+        // Runs shorter than FRAGMENT_BYTES pass unchanged, so echoing the
+        // public prefix and one guessed character reveals nothing.
+        let r = redactor();
+        let guess = &KEY[..14];
+        assert_eq!(r.redact(guess), guess);
+        let long_guess = &KEY[..FRAGMENT_BYTES - 1];
+        assert_eq!(r.redact(long_guess), long_guess);
+    }
+
+    #[test]
+    fn secrets_split_across_chunks_are_caught_after_at_most_31_bytes() {
         let r = redactor();
         let text = format!("Your header was Authorization: Bearer {KEY} (echoed)");
-        for chunk_size in [1, 2, 3, 5, 7, 11, 13, 64] {
+        for chunk_size in [1, 2, 3, 5, 7, 11, 13, 31, 64, 200] {
             let mut stream = r.stream();
             let mut out = String::new();
-            let bytes = text.as_bytes();
-            for chunk in bytes.chunks(chunk_size) {
+            for chunk in text.as_bytes().chunks(chunk_size) {
                 out.push_str(&stream.push(std::str::from_utf8(chunk).unwrap()));
             }
-            out.push_str(&stream.finish());
-            // Small chunks may let up to three bytes of the run (here the
-            // key's public `sk-` prefix) through before it is recognised.
-            let (head, rest) = out.split_once("[redacted]").expect("the key is redacted");
-            let leaked = head
+            let (head, rest) = out.split_once(REDACTED).expect("the key is redacted");
+            let passed = head
                 .strip_prefix("Your header was Authorization: Bearer ")
                 .expect("the text before is kept");
             assert!(
-                leaked.len() < MIN_HOLDBACK_BYTES && KEY.starts_with(leaked),
+                passed.len() < FRAGMENT_BYTES && KEY.starts_with(passed),
                 "chunks of {chunk_size}: {out}"
             );
-            assert_eq!(rest, " (echoed)", "chunks of {chunk_size}");
+            assert_eq!(rest, " (echoed)", "chunks of {chunk_size}: {out}");
         }
     }
 
     #[test]
-    fn no_split_lets_a_fragment_through() {
+    fn every_two_way_split_keeps_text_and_order() {
         let r = redactor();
-        let text = format!("a{KEY}b{}c", &KEY[5..25]);
+        let text = format!("a{KEY}b");
         for i in 0..=text.len() {
-            for j in i..=text.len() {
-                let mut stream = r.stream();
-                let mut out = stream.push(&text[..i]);
-                out.push_str(&stream.push(&text[i..j]));
-                out.push_str(&stream.push(&text[j..]));
-                out.push_str(&stream.finish());
-                // At most three bytes of a run may pass before a chunk
-                // boundary; everything else is redacted, and nothing else
-                // is touched.
-                assert!(
-                    out.starts_with('a') && out.ends_with("[redacted]c"),
-                    "split at {i} and {j}: {out}"
-                );
-                let leaked = out.replace("[redacted]", "").len() - "abc".len();
-                assert!(
-                    leaked <= 2 * (MIN_HOLDBACK_BYTES - 1),
-                    "split at {i} and {j}: {out}"
-                );
-                for window in KEY.as_bytes().windows(MIN_HOLDBACK_BYTES) {
-                    assert!(
-                        !out.contains(std::str::from_utf8(window).unwrap()),
-                        "split at {i} and {j}: {out}"
-                    );
-                }
-            }
+            let mut stream = r.stream();
+            let out = stream.push(&text[..i]) + &stream.push(&text[i..]);
+            assert!(
+                out.starts_with('a') && out.ends_with("[redacted]b"),
+                "split at {i}: {out}"
+            );
+            assert_eq!(out.matches(REDACTED).count(), 1, "split at {i}: {out}");
         }
     }
 
@@ -337,10 +287,21 @@ mod tests {
     fn ordinary_deltas_pass_through_unchanged() {
         let r = redactor();
         let mut stream = r.stream();
-        for delta in ["Hello", ", world", ". How are", " you?"] {
+        for delta in ["Hello", ", world", ". How are", " you?", "sk-ant-api03-"] {
             assert_eq!(stream.push(delta), delta);
         }
-        assert_eq!(stream.finish(), "");
+    }
+
+    #[test]
+    fn overlapping_matches_of_different_lengths_merge_fully() {
+        let r = Redactor::new([
+            &Secret::from("0123456789abcdefghijklmnopqrstuvwxyz".to_string()),
+            &Secret::from("zz-9876".to_string()),
+        ]);
+        assert_eq!(
+            r.redact("x 0123456789abcdefghijklmnopqrstuvwxyz y zz-9876 z"),
+            "x [redacted] y [redacted] z"
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub const MASTER_KEY_ENV: &str = "CLAWCAGE_MASTER_KEY";
 pub const MASTER_KEY_FILE: &str = "master.key";
 /// Longest key id.
 pub const MAX_KEY_ID_BYTES: usize = 64;
+/// Shortest secret the vault stores: shorter values are not real API keys,
+/// and would make redaction match ordinary text.
+pub const MIN_SECRET_BYTES: usize = 16;
 /// Largest secret the vault stores.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;
 /// Providers (and tool credential kinds) a key may belong to.
@@ -315,9 +318,9 @@ impl Vault {
     }
 
     fn validate_secret(secret: &Secret) -> Result<(), VaultError> {
-        if secret.is_empty() || secret.len() > MAX_SECRET_BYTES {
+        if secret.len() < MIN_SECRET_BYTES || secret.len() > MAX_SECRET_BYTES {
             return Err(VaultError::Invalid(format!(
-                "a secret must be 1 to {MAX_SECRET_BYTES} bytes"
+                "a secret must be {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes"
             )));
         }
         Ok(())
@@ -534,12 +537,12 @@ mod tests {
         );
 
         let rotated = vault
-            .rotate("main", &Secret::from("sk-new".to_string()))
+            .rotate("main", &Secret::from("sk-new-0123456789abcdef".to_string()))
             .unwrap();
         assert_ne!(rotated.fingerprint, added.fingerprint);
         assert_eq!(
             vault.secret("main", "anthropic").unwrap().expose_str(),
-            Some("sk-new")
+            Some("sk-new-0123456789abcdef")
         );
 
         vault.revoke("main").unwrap();
@@ -548,11 +551,11 @@ mod tests {
             Err(VaultError::Revoked(_))
         ));
         assert!(matches!(
-            vault.rotate("main", &Secret::from("x".to_string())),
+            vault.rotate("main", &Secret::from("x".repeat(20))),
             Err(VaultError::Revoked(_))
         ));
         assert!(matches!(
-            vault.add("main", "anthropic", &Secret::from("x".to_string())),
+            vault.add("main", "anthropic", &Secret::from("x".repeat(20))),
             Err(VaultError::Exists(_))
         ));
         assert!(vault.list().unwrap()[0].revoked_at.is_some());
@@ -599,10 +602,18 @@ mod tests {
         let master = MasterKey::generate();
         let vault = vault_at(dir.path(), &master).unwrap();
         vault
-            .add("a", "openai", &Secret::from("sk-aaaa".to_string()))
+            .add(
+                "a",
+                "openai",
+                &Secret::from("sk-aaaa-0123456789abcdef".to_string()),
+            )
             .unwrap();
         vault
-            .add("b", "openai", &Secret::from("sk-bbbb".to_string()))
+            .add(
+                "b",
+                "openai",
+                &Secret::from("sk-bbbb-0123456789abcdef".to_string()),
+            )
             .unwrap();
         // Move a's ciphertext into b's row.
         vault

@@ -71,7 +71,12 @@ fn keys_are_added_listed_rotated_and_revoked_without_ever_showing_the_value() {
 
     let revoked = clawcage(&state, &["key", "revoke", "main"], "").unwrap();
     assert!(revoked.contains("revoked"), "{revoked}");
-    let err = clawcage(&state, &["key", "rotate", "main"], "x\n").unwrap_err();
+    let err = clawcage(
+        &state,
+        &["key", "rotate", "main"],
+        "sk-ant-api03-another-value\n",
+    )
+    .unwrap_err();
     assert_eq!(err, "key \"main\" was revoked");
 
     // Nothing the CLI printed, and nothing in the state directory, holds a

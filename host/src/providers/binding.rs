@@ -177,6 +177,11 @@ fn input_token_bound(request: &CompletionRequest) -> u64 {
     for tool in &request.tools {
         bytes += tool.name.len() + tool.description.len() + tool.input_schema.len();
     }
+    // Providers add their own prompt around tool definitions (a few hundred
+    // tokens); reserve generously for it.
+    if !request.tools.is_empty() {
+        bytes += 1_024 + 64 * request.tools.len();
+    }
     bytes as u64
 }
 
@@ -255,6 +260,20 @@ impl BoundModel {
             .map_err(|e| unavailable(format!("key vault: {e}")))?;
         let (reservation, reserved_tokens, _) = self.reserve(request)?;
         Ok((started, redactor, reservation, reserved_tokens))
+    }
+
+    /// The redactor, made sure to cover the key this call sends (a rotation
+    /// between building the shared redactor and fetching the key would
+    /// otherwise leave it out).
+    fn redactor_covering(&self, redactor: Arc<Redactor>, key: Option<&Secret>) -> Arc<Redactor> {
+        match key {
+            Some(key) if !redactor.covers(key) => {
+                let mut secrets = self.services.vault.active_secrets().unwrap_or_default();
+                secrets.push(key.clone());
+                Arc::new(Redactor::new(secrets.iter()))
+            }
+            _ => redactor,
+        }
     }
 
     fn key(&self) -> Result<Option<Secret>, InferenceError> {
@@ -413,6 +432,7 @@ impl BoundModel {
                 ContentPart::ToolUse(tool_use) => {
                     tool_use.input = redact_json(redactor, &tool_use.input);
                     tool_use.name = redactor.redact(&tool_use.name).into_owned();
+                    tool_use.id = redactor.redact(&tool_use.id).into_owned();
                 }
                 ContentPart::ToolResult(result) => {
                     result.content = redactor.redact(&result.content).into_owned()
@@ -504,7 +524,15 @@ fn redact_json(redactor: &Redactor, json: &str) -> String {
         match value {
             Value::String(s) => *s = redactor.redact(s).into_owned(),
             Value::Array(items) => items.iter_mut().for_each(|v| walk(redactor, v)),
-            Value::Object(map) => map.values_mut().for_each(|v| walk(redactor, v)),
+            Value::Object(map) => {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(key, mut v)| {
+                        walk(redactor, &mut v);
+                        (redactor.redact(&key).into_owned(), v)
+                    })
+                    .collect();
+            }
             _ => {}
         }
     }
@@ -561,44 +589,72 @@ impl ModelBackend for BoundModel {
         request: CompletionRequest,
         call: &CallContext,
     ) -> Result<Completion, InferenceError> {
-        let (started, redactor, reservation, _) = self.begin(&request)?;
+        let (started, redactor, reservation, reserved_tokens) = self.begin(&request)?;
+        let key = match self.key() {
+            Ok(key) => key,
+            Err(error) => {
+                let _ = self.services.ledger.release(reservation);
+                return Err(error);
+            }
+        };
+        let redactor = self.redactor_covering(redactor, key.as_ref());
+        // Whether the provider may have done (and billed) the work: it
+        // answered 2xx, or the call timed out after it was sent.
+        let mut maybe_billed = false;
         let result = async {
-            let key = self.key()?;
             let body = self.body(&request, false);
-            let response = self.send(key.as_ref(), &body, call.deadline).await?;
-            drop(key);
-            let bytes = read_bounded(response, call.deadline, http::MAX_RESPONSE_BYTES).await?;
+            let response = self.send(key.as_ref(), &body, call.deadline).await;
+            if matches!(response, Ok(_) | Err(InferenceError::Timeout)) {
+                maybe_billed = true;
+            }
+            let bytes = read_bounded(response?, call.deadline, http::MAX_RESPONSE_BYTES).await?;
             let value: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| upstream(Some(200), format!("unreadable response: {e}")))?;
+                .map_err(|_| upstream(Some(200), "the response is not JSON"))?;
             let parsed = match self.provider {
                 ProviderKind::Anthropic => anthropic::parse_response(&value),
                 _ => openai::parse_response(&value),
             };
-            parsed.map_err(|e| upstream(Some(200), e))
+            let has_usage = value.get("usage").is_some_and(Value::is_object);
+            parsed
+                .map(|c| (c, has_usage))
+                .map_err(|e| upstream(Some(200), e))
         }
         .await;
+        drop(key);
+        let max_output = u64::from(request.max_tokens);
+        let worst_input = reserved_tokens.saturating_sub(max_output);
         match result {
-            Ok(mut completion) => {
+            Ok((mut completion, has_usage)) => {
                 let model = if completion.model.is_empty() {
                     self.model.clone()
                 } else {
                     completion.model.clone()
                 };
-                let record = self.record(
-                    &model,
-                    completion.usage.input_tokens,
-                    completion.usage.output_tokens,
-                    started,
-                    "ok",
-                );
+                // Without a usage report, charge the worst case, never zero.
+                let (input, output) = if has_usage {
+                    (
+                        completion.usage.input_tokens,
+                        completion.usage.output_tokens,
+                    )
+                } else {
+                    (worst_input, max_output)
+                };
+                let record = self.record(&model, input, output, started, "ok");
                 self.settle(reservation, &record);
                 Self::redact_completion(&redactor, &mut completion);
                 completion.model = redactor.redact(&model).into_owned();
                 Ok(completion)
             }
             Err(error) => {
-                // Providers do not bill refused calls; record the attempt.
-                let record = self.record(&self.model, 0, 0, started, outcome_label(&error));
+                // A refused call is not billed; one that may have run is
+                // charged its worst case.
+                let (input, output) = if maybe_billed {
+                    (worst_input, max_output)
+                } else {
+                    (0, 0)
+                };
+                let record =
+                    self.record(&self.model, input, output, started, outcome_label(&error));
                 self.settle(reservation, &record);
                 Err(Self::redact_error(&redactor, error))
             }
@@ -618,6 +674,7 @@ impl ModelBackend for BoundModel {
                 return Err(error);
             }
         };
+        let redactor = self.redactor_covering(redactor, key.as_ref());
         let body = self.body(&request, true);
         let response = match self.send(key.as_ref(), &body, call.deadline).await {
             Ok(response) => response,
@@ -678,26 +735,22 @@ impl StreamPump {
         let mut assembler = Assembler::new(&self.model.model);
         let redactor = self.redactor.clone();
         let mut text = redactor.stream();
-        let mut tool_input = redactor.stream();
-        let mut saw_usage = false;
+        // Tool input is JSON: escapes could hide a key from a text scan, so
+        // it is passed on whole, parsed and redacted, when its part ends.
+        let mut tool_json = String::new();
+        let mut stopped = false;
+        let mut saw_final_usage = false;
         let outcome: Result<(), InferenceError> = 'pump: loop {
-            let chunk =
-                match tokio::time::timeout_at(self.deadline.into(), self.response.chunk()).await {
+            let chunk = tokio::select! {
+                // The guest dropped the stream, or its event ended.
+                () = sender.closed() => break Err(InferenceError::Timeout),
+                read = tokio::time::timeout_at(self.deadline.into(), self.response.chunk()) => match read {
                     Err(_) => break Err(InferenceError::Timeout),
-                    Ok(Err(e)) => {
-                        break Err(unavailable(format!("the stream broke: {}", error_kind(&e))));
-                    }
-                    Ok(Ok(None)) => {
-                        break if assembler.is_done() {
-                            Ok(())
-                        } else {
-                            Err(unavailable(
-                                "the stream ended before the completion finished",
-                            ))
-                        };
-                    }
+                    Ok(Err(e)) => break Err(unavailable(format!("the stream broke: {}", error_kind(&e)))),
+                    Ok(Ok(None)) => break Err(unavailable("the stream ended before the completion finished")),
                     Ok(Ok(Some(chunk))) => chunk,
-                };
+                },
+            };
             let events = match parser.push(&chunk) {
                 Ok(events) => events,
                 Err(e) => break Err(upstream(None, e)),
@@ -725,83 +778,55 @@ impl StreamPump {
                     Err(error) => break 'pump Err(error),
                 };
                 for increment in increments {
-                    if matches!(
-                        increment,
+                    match &increment {
+                        Increment::Stop(_) => stopped = true,
                         Increment::Usage {
-                            output: Some(_),
-                            ..
-                        }
-                    ) {
-                        saw_usage = true;
+                            output: Some(_), ..
+                        } if stopped => saw_final_usage = true,
+                        _ => {}
                     }
                     let guest_event = match assembler.apply(increment) {
                         Ok(Some(event)) => event,
                         Ok(None) => continue,
                         Err(error) => break 'pump Err(error),
                     };
-                    let guest_event = match guest_event {
+                    let mut out = Vec::new();
+                    if !matches!(guest_event, StreamEvent::ToolUseInputDelta(_))
+                        && !tool_json.is_empty()
+                    {
+                        out.push(StreamEvent::ToolUseInputDelta(redact_json(
+                            &redactor,
+                            &std::mem::take(&mut tool_json),
+                        )));
+                    }
+                    let finished = matches!(guest_event, StreamEvent::Finished(_));
+                    match guest_event {
                         StreamEvent::TextDelta(delta) => {
-                            let safe = text.push(&delta);
-                            if safe.is_empty() {
-                                continue;
-                            }
-                            StreamEvent::TextDelta(safe)
+                            out.push(StreamEvent::TextDelta(text.push(&delta)))
                         }
-                        StreamEvent::ToolUseInputDelta(delta) => {
-                            let safe = tool_input.push(&delta);
-                            if safe.is_empty() {
-                                continue;
-                            }
-                            StreamEvent::ToolUseInputDelta(safe)
-                        }
-                        StreamEvent::ToolUseStart(start) => {
-                            // Flush what the redactors held back of the
-                            // previous parts, in order, before the new one.
-                            let text_tail =
-                                std::mem::replace(&mut text, redactor.stream()).finish();
-                            let input_tail =
-                                std::mem::replace(&mut tool_input, redactor.stream()).finish();
-                            for tail in [
-                                StreamEvent::TextDelta(text_tail),
-                                StreamEvent::ToolUseInputDelta(input_tail),
-                            ] {
-                                let empty = matches!(&tail, StreamEvent::TextDelta(t) | StreamEvent::ToolUseInputDelta(t) if t.is_empty());
-                                if !empty && sender.send(Ok(tail)).await.is_err() {
-                                    break 'pump Err(InferenceError::Timeout);
-                                }
-                            }
-                            StreamEvent::ToolUseStart(crate::bindings::inference::ToolUseStart {
+                        StreamEvent::ToolUseInputDelta(delta) => tool_json.push_str(&delta),
+                        StreamEvent::ToolUseStart(start) => out.push(StreamEvent::ToolUseStart(
+                            crate::bindings::inference::ToolUseStart {
                                 id: redactor.redact(&start.id).into_owned(),
                                 name: redactor.redact(&start.name).into_owned(),
-                            })
-                        }
+                            },
+                        )),
                         StreamEvent::Finished(mut completion) => {
-                            let text_tail =
-                                std::mem::replace(&mut text, redactor.stream()).finish();
-                            let input_tail =
-                                std::mem::replace(&mut tool_input, redactor.stream()).finish();
-                            for tail in [
-                                StreamEvent::TextDelta(text_tail),
-                                StreamEvent::ToolUseInputDelta(input_tail),
-                            ] {
-                                let empty = matches!(&tail, StreamEvent::TextDelta(t) | StreamEvent::ToolUseInputDelta(t) if t.is_empty());
-                                if !empty && sender.send(Ok(tail)).await.is_err() {
-                                    break 'pump Err(InferenceError::Timeout);
-                                }
-                            }
                             BoundModel::redact_completion(&redactor, &mut completion);
                             completion.model = redactor.redact(&completion.model).into_owned();
-                            StreamEvent::Finished(completion)
+                            out.push(StreamEvent::Finished(completion));
                         }
-                    };
-                    if sender.send(Ok(guest_event)).await.is_err() {
-                        // The guest dropped the stream, or its event ended.
-                        break 'pump Err(InferenceError::Timeout);
+                    }
+                    for event in out {
+                        if sender.send(Ok(event)).await.is_err() {
+                            break 'pump Err(InferenceError::Timeout);
+                        }
+                    }
+                    if finished {
+                        // Nothing follows the finished completion.
+                        break 'pump Ok(());
                     }
                 }
-            }
-            if assembler.is_done() {
-                break Ok(());
             }
         };
         let usage = assembler.usage();
@@ -813,7 +838,7 @@ impl StreamPump {
         };
         // Without the final usage event the real output is unknown: charge
         // the reservation's worst case rather than undercount.
-        let (input, output) = if saw_usage && outcome.is_ok() {
+        let (input, output) = if saw_final_usage && outcome.is_ok() {
             (usage.input_tokens, usage.output_tokens)
         } else {
             (
