@@ -125,6 +125,15 @@ impl Services {
     }
 }
 
+/// What [`BoundModel::begin`] sets up for one call.
+struct CallStart {
+    started: Instant,
+    redactor: Arc<Redactor>,
+    reservation: Reservation,
+    reserved_tokens: u64,
+    key: Option<Secret>,
+}
+
 /// One agent's binding.
 pub struct BoundModel {
     /// The agent.
@@ -246,12 +255,9 @@ impl BoundModel {
         Ok((reservation, input_bound + output_bound, cost))
     }
 
-    /// The common start of every call: caps, the redactor for the answer,
-    /// and the budget reservation.
-    fn begin(
-        &self,
-        request: &CompletionRequest,
-    ) -> Result<(Instant, Arc<Redactor>, Reservation, u64), InferenceError> {
+    /// The common start of every call: caps, the budget reservation, the
+    /// key for this request only, and a redactor that covers it.
+    fn begin(&self, request: &CompletionRequest) -> Result<CallStart, InferenceError> {
         self.check_caps(request)?;
         let started = Instant::now();
         let redactor = self
@@ -259,7 +265,21 @@ impl BoundModel {
             .redactor()
             .map_err(|e| unavailable(format!("key vault: {e}")))?;
         let (reservation, reserved_tokens, _) = self.reserve(request)?;
-        Ok((started, redactor, reservation, reserved_tokens))
+        let key = match self.key() {
+            Ok(key) => key,
+            Err(error) => {
+                let _ = self.services.ledger.release(reservation);
+                return Err(error);
+            }
+        };
+        let redactor = self.redactor_covering(redactor, key.as_ref());
+        Ok(CallStart {
+            started,
+            redactor,
+            reservation,
+            reserved_tokens,
+            key,
+        })
     }
 
     /// The redactor, made sure to cover the key this call sends (a rotation
@@ -589,15 +609,13 @@ impl ModelBackend for BoundModel {
         request: CompletionRequest,
         call: &CallContext,
     ) -> Result<Completion, InferenceError> {
-        let (started, redactor, reservation, reserved_tokens) = self.begin(&request)?;
-        let key = match self.key() {
-            Ok(key) => key,
-            Err(error) => {
-                let _ = self.services.ledger.release(reservation);
-                return Err(error);
-            }
-        };
-        let redactor = self.redactor_covering(redactor, key.as_ref());
+        let CallStart {
+            started,
+            redactor,
+            reservation,
+            reserved_tokens,
+            key,
+        } = self.begin(&request)?;
         // Whether the provider may have done (and billed) the work: it
         // answered 2xx, or the call timed out after it was sent.
         let mut maybe_billed = false;
@@ -666,20 +684,26 @@ impl ModelBackend for BoundModel {
         request: CompletionRequest,
         call: &CallContext,
     ) -> Result<CompletionEvents, InferenceError> {
-        let (started, redactor, reservation, reserved_tokens) = self.begin(&request)?;
-        let key = match self.key() {
-            Ok(key) => key,
-            Err(error) => {
-                let _ = self.services.ledger.release(reservation);
-                return Err(error);
-            }
-        };
-        let redactor = self.redactor_covering(redactor, key.as_ref());
+        let CallStart {
+            started,
+            redactor,
+            reservation,
+            reserved_tokens,
+            key,
+        } = self.begin(&request)?;
         let body = self.body(&request, true);
         let response = match self.send(key.as_ref(), &body, call.deadline).await {
             Ok(response) => response,
             Err(error) => {
-                let record = self.record(&self.model, 0, 0, started, outcome_label(&error));
+                // A timeout may have come after the provider started work.
+                let max_output = u64::from(request.max_tokens);
+                let (input, output) = if matches!(error, InferenceError::Timeout) {
+                    (reserved_tokens.saturating_sub(max_output), max_output)
+                } else {
+                    (0, 0)
+                };
+                let record =
+                    self.record(&self.model, input, output, started, outcome_label(&error));
                 self.settle(reservation, &record);
                 return Err(Self::redact_error(&redactor, error));
             }
