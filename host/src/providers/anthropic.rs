@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::assemble::Increment;
+use super::str_field;
 use crate::bindings::inference::{
     Completion, CompletionRequest, ContentPart, Role, StopReason, ToolChoice, ToolUse, Usage,
 };
@@ -113,24 +114,10 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
         .ok_or("the response has no content array")?
         .iter()
         .filter_map(|block| match block.get("type").and_then(Value::as_str) {
-            Some("text") => Some(ContentPart::Text(
-                block
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-            )),
+            Some("text") => Some(ContentPart::Text(str_field(block, "text"))),
             Some("tool_use") => Some(ContentPart::ToolUse(ToolUse {
-                id: block
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                name: block
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
+                id: str_field(block, "id"),
+                name: str_field(block, "name"),
                 input: block
                     .get("input")
                     .map_or_else(|| "{}".to_string(), Value::to_string),
@@ -140,11 +127,7 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
         .collect();
     let usage = body.get("usage").cloned().unwrap_or(Value::Null);
     Ok(Completion {
-        model: body
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        model: str_field(body, "model"),
         content,
         stop_reason: stop_reason(
             body.get("stop_reason")
@@ -188,24 +171,12 @@ pub fn parse_event(data: &str) -> Result<Vec<Increment>, (String, String)> {
                 match block.get("type").and_then(Value::as_str) {
                     Some("tool_use") => vec![Increment::ToolStart {
                         index,
-                        id: block
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        name: block
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
+                        id: str_field(&block, "id"),
+                        name: str_field(&block, "name"),
                     }],
                     Some("text") => vec![Increment::Text {
                         index,
-                        text: block
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
+                        text: str_field(&block, "text"),
                     }],
                     _ => Vec::new(),
                 }
@@ -215,19 +186,11 @@ pub fn parse_event(data: &str) -> Result<Vec<Increment>, (String, String)> {
                 match delta.get("type").and_then(Value::as_str) {
                     Some("text_delta") => vec![Increment::Text {
                         index,
-                        text: delta
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
+                        text: str_field(&delta, "text"),
                     }],
                     Some("input_json_delta") => vec![Increment::ToolInput {
                         index,
-                        json: delta
-                            .get("partial_json")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
+                        json: str_field(&delta, "partial_json"),
                     }],
                     _ => Vec::new(),
                 }

@@ -18,3 +18,12 @@ pub fn error_message(body: &serde_json::Value) -> Option<String> {
         .and_then(serde_json::Value::as_str)
         .map(str::to_string)
 }
+
+/// A string field of a provider's JSON object, or empty when absent.
+fn str_field(value: &serde_json::Value, field: &str) -> String {
+    value
+        .get(field)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}

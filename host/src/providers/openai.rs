@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::assemble::Increment;
+use super::str_field;
 use crate::bindings::inference::{
     Completion, CompletionRequest, ContentPart, Role, StopReason, ToolChoice, ToolUse, Usage,
 };
@@ -160,11 +161,7 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
         .flatten()
     {
         content.push(ContentPart::ToolUse(ToolUse {
-            id: call
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            id: str_field(call, "id"),
             name: call
                 .pointer("/function/name")
                 .and_then(Value::as_str)
@@ -178,11 +175,7 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
         }));
     }
     Ok(Completion {
-        model: body
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        model: str_field(body, "model"),
         content,
         stop_reason: stop_reason(
             choice
