@@ -18,6 +18,10 @@ use rusqlite::Connection;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_vault", include_str!("../migrations/0001_vault.sql")),
     ("0002_usage", include_str!("../migrations/0002_usage.sql")),
+    (
+        "0003_memory_ledger",
+        include_str!("../migrations/0003_memory_ledger.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

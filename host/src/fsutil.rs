@@ -115,3 +115,19 @@ fn create_temp_file(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {
     }
     Ok((path.clone(), options.open(&path)?))
 }
+
+/// Opens `path` for writing, creating it with mode 0600 if needed, without
+/// following a symlink at its place, and checks it like
+/// [`check_owned_file`]. For lock files.
+pub fn open_private_file(path: &Path) -> std::io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let file = options.open(path)?;
+    check_owned_file(path)?;
+    Ok(file)
+}

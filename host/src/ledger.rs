@@ -2,18 +2,32 @@
 //!
 //! Every inference call goes through one path:
 //! 1. [`Ledger::reserve`] holds the call's worst-case tokens and cost
-//!    against the agent's budgets, atomically (one `BEGIN IMMEDIATE`
-//!    transaction, so concurrent calls, even from several processes, cannot
-//!    overshoot). Over budget, or over the requests-per-minute limit, it
-//!    refuses and nothing is sent.
+//!    against the agent's budgets, atomically under one lock, so concurrent
+//!    calls cannot overshoot. Over budget, or over the requests-per-minute
+//!    limit, it refuses and nothing is sent.
 //! 2. [`Ledger::settle`] replaces the reservation with the actual usage
-//!    (for streams, from the final usage event), or [`Ledger::release`]
-//!    drops it when the call failed before using anything.
+//!    (for streams, from the final usage event). A reservation dropped
+//!    without settling (the call failed before using anything, or its task
+//!    was cancelled) is released by its `Drop`.
 //!
-//! Reservations left behind by a crash expire after [`RESERVATION_TTL_SECS`].
+//! Budgets are checked in memory: the running totals of each agent's
+//! current day and month are loaded from the database the first time the
+//! agent calls a model, and kept up to date by every settlement. Usage rows
+//! are written by a background thread in batches, off the call path, so a
+//! call pays a few hundred nanoseconds for accounting rather than a SQLite
+//! transaction. [`Ledger::flush`] waits until everything settled so far is
+//! on disk; [`Ledger::summary`] flushes first.
+//!
+//! Because the totals live in one process, that process must be the only
+//! one spending from a state directory: [`Ledger::exclusive`] takes an
+//! advisory lock on it (`clawcage run` and the daemon do), so a second
+//! process refuses to start instead of silently doubling a budget.
 //! Windows are calendar days and months in UTC.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,9 +35,12 @@ use rusqlite::OptionalExtension;
 
 use crate::db::{Database, DbError, now_unix};
 
-/// How long an unsettled reservation counts against a budget: longer than
-/// any event's deadline.
-pub const RESERVATION_TTL_SECS: i64 = 20 * 60;
+/// The advisory lock file inside a state directory, held by the one process
+/// that enforces budgets.
+pub const LOCK_FILE: &str = "host.lock";
+
+/// At most this many usage rows are written in one transaction.
+const MAX_BATCH: usize = 512;
 
 /// An agent's budgets. Every field is optional; none set means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,12 +88,41 @@ impl From<rusqlite::Error> for BudgetError {
     }
 }
 
-/// A held reservation. Settle or release it; dropping it leaves it to
-/// expire.
-#[derive(Debug)]
-#[must_use = "a reservation must be settled or released"]
+/// A held reservation. [`Ledger::settle`] it with the call's usage;
+/// dropping it releases the hold (nothing was used).
+#[must_use = "a reservation must be settled, or dropped when nothing was used"]
 pub struct Reservation {
-    id: i64,
+    ledger: Arc<Shared>,
+    agent: Arc<str>,
+    id: u64,
+    tokens: u64,
+    cost_micros: u64,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("agent", &self.agent)
+            .field("tokens", &self.tokens)
+            .field("cost_micros", &self.cost_micros)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut books = self.ledger.lock_books();
+        // Only a reservation still pending is released: settled ones have
+        // already moved from held to used.
+        if let Some(book) = books.get_mut(&*self.agent)
+            && book.pending.remove(&self.id)
+        {
+            book.held_tokens = book.held_tokens.saturating_sub(self.tokens);
+            book.held_cost = book.held_cost.saturating_sub(self.cost_micros);
+            // Nothing was sent, so the call does not count as a request.
+            book.recent_starts.retain(|(_, id)| *id != self.id);
+        }
+    }
 }
 
 /// One call's actual usage. Metadata only.
@@ -125,10 +171,128 @@ pub struct UsageSummary {
     pub cost_micros: u64,
 }
 
-/// The usage ledger.
-#[derive(Debug, Clone)]
-pub struct Ledger {
+/// Settled tokens and cost in one calendar window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: i64,
+    tokens: u64,
+    cost_micros: u64,
+}
+
+impl Window {
+    /// Moves to the window starting at `start` if time has passed into it.
+    /// The ledger's process is the only one spending, so a new window starts
+    /// empty.
+    fn roll_to(&mut self, start: i64) {
+        if start > self.start {
+            *self = Window {
+                start,
+                tokens: 0,
+                cost_micros: 0,
+            };
+        }
+    }
+}
+
+/// One agent's running totals and holds.
+#[derive(Debug)]
+struct Book {
+    name: Arc<str>,
+    day: Window,
+    month: Window,
+    held_tokens: u64,
+    held_cost: u64,
+    /// Reservations not yet settled or dropped, by id.
+    pending: std::collections::HashSet<u64>,
+    /// Start times (Unix seconds) of calls in the last minute, oldest
+    /// first, for the requests-per-minute limit. Each stays counted after
+    /// its reservation settles, but one dropped unsettled (nothing sent) is
+    /// removed.
+    recent_starts: VecDeque<(i64, u64)>,
+}
+
+impl Book {
+    fn roll(&mut self, now: i64) {
+        self.day.roll_to(day_start(now));
+        self.month.roll_to(month_start(now));
+        while self
+            .recent_starts
+            .front()
+            .is_some_and(|(at, _)| *at <= now - 60)
+        {
+            self.recent_starts.pop_front();
+        }
+    }
+
+    fn add_usage(&mut self, tokens: u64, cost_micros: u64) {
+        for window in [&mut self.day, &mut self.month] {
+            window.tokens = window.tokens.saturating_add(tokens);
+            window.cost_micros = window.cost_micros.saturating_add(cost_micros);
+        }
+    }
+}
+
+/// A message to the writer thread.
+enum WriterMessage {
+    Usage(Box<UsageRecord>, i64),
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// What every clone of a ledger shares.
+struct Shared {
     db: Arc<Database>,
+    books: Mutex<HashMap<String, Book>>,
+    next_id: AtomicU64,
+    writer: Mutex<Option<mpsc::Sender<WriterMessage>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held for the ledger's life when it is the state directory's budget
+    /// authority.
+    _lock: Option<std::fs::File>,
+}
+
+impl Shared {
+    fn lock_books(&self) -> std::sync::MutexGuard<'_, HashMap<String, Book>> {
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, message: WriterMessage) -> bool {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        writer
+            .as_ref()
+            .is_some_and(|sender| sender.send(message).is_ok())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain what is queued and stop.
+        self.writer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = self
+            .writer_thread
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The usage ledger. Cheap to clone; clones share totals and the writer.
+#[derive(Clone)]
+pub struct Ledger {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("db", &self.shared.db)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Start of the UTC day containing `now` (Unix seconds).
@@ -190,9 +354,53 @@ fn to_i64(value: u64) -> i64 {
 }
 
 impl Ledger {
-    /// A ledger on `db`.
+    /// A ledger on `db`, without the state directory lock: for in-memory
+    /// databases, tests, and reading reports.
     pub fn new(db: Arc<Database>) -> Self {
-        Self { db }
+        Self::with_lock(db, None)
+    }
+
+    /// A ledger that is the budget authority for `state_dir`: it takes the
+    /// directory's advisory lock, and fails if another process holds it.
+    pub fn exclusive(db: Arc<Database>, state_dir: &Path) -> Result<Self, DbError> {
+        let path = state_dir.join(LOCK_FILE);
+        let state_error = |reason: String| DbError::StateDir {
+            path: state_dir.display().to_string(),
+            reason,
+        };
+        let file = crate::fsutil::open_private_file(&path)
+            .map_err(|e| state_error(format!("{LOCK_FILE}: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(state_error(
+                    "another clawcage process is running agents on this state directory; budgets are enforced by one process at a time".into(),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(state_error(format!("{LOCK_FILE}: {e}")));
+            }
+        }
+        Ok(Self::with_lock(db, Some(file)))
+    }
+
+    fn with_lock(db: Arc<Database>, lock: Option<std::fs::File>) -> Self {
+        let (sender, receiver) = mpsc::channel();
+        let writer_db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("clawcage-ledger".into())
+            .spawn(move || write_usage(&writer_db, &receiver))
+            .ok();
+        Self {
+            shared: Arc::new(Shared {
+                db,
+                books: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                writer: Mutex::new(thread.is_some().then_some(sender)),
+                writer_thread: Mutex::new(thread),
+                _lock: lock,
+            }),
+        }
     }
 
     /// Holds `tokens` and `cost_micros` (the call's worst case) for `agent`
@@ -215,60 +423,38 @@ impl Ledger {
         cost_micros: u64,
         now: i64,
     ) -> Result<Reservation, BudgetError> {
-        let mut conn = self.db.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM reservations WHERE expires_at <= ?1", [now])?;
+        let mut books = self.shared.lock_books();
+        let book = self.book(&mut books, agent, now)?;
+        book.roll(now);
 
-        let (held_tokens, held_cost): (i64, i64) = tx.query_row(
-            "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_micros), 0) FROM reservations WHERE agent = ?1",
-            [agent],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let spent_since = |window: &str, since: i64| -> rusqlite::Result<(i64, i64)> {
-            let (used_tokens, used_cost): (i64, i64) = tx
-                .query_row(
-                    "SELECT tokens, cost_micros FROM usage_totals WHERE agent = ?1 AND window = ?2 AND window_start = ?3",
-                    rusqlite::params![agent, window, since],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?
-                .unwrap_or((0, 0));
-            Ok((
-                used_tokens.saturating_add(held_tokens),
-                used_cost.saturating_add(held_cost),
-            ))
-        };
-
-        for (window, since, max_tokens, max_cost) in [
+        for (window, span, max_tokens, max_cost) in [
             (
+                book.day,
                 "day",
-                day_start(now),
                 limits.tokens_per_day,
                 limits.usd_micros_per_day,
             ),
             (
+                book.month,
                 "month",
-                month_start(now),
                 limits.tokens_per_month,
                 limits.usd_micros_per_month,
             ),
         ] {
-            if max_tokens.is_none() && max_cost.is_none() {
-                continue;
-            }
-            let (used_tokens, used_cost) = spent_since(window, since)?;
+            let used_tokens = window.tokens.saturating_add(book.held_tokens);
+            let used_cost = window.cost_micros.saturating_add(book.held_cost);
             if let Some(max) = max_tokens
-                && used_tokens.saturating_add(to_i64(tokens)) > to_i64(max)
+                && used_tokens.saturating_add(tokens) > max
             {
                 return Err(BudgetError::Exceeded(format!(
-                    "this call could use {tokens} tokens; {used_tokens} of the {max} tokens per {window} are used or held"
+                    "this call could use {tokens} tokens; {used_tokens} of the {max} tokens per {span} are used or held"
                 )));
             }
             if let Some(max) = max_cost
-                && used_cost.saturating_add(to_i64(cost_micros)) > to_i64(max)
+                && used_cost.saturating_add(cost_micros) > max
             {
                 return Err(BudgetError::Exceeded(format!(
-                    "this call could cost ${:.6}; ${:.6} of the ${:.6} per {window} is spent or held",
+                    "this call could cost ${:.6}; ${:.6} of the ${:.6} per {span} is spent or held",
                     cost_micros as f64 / 1e6,
                     used_cost as f64 / 1e6,
                     max as f64 / 1e6
@@ -276,72 +462,148 @@ impl Ledger {
             }
         }
 
-        if let Some(limit) = limits.requests_per_minute {
-            let (recent, oldest): (i64, Option<i64>) = tx.query_row(
-                "SELECT COUNT(*), MIN(at) FROM (
-                     SELECT at FROM usage WHERE agent = ?1 AND at > ?2
-                     UNION ALL SELECT created_at FROM reservations WHERE agent = ?1 AND created_at > ?2)",
-                rusqlite::params![agent, now - 60],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            if recent >= i64::from(limit) {
-                let retry_after_secs =
-                    oldest.map_or(60, |oldest| (oldest + 60 - now).clamp(1, 60) as u64);
-                return Err(BudgetError::RateLimited {
-                    limit,
-                    retry_after_secs,
-                });
-            }
+        if let Some(limit) = limits.requests_per_minute
+            && book.recent_starts.len() >= limit as usize
+        {
+            let retry_after_secs = book
+                .recent_starts
+                .front()
+                .map_or(60, |(oldest, _)| (oldest + 60 - now).clamp(1, 60) as u64);
+            return Err(BudgetError::RateLimited {
+                limit,
+                retry_after_secs,
+            });
         }
 
-        tx.execute(
-            "INSERT INTO reservations (agent, tokens, cost_micros, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            rusqlite::params![agent, to_i64(tokens), to_i64(cost_micros), now, now + RESERVATION_TTL_SECS],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok(Reservation { id })
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        book.held_tokens = book.held_tokens.saturating_add(tokens);
+        book.held_cost = book.held_cost.saturating_add(cost_micros);
+        book.pending.insert(id);
+        book.recent_starts.push_back((now, id));
+        Ok(Reservation {
+            ledger: self.shared.clone(),
+            agent: book.name.clone(),
+            id,
+            tokens,
+            cost_micros,
+        })
+    }
+
+    /// The agent's book, loading its current totals from the database the
+    /// first time.
+    fn book<'b>(
+        &self,
+        books: &'b mut HashMap<String, Book>,
+        agent: &str,
+        now: i64,
+    ) -> Result<&'b mut Book, BudgetError> {
+        if !books.contains_key(agent) {
+            let conn = self.shared.db.lock();
+            let totals = |window: &str, start: i64| -> rusqlite::Result<Window> {
+                let (tokens, cost): (i64, i64) = conn
+                    .query_row(
+                        "SELECT tokens, cost_micros FROM usage_totals WHERE agent = ?1 AND window = ?2 AND window_start = ?3",
+                        rusqlite::params![agent, window, start],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?
+                    .unwrap_or((0, 0));
+                Ok(Window {
+                    start,
+                    tokens: tokens.max(0) as u64,
+                    cost_micros: cost.max(0) as u64,
+                })
+            };
+            let day = totals("day", day_start(now))?;
+            let month = totals("month", month_start(now))?;
+            let recent: Vec<i64> = conn
+                .prepare("SELECT at FROM usage WHERE agent = ?1 AND at > ?2 ORDER BY at")?
+                .query_map(rusqlite::params![agent, now - 60], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            drop(conn);
+            books.insert(
+                agent.to_string(),
+                Book {
+                    name: Arc::from(agent),
+                    day,
+                    month,
+                    held_tokens: 0,
+                    held_cost: 0,
+                    pending: Default::default(),
+                    recent_starts: recent.into_iter().map(|at| (at, 0)).collect(),
+                },
+            );
+        }
+        let book = books
+            .get_mut(agent)
+            .ok_or_else(|| BudgetError::Exceeded("the usage ledger lost an agent".into()))?;
+        Ok(book)
     }
 
     /// Replaces a reservation with the call's actual usage.
-    pub fn settle(
-        &self,
-        reservation: Reservation,
-        record: &UsageRecord,
-    ) -> Result<(), BudgetError> {
-        let mut conn = self.db.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM reservations WHERE id = ?1", [reservation.id])?;
-        insert_usage(&tx, record, now_unix())?;
-        tx.commit()?;
-        Ok(())
+    pub fn settle(&self, reservation: Reservation, record: &UsageRecord) {
+        let now = now_unix();
+        {
+            let mut books = self.shared.lock_books();
+            if let Some(book) = books.get_mut(&*reservation.agent)
+                && book.pending.remove(&reservation.id)
+            {
+                book.held_tokens = book.held_tokens.saturating_sub(reservation.tokens);
+                book.held_cost = book.held_cost.saturating_sub(reservation.cost_micros);
+                book.roll(now);
+                book.add_usage(
+                    record.input_tokens.saturating_add(record.output_tokens),
+                    record.cost_micros,
+                );
+            }
+        }
+        // No longer pending, so its Drop releases nothing; the call stays
+        // counted among the last minute's starts.
+        drop(reservation);
+        self.enqueue(record, now);
     }
 
-    /// Drops a reservation whose call used nothing.
-    pub fn release(&self, reservation: Reservation) -> Result<(), BudgetError> {
-        self.db
-            .lock()
-            .execute("DELETE FROM reservations WHERE id = ?1", [reservation.id])?;
-        Ok(())
+    /// Records usage that had no reservation.
+    pub fn record(&self, record: &UsageRecord) {
+        let now = now_unix();
+        {
+            let mut books = self.shared.lock_books();
+            if let Ok(book) = self.book(&mut books, &record.agent, now) {
+                book.roll(now);
+                book.add_usage(
+                    record.input_tokens.saturating_add(record.output_tokens),
+                    record.cost_micros,
+                );
+                book.recent_starts.push_back((now, 0));
+            }
+        }
+        self.enqueue(record, now);
     }
 
-    /// Records usage that had no reservation (for example a call refused by
-    /// the provider before any budget applied).
-    pub fn record(&self, record: &UsageRecord) -> Result<(), BudgetError> {
-        let mut conn = self.db.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        insert_usage(&tx, record, now_unix())?;
-        tx.commit()?;
-        Ok(())
+    fn enqueue(&self, record: &UsageRecord, at: i64) {
+        let message = WriterMessage::Usage(Box::new(record.clone()), at);
+        if !self.shared.send(message) {
+            tracing::error!(agent = %record.agent, "usage writer is gone; usage row not recorded");
+        }
     }
 
-    /// Usage since `since` (Unix seconds), optionally for one agent.
+    /// Waits until every usage row settled so far is written.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.shared.send(WriterMessage::Flush(done)) {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Usage since `since` (Unix seconds), optionally for one agent. Flushes
+    /// first, so it includes every call settled before it.
     pub fn summary(
         &self,
         agent: Option<&str>,
         since: i64,
     ) -> Result<Vec<UsageSummary>, BudgetError> {
-        let conn = self.db.lock();
+        self.flush();
+        let conn = self.shared.db.lock();
         let mut statement = conn.prepare(
             "SELECT agent, provider, model, key_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_micros)
              FROM usage WHERE at >= ?1 AND (?2 IS NULL OR agent = ?2)
@@ -363,6 +625,49 @@ impl Ledger {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+}
+
+/// The writer thread: takes usage rows as they come and writes whatever has
+/// queued up in one transaction, until the ledger is dropped.
+fn write_usage(db: &Database, receiver: &mpsc::Receiver<WriterMessage>) {
+    let mut batch = Vec::new();
+    let mut flushes = Vec::new();
+    while let Ok(first) = receiver.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                WriterMessage::Usage(record, at) => batch.push((record, at)),
+                WriterMessage::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < MAX_BATCH {
+                next = receiver.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let written = {
+                let mut conn = db.lock();
+                write_batch(&mut conn, &batch)
+            };
+            if let Err(e) = written {
+                tracing::error!(rows = batch.len(), error = %e, "cannot write usage rows; budgets stay enforced in memory");
+            }
+            batch.clear();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn write_batch(
+    conn: &mut rusqlite::Connection,
+    batch: &[(Box<UsageRecord>, i64)],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for (record, at) in batch {
+        insert_usage(&tx, record, *at)?;
+    }
+    tx.commit()
 }
 
 fn insert_usage(
@@ -464,7 +769,7 @@ mod tests {
         assert_eq!(granted.len(), 10);
         // Settling for less than reserved frees room for more calls.
         for reservation in granted {
-            ledger.settle(reservation, &record("a", 10, 100)).unwrap();
+            ledger.settle(reservation, &record("a", 10, 100));
         }
         let more: Vec<_> = (0..20)
             .filter_map(|_| ledger.reserve("a", &limits, 100, 1_000).ok())
@@ -480,18 +785,51 @@ mod tests {
     }
 
     #[test]
-    fn released_and_expired_reservations_stop_counting() {
+    fn dropped_reservations_stop_counting_and_windows_roll() {
         let ledger = ledger();
         let limits = BudgetLimits {
-            tokens_per_month: Some(1_000),
+            tokens_per_day: Some(1_000),
             ..BudgetLimits::default()
         };
         let held = ledger.reserve("a", &limits, 1_000, 0).unwrap();
         assert!(ledger.reserve("a", &limits, 1, 0).is_err());
-        ledger.release(held).unwrap();
-        let _leaked = ledger.reserve("a", &limits, 1_000, 0).unwrap();
-        let later = now_unix() + RESERVATION_TTL_SECS + 1;
-        assert!(ledger.reserve_at("a", &limits, 1_000, 0, later).is_ok());
+        drop(held);
+        let held = ledger.reserve("a", &limits, 1_000, 0).unwrap();
+        ledger.settle(held, &record("a", 1_000, 0));
+        assert!(ledger.reserve("a", &limits, 1, 0).is_err());
+        // The next UTC day starts empty.
+        let tomorrow = day_start(now_unix()) + 86_400;
+        assert!(ledger.reserve_at("a", &limits, 1_000, 0, tomorrow).is_ok());
+    }
+
+    #[test]
+    fn totals_survive_a_restart() {
+        let db = Arc::new(Database::in_memory().unwrap());
+        let limits = BudgetLimits {
+            tokens_per_month: Some(100),
+            ..BudgetLimits::default()
+        };
+        let first = Ledger::new(db.clone());
+        let r = first.reserve("a", &limits, 100, 0).unwrap();
+        first.settle(r, &record("a", 80, 0));
+        drop(first); // drains the writer
+        let second = Ledger::new(db);
+        assert!(second.reserve("a", &limits, 21, 0).is_err());
+        assert!(second.reserve("a", &limits, 20, 0).is_ok());
+    }
+
+    #[test]
+    fn one_budget_authority_per_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let db = Arc::new(Database::create(&state).unwrap());
+        let first = Ledger::exclusive(db.clone(), &state).unwrap();
+        let err = Ledger::exclusive(db.clone(), &state)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another clawcage process"), "{err}");
+        drop(first);
+        assert!(Ledger::exclusive(db, &state).is_ok());
     }
 
     #[test]
@@ -501,9 +839,11 @@ mod tests {
             requests_per_minute: Some(3),
             ..BudgetLimits::default()
         };
+        // A call dropped before sending does not count.
+        drop(ledger.reserve("a", &limits, 1, 0).unwrap());
         for _ in 0..3 {
             let r = ledger.reserve("a", &limits, 1, 0).unwrap();
-            ledger.settle(r, &record("a", 1, 0)).unwrap();
+            ledger.settle(r, &record("a", 1, 0));
         }
         let err = ledger.reserve("a", &limits, 1, 0).unwrap_err();
         assert!(
@@ -514,9 +854,9 @@ mod tests {
     #[test]
     fn summary_groups_by_agent_model_and_key() {
         let ledger = ledger();
-        ledger.record(&record("a", 10, 7)).unwrap();
-        ledger.record(&record("a", 20, 8)).unwrap();
-        ledger.record(&record("b", 5, 1)).unwrap();
+        ledger.record(&record("a", 10, 7));
+        ledger.record(&record("a", 20, 8));
+        ledger.record(&record("b", 5, 1));
         let all = ledger.summary(None, 0).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(

@@ -193,21 +193,20 @@ fn usage_reports_spend_per_agent_model_and_key() {
         clawcage::db::Database::open(&state).unwrap(),
     ));
     for (agent, cost) in [("triage", 1_500), ("triage", 2_500), ("report", 90_000)] {
-        ledger
-            .record(&clawcage::ledger::UsageRecord {
-                agent: agent.into(),
-                binding: "default".into(),
-                provider: "anthropic".into(),
-                model: "claude-haiku-4-5".into(),
-                key_id: Some("main".into()),
-                input_tokens: 100,
-                output_tokens: 20,
-                cost_micros: cost,
-                latency_ms: 3,
-                outcome: "ok".into(),
-            })
-            .unwrap();
+        ledger.record(&clawcage::ledger::UsageRecord {
+            agent: agent.into(),
+            binding: "default".into(),
+            provider: "anthropic".into(),
+            model: "claude-haiku-4-5".into(),
+            key_id: Some("main".into()),
+            input_tokens: 100,
+            output_tokens: 20,
+            cost_micros: cost,
+            latency_ms: 3,
+            outcome: "ok".into(),
+        });
     }
+    ledger.flush();
     let report = clawcage(
         &state,
         &["usage", "--agent", "triage", "--since", "today"],

@@ -126,6 +126,7 @@ impl RunCommand {
             ..EngineOptions::default()
         };
         let mut cage = Cage::new(options)?;
+        let mut shared_services = None;
         if manifest
             .as_ref()
             .is_some_and(|m| m.models.values().any(|b| b.provider != "replay"))
@@ -134,7 +135,8 @@ impl RunCommand {
                 code: exit::BAD_MANIFEST,
                 message,
             })?;
-            cage = cage.with_services(services);
+            cage = cage.with_services(services.clone());
+            shared_services = Some(services);
         }
         let mut agent = match &manifest {
             Some(manifest) => {
@@ -174,6 +176,11 @@ impl RunCommand {
             agent.set_models(std::sync::Arc::new(recorded));
         }
         let invocation = agent.invoke(event).await;
+        if let Some(services) = &shared_services {
+            // Usage rows are written in the background: make sure they are
+            // on disk before the process exits.
+            services.ledger.flush();
+        }
         if let (Some(path), Some(tape)) = (&self.record, &tape) {
             let cassette = tape.lock().unwrap_or_else(|e| e.into_inner()).clone();
             cassette.save(path).map_err(|message| Failure {

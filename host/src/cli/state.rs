@@ -46,7 +46,7 @@ impl StateArgs {
         };
         let services = crate::providers::binding::Services::new(
             Arc::new(vault),
-            crate::ledger::Ledger::new(db),
+            crate::ledger::Ledger::exclusive(db, &dir).map_err(|e| e.to_string())?,
             prices,
         )?;
         Ok(Arc::new(services))

@@ -33,7 +33,7 @@ use crate::ledger::{BudgetError, BudgetLimits, Ledger, Reservation, UsageRecord}
 use crate::pricing::PriceTable;
 use crate::redact::Redactor;
 use crate::secret::Secret;
-use crate::vault::{Vault, VaultError};
+use crate::vault::{Vault, VaultError, VaultVersion};
 
 /// A provider kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub struct Services {
     pub prices: PriceTable,
     /// The HTTP client.
     pub http: reqwest::Client,
-    redactor: Mutex<Option<(String, Arc<Redactor>)>>,
+    redactor: Mutex<Option<(VaultVersion, Arc<Redactor>)>>,
 }
 
 impl std::fmt::Debug for Services {
@@ -268,7 +268,7 @@ impl BoundModel {
         let key = match self.key() {
             Ok(key) => key,
             Err(error) => {
-                let _ = self.services.ledger.release(reservation);
+                drop(reservation);
                 return Err(error);
             }
         };
@@ -506,9 +506,7 @@ impl BoundModel {
     }
 
     fn settle(&self, reservation: Reservation, record: &UsageRecord) {
-        if let Err(e) = self.services.ledger.settle(reservation, record) {
-            tracing::error!(agent = %self.agent, binding = %self.binding, error = %e, "cannot record usage");
-        }
+        self.services.ledger.settle(reservation, record);
     }
 }
 
@@ -894,9 +892,7 @@ impl StreamPump {
             latency_ms: self.started.elapsed().as_millis() as u64,
             outcome: label.to_string(),
         };
-        if let Err(e) = self.model.services.ledger.settle(self.reservation, &record) {
-            tracing::error!(agent = %self.model.agent, binding = %self.model.binding, error = %e, "cannot record usage");
-        }
+        self.model.services.ledger.settle(self.reservation, &record);
         if let Err(error) = outcome {
             let _ = sender
                 .send(Err(BoundModel::redact_error(&redactor, error)))
