@@ -27,7 +27,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,9 @@ pub const LOCK_FILE: &str = "host.lock";
 
 /// At most this many usage rows are written in one transaction.
 const MAX_BATCH: usize = 512;
+/// How long the writer waits for more rows before writing a batch: the
+/// most a crash can lose (budgets themselves are enforced in memory).
+const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// An agent's budgets. Every field is optional; none set means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,10 +235,35 @@ impl Book {
     }
 }
 
-/// A message to the writer thread.
-enum WriterMessage {
-    Usage(Box<UsageRecord>, i64),
-    Flush(mpsc::SyncSender<()>),
+/// Usage rows waiting for the writer thread.
+#[derive(Default)]
+struct Queue {
+    rows: Vec<(UsageRecord, i64)>,
+    /// Rows ever queued, and rows ever taken by the writer and written (or
+    /// given up on): a flush waits until the second reaches the first.
+    queued: u64,
+    done: u64,
+    /// Someone waits in [`Ledger::flush`]: write without lingering.
+    flush_wanted: bool,
+    /// The ledger is gone: write what is left and stop.
+    closed: bool,
+}
+
+/// The queue between calls and the writer thread.
+struct Writer {
+    db: Arc<Database>,
+    queue: Mutex<Queue>,
+    /// Wakes the writer: the queue became non-empty, a flush is wanted, or
+    /// the ledger closed.
+    wake_writer: Condvar,
+    /// Wakes flushers: the writer finished a batch.
+    batch_done: Condvar,
+}
+
+impl Writer {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// What every clone of a ledger shares.
@@ -243,39 +271,24 @@ struct Shared {
     db: Arc<Database>,
     books: Mutex<HashMap<String, Book>>,
     next_id: AtomicU64,
-    writer: Mutex<Option<mpsc::Sender<WriterMessage>>>,
-    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: Arc<Writer>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     /// Held for the ledger's life when it is the state directory's budget
     /// authority.
     _lock: Option<std::fs::File>,
 }
 
 impl Shared {
-    fn lock_books(&self) -> std::sync::MutexGuard<'_, HashMap<String, Book>> {
+    fn lock_books(&self) -> MutexGuard<'_, HashMap<String, Book>> {
         self.books.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn send(&self, message: WriterMessage) -> bool {
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        writer
-            .as_ref()
-            .is_some_and(|sender| sender.send(message).is_ok())
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Closing the channel lets the writer drain what is queued and stop.
-        self.writer
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(thread) = self
-            .writer_thread
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        self.writer.lock_queue().closed = true;
+        self.writer.wake_writer.notify_all();
+        if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
         }
     }
@@ -385,19 +398,31 @@ impl Ledger {
     }
 
     fn with_lock(db: Arc<Database>, lock: Option<std::fs::File>) -> Self {
-        let (sender, receiver) = mpsc::channel();
-        let writer_db = db.clone();
-        let thread = std::thread::Builder::new()
+        let writer = Arc::new(Writer {
+            db: db.clone(),
+            queue: Mutex::new(Queue::default()),
+            wake_writer: Condvar::new(),
+            batch_done: Condvar::new(),
+        });
+        let thread_writer = writer.clone();
+        let writer_thread = match std::thread::Builder::new()
             .name("clawcage-ledger".into())
-            .spawn(move || write_usage(&writer_db, &receiver))
-            .ok();
+            .spawn(move || write_usage(&thread_writer))
+        {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the usage writer; usage rows will not be stored");
+                writer.lock_queue().closed = true;
+                None
+            }
+        };
         Self {
             shared: Arc::new(Shared {
                 db,
                 books: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
-                writer: Mutex::new(thread.is_some().then_some(sender)),
-                writer_thread: Mutex::new(thread),
+                writer,
+                writer_thread,
                 _lock: lock,
             }),
         }
@@ -581,17 +606,36 @@ impl Ledger {
     }
 
     fn enqueue(&self, record: &UsageRecord, at: i64) {
-        let message = WriterMessage::Usage(Box::new(record.clone()), at);
-        if !self.shared.send(message) {
-            tracing::error!(agent = %record.agent, "usage writer is gone; usage row not recorded");
+        let writer = &self.shared.writer;
+        let mut queue = writer.lock_queue();
+        if queue.closed {
+            tracing::error!(agent = %record.agent, "the usage writer is gone; usage row not stored");
+            return;
+        }
+        queue.rows.push((record.clone(), at));
+        queue.queued += 1;
+        // Only the first row of a batch wakes the writer; the rest wait for
+        // it to linger and collect them.
+        if queue.rows.len() == 1 {
+            writer.wake_writer.notify_one();
         }
     }
 
     /// Waits until every usage row settled so far is written.
     pub fn flush(&self) {
-        let (done, wait) = mpsc::sync_channel(1);
-        if self.shared.send(WriterMessage::Flush(done)) {
-            let _ = wait.recv();
+        let writer = &self.shared.writer;
+        let mut queue = writer.lock_queue();
+        let target = queue.queued;
+        if queue.done >= target || queue.closed {
+            return;
+        }
+        queue.flush_wanted = true;
+        writer.wake_writer.notify_all();
+        while queue.done < target && !queue.closed {
+            queue = writer
+                .batch_done
+                .wait(queue)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -627,80 +671,95 @@ impl Ledger {
     }
 }
 
-/// The writer thread: takes usage rows as they come and writes whatever has
-/// queued up in one transaction, until the ledger is dropped.
-fn write_usage(db: &Database, receiver: &mpsc::Receiver<WriterMessage>) {
-    let mut batch = Vec::new();
-    let mut flushes = Vec::new();
-    while let Ok(first) = receiver.recv() {
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                WriterMessage::Usage(record, at) => batch.push((record, at)),
-                WriterMessage::Flush(done) => flushes.push(done),
-            }
-            if batch.len() < MAX_BATCH {
-                next = receiver.try_recv().ok();
-            }
+/// The writer thread: when rows arrive, waits up to [`WRITE_LINGER`] for
+/// more (less if someone flushes, or the batch is full) and writes them in
+/// one transaction; stops when the ledger is dropped. Lingering keeps the
+/// database lock, which calls also take to check the vault, free nearly all
+/// the time, and costs a call no wake-up of this thread.
+fn write_usage(writer: &Writer) {
+    loop {
+        let mut queue = writer.lock_queue();
+        while queue.rows.is_empty() && !queue.closed {
+            queue = writer
+                .wake_writer
+                .wait(queue)
+                .unwrap_or_else(|e| e.into_inner());
         }
-        if !batch.is_empty() {
+        if !queue.flush_wanted && !queue.closed && queue.rows.len() < MAX_BATCH {
+            queue = writer
+                .wake_writer
+                .wait_timeout(queue, WRITE_LINGER)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let rows = std::mem::take(&mut queue.rows);
+        queue.flush_wanted = false;
+        let closed = queue.closed;
+        drop(queue);
+        if !rows.is_empty() {
             let written = {
-                let mut conn = db.lock();
-                write_batch(&mut conn, &batch)
+                let mut conn = writer.db.lock();
+                write_batch(&mut conn, &rows)
             };
             if let Err(e) = written {
-                tracing::error!(rows = batch.len(), error = %e, "cannot write usage rows; budgets stay enforced in memory");
+                tracing::error!(rows = rows.len(), error = %e, "cannot write usage rows; budgets stay enforced in memory");
             }
-            batch.clear();
         }
-        for done in flushes.drain(..) {
-            let _ = done.send(());
+        writer.lock_queue().done += rows.len() as u64;
+        writer.batch_done.notify_all();
+        if closed {
+            return;
         }
     }
 }
 
 fn write_batch(
     conn: &mut rusqlite::Connection,
-    batch: &[(Box<UsageRecord>, i64)],
+    batch: &[(UsageRecord, i64)],
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // One upsert per agent and window for the whole batch, not per row.
+    let mut totals: HashMap<(&str, &str, i64), (i64, i64)> = HashMap::new();
     for (record, at) in batch {
-        insert_usage(&tx, record, *at)?;
+        let tokens = to_i64(record.input_tokens.saturating_add(record.output_tokens));
+        for (window, start) in [("day", day_start(*at)), ("month", month_start(*at))] {
+            let entry = totals
+                .entry((record.agent.as_str(), window, start))
+                .or_default();
+            entry.0 = entry.0.saturating_add(tokens);
+            entry.1 = entry.1.saturating_add(to_i64(record.cost_micros));
+        }
     }
-    tx.commit()
-}
-
-fn insert_usage(
-    conn: &rusqlite::Connection,
-    record: &UsageRecord,
-    at: i64,
-) -> rusqlite::Result<usize> {
-    let tokens = to_i64(record.input_tokens.saturating_add(record.output_tokens));
-    for (window, start) in [("day", day_start(at)), ("month", month_start(at))] {
-        conn.execute(
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut upsert = tx.prepare_cached(
             "INSERT INTO usage_totals (agent, window, window_start, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (agent, window, window_start)
              DO UPDATE SET tokens = tokens + excluded.tokens, cost_micros = cost_micros + excluded.cost_micros",
-            rusqlite::params![record.agent, window, start, tokens, to_i64(record.cost_micros)],
         )?;
+        for ((agent, window, start), (tokens, cost)) in &totals {
+            upsert.execute(rusqlite::params![agent, window, start, tokens, cost])?;
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO usage (at, agent, binding, provider, model, key_id, input_tokens, output_tokens, cost_micros, latency_ms, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for (record, at) in batch {
+            insert.execute(rusqlite::params![
+                at,
+                record.agent,
+                record.binding,
+                record.provider,
+                record.model,
+                record.key_id,
+                to_i64(record.input_tokens),
+                to_i64(record.output_tokens),
+                to_i64(record.cost_micros),
+                to_i64(record.latency_ms),
+                record.outcome,
+            ])?;
+        }
     }
-    conn.execute(
-        "INSERT INTO usage (at, agent, binding, provider, model, key_id, input_tokens, output_tokens, cost_micros, latency_ms, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        rusqlite::params![
-            at,
-            record.agent,
-            record.binding,
-            record.provider,
-            record.model,
-            record.key_id,
-            to_i64(record.input_tokens),
-            to_i64(record.output_tokens),
-            to_i64(record.cost_micros),
-            to_i64(record.latency_ms),
-            record.outcome,
-        ],
-    )
+    tx.commit()
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod agent;
 pub mod bindings;
 pub mod cli;
 pub mod db;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod event;

@@ -470,7 +470,8 @@ impl Vault {
         let data_version: i64 = self
             .db
             .lock()
-            .pragma_query_value(None, "data_version", |r| r.get(0))?;
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
         Ok(VaultVersion {
             local: self.generation.load(std::sync::atomic::Ordering::Acquire),
             data_version,
@@ -489,11 +490,8 @@ impl Vault {
         let row: Option<StoredKey> = self
             .db
             .lock()
-            .query_row(
-                "SELECT provider, nonce, ciphertext FROM keys WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .prepare_cached("SELECT provider, nonce, ciphertext FROM keys WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let Some((stored_provider, nonce, ciphertext)) = row else {
             return Err(VaultError::UnknownKey(id.into()));

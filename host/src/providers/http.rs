@@ -18,6 +18,14 @@ pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// Builds the shared client.
 pub fn client() -> Result<reqwest::Client, String> {
+    client_builder()?
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// The settings every outbound client shares: rustls on ring with the
+/// platform's roots, pooled connections, no redirects, no proxies.
+pub fn client_builder() -> Result<reqwest::ClientBuilder, String> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -26,15 +34,13 @@ pub fn client() -> Result<reqwest::Client, String> {
         .with_platform_verifier()
         .map_err(|e| format!("TLS roots: {e}"))?
         .with_no_client_auth();
-    reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(90))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .user_agent(concat!("clawcage/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+        .user_agent(concat!("clawcage/", env!("CARGO_PKG_VERSION"))))
 }
 
 /// Whether a status is worth retrying: rate limits, overload and server
