@@ -54,6 +54,7 @@ pub struct Cage {
     engine: CageEngine,
     linker: Arc<Linker<AgentState>>,
     services: Option<Arc<Services>>,
+    decisions: Option<Arc<dyn crate::tools::connector::DecisionSink>>,
 }
 
 impl std::fmt::Debug for Cage {
@@ -79,6 +80,7 @@ impl Cage {
             engine,
             linker: Arc::new(linker),
             services: None,
+            decisions: None,
         })
     }
 
@@ -86,6 +88,16 @@ impl Cage {
     /// can bind models.
     pub fn with_services(mut self, services: Arc<Services>) -> Self {
         self.services = Some(services);
+        self
+    }
+
+    /// Sends every tool-call decision (allowed or denied) to `sink` as well
+    /// as to the logs.
+    pub fn with_decision_sink(
+        mut self,
+        sink: Arc<dyn crate::tools::connector::DecisionSink>,
+    ) -> Self {
+        self.decisions = Some(sink);
         self
     }
 
@@ -188,17 +200,13 @@ impl Cage {
     /// component's relative path (normally the manifest's directory).
     pub fn load_manifest(&self, manifest: &Manifest, base_dir: &Path) -> Result<Agent, LoadError> {
         let models = self.bind_models(manifest, base_dir)?;
-        if !manifest.tools.is_empty() {
-            return Err(LoadError::Unsupported(format!(
-                "the manifest grants tools ({}), but this host has no tool connectors yet",
-                manifest
-                    .tools
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        let tools = crate::tools::grants::build(
+            &manifest.name,
+            &manifest.tools,
+            self.services.as_ref(),
+            self.decisions.clone(),
+        )
+        .map_err(LoadError::Manifest)?;
         if manifest.limits.fuel.is_some() && !self.engine.options().fuel {
             return Err(LoadError::Unsupported(
                 "limits.fuel needs an engine with fuel metering enabled".into(),
@@ -224,6 +232,7 @@ impl Cage {
             .set_limits(manifest.limits.clone())
             .map_err(LoadError::Manifest)?;
         agent.set_models(models);
+        agent.set_tools(Arc::new(tools));
         Ok(agent)
     }
 

@@ -22,7 +22,7 @@
 //! tokens_per_month = 20000000
 //! requests_per_minute = 60
 //!
-//! [tools.github]                # a tool grant (see below)
+//! [tools.github]                # a tool grant (see `tools::grants`)
 //! credential = "github-bot"
 //! actions = ["issues.add_labels"]
 //! resources = ["acme/support"]
@@ -110,18 +110,61 @@ pub struct ModelBinding {
     pub temperature: Option<[f32; 2]>,
 }
 
-/// A tool grant: what `tool.open(<name>)` gives the agent.
+/// A tool grant: what `tool.open(<name>)` gives the agent. See
+/// [`crate::tools::grants`] for what each kind accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolGrant {
-    /// Id of the credential in the host's vault.
+    /// `github`, `slack`, `notion` or `http`; defaults to the tool's name.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Id of the credential in the host's vault (never the secret itself).
     #[serde(default)]
     pub credential: Option<String>,
     /// The actions granted.
     pub actions: Vec<String>,
-    /// The resources (repositories, channels, pages) the actions may touch.
+    /// The resources the actions may touch: repository patterns, channel
+    /// ids, or Notion page and database ids.
     #[serde(default)]
     pub resources: Vec<String>,
+    /// The service's base URL (GitHub Enterprise, tests); the public API by
+    /// default.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// For `http`: what may be requested.
+    #[serde(default)]
+    pub rules: Vec<HttpRuleSpec>,
+    /// For `http`: the header the credential goes in (default
+    /// `authorization`).
+    #[serde(default)]
+    pub credential_header: Option<String>,
+    /// For `http`: the header's value, with `{credential}` replaced (default
+    /// `Bearer {credential}`).
+    #[serde(default)]
+    pub credential_format: Option<String>,
+    /// Largest response read, in bytes (default 4 MiB).
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
+    /// Time allowed for one request, in milliseconds (default 30 000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Hosts that may be reached over plain http. Default: none.
+    #[serde(default)]
+    pub allow_http: Vec<String>,
+    /// Hosts that may resolve to loopback, private, link-local or metadata
+    /// addresses. Default: none.
+    #[serde(default)]
+    pub allow_private: Vec<String>,
+}
+
+/// A rule of an `http` tool grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRuleSpec {
+    /// Allowed methods (`GET`, `POST`, …).
+    pub methods: Vec<String>,
+    /// The URL prefix: scheme, host, optional port and path prefix.
+    pub url: String,
 }
 
 impl Manifest {

@@ -8,4 +8,5 @@ mod loading;
 mod macro_errors;
 mod sandbox;
 mod sdk;
+mod tools;
 mod vault;

@@ -18,6 +18,7 @@ use clawcage::{Agent, Cage, EngineOptions, Event};
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
 pub mod fake_provider;
+pub mod fake_tools;
 
 /// A directory for precompiled components shared by the tests of one run.
 pub fn cache_dir() -> PathBuf {
@@ -166,7 +167,7 @@ impl ToolBackend for EchoTool {
         }]
     }
 
-    async fn call(&self, action: &str, input: &str) -> Result<String, ToolError> {
+    async fn call(&self, action: &str, input: serde_json::Value) -> Result<String, ToolError> {
         self.calls
             .lock()
             .unwrap()

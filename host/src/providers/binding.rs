@@ -538,9 +538,21 @@ fn error_kind(error: &reqwest::Error) -> &'static str {
 
 /// Redacts every string inside a JSON document, keeping it valid JSON.
 fn redact_json(redactor: &Redactor, json: &str) -> String {
+    match serde_json::from_str::<Value>(json) {
+        Ok(value) => redact_value(redactor, value).to_string(),
+        Err(_) => redactor.redact(json).into_owned(),
+    }
+}
+
+/// Redacts every string and object key inside a JSON value.
+pub fn redact_value(redactor: &Redactor, mut value: Value) -> Value {
     fn walk(redactor: &Redactor, value: &mut Value) {
         match value {
-            Value::String(s) => *s = redactor.redact(s).into_owned(),
+            Value::String(s) => {
+                if let std::borrow::Cow::Owned(clean) = redactor.redact(s) {
+                    *s = clean;
+                }
+            }
             Value::Array(items) => items.iter_mut().for_each(|v| walk(redactor, v)),
             Value::Object(map) => {
                 *map = std::mem::take(map)
@@ -554,13 +566,8 @@ fn redact_json(redactor: &Redactor, json: &str) -> String {
             _ => {}
         }
     }
-    match serde_json::from_str::<Value>(json) {
-        Ok(mut value) => {
-            walk(redactor, &mut value);
-            value.to_string()
-        }
-        Err(_) => redactor.redact(json).into_owned(),
-    }
+    walk(redactor, &mut value);
+    value
 }
 
 async fn read_bounded(

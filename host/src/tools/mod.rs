@@ -5,7 +5,19 @@
 //! - no tools, so `tool.open(..)` answers `not-granted` for every name;
 //! - an opened tool offers only the actions its grant lists; any other action
 //!   answers `not-granted` without reaching the backend;
-//! - inputs must be a JSON object of at most [`MAX_TOOL_INPUT_BYTES`].
+//! - inputs must be a JSON object of at most [`MAX_TOOL_INPUT_BYTES`];
+//! - connectors ([`github`], [`slack`], [`notion`], [`http`]) then check the
+//!   input against the action's schema and the grant's scope, record the
+//!   decision, and reach the network only through the [`crate::egress`]
+//!   policy; see [`grants`] for how a manifest's grants become tools.
+
+pub mod connector;
+pub mod github;
+pub mod grants;
+pub mod http;
+pub mod notion;
+pub mod schema;
+pub mod slack;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +44,7 @@ pub trait ToolBackend: Send + Sync + 'static {
     /// The actions granted, with their input schemas.
     fn actions(&self) -> Vec<ActionInfo>;
     /// Runs a granted `action` with a JSON object `input`; returns JSON.
-    async fn call(&self, action: &str, input: &str) -> Result<String, ToolError>;
+    async fn call(&self, action: &str, input: serde_json::Value) -> Result<String, ToolError>;
 }
 
 /// The tools granted to one agent, by name.
@@ -145,8 +157,8 @@ impl HostTool for ToolsView<'_> {
                 input.len()
             ))));
         }
-        match serde_json::from_str::<serde_json::Value>(&input) {
-            Ok(serde_json::Value::Object(_)) => {}
+        let input = match serde_json::from_str::<serde_json::Value>(&input) {
+            Ok(input @ serde_json::Value::Object(_)) => input,
             Ok(_) => {
                 return Ok(Err(ToolError::InvalidInput(
                     "input must be a JSON object".into(),
@@ -157,8 +169,8 @@ impl HostTool for ToolsView<'_> {
                     "input is not valid JSON: {e}"
                 ))));
             }
-        }
-        Ok(backend.call(&action, &input).await)
+        };
+        Ok(backend.call(&action, input).await)
     }
 
     async fn drop(&mut self, tool: Resource<ToolHandle>) -> wasmtime::Result<()> {

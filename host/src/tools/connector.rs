@@ -1,0 +1,384 @@
+//! What every connector shares: the action table with validated schemas,
+//! the decision log, and one HTTP path that applies the egress policy,
+//! injects the credential, bounds the reply and scrubs it of secrets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+
+use super::{ActionInfo, ToolBackend, ToolError};
+use crate::bindings::types::{RateLimit, UpstreamError};
+use crate::egress::{EgressPolicy, ReadError};
+use crate::providers::binding::Services;
+
+/// One action a connector can offer.
+#[derive(Debug, Clone)]
+pub struct Action {
+    /// The action's name, as granted and called.
+    pub name: &'static str,
+    /// What it does, for the agent and its model.
+    pub description: &'static str,
+    /// The JSON Schema of its input.
+    pub schema: Value,
+}
+
+/// A decision on one tool call: metadata only, never the payload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    /// The agent.
+    pub agent: String,
+    /// The tool, as granted.
+    pub tool: String,
+    /// The action.
+    pub action: String,
+    /// The resource the call would touch (repository, channel, page, URL).
+    pub resource: String,
+    /// Whether it was allowed.
+    pub allowed: bool,
+    /// Why it was denied.
+    pub reason: Option<String>,
+}
+
+/// Where decisions go: the host's logs always, and any sink installed (the
+/// daemon's audit log, or a test).
+pub trait DecisionSink: Send + Sync + 'static {
+    /// Records one decision.
+    fn record(&self, decision: &Decision);
+}
+
+/// Records a decision in the logs and the sink.
+pub fn record_decision(sink: Option<&Arc<dyn DecisionSink>>, decision: Decision) {
+    tracing::info!(
+        target: "clawcage::decision",
+        agent = %decision.agent,
+        tool = %decision.tool,
+        action = %decision.action,
+        resource = %decision.resource,
+        allowed = decision.allowed,
+        reason = decision.reason.as_deref().unwrap_or(""),
+        "tool call decision"
+    );
+    if let Some(sink) = sink {
+        sink.record(&decision);
+    }
+}
+
+/// A connector: a service's actions, run on validated input.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// Every action the connector supports.
+    fn catalogue() -> Vec<Action>
+    where
+        Self: Sized;
+    /// The resource `input` names, for the scope check and the decision.
+    fn resource(&self, action: &str, input: &Value) -> String;
+    /// Whether the grant covers that resource; `Err` says why not.
+    fn in_scope(&self, action: &str, input: &Value) -> Result<(), String>;
+    /// Runs an action whose input passed its schema and the scope check.
+    async fn run(&self, action: &str, input: Value) -> Result<Value, ToolError>;
+}
+
+/// A granted tool backed by a connector: checks the schema and the scope,
+/// records the decision, runs the action and scrubs the result.
+pub struct ConnectorTool<C> {
+    connector: C,
+    actions: Vec<Action>,
+    identity: Identity,
+}
+
+/// Who is calling what, for decisions.
+#[derive(Clone)]
+pub struct Identity {
+    /// The agent.
+    pub agent: Arc<str>,
+    /// The tool's granted name.
+    pub tool: String,
+    /// Where decisions go besides the logs.
+    pub sink: Option<Arc<dyn DecisionSink>>,
+}
+
+impl<C: Connector> ConnectorTool<C> {
+    /// A tool offering `granted` actions of `connector`; unknown names are an
+    /// error naming them.
+    pub fn new(connector: C, granted: &[String], identity: Identity) -> Result<Self, String> {
+        let catalogue = C::catalogue();
+        let mut actions = Vec::new();
+        for name in granted {
+            let action = catalogue.iter().find(|a| a.name == name).ok_or_else(|| {
+                format!(
+                    "unknown action {name:?}; this tool offers {}",
+                    catalogue
+                        .iter()
+                        .map(|a| a.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            actions.push(action.clone());
+        }
+        Ok(Self {
+            connector,
+            actions,
+            identity,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl<C: Connector> ToolBackend for ConnectorTool<C> {
+    fn actions(&self) -> Vec<ActionInfo> {
+        self.actions
+            .iter()
+            .map(|a| ActionInfo {
+                name: a.name.to_string(),
+                description: a.description.to_string(),
+                input_schema: a.schema.to_string(),
+            })
+            .collect()
+    }
+
+    async fn call(&self, action: &str, input: Value) -> Result<String, ToolError> {
+        let Some(spec) = self.actions.iter().find(|a| a.name == action) else {
+            return Err(ToolError::NotGranted(format!(
+                "action {action:?} is not granted"
+            )));
+        };
+        super::schema::validate(&spec.schema, &input).map_err(ToolError::InvalidInput)?;
+        let resource = self.connector.resource(action, &input);
+        let scope = self.connector.in_scope(action, &input);
+        record_decision(
+            self.identity.sink.as_ref(),
+            Decision {
+                agent: self.identity.agent.to_string(),
+                tool: self.identity.tool.clone(),
+                action: action.to_string(),
+                resource,
+                allowed: scope.is_ok(),
+                reason: scope.as_ref().err().cloned(),
+            },
+        );
+        scope.map_err(ToolError::Denied)?;
+        let value = self.connector.run(action, input).await?;
+        Ok(value.to_string())
+    }
+}
+
+/// The credential a connector injects: a vault key id and the provider
+/// kind the vault must have it under.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// Vault key id.
+    pub key_id: String,
+    /// The key's provider kind in the vault (`github`, `slack`, …).
+    pub kind: &'static str,
+}
+
+/// One service endpoint: base URL, egress policy, client and credential.
+pub struct Endpoint {
+    /// The base URL; request paths are appended to its path.
+    pub base: Url,
+    /// The egress policy.
+    pub policy: Arc<EgressPolicy>,
+    /// The client (its resolver applies the policy).
+    pub client: reqwest::Client,
+    /// The credential, if any.
+    pub credential: Option<Credential>,
+    /// How the credential is sent: header name and a value template in
+    /// which `{credential}` is replaced.
+    pub auth_header: (HeaderName, String),
+    /// Headers every request carries (API versions).
+    pub fixed_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Largest reply read.
+    pub max_response_bytes: usize,
+    /// Vault and redactor; `None` when the host holds no secrets.
+    pub services: Option<Arc<Services>>,
+}
+
+/// A reply from a service, its body bounded.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON (`null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl Endpoint {
+    /// The base URL with `segments` appended, each percent-encoded as one
+    /// path segment (so `../` or `/` inside a value cannot move the path),
+    /// and `query` pairs.
+    pub fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url, ToolError> {
+        let mut url = self.base.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|()| ToolError::InvalidInput("the base URL cannot take a path".into()))?;
+            path.pop_if_empty();
+            for segment in segments {
+                if segment.is_empty() || *segment == "." || *segment == ".." {
+                    return Err(ToolError::InvalidInput(format!(
+                        "{segment:?} is not a valid path segment"
+                    )));
+                }
+                path.push(segment);
+            }
+        }
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in query {
+                pairs.append_pair(name, value);
+            }
+        }
+        Ok(url)
+    }
+
+    /// Sends one request: egress check, credential, bounded reply. A 3xx is
+    /// refused (redirects are never followed).
+    pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        extra_headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<Reply, ToolError> {
+        self.policy
+            .check_url(&url)
+            .map_err(|denied| ToolError::Denied(denied.0))?;
+        let mut request = self.client.request(method, url.clone());
+        for (name, value) in &self.fixed_headers {
+            request = request.header(name, value.clone());
+        }
+        let has_content_type = extra_headers
+            .iter()
+            .any(|(name, _)| name == reqwest::header::CONTENT_TYPE);
+        for (name, value) in extra_headers {
+            request = request.header(name, value);
+        }
+        if let Some(credential) = &self.credential {
+            let services = self
+                .services
+                .as_ref()
+                .ok_or_else(|| unavailable("no key vault holds the credential"))?;
+            let secret = services
+                .vault
+                .secret(&credential.key_id, credential.kind)
+                .map_err(|e| unavailable(format!("credential {:?}: {e}", credential.key_id)))?;
+            let token = secret
+                .expose_str()
+                .ok_or_else(|| unavailable("the credential is not valid text"))?;
+            let value = zeroize::Zeroizing::new(self.auth_header.1.replace("{credential}", token));
+            let mut header = HeaderValue::from_str(&value)
+                .map_err(|_| unavailable("the credential is not a valid header value"))?;
+            header.set_sensitive(true);
+            request = request.header(self.auth_header.0.clone(), header);
+        }
+        if let Some(body) = body {
+            if !has_content_type {
+                request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+            }
+            request = request.body(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            if let Some(denied) = crate::egress::denial_in(&e) {
+                ToolError::Denied(denied.0)
+            } else if e.is_timeout() {
+                unavailable("the service did not answer in time")
+            } else {
+                unavailable(format!(
+                    "cannot reach {}",
+                    url.host_str().unwrap_or("the service")
+                ))
+            }
+        })?;
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok());
+            return Err(ToolError::Denied(
+                self.policy.check_redirect(&url, location).0,
+            ));
+        }
+        let headers = response.headers().clone();
+        let body = crate::egress::read_bounded(response, self.max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge(_) => ToolError::Upstream(UpstreamError {
+                    status: Some(status.as_u16()),
+                    message: e.to_string(),
+                }),
+                ReadError::Failed(_) => unavailable(e.to_string()),
+            })?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Scrubs every host-held secret out of a value bound for the guest.
+    pub fn scrub(&self, value: Value) -> Result<Value, ToolError> {
+        let Some(services) = &self.services else {
+            return Ok(value);
+        };
+        let redactor = services
+            .redactor()
+            .map_err(|e| unavailable(format!("key vault: {e}")))?;
+        Ok(crate::providers::binding::redact_value(&redactor, value))
+    }
+
+    /// Scrubs a message bound for the guest.
+    pub fn scrub_text(&self, text: &str) -> String {
+        let Some(services) = &self.services else {
+            return text.to_string();
+        };
+        match services.redactor() {
+            Ok(redactor) => redactor.redact(text).into_owned(),
+            Err(_) => "[the message was withheld: the key vault is unavailable]".into(),
+        }
+    }
+}
+
+/// An upstream failure without an HTTP status (unreachable, timed out).
+pub fn unavailable(message: impl Into<String>) -> ToolError {
+    ToolError::Upstream(UpstreamError {
+        status: None,
+        message: message.into(),
+    })
+}
+
+/// A rate-limit error.
+pub fn rate_limited(retry_after: Option<Duration>, message: String) -> ToolError {
+    ToolError::RateLimited(RateLimit {
+        retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+        message,
+    })
+}
+
+/// A `Retry-After` header in seconds.
+pub fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
+/// The first of several string fields of a JSON object.
+pub fn str_field<'v>(value: &'v Value, names: &[&str]) -> Option<&'v str> {
+    names.iter().find_map(|name| value.get(*name)?.as_str())
+}

@@ -1,0 +1,269 @@
+//! The generic HTTP tool, for any other API.
+//!
+//! A grant lists rules, each a set of methods and a URL prefix (scheme, host,
+//! port and path prefix); every rule of one grant names the same origin, so
+//! its credential (injected into a header by template) can only ever reach
+//! that API. The single action, `request`, takes `{method, url, headers,
+//! body}`; the URL must match a rule after normalisation: dot segments are
+//! resolved, and percent-encoded dots, slashes and backslashes in the path
+//! are refused, so `..` and encoded tricks cannot leave the prefix.
+
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+use serde_json::{Value, json};
+
+use super::ToolError;
+use super::connector::{Action, Connector, Endpoint, rate_limited, retry_after_header};
+use crate::bindings::types::UpstreamError;
+
+/// Most headers a guest may set on one request.
+pub const MAX_HEADERS: usize = 32;
+/// Headers a guest may never set: framing, routing, hop-by-hop and
+/// ambient credentials.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+    "cookie",
+    "authorization",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+];
+
+/// One rule: methods and a URL prefix.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Allowed methods, upper-case.
+    pub methods: Vec<Method>,
+    /// The prefix: scheme, host, port and path.
+    pub prefix: Url,
+}
+
+/// A generic HTTP grant.
+pub struct HttpTool {
+    /// The endpoint (its base is the rules' shared origin).
+    pub endpoint: Endpoint,
+    /// The rules.
+    pub rules: Vec<Rule>,
+}
+
+/// Parses a rule's URL prefix; it must be an absolute http(s) URL without
+/// user information, query or fragment.
+pub fn parse_prefix(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(format!(
+            "{text:?} must be an http(s) URL prefix without user, query or fragment"
+        ));
+    }
+    Ok(url)
+}
+
+/// Whether `path` is under `prefix`, on a segment boundary.
+fn under(prefix: &str, path: &str) -> bool {
+    if prefix.ends_with('/') {
+        path.starts_with(prefix)
+    } else {
+        path == prefix || path.starts_with(&format!("{prefix}/"))
+    }
+}
+
+/// Refuses percent-encoded dots, slashes, backslashes and NULs in a path, so
+/// a server that decodes them cannot be walked out of the prefix.
+fn plain_path(path: &str) -> Result<(), String> {
+    let lower = path.to_ascii_lowercase();
+    for encoded in ["%2e", "%2f", "%5c", "%00"] {
+        if lower.contains(encoded) {
+            return Err(format!(
+                "the path contains {encoded}; encoded dots, slashes and backslashes are refused"
+            ));
+        }
+    }
+    if path.contains('\\') {
+        return Err("the path contains a backslash".into());
+    }
+    Ok(())
+}
+
+impl HttpTool {
+    fn target(&self, input: &Value) -> Result<(Method, Url), String> {
+        let method = input["method"].as_str().unwrap_or_default();
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("{method:?} is not an HTTP method"))?;
+        let text = input["url"].as_str().unwrap_or_default();
+        // The raw text is checked too: the parser resolves `..`, but a
+        // refused encoding must be refused as written.
+        let raw_path = text
+            .split_once("://")
+            .map(|(_, rest)| rest.find('/').map_or("", |i| &rest[i..]))
+            .unwrap_or_default();
+        plain_path(raw_path.split(['?', '#']).next().unwrap_or_default())?;
+        let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+        if url.fragment().is_some() {
+            return Err("URLs with a fragment are refused".into());
+        }
+        Ok((method, url))
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for HttpTool {
+    fn catalogue() -> Vec<Action> {
+        vec![Action {
+            name: "request",
+            description: "Send an HTTP request to an allowed URL; returns the status, content type and body.",
+            schema: json!({
+                "type": "object",
+                "required": ["method", "url"],
+                "additionalProperties": false,
+                "properties": {
+                    "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]},
+                    "url": {"type": "string", "minLength": 8, "maxLength": 8192},
+                    "headers": {"type": "object"},
+                    "body": {"type": "string", "maxLength": 1048576}
+                }
+            }),
+        }]
+    }
+
+    fn resource(&self, _action: &str, input: &Value) -> String {
+        let method = input["method"].as_str().unwrap_or_default();
+        let url: String = input["url"]
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .take(512)
+            .collect();
+        // Only the part before any query: a query may carry data.
+        let url = url.split(['?', '#']).next().unwrap_or_default();
+        format!("{method} {url}")
+    }
+
+    fn in_scope(&self, _action: &str, input: &Value) -> Result<(), String> {
+        let (method, url) = self.target(input)?;
+        self.endpoint.policy.check_url(&url).map_err(|e| e.0)?;
+        let allowed = self.rules.iter().any(|rule| {
+            rule.methods.contains(&method)
+                && rule.prefix.scheme() == url.scheme()
+                && rule.prefix.host_str().map(str::to_lowercase)
+                    == url.host_str().map(str::to_lowercase)
+                && rule.prefix.port_or_known_default() == url.port_or_known_default()
+                && under(rule.prefix.path(), url.path())
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{method} {} is not allowed by this agent's rules",
+                url.as_str().split('?').next().unwrap_or_default()
+            ))
+        }
+    }
+
+    async fn run(&self, _action: &str, input: Value) -> Result<Value, ToolError> {
+        let (method, url) = self.target(&input).map_err(ToolError::Denied)?;
+        let mut headers = Vec::new();
+        if let Some(map) = input.get("headers").and_then(Value::as_object) {
+            if map.len() > MAX_HEADERS {
+                return Err(ToolError::InvalidInput(format!(
+                    "more than {MAX_HEADERS} headers"
+                )));
+            }
+            for (name, value) in map {
+                let lower = name.to_ascii_lowercase();
+                if FORBIDDEN_HEADERS.contains(&lower.as_str())
+                    || lower.starts_with("proxy-")
+                    || lower == self.endpoint.auth_header.0.as_str()
+                {
+                    return Err(ToolError::InvalidInput(format!(
+                        "header {name:?} may not be set by an agent"
+                    )));
+                }
+                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    ToolError::InvalidInput(format!("{name:?} is not a header name"))
+                })?;
+                let value = value
+                    .as_str()
+                    .and_then(|v| HeaderValue::from_str(v).ok())
+                    .ok_or_else(|| {
+                        ToolError::InvalidInput(format!(
+                            "header {name}: the value must be a valid header string"
+                        ))
+                    })?;
+                headers.push((name, value));
+            }
+        }
+        let body = input
+            .get("body")
+            .and_then(Value::as_str)
+            .map(|b| b.as_bytes().to_vec());
+        let reply = self.endpoint.send(method, url, body, headers).await?;
+        let text = String::from_utf8_lossy(&reply.body).into_owned();
+        let status = reply.status.as_u16();
+        if status == 429 {
+            return Err(rate_limited(
+                retry_after_header(&reply.headers),
+                "the service asked to slow down".into(),
+            ));
+        }
+        if !reply.status.is_success() {
+            let excerpt: String = text.chars().take(512).collect();
+            return Err(ToolError::Upstream(UpstreamError {
+                status: Some(status),
+                message: self.endpoint.scrub_text(&excerpt),
+            }));
+        }
+        let content_type = reply
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        self.endpoint
+            .scrub(json!({"status": status, "content_type": content_type, "body": text}))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_hold_on_segment_boundaries() {
+        assert!(under("/v1/", "/v1/items"));
+        assert!(!under("/v1/", "/v1"));
+        assert!(under("/v1", "/v1"));
+        assert!(under("/v1", "/v1/x"));
+        assert!(!under("/v1", "/v1admin"));
+        for bad in [
+            "/v1/%2e%2e/admin",
+            "/v1/%2E%2E/admin",
+            "/v1/..%2fadmin",
+            "/v1/a%5c..",
+            "/v1\\..\\x",
+        ] {
+            assert!(plain_path(bad).is_err(), "{bad}");
+        }
+        assert!(plain_path("/v1/items/a%20b").is_ok());
+        // The parser resolves plain dot segments before the prefix check.
+        assert_eq!(
+            Url::parse("https://a.example/v1/../admin").unwrap().path(),
+            "/admin"
+        );
+    }
+}
