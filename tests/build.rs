@@ -11,6 +11,7 @@ mod guests;
 const COMPONENTS: &[(&str, &str)] = &[
     ("HELLO", "hello"),
     ("TRIAGE", "triage"),
+    ("REPORT_WRITER", "report_writer"),
     ("HOSTILE", "hostile"),
     ("NOOP", "noop"),
     ("COMMAND_APP", "command-app"),
@@ -25,6 +26,7 @@ fn main() {
         "guest-sdk",
         "sample-agents/hello",
         "sample-agents/triage",
+        "sample-agents/report-writer",
         "sample-agents/Cargo.toml",
         "tests/fixtures",
         "tests/guests.rs",

@@ -203,6 +203,7 @@ impl Cage {
         let tools = crate::tools::grants::build(
             &manifest.name,
             &manifest.tools,
+            base_dir,
             self.services.as_ref(),
             self.decisions.clone(),
         )
@@ -487,6 +488,11 @@ impl Agent {
     /// Replaces the model bindings granted to this agent.
     pub fn set_models(&mut self, models: Arc<ModelBindings>) {
         self.models = models;
+    }
+
+    /// The tools granted to this agent.
+    pub fn tools(&self) -> &Arc<ToolGrants> {
+        &self.tools
     }
 
     /// Replaces the tools granted to this agent.

@@ -155,6 +155,11 @@ pub struct ToolGrant {
     /// addresses. Default: none.
     #[serde(default)]
     pub allow_private: Vec<String>,
+    /// Answer calls from this cassette (relative to the manifest) instead
+    /// of the service: schemas and scopes are still checked, nothing is
+    /// sent, and no credential is needed.
+    #[serde(default)]
+    pub cassette: Option<PathBuf>,
 }
 
 /// A rule of an `http` tool grant.

@@ -6,6 +6,7 @@ mod cli;
 mod inference;
 mod loading;
 mod macro_errors;
+mod samples;
 mod sandbox;
 mod sdk;
 mod tools;

@@ -17,7 +17,9 @@
 //!
 //! A request whose system prompt says "You triage GitHub issues" plays the
 //! triage agent's model: it first asks for `add_labels` with `bug`, and
-//! once it has the tool result, ends with a one-line summary.
+//! once it has the tool result, ends with a one-line summary. One that says
+//! "You write the weekly engineering report" answers with a short report
+//! naming how many issues it was shown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -208,6 +210,28 @@ async fn anthropic(
         .is_some_and(|s| s.contains("You triage GitHub issues"))
     {
         return triage_turn(&body, &served_model);
+    }
+    if body["system"]
+        .as_str()
+        .is_some_and(|s| s.contains("You write the weekly engineering report"))
+    {
+        let prompt = body["messages"][0]["content"][0]["text"]
+            .as_str()
+            .unwrap_or("");
+        let shown = prompt.matches("\"number\"").count();
+        let text = format!(
+            "This week {shown} issues moved in acme/support, both still open.\n\nIssue 1 reports that something is broken and needs an owner; issue 2 has no details yet.\n\nNeeds attention: triage issue 1 first."
+        );
+        return (
+            [("content-type", "application/json")],
+            json!({
+                "id": "msg_report", "type": "message", "role": "assistant", "model": served_model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": 410, "output_tokens": 58}
+            })
+            .to_string(),
+        )
+            .into_response();
     }
     if body["stream"] != json!(true) {
         let content = if scenario == "tool" {

@@ -11,7 +11,7 @@ use crate::error::{InvokeError, LoadError};
 use crate::event::Event;
 use crate::log::{LogLevel, LogStream};
 use crate::manifest::Manifest;
-use crate::providers::replay::{Cassette, RecordingModel};
+use crate::providers::replay::{Cassette, RecordingModel, RecordingTool};
 
 /// `clawcage run <manifest.toml | component.wasm> --event <file | ->`
 #[derive(Debug, clap::Args)]
@@ -127,10 +127,14 @@ impl RunCommand {
         };
         let mut cage = Cage::new(options)?;
         let mut shared_services = None;
-        if manifest
-            .as_ref()
-            .is_some_and(|m| m.models.values().any(|b| b.provider != "replay"))
-        {
+        // The vault is needed for any live model, and for any live tool
+        // with a credential.
+        if manifest.as_ref().is_some_and(|m| {
+            m.models.values().any(|b| b.provider != "replay")
+                || m.tools
+                    .values()
+                    .any(|t| t.cassette.is_none() && t.credential.is_some())
+        }) {
             let services = self.state.open_services().map_err(|message| Failure {
                 code: exit::BAD_MANIFEST,
                 message,
@@ -174,6 +178,20 @@ impl RunCommand {
                 })
                 .collect();
             agent.set_models(std::sync::Arc::new(recorded));
+            let recorded_tools = agent
+                .tools()
+                .iter()
+                .map(|(name, inner)| {
+                    let tool: std::sync::Arc<dyn crate::tools::ToolBackend> =
+                        std::sync::Arc::new(RecordingTool {
+                            tool: name.clone(),
+                            inner: inner.clone(),
+                            tape: tape.clone(),
+                        });
+                    (name.clone(), tool)
+                })
+                .collect();
+            agent.set_tools(std::sync::Arc::new(recorded_tools));
         }
         let invocation = agent.invoke(event).await;
         if let Some(services) = &shared_services {
@@ -189,8 +207,9 @@ impl RunCommand {
             })?;
             let _ = writeln!(
                 err,
-                "recorded {} exchanges into {}",
+                "recorded {} model exchanges and {} tool calls into {}",
                 cassette.exchanges.len(),
+                cassette.tool_calls.len(),
                 path.display()
             );
         }

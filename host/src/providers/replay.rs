@@ -10,11 +10,18 @@
 //! ```json
 //! {"version": 1, "exchanges": [
 //!   {"binding": "default", "request": { … }, "completion": { … }}
+//! ], "tool_calls": [
+//!   {"tool": "github", "action": "issues.add_labels", "input": { … }, "result": {"Ok": "…"}}
 //! ]}
 //! ```
 //!
+//! Tool calls are recorded after the host's schema and scope checks and its
+//! scrubbing, so a replayed tool is checked exactly like a live one and its
+//! recorded answers hold no credential.
+//!
 //! Replay matches a request exactly; a request the cassette does not hold
-//! is an `invalid-request` naming the fix (record again).
+//! is an `invalid-request` (or, for tools, `invalid-input`) naming the fix
+//! (record again).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -24,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::bindings::inference::{
     Completion, CompletionRequest, ContentPart, Error as InferenceError, StreamEvent, ToolUseStart,
 };
+use crate::bindings::tools::Error as ToolError;
 use crate::inference::{CallContext, CompletionEvents, ModelBackend};
 
 /// The cassette format's version.
@@ -51,6 +59,23 @@ pub struct Cassette {
     pub version: u32,
     /// The calls, in the order they were recorded.
     pub exchanges: Vec<Exchange>,
+    /// Tool calls, in the order they were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolExchange>,
+}
+
+/// One recorded tool call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolExchange {
+    /// The tool, as granted.
+    pub tool: String,
+    /// The action.
+    pub action: String,
+    /// The input, as the guest sent it.
+    pub input: serde_json::Value,
+    /// What the guest received.
+    pub result: Result<String, ToolError>,
 }
 
 impl Default for Cassette {
@@ -58,6 +83,7 @@ impl Default for Cassette {
         Self {
             version: CASSETTE_VERSION,
             exchanges: Vec::new(),
+            tool_calls: Vec::new(),
         }
     }
 }
@@ -84,6 +110,24 @@ impl Cassette {
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
         crate::fsutil::write_atomically(path, text.as_bytes())
             .map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+
+    /// The recorded answer to a tool call.
+    pub fn find_tool(
+        &self,
+        tool: &str,
+        action: &str,
+        input: &serde_json::Value,
+    ) -> Result<String, ToolError> {
+        self.tool_calls
+            .iter()
+            .find(|c| c.tool == tool && c.action == action && c.input == *input)
+            .map(|c| c.result.clone())
+            .unwrap_or_else(|| {
+                Err(ToolError::InvalidInput(format!(
+                    "the cassette has no recorded answer for this {tool} {action} call; record it again with `clawcage run --record`"
+                )))
+            })
     }
 
     fn find(&self, binding: &str, request: &CompletionRequest) -> Option<&Completion> {
@@ -239,5 +283,41 @@ impl ModelBackend for RecordingModel {
             }
         });
         Ok(receiver)
+    }
+}
+
+/// Wraps a granted tool and records every call and its result.
+pub struct RecordingTool {
+    /// The tool's granted name.
+    pub tool: String,
+    /// The real tool.
+    pub inner: Arc<dyn crate::tools::ToolBackend>,
+    /// Where calls go.
+    pub tape: Arc<Mutex<Cassette>>,
+}
+
+#[async_trait::async_trait]
+impl crate::tools::ToolBackend for RecordingTool {
+    fn actions(&self) -> Vec<crate::tools::ActionInfo> {
+        self.inner.actions()
+    }
+
+    async fn call(&self, action: &str, input: serde_json::Value) -> Result<String, ToolError> {
+        let result = self.inner.call(action, input.clone()).await;
+        // Refusals are the host's own answers, not the service's: a replay
+        // produces them again without a recording.
+        if !matches!(
+            result,
+            Err(ToolError::NotGranted(_) | ToolError::Denied(_) | ToolError::InvalidInput(_))
+        ) {
+            let mut tape = self.tape.lock().unwrap_or_else(|e| e.into_inner());
+            tape.tool_calls.push(ToolExchange {
+                tool: self.tool.clone(),
+                action: action.to_string(),
+                input,
+                result: result.clone(),
+            });
+        }
+        result
     }
 }

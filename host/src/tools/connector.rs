@@ -87,6 +87,7 @@ pub struct ConnectorTool<C> {
     connector: C,
     actions: Vec<Action>,
     identity: Identity,
+    replay: Option<Arc<crate::providers::replay::Cassette>>,
 }
 
 /// Who is calling what, for decisions.
@@ -104,6 +105,17 @@ impl<C: Connector> ConnectorTool<C> {
     /// A tool offering `granted` actions of `connector`; unknown names are an
     /// error naming them.
     pub fn new(connector: C, granted: &[String], identity: Identity) -> Result<Self, String> {
+        Self::with_replay(connector, granted, identity, None)
+    }
+
+    /// Like [`ConnectorTool::new`], answering checked calls from `replay`
+    /// instead of the service when given.
+    pub fn with_replay(
+        connector: C,
+        granted: &[String],
+        identity: Identity,
+        replay: Option<Arc<crate::providers::replay::Cassette>>,
+    ) -> Result<Self, String> {
         let catalogue = C::catalogue();
         let mut actions = Vec::new();
         for name in granted {
@@ -123,6 +135,7 @@ impl<C: Connector> ConnectorTool<C> {
             connector,
             actions,
             identity,
+            replay,
         })
     }
 }
@@ -161,6 +174,9 @@ impl<C: Connector> ToolBackend for ConnectorTool<C> {
             },
         );
         scope.map_err(ToolError::Denied)?;
+        if let Some(cassette) = &self.replay {
+            return cassette.find_tool(&self.identity.tool, action, &input);
+        }
         let value = self.connector.run(action, input).await?;
         Ok(value.to_string())
     }
@@ -381,4 +397,29 @@ pub fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
 /// The first of several string fields of a JSON object.
 pub fn str_field<'v>(value: &'v Value, names: &[&str]) -> Option<&'v str> {
     names.iter().find_map(|name| value.get(*name)?.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_published_schema_uses_only_validated_keywords() {
+        let catalogues = [
+            <super::super::github::GitHub as Connector>::catalogue(),
+            <super::super::slack::Slack as Connector>::catalogue(),
+            <super::super::notion::Notion as Connector>::catalogue(),
+            <super::super::http::HttpTool as Connector>::catalogue(),
+        ];
+        for action in catalogues.iter().flatten() {
+            let unknown = super::super::schema::unknown_keywords(&action.schema);
+            assert!(unknown.is_empty(), "{}: {unknown:?}", action.name);
+            assert_eq!(action.schema["type"], "object", "{}", action.name);
+            assert_eq!(
+                action.schema["additionalProperties"], false,
+                "{}",
+                action.name
+            );
+        }
+    }
 }

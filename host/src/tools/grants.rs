@@ -26,10 +26,12 @@
 //! ```
 //!
 //! Every grant also takes `base_url`, `timeout_ms`, `max_response_bytes`,
-//! `allow_http` and `allow_private` (hosts). Nothing is granted unless
-//! listed: no action, resource, host, plain http or private address.
+//! `allow_http` and `allow_private` (hosts), and `cassette` to answer from
+//! recorded calls (see [`crate::providers::replay`]). Nothing is granted
+//! unless listed: no action, resource, host, plain http or private address.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +43,7 @@ use super::{ToolBackend, ToolGrants};
 use crate::egress::EgressPolicy;
 use crate::manifest::ToolGrant;
 use crate::providers::binding::Services;
+use crate::providers::replay::Cassette;
 
 /// Default time for one tool request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,12 +58,17 @@ pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 pub fn build(
     agent: &str,
     grants: &BTreeMap<String, ToolGrant>,
+    base_dir: &Path,
     services: Option<&Arc<Services>>,
     sink: Option<Arc<dyn DecisionSink>>,
 ) -> Result<ToolGrants, String> {
     let mut tools = ToolGrants::new();
     for (name, grant) in grants {
-        let tool = build_one(agent, name, grant, services, sink.clone())
+        let replay = match &grant.cassette {
+            Some(path) => Some(Arc::new(Cassette::load(&base_dir.join(path))?)),
+            None => None,
+        };
+        let tool = build_one(agent, name, grant, services, sink.clone(), replay)
             .map_err(|e| format!("tools.{name}: {e}"))?;
         tools.insert(name.clone(), tool);
     }
@@ -73,6 +81,7 @@ fn build_one(
     grant: &ToolGrant,
     services: Option<&Arc<Services>>,
     sink: Option<Arc<dyn DecisionSink>>,
+    replay: Option<Arc<Cassette>>,
 ) -> Result<Arc<dyn ToolBackend>, String> {
     let kind = grant.kind.as_deref().unwrap_or(name);
     let (vault_kind, default_base): (&'static str, Option<&str>) = match kind {
@@ -87,6 +96,8 @@ fn build_one(
         }
     };
     let credential = match &grant.credential {
+        // A replayed tool sends nothing, so it needs no credential.
+        _ if replay.is_some() => None,
         Some(key_id) => {
             let services = services.ok_or_else(|| {
                 "a credential needs a state directory with the key vault (`clawcage init`, then --state-dir)".to_string()
@@ -191,13 +202,14 @@ fn build_one(
             for pattern in &grant.resources {
                 super::github::validate_pattern(pattern)?;
             }
-            Arc::new(ConnectorTool::new(
+            Arc::new(ConnectorTool::with_replay(
                 super::github::GitHub {
                     endpoint,
                     repositories: grant.resources.iter().map(|r| r.to_lowercase()).collect(),
                 },
                 &grant.actions,
                 identity,
+                replay,
             )?)
         }
         "slack" => {
@@ -208,13 +220,14 @@ fn build_one(
             {
                 return Err(format!("{bad:?} is not a channel id (C…, G… or D…)"));
             }
-            Arc::new(ConnectorTool::new(
+            Arc::new(ConnectorTool::with_replay(
                 super::slack::Slack {
                     endpoint,
                     channels: grant.resources.clone(),
                 },
                 &grant.actions,
                 identity,
+                replay,
             )?)
         }
         "notion" => {
@@ -225,7 +238,7 @@ fn build_one(
                         .ok_or_else(|| format!("{id:?} is not a Notion id"))?,
                 );
             }
-            Arc::new(ConnectorTool::new(
+            Arc::new(ConnectorTool::with_replay(
                 super::notion::Notion {
                     endpoint,
                     granted,
@@ -233,16 +246,18 @@ fn build_one(
                 },
                 &grant.actions,
                 identity,
+                replay,
             )?)
         }
         _ => {
             if !grant.resources.is_empty() {
                 return Err("http grants use rules, not resources".into());
             }
-            Arc::new(ConnectorTool::new(
+            Arc::new(ConnectorTool::with_replay(
                 super::http::HttpTool { endpoint, rules },
                 &grant.actions,
                 identity,
+                replay,
             )?)
         }
     };

@@ -1,7 +1,7 @@
 //! Triage: on a GitHub `issues.opened` event, a fast model runs a tool-use
-//! loop: it reads the issue, calls `add_labels` (applied through the
-//! `github` tool) and may call `post_summary` (through `slack`), then ends
-//! with a one-line summary.
+//! loop: it reads the issue and calls `add_labels` (applied through the
+//! `github` tool), then ends with a one-line summary, which the agent posts
+//! to the team's Slack channel (through the `slack` tool).
 //!
 //! The agent never holds a credential: the model is a binding the operator
 //! chose, and the tools are host capabilities. A tool the operator has not
@@ -19,6 +19,9 @@ use serde_json::json;
 const LABELS: &[&str] = &["bug", "feature", "question", "docs", "security"];
 /// Most model turns per issue.
 const MAX_ROUNDS: usize = 4;
+/// The Slack channel summaries go to. The operator grants the `slack` tool
+/// on exactly this channel id.
+const TRIAGE_CHANNEL: &str = "C0TRIAGE01";
 
 #[derive(Deserialize)]
 struct IssueEvent {
@@ -53,28 +56,23 @@ enum Report {
         labels: Vec<String>,
         summary: String,
         rounds: usize,
+        /// Whether the summary reached Slack.
+        posted_to_slack: bool,
         /// Tool calls that could not be carried out, and why.
         failed_actions: Vec<String>,
     },
 }
 
 fn tools() -> Vec<ToolSpec> {
-    vec![
-        ToolSpec::new(
-            "add_labels",
-            "Adds labels to the issue being triaged.",
-            &json!({
-                "type": "object",
-                "properties": {"labels": {"type": "array", "items": {"type": "string", "enum": LABELS}}},
-                "required": ["labels"]
-            }),
-        ),
-        ToolSpec::new(
-            "post_summary",
-            "Posts a one-line summary of the issue to the team's Slack channel.",
-            &json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
-        ),
-    ]
+    vec![ToolSpec::new(
+        "add_labels",
+        "Adds labels to the issue being triaged.",
+        &json!({
+            "type": "object",
+            "properties": {"labels": {"type": "array", "items": {"type": "string", "enum": LABELS}}},
+            "required": ["labels"]
+        }),
+    )]
 }
 
 #[handler]
@@ -155,8 +153,6 @@ fn handle(event: Event) -> clawcage_sdk::Result<Json<Report>> {
                         )
                     })
                 }
-                "post_summary" => Tool::open("slack")
-                    .and_then(|slack| slack.call("chat.postMessage", &tool_use.input)),
                 other => Err(ToolError::InvalidInput(format!("no tool named {other}"))),
             };
             let (content, is_error) = match outcome {
@@ -175,12 +171,30 @@ fn handle(event: Event) -> clawcage_sdk::Result<Json<Report>> {
         request.messages.push(Message::tool_results(results));
     };
 
+    let text = format!(
+        "{}#{} {} [{}]: {summary}",
+        payload.repository.full_name,
+        issue.number,
+        issue.title,
+        labels.join(", ")
+    );
+    let posted = Tool::open("slack").and_then(|slack| {
+        slack.call(
+            "chat.postMessage",
+            &json!({"channel": TRIAGE_CHANNEL, "text": text}),
+        )
+    });
+    if let Err(error) = &posted {
+        failed_actions.push(format!("post to Slack: {error}"));
+    }
+
     Ok(Json(Report::Triaged {
         repo: payload.repository.full_name,
         number: issue.number,
         labels,
         summary,
         rounds,
+        posted_to_slack: posted.is_ok(),
         failed_actions,
     }))
 }
