@@ -22,6 +22,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_memory_ledger",
         include_str!("../migrations/0003_memory_ledger.sql"),
     ),
+    ("0004_daemon", include_str!("../migrations/0004_daemon.sql")),
 ];
 
 /// The database file's name inside the state directory.

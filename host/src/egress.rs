@@ -85,11 +85,19 @@ impl EgressPolicy {
     }
 
     /// Checks one address `host` resolved to.
+    /// Cloud-metadata addresses are refused even for `allow_private`
+    /// hosts: nothing a tool needs lives there, and the instance's
+    /// credentials do.
     pub fn check_ip(&self, host: &str, ip: IpAddr) -> Result<(), EgressDenied> {
         match non_public(ip) {
-            Some(kind) if !self.allow_private.contains(&host.to_lowercase()) => Err(EgressDenied(
-                format!("{host} is at {ip}, a {kind} address, which tools may not reach"),
-            )),
+            Some(kind)
+                if kind == "cloud metadata"
+                    || !self.allow_private.contains(&host.to_lowercase()) =>
+            {
+                Err(EgressDenied(format!(
+                    "{host} is at {ip}, a {kind} address, which tools may not reach"
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -122,7 +130,7 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
 fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, c, d] = ip.octets();
     Some(match (a, b, c, d) {
-        (169, 254, 169, 254) | (100, 100, 100, 200) => "cloud metadata",
+        (169, 254, 169, 254) | (100, 100, 100, 200) | (168, 63, 129, 16) => "cloud metadata",
         (127, ..) => "loopback",
         (10, ..) | (192, 168, ..) => "private",
         (172, b, ..) if (16..32).contains(&b) => "private",
@@ -151,7 +159,15 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
         [0x2002, hi, lo, ..] => {
             return non_public_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
         }
+        // SIIT (::ffff:0:a.b.c.d) carries an IPv4 address too.
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => {
+            return non_public_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+        }
         [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x254] => "cloud metadata",
+        [0x64, 0xff9b, 1, ..] => "local NAT64",
+        [0x2001, 0, ..] => "Teredo tunnel",
+        [0x2001, 0xdb8, ..] => "documentation",
+        [s, ..] if s & 0xffc0 == 0xfec0 => "site-local",
         [s, ..] if s & 0xfe00 == 0xfc00 => "private (unique local)",
         [s, ..] if s & 0xffc0 == 0xfe80 => "link-local",
         [s, ..] if s & 0xff00 == 0xff00 => "multicast",
@@ -291,6 +307,10 @@ mod tests {
             ("fc00::1", "private (unique local)"),
             ("fe80::1", "link-local"),
             ("ff02::1", "multicast"),
+            ("168.63.129.16", "cloud metadata"),
+            ("::ffff:0:7f00:1", "loopback"),
+            ("2001::1", "Teredo tunnel"),
+            ("fec0::1", "site-local"),
         ] {
             assert_eq!(non_public(ip.parse().unwrap()), Some(kind), "{ip}");
         }
@@ -322,6 +342,13 @@ mod tests {
             assert!(err.contains(why), "{bad}: {err}");
         }
         let local = EgressPolicy::new(&["127.0.0.1".to_string()], &["127.0.0.1".to_string()]);
+        // allow_private never opens a metadata address.
+        let metadata = EgressPolicy::new(&[], &["169.254.169.254".to_string()]);
+        assert!(
+            metadata
+                .check_url(&url("https://169.254.169.254/"))
+                .is_err()
+        );
         assert!(local.check_url(&url("http://127.0.0.1:8080/")).is_ok());
         assert!(local.check_url(&url("http://localhost:8080/")).is_err());
     }

@@ -276,7 +276,12 @@ struct Shared {
     /// Held for the ledger's life when it is the state directory's budget
     /// authority.
     _lock: Option<std::fs::File>,
+    /// Told about every settled call (the daemon's audit log and metrics).
+    usage_hook: std::sync::OnceLock<UsageHook>,
 }
+
+/// A function told about every settled call.
+pub type UsageHook = Arc<dyn Fn(&UsageRecord) + Send + Sync>;
 
 impl Shared {
     fn lock_books(&self) -> MutexGuard<'_, HashMap<String, Book>> {
@@ -424,6 +429,7 @@ impl Ledger {
                 writer,
                 writer_thread,
                 _lock: lock,
+                usage_hook: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -605,7 +611,16 @@ impl Ledger {
         self.enqueue(record, now);
     }
 
+    /// Installs the function told about every settled call; only the first
+    /// one installed counts.
+    pub fn set_usage_hook(&self, hook: UsageHook) {
+        let _ = self.shared.usage_hook.set(hook);
+    }
+
     fn enqueue(&self, record: &UsageRecord, at: i64) {
+        if let Some(hook) = self.shared.usage_hook.get() {
+            hook(record);
+        }
         let writer = &self.shared.writer;
         let mut queue = writer.lock_queue();
         if queue.closed {
@@ -615,8 +630,8 @@ impl Ledger {
         queue.rows.push((record.clone(), at));
         queue.queued += 1;
         // Only the first row of a batch wakes the writer; the rest wait for
-        // it to linger and collect them.
-        if queue.rows.len() == 1 {
+        // it to linger and collect them, unless the batch is full.
+        if queue.rows.len() == 1 || queue.rows.len() == MAX_BATCH {
             writer.wake_writer.notify_one();
         }
     }
@@ -677,6 +692,16 @@ impl Ledger {
 /// database lock, which calls also take to check the vault, free nearly all
 /// the time, and costs a call no wake-up of this thread.
 fn write_usage(writer: &Writer) {
+    /// Closes the queue when the thread ends, even by a panic, so flushers
+    /// never wait on a writer that is gone.
+    struct Closer<'w>(&'w Writer);
+    impl Drop for Closer<'_> {
+        fn drop(&mut self) {
+            self.0.lock_queue().closed = true;
+            self.0.batch_done.notify_all();
+        }
+    }
+    let _closer = Closer(writer);
     loop {
         let mut queue = writer.lock_queue();
         while queue.rows.is_empty() && !queue.closed {

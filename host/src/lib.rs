@@ -20,9 +20,11 @@
 //! linked with nothing granted (see [`state::AgentStateBuilder`]).
 
 pub mod agent;
+pub mod audit;
 #[allow(missing_docs)] // generated from the documented WIT
 pub mod bindings;
 pub mod cli;
+pub mod daemon;
 pub mod db;
 pub mod egress;
 pub mod engine;

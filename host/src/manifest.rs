@@ -66,6 +66,71 @@ pub struct Manifest {
     /// Hard budgets for inference. Default: unlimited.
     #[serde(default)]
     pub budget: crate::ledger::BudgetLimits,
+    /// Events that invoke the agent when it runs in the daemon. Default:
+    /// none (it runs only when invoked through the API).
+    #[serde(default)]
+    pub triggers: Vec<Trigger>,
+    /// How many events of this agent the daemon runs at once, and queues.
+    #[serde(default)]
+    pub concurrency: Concurrency,
+}
+
+/// What invokes an agent in the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// `github`, `slack`, `webhook` or `schedule`.
+    pub source: String,
+    /// For `github`: `<X-GitHub-Event>.<action>` (`issues.opened`) or just
+    /// the event (`push`); for `slack`: event types (`app_mention`). Empty
+    /// means every event.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// The vault id of the webhook's signing secret (provider `webhook`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// For `webhook`: the endpoint's name, `POST /hooks/webhook/<name>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// For `schedule`: a cron expression in UTC (`0 9 * * MON`).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// For `schedule`: the event's kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// For `schedule`: the event's payload.
+    #[serde(default)]
+    pub payload: Option<toml::Value>,
+}
+
+/// Concurrency limits of one agent in the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// Events run at once (default 8).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: u32,
+    /// Events waiting for a slot; past this the daemon answers 429 (default
+    /// 32).
+    #[serde(default = "default_max_queued")]
+    pub max_queued: u32,
+}
+
+fn default_max_concurrent() -> u32 {
+    8
+}
+
+fn default_max_queued() -> u32 {
+    32
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self {
+            max_concurrent: default_max_concurrent(),
+            max_queued: default_max_queued(),
+        }
+    }
 }
 
 /// Where an agent's component comes from: exactly one of `path` and
@@ -246,6 +311,42 @@ impl Manifest {
                     "tools.{tool}.actions must name at least one action"
                 ));
             }
+        }
+        for (index, trigger) in self.triggers.iter().enumerate() {
+            let at = format!("triggers[{index}]");
+            let needs_secret = matches!(trigger.source.as_str(), "github" | "slack" | "webhook");
+            match trigger.source.as_str() {
+                "github" | "slack" => {}
+                "webhook" => {
+                    let name = trigger.name.as_deref().unwrap_or_default();
+                    crate::inference::validate_name(&format!("{at}.name"), name, 64)?;
+                }
+                "schedule" => {
+                    let (Some(cron), Some(_)) = (&trigger.cron, &trigger.kind) else {
+                        return Err(format!("{at}: a schedule needs `cron` and `kind`"));
+                    };
+                    crate::daemon::schedule::parse(cron).map_err(|e| format!("{at}: {e}"))?;
+                }
+                other => {
+                    return Err(format!(
+                        "{at}.source {other:?} is not github, slack, webhook or schedule"
+                    ));
+                }
+            }
+            if needs_secret && trigger.secret.is_none() {
+                return Err(format!(
+                    "{at}: a {} trigger needs `secret`, the vault id of its signing secret",
+                    trigger.source
+                ));
+            }
+        }
+        if !(1..=1024).contains(&self.concurrency.max_concurrent)
+            || self.concurrency.max_queued > 100_000
+        {
+            return Err(
+                "concurrency: max_concurrent must be 1 to 1024 and max_queued at most 100000"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -44,6 +44,15 @@ impl From<String> for Secret {
     }
 }
 
+/// A secret in a request body (the admin API's key routes). The text is
+/// moved into zeroizing storage as it is read.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = zeroize::Zeroizing::new(String::deserialize(deserializer)?);
+        Ok(Self::new(text.as_bytes().to_vec()))
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")

@@ -51,6 +51,7 @@ pub const PROVIDERS: &[&str] = &[
     "slack",
     "notion",
     "http",
+    "webhook",
 ];
 
 const CHECK_PLAINTEXT: &[u8] = b"clawcage vault check v1";

@@ -19,7 +19,9 @@ fn clawcage(state: &Path, args: &[&str], stdin: &str) -> Result<String, String> 
         Command::Init(init) => init.run(&mut out)?,
         Command::Key(key) => key.run(&mut stdin.as_bytes(), &mut out)?,
         Command::Usage(usage) => usage.run(&mut out)?,
-        Command::Run(_) => unreachable!("not a vault command"),
+        Command::Token(token) => token.run(&mut out)?,
+        Command::Audit(audit) => audit.run(&mut out)?,
+        _ => unreachable!("not a state command"),
     }
     Ok(String::from_utf8(out).unwrap())
 }

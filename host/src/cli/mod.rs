@@ -6,9 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod run;
+mod serve;
 mod state;
 
 pub use run::{RunCommand, default_cache_dir};
+pub use serve::{
+    AgentCommand, AuditAction, AuditCommand, InvokeCommand, ServeCommand, TOKEN_FILE, TokenCommand,
+};
 pub use state::{InitCommand, KeyAction, KeyCommand, StateArgs, UsageCommand};
 
 /// Exit codes of `clawcage run`, one per kind of failure, so scripts can
@@ -56,6 +60,16 @@ pub enum Command {
     Key(KeyCommand),
     /// Show inference usage and spend per agent, provider, model and key.
     Usage(UsageCommand),
+    /// Run the daemon: deployed agents, invoked by API, webhooks and schedules.
+    Serve(ServeCommand),
+    /// Manage the daemon's API tokens.
+    Token(TokenCommand),
+    /// Verify or export the audit log.
+    Audit(AuditCommand),
+    /// Deploy, list or remove agents on a running daemon.
+    Agent(AgentCommand),
+    /// Run an event on an agent deployed in a running daemon.
+    Invoke(InvokeCommand),
 }
 
 impl Cli {
@@ -73,6 +87,11 @@ impl Cli {
             Command::Init(init) => simple(init.run(&mut std::io::stdout())),
             Command::Key(key) => simple(key.run(&mut std::io::stdin(), &mut std::io::stdout())),
             Command::Usage(usage) => simple(usage.run(&mut std::io::stdout())),
+            Command::Serve(serve) => serve.execute(),
+            Command::Token(token) => simple(token.run(&mut std::io::stdout())),
+            Command::Audit(audit) => simple(audit.run(&mut std::io::stdout())),
+            Command::Agent(agent) => simple(agent.run(&mut std::io::stdout())),
+            Command::Invoke(invoke) => simple(invoke.run(&mut std::io::stdout())),
         }
     }
 }

@@ -77,8 +77,23 @@ impl InitCommand {
         let db = Database::create(&dir).map_err(|e| e.to_string())?;
         let created = MasterKey::create_file_if_missing(&dir).map_err(|e| e.to_string())?;
         let master = MasterKey::load(&dir).map_err(|e| e.to_string())?;
-        Vault::open(Arc::new(db), master).map_err(|e| e.to_string())?;
+        let db = Arc::new(db);
+        Vault::open(db.clone(), master).map_err(|e| e.to_string())?;
         let _ = writeln!(out, "state directory: {}", dir.display());
+        // The first API token, for local clients of the daemon: kept in a
+        // file only you can read, never printed.
+        let token_path = dir.join(super::TOKEN_FILE);
+        let tokens = crate::daemon::auth::Tokens::new(db);
+        if !token_path.exists() && tokens.list().map_err(|e| e.to_string())?.is_empty() {
+            let token = tokens.create("admin")?;
+            crate::fsutil::write_atomically(&token_path, token.expose())
+                .map_err(|e| format!("{}: {e}", token_path.display()))?;
+            let _ = writeln!(
+                out,
+                "created API token \"admin\": {} (`clawcage token add` makes more)",
+                token_path.display()
+            );
+        }
         let _ = if created {
             writeln!(
                 out,

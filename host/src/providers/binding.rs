@@ -510,6 +510,37 @@ impl BoundModel {
     }
 }
 
+/// A reservation held across a provider call. Dropped with the call still
+/// in flight (the guest's deadline cancelled it), it charges the worst
+/// case: the request may have reached the provider, which bills for it.
+struct Hold<'m> {
+    model: &'m BoundModel,
+    reservation: Option<Reservation>,
+    worst: (u64, u64),
+    started: Instant,
+}
+
+impl Hold<'_> {
+    /// The reservation, for settling normally.
+    fn take(&mut self) -> Reservation {
+        self.reservation
+            .take()
+            .expect("a hold is taken once, on the path that settles it")
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            let (input, output) = self.worst;
+            let record =
+                self.model
+                    .record(&self.model.model, input, output, self.started, "cancelled");
+            self.model.settle(reservation, &record);
+        }
+    }
+}
+
 /// Outcome label for usage records and logs.
 fn outcome_label(error: &InferenceError) -> &'static str {
     match error {
@@ -621,6 +652,16 @@ impl ModelBackend for BoundModel {
             reserved_tokens,
             key,
         } = self.begin(&request)?;
+        let max_output = u64::from(request.max_tokens);
+        let worst_input = reserved_tokens.saturating_sub(max_output);
+        // If the guest's deadline cancels this call mid-flight, the request
+        // may have reached the provider: charge the worst case, not nothing.
+        let mut hold = Hold {
+            model: self,
+            reservation: Some(reservation),
+            worst: (worst_input, max_output),
+            started,
+        };
         // Whether the provider may have done (and billed) the work: it
         // answered 2xx, or the call timed out after it was sent.
         let mut maybe_billed = false;
@@ -644,8 +685,7 @@ impl ModelBackend for BoundModel {
         }
         .await;
         drop(key);
-        let max_output = u64::from(request.max_tokens);
-        let worst_input = reserved_tokens.saturating_sub(max_output);
+        let reservation = hold.take();
         match result {
             Ok((mut completion, has_usage)) => {
                 let model = if completion.model.is_empty() {
@@ -697,7 +737,16 @@ impl ModelBackend for BoundModel {
             key,
         } = self.begin(&request)?;
         let body = self.body(&request, true);
-        let response = match self.send(key.as_ref(), &body, call.deadline).await {
+        let max_output = u64::from(request.max_tokens);
+        let mut hold = Hold {
+            model: self,
+            reservation: Some(reservation),
+            worst: (reserved_tokens.saturating_sub(max_output), max_output),
+            started,
+        };
+        let sent = self.send(key.as_ref(), &body, call.deadline).await;
+        let reservation = hold.take();
+        let response = match sent {
             Ok(response) => response,
             Err(error) => {
                 // A timeout may have come after the provider started work.

@@ -13,6 +13,7 @@ use super::{ActionInfo, ToolBackend, ToolError};
 use crate::bindings::types::{RateLimit, UpstreamError};
 use crate::egress::{EgressPolicy, ReadError};
 use crate::providers::binding::Services;
+use crate::secret::Secret;
 
 /// One action a connector can offer.
 #[derive(Debug, Clone)]
@@ -214,7 +215,6 @@ pub struct Endpoint {
 }
 
 /// A reply from a service, its body bounded.
-#[derive(Debug)]
 pub struct Reply {
     /// The status.
     pub status: StatusCode,
@@ -222,12 +222,32 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// The body.
     pub body: Vec<u8>,
+    /// Covers every secret the host holds and the credential this request
+    /// carried (even if it was rotated or revoked meanwhile). `None` when
+    /// the host holds no secrets.
+    redactor: Option<Arc<crate::redact::Redactor>>,
 }
 
 impl Reply {
     /// The body as JSON (`null` when it is not JSON).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Scrubs every secret out of a value bound for the guest.
+    pub fn scrub(&self, value: Value) -> Value {
+        match &self.redactor {
+            Some(redactor) => crate::providers::binding::redact_value(redactor, value),
+            None => value,
+        }
+    }
+
+    /// Scrubs a message bound for the guest.
+    pub fn scrub_text(&self, text: &str) -> String {
+        match &self.redactor {
+            Some(redactor) => redactor.redact(text).into_owned(),
+            None => text.to_string(),
+        }
     }
 }
 
@@ -243,7 +263,12 @@ impl Endpoint {
                 .map_err(|()| ToolError::InvalidInput("the base URL cannot take a path".into()))?;
             path.pop_if_empty();
             for segment in segments {
-                if segment.is_empty() || *segment == "." || *segment == ".." {
+                let dots_only = segment
+                    .to_ascii_lowercase()
+                    .replace("%2e", ".")
+                    .chars()
+                    .all(|c| c == '.');
+                if segment.is_empty() || dots_only || segment.chars().any(char::is_control) {
                     return Err(ToolError::InvalidInput(format!(
                         "{segment:?} is not a valid path segment"
                     )));
@@ -258,6 +283,20 @@ impl Endpoint {
             }
         }
         Ok(url)
+    }
+
+    /// Sends a request to `segments` under the base URL with an optional
+    /// JSON body; see [`Endpoint::send`].
+    pub async fn send_json(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> Result<Reply, ToolError> {
+        let url = self.url(segments, query)?;
+        let body = body.map(|b| b.to_string().into_bytes());
+        self.send(method, url, body, vec![]).await
     }
 
     /// Sends one request: egress check, credential, bounded reply. A 3xx is
@@ -282,6 +321,7 @@ impl Endpoint {
         for (name, value) in extra_headers {
             request = request.header(name, value);
         }
+        let mut sent = None;
         if let Some(credential) = &self.credential {
             let services = self
                 .services
@@ -299,7 +339,14 @@ impl Endpoint {
                 .map_err(|_| unavailable("the credential is not a valid header value"))?;
             header.set_sensitive(true);
             request = request.header(self.auth_header.0.clone(), header);
+            sent = Some(secret);
         }
+        let redactor = self.redactor(sent.as_ref())?;
+        drop(sent);
+        let scrub = |text: String| match &redactor {
+            Some(redactor) => redactor.redact(&text).into_owned(),
+            None => text,
+        };
         if let Some(body) = body {
             if !has_content_type {
                 request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
@@ -324,9 +371,9 @@ impl Endpoint {
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok());
-            return Err(ToolError::Denied(
+            return Err(ToolError::Denied(scrub(
                 self.policy.check_redirect(&url, location).0,
-            ));
+            )));
         }
         let headers = response.headers().clone();
         let body = crate::egress::read_bounded(response, self.max_response_bytes)
@@ -342,29 +389,30 @@ impl Endpoint {
             status,
             headers,
             body,
+            redactor,
         })
     }
 
-    /// Scrubs every host-held secret out of a value bound for the guest.
-    pub fn scrub(&self, value: Value) -> Result<Value, ToolError> {
+    /// A redactor for every secret the host holds, made sure to cover
+    /// `sent`, the credential this request carries.
+    fn redactor(
+        &self,
+        sent: Option<&Secret>,
+    ) -> Result<Option<Arc<crate::redact::Redactor>>, ToolError> {
         let Some(services) = &self.services else {
-            return Ok(value);
+            return Ok(None);
         };
         let redactor = services
             .redactor()
             .map_err(|e| unavailable(format!("key vault: {e}")))?;
-        Ok(crate::providers::binding::redact_value(&redactor, value))
-    }
-
-    /// Scrubs a message bound for the guest.
-    pub fn scrub_text(&self, text: &str) -> String {
-        let Some(services) = &self.services else {
-            return text.to_string();
-        };
-        match services.redactor() {
-            Ok(redactor) => redactor.redact(text).into_owned(),
-            Err(_) => "[the message was withheld: the key vault is unavailable]".into(),
-        }
+        Ok(Some(match sent {
+            Some(secret) if !redactor.covers(secret) => {
+                let mut secrets = services.vault.active_secrets().unwrap_or_default();
+                secrets.push(secret.clone());
+                Arc::new(crate::redact::Redactor::new(secrets.iter()))
+            }
+            _ => redactor,
+        }))
     }
 }
 

@@ -99,15 +99,9 @@ impl GitHub {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> Result<(Value, reqwest::header::HeaderMap), ToolError> {
-        let url = self.endpoint.url(segments, query)?;
         let reply = self
             .endpoint
-            .send(
-                method,
-                url,
-                body.map(|b| b.to_string().into_bytes()),
-                vec![],
-            )
+            .send_json(method, segments, query, body)
             .await?;
         if reply.status.is_success() {
             let value = if reply.body.is_empty() {
@@ -115,15 +109,14 @@ impl GitHub {
             } else {
                 reply.json()
             };
-            return Ok((self.endpoint.scrub(value)?, reply.headers));
+            return Ok((reply.scrub(value), reply.headers));
         }
         Err(self.error(&reply))
     }
 
     fn error(&self, reply: &super::connector::Reply) -> ToolError {
         let body = reply.json();
-        let message = self
-            .endpoint
+        let message = reply
             .scrub_text(str_field(&body, &["message"]).unwrap_or("GitHub answered with an error"));
         let status = reply.status.as_u16();
         if status == 403 || status == 429 {
@@ -180,7 +173,7 @@ impl GitHub {
                 }));
             };
             let page_was_empty = page.is_empty();
-            for item in page {
+            for item in page.into_iter().map(|item| reply.scrub(item)) {
                 if items.len() as u64 >= max_items {
                     break;
                 }
@@ -193,7 +186,7 @@ impl GitHub {
                 .and_then(|link| first.join(&link).ok())
                 .filter(|link| link.origin() == first.origin() && link.path() == first.path());
         }
-        self.endpoint.scrub(Value::Array(items))
+        Ok(Value::Array(items))
     }
 }
 

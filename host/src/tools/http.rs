@@ -19,7 +19,9 @@ use crate::bindings::types::UpstreamError;
 /// Most headers a guest may set on one request.
 pub const MAX_HEADERS: usize = 32;
 /// Headers a guest may never set: framing, routing, hop-by-hop and
-/// ambient credentials.
+/// ambient credentials. Besides these: `proxy-*`, `x-forwarded-*`,
+/// `x-original-*`, `x-rewrite-*` and method overrides, which gateways honour
+/// to change the method or path the rules checked.
 const FORBIDDEN_HEADERS: &[&str] = &[
     "host",
     "content-length",
@@ -105,17 +107,21 @@ impl HttpTool {
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|_| format!("{method:?} is not an HTTP method"))?;
         let text = input["url"].as_str().unwrap_or_default();
-        // The raw text is checked too: the parser resolves `..`, but a
-        // refused encoding must be refused as written.
-        let raw_path = text
-            .split_once("://")
-            .map(|(_, rest)| rest.find('/').map_or("", |i| &rest[i..]))
-            .unwrap_or_default();
-        plain_path(raw_path.split(['?', '#']).next().unwrap_or_default())?;
+        // The parser forgives what a server may not: tabs and newlines (it
+        // drops them), backslashes (it reads them as slashes) and a missing
+        // `//`. Refuse them, so what is checked is what was written.
+        if text.contains(['\t', '\n', '\r', '\\']) || !text.contains("://") {
+            return Err(format!(
+                "{text:?} is not a plain absolute URL (no tabs, newlines or backslashes)"
+            ));
+        }
         let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
         if url.fragment().is_some() {
             return Err("URLs with a fragment are refused".into());
         }
+        // The parsed path keeps percent-encodings as written and has its
+        // plain dot segments resolved; refuse encoded ones.
+        plain_path(url.path())?;
         Ok((method, url))
     }
 }
@@ -187,6 +193,11 @@ impl Connector for HttpTool {
                 let lower = name.to_ascii_lowercase();
                 if FORBIDDEN_HEADERS.contains(&lower.as_str())
                     || lower.starts_with("proxy-")
+                    || lower.starts_with("x-forwarded-")
+                    || lower.starts_with("x-original-")
+                    || lower.starts_with("x-rewrite-")
+                    || lower.contains("method-override")
+                    || lower == "x-http-method"
                     || lower == self.endpoint.auth_header.0.as_str()
                 {
                     return Err(ToolError::InvalidInput(format!(
@@ -221,10 +232,12 @@ impl Connector for HttpTool {
             ));
         }
         if !reply.status.is_success() {
-            let excerpt: String = text.chars().take(512).collect();
+            // Scrub the whole text before cutting it: a cut through a
+            // secret would leave a fragment too short to recognise.
+            let excerpt: String = reply.scrub_text(&text).chars().take(512).collect();
             return Err(ToolError::Upstream(UpstreamError {
                 status: Some(status),
-                message: self.endpoint.scrub_text(&excerpt),
+                message: excerpt,
             }));
         }
         let content_type = reply
@@ -233,8 +246,7 @@ impl Connector for HttpTool {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        self.endpoint
-            .scrub(json!({"status": status, "content_type": content_type, "body": text}))
+        Ok(reply.scrub(json!({"status": status, "content_type": content_type, "body": text})))
     }
 }
 
@@ -242,6 +254,21 @@ impl Connector for HttpTool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn test_endpoint() -> Endpoint {
+        let policy = std::sync::Arc::new(crate::egress::EgressPolicy::default());
+        Endpoint {
+            base: Url::parse("https://api.example/").unwrap(),
+            client: crate::egress::client(policy.clone(), std::time::Duration::from_secs(1))
+                .unwrap(),
+            policy,
+            credential: None,
+            auth_header: (reqwest::header::AUTHORIZATION, "Bearer {credential}".into()),
+            fixed_headers: vec![],
+            max_response_bytes: 1024,
+            services: None,
+        }
+    }
 
     #[test]
     fn prefixes_hold_on_segment_boundaries() {
@@ -260,6 +287,19 @@ mod tests {
             assert!(plain_path(bad).is_err(), "{bad}");
         }
         assert!(plain_path("/v1/items/a%20b").is_ok());
+        // What the parser forgives is refused before it can parse it away.
+        let tool = HttpTool {
+            endpoint: test_endpoint(),
+            rules: vec![],
+        };
+        for bad in [
+            "https:api.example/v1/..%2fadmin",
+            "https://api.example\\v1\\..%2fadmin",
+            "https://api.example/v1/..%2\tfadmin",
+        ] {
+            let input = serde_json::json!({"method": "GET", "url": bad});
+            assert!(tool.target(&input).is_err(), "{bad}");
+        }
         // The parser resolves plain dot segments before the prefix check.
         assert_eq!(
             Url::parse("https://a.example/v1/../admin").unwrap().path(),

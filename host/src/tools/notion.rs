@@ -82,21 +82,12 @@ impl Notion {
         segments: &[&str],
         body: Option<Value>,
     ) -> Result<Value, ToolError> {
-        let url = self.endpoint.url(segments, &[])?;
-        let reply = self
-            .endpoint
-            .send(
-                method,
-                url,
-                body.map(|b| b.to_string().into_bytes()),
-                vec![],
-            )
-            .await?;
+        let reply = self.endpoint.send_json(method, segments, &[], body).await?;
         let value = reply.json();
         if reply.status.is_success() {
-            return Ok(value);
+            return Ok(reply.scrub(value));
         }
-        let message = self.endpoint.scrub_text(&format!(
+        let message = reply.scrub_text(&format!(
             "{}: {}",
             str_field(&value, &["code"]).unwrap_or("error"),
             str_field(&value, &["message"]).unwrap_or("Notion answered with an error")
@@ -208,13 +199,27 @@ impl Connector for Notion {
                         created.insert(id);
                     }
                 }
-                self.endpoint.scrub(page)
+                Ok(page)
             }
             "pages.retrieve" => {
                 let id = input["page_id"].as_str().unwrap_or_default();
-                let page = self
-                    .request(Method::GET, &["v1", "pages", id], None)
-                    .await?;
+                // Notion's "not found" and "not shared" are withheld too, so
+                // the agent cannot probe the workspace beyond its grant.
+                let withheld = || {
+                    ToolError::Denied(format!(
+                        "page {id} is not granted to this agent, nor is its parent"
+                    ))
+                };
+                let page = match self.request(Method::GET, &["v1", "pages", id], None).await {
+                    Ok(page) => page,
+                    Err(ToolError::Upstream(e))
+                        if matches!(e.status, Some(403 | 404))
+                            && !self.is_granted_or_created(id) =>
+                    {
+                        return Err(withheld());
+                    }
+                    Err(other) => return Err(other),
+                };
                 let parent_granted =
                     page.get("parent")
                         .and_then(Self::parent_id)
@@ -222,11 +227,9 @@ impl Connector for Notion {
                             normalise_id(parent).is_some_and(|p| self.granted.contains(&p))
                         });
                 if !(self.is_granted_or_created(id) || parent_granted) {
-                    return Err(ToolError::Denied(format!(
-                        "page {id} is not granted to this agent, nor is its parent"
-                    )));
+                    return Err(withheld());
                 }
-                self.endpoint.scrub(page)
+                Ok(page)
             }
             "databases.query" => {
                 let id = input["database_id"]
@@ -266,8 +269,7 @@ impl Connector for Notion {
                         _ => break,
                     }
                 }
-                self.endpoint
-                    .scrub(json!({"object": "list", "results": results}))
+                Ok(json!({"object": "list", "results": results}))
             }
             "blocks.children.append" => {
                 let id = input["block_id"].as_str().unwrap_or_default().to_string();
@@ -278,7 +280,7 @@ impl Connector for Notion {
                         Some(json!({"children": input["children"]})),
                     )
                     .await?;
-                self.endpoint.scrub(page)
+                Ok(page)
             }
             other => Err(ToolError::NotGranted(format!("unknown action {other:?}"))),
         }

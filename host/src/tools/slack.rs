@@ -55,15 +55,9 @@ impl Slack {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> Result<Value, ToolError> {
-        let url = self.endpoint.url(&[method], query)?;
         let reply = self
             .endpoint
-            .send(
-                http_method,
-                url,
-                body.map(|b| b.to_string().into_bytes()),
-                vec![],
-            )
+            .send_json(http_method, &[method], query, body)
             .await?;
         let value = reply.json();
         if reply.status.as_u16() == 429 {
@@ -79,10 +73,10 @@ impl Slack {
                 .unwrap_or("Slack answered with an error");
             return Err(ToolError::Upstream(UpstreamError {
                 status: Some(reply.status.as_u16()),
-                message: self.endpoint.scrub_text(&format!("{method}: {error}")),
+                message: reply.scrub_text(&format!("{method}: {error}")),
             }));
         }
-        self.endpoint.scrub(value)
+        Ok(reply.scrub(value))
     }
 }
 

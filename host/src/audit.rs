@@ -1,0 +1,415 @@
+//! The tamper-evident audit log: an append-only table in which every record
+//! carries the hash of the one before it.
+//!
+//! A record is metadata only: who did what, when, to what, and how it
+//! ended. Never a prompt, a response, a tool payload or a secret: callers
+//! pass typed [`AuditEvent`]s, which have no field that could hold one.
+//!
+//! Each row stores `hash = sha256(prev_hash ‖ "\n" ‖ canonical)`, where
+//! `canonical` is the record (sequence number, time, kind and fields) as
+//! JSON with sorted keys. [`AuditLog::verify`] recomputes the chain and names
+//! the first record that was edited, deleted or moved. Removing records from
+//! the end leaves a shorter valid chain; to catch that, keep the head hash
+//! [`AuditLog::verify`] reports somewhere else (a ticket, a log shipper) and
+//! compare.
+//!
+//! Records are hashed and written by a background thread, in order, so
+//! appending costs a caller a channel send.
+
+use std::sync::{Arc, Mutex, mpsc};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::db::{Database, DbError, now_unix};
+
+/// The hash before the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Something worth a record. Metadata only, by construction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// An agent handled an event.
+    Invocation {
+        /// The agent.
+        agent: String,
+        /// The event's id.
+        event_id: String,
+        /// Where it came from (`api`, `github`, `slack`, `schedule`, …).
+        source: String,
+        /// Wall time in milliseconds.
+        duration_ms: u64,
+        /// `ok`, or the failure's kind.
+        outcome: String,
+    },
+    /// A model call.
+    Inference {
+        /// The agent.
+        agent: String,
+        /// Its binding.
+        binding: String,
+        /// Provider kind.
+        provider: String,
+        /// Model id.
+        model: String,
+        /// Vault key id.
+        key_id: Option<String>,
+        /// Input tokens.
+        input_tokens: u64,
+        /// Output tokens.
+        output_tokens: u64,
+        /// Cost in micro-dollars.
+        cost_micros: u64,
+        /// `ok`, or the error kind.
+        status: String,
+    },
+    /// A tool call's decision.
+    Tool {
+        /// The agent.
+        agent: String,
+        /// The tool.
+        tool: String,
+        /// The action.
+        action: String,
+        /// The resource.
+        resource: String,
+        /// Allowed or denied.
+        allowed: bool,
+        /// Why it was denied.
+        reason: Option<String>,
+    },
+    /// A key was added, rotated or revoked.
+    Key {
+        /// `add`, `rotate` or `revoke`.
+        change: String,
+        /// The key's id.
+        key_id: String,
+        /// Its provider.
+        provider: String,
+        /// Who did it (a token name, or `cli`).
+        actor: String,
+    },
+    /// An agent was deployed, updated or removed.
+    Deployment {
+        /// `deploy` or `remove`.
+        change: String,
+        /// The agent.
+        agent: String,
+        /// The component's sha256.
+        sha256: Option<String>,
+        /// Tools granted (names only).
+        tools: Vec<String>,
+        /// Model bindings (names only).
+        models: Vec<String>,
+        /// Who did it.
+        actor: String,
+    },
+    /// A request to the admin API, or a refused attempt.
+    Admin {
+        /// The token's name, or `unknown`.
+        actor: String,
+        /// Method and route (no query, no body).
+        action: String,
+        /// Whether it was let in.
+        allowed: bool,
+    },
+    /// A webhook delivery refused before any agent ran.
+    WebhookRefused {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One stored record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    /// Sequence number, from 1.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// The event, as JSON.
+    pub event: Value,
+    /// The previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+/// What [`AuditLog::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// Records checked.
+    pub records: u64,
+    /// The last record's hash (anchor it elsewhere to detect truncation).
+    pub head: String,
+    /// The first problem, if any.
+    pub problem: Option<String>,
+}
+
+/// The audit log.
+#[derive(Clone)]
+pub struct AuditLog {
+    db: Arc<Database>,
+    sender: Arc<Mutex<Option<mpsc::Sender<Message>>>>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+enum Message {
+    Append(Box<AuditEvent>, i64),
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// The canonical text of a record: JSON with sorted keys (serde_json's map
+/// is ordered), no whitespace.
+fn canonical(seq: i64, at: i64, event: &Value) -> String {
+    json!({"seq": seq, "at": at, "event": event}).to_string()
+}
+
+fn chain_hash(prev: &str, canonical: &str) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(prev.as_bytes());
+    context.update(b"\n");
+    context.update(canonical.as_bytes());
+    hex::encode(context.finish().as_ref())
+}
+
+impl AuditLog {
+    /// The audit log in `db`, with its writer thread.
+    pub fn new(db: Arc<Database>) -> Self {
+        let (sender, receiver) = mpsc::channel::<Message>();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("clawcage-audit".into())
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    let mut batch = Vec::new();
+                    let mut flushes = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(message) = next.take() {
+                        match message {
+                            Message::Append(event, at) => batch.push((event, at)),
+                            Message::Flush(done) => flushes.push(done),
+                        }
+                        if batch.len() < 1024 {
+                            next = receiver.try_recv().ok();
+                        }
+                    }
+                    if !batch.is_empty()
+                        && let Err(e) = append_batch(&writer_db, &batch)
+                    {
+                        tracing::error!(records = batch.len(), error = %e, "cannot write audit records");
+                    }
+                    for done in flushes {
+                        let _ = done.send(());
+                    }
+                }
+            })
+            .ok();
+        Self {
+            db,
+            sender: Arc::new(Mutex::new(writer.as_ref().map(|_| sender))),
+            writer: Arc::new(Mutex::new(writer)),
+        }
+    }
+
+    /// Appends a record (written in the background, in order).
+    pub fn append(&self, event: AuditEvent) {
+        let sent = self
+            .sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.send(Message::Append(Box::new(event), now_unix())).is_ok());
+        if !sent {
+            tracing::error!("the audit writer is gone; a record was not written");
+        }
+    }
+
+    /// Waits until every record appended so far is written.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        let sent = self
+            .sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.send(Message::Flush(done)).is_ok());
+        if sent {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Stops the writer after writing what is queued.
+    pub fn close(&self) {
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = writer.join();
+        }
+    }
+
+    /// Records with a sequence number above `after`, at most `limit`.
+    pub fn read(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, DbError> {
+        self.flush();
+        let conn = self.db.lock();
+        let mut statement = conn.prepare(
+            "SELECT seq, at, event, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = statement
+            .query_map(rusqlite::params![after, limit as i64], |r| {
+                let event: String = r.get(2)?;
+                Ok(AuditRecord {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    event: serde_json::from_str(&event).unwrap_or(Value::String(event)),
+                    prev_hash: r.get(3)?,
+                    hash: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Recomputes the chain over every record.
+    pub fn verify(&self) -> Result<Verification, DbError> {
+        self.flush();
+        let conn = self.db.lock();
+        let mut statement =
+            conn.prepare("SELECT seq, at, event, prev_hash, hash FROM audit ORDER BY id")?;
+        let mut rows = statement.query([])?;
+        let mut expected_seq = 1;
+        let mut prev = GENESIS.to_string();
+        let mut records = 0;
+        while let Some(row) = rows.next()? {
+            let (seq, at, event, stored_prev, stored_hash): (i64, i64, String, String, String) = (
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            );
+            let problem = if seq != expected_seq {
+                Some(format!(
+                    "record {seq} follows record {} (a record was deleted or moved)",
+                    expected_seq - 1
+                ))
+            } else if stored_prev != prev {
+                Some(format!(
+                    "record {seq} does not link to the record before it (records were reordered or replaced)"
+                ))
+            } else {
+                let value: Value = serde_json::from_str(&event).unwrap_or(Value::Null);
+                let hash = chain_hash(&prev, &canonical(seq, at, &value));
+                (hash != stored_hash)
+                    .then(|| format!("record {seq} was edited (its hash does not match)"))
+            };
+            if problem.is_some() {
+                return Ok(Verification {
+                    records,
+                    head: prev,
+                    problem,
+                });
+            }
+            records += 1;
+            expected_seq += 1;
+            prev = stored_hash;
+        }
+        Ok(Verification {
+            records,
+            head: prev,
+            problem: None,
+        })
+    }
+}
+
+fn append_batch(db: &Database, batch: &[(Box<AuditEvent>, i64)]) -> Result<(), DbError> {
+    let mut conn = db.lock();
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (mut seq, mut prev): (i64, String) = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap_or((0, GENESIS.to_string()));
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (event, at) in batch {
+            seq += 1;
+            let value = serde_json::to_value(event.as_ref()).unwrap_or(Value::Null);
+            let hash = chain_hash(&prev, &canonical(seq, *at, &value));
+            insert.execute(rusqlite::params![seq, at, value.to_string(), prev, hash])?;
+            prev = hash;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn log_with(n: usize) -> (Arc<Database>, AuditLog) {
+        let db = Arc::new(Database::in_memory().unwrap());
+        let log = AuditLog::new(db.clone());
+        for i in 0..n {
+            log.append(AuditEvent::Invocation {
+                agent: "triage".into(),
+                event_id: format!("e{i}"),
+                source: "api".into(),
+                duration_ms: i as u64,
+                outcome: "ok".into(),
+            });
+        }
+        log.flush();
+        (db, log)
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let (_db, log) = log_with(5);
+        let v = log.verify().unwrap();
+        assert_eq!((v.records, v.problem), (5, None));
+        assert_eq!(log.read(3, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn edits_deletions_and_reordering_are_detected() {
+        let cases: [(&str, &str); 4] = [
+            (
+                "UPDATE audit SET event = replace(event, '\"e2\"', '\"e9\"') WHERE seq = 3",
+                "record 3 was edited",
+            ),
+            (
+                "DELETE FROM audit WHERE seq = 2",
+                "record 3 follows record 1",
+            ),
+            (
+                "UPDATE audit SET seq = CASE seq WHEN 2 THEN 3 ELSE 2 END WHERE seq IN (2, 3)",
+                "record 3 follows record 1",
+            ),
+            (
+                "UPDATE audit SET hash = 'x' WHERE seq = 4",
+                "record 4 was edited",
+            ),
+        ];
+        for (tamper, expected) in cases {
+            let (db, log) = log_with(5);
+            db.lock().execute_batch(tamper).unwrap();
+            let problem = log.verify().unwrap().problem.unwrap();
+            assert!(problem.contains(expected), "{tamper}: {problem}");
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! `clawcage serve`, and the commands around it: API tokens, the audit log,
+//! and clients that talk to a running daemon.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::state::StateArgs;
+use crate::daemon::{Bundle, Daemon, DaemonOptions};
+
+/// The token file `init` writes, for local clients.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// `clawcage serve`: runs the daemon.
+#[derive(Debug, clap::Args)]
+pub struct ServeCommand {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Where to listen. Loopback by default: put a TLS proxy in front to
+    /// expose it.
+    #[arg(long, default_value = "127.0.0.1:7878", env = "CLAWCAGE_LISTEN")]
+    pub listen: SocketAddr,
+    /// Events running at once across all agents.
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrent: usize,
+    /// Seconds to wait for events in flight on SIGTERM or SIGINT.
+    #[arg(long, default_value_t = 30)]
+    pub drain_seconds: u64,
+    /// Agent manifests to deploy at start (their component and cassettes
+    /// are read from beside them).
+    #[arg(long)]
+    pub deploy: Vec<PathBuf>,
+}
+
+impl ServeCommand {
+    /// Runs the daemon until a signal; returns the exit code.
+    pub fn execute(self) -> std::process::ExitCode {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(self.serve()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn serve(self) -> Result<(), String> {
+        let mut options = DaemonOptions::new(self.state.dir()?);
+        options.max_concurrent = self.max_concurrent.max(1);
+        options.drain_timeout = Duration::from_secs(self.drain_seconds);
+        options.engine.max_concurrent_instances = (options.max_concurrent as u32).max(16);
+        let daemon = Daemon::open(options)?;
+        for manifest in &self.deploy {
+            let bundle = Bundle::from_manifest_file(manifest)?;
+            let name = crate::manifest::Manifest::from_toml(&bundle.manifest)
+                .map_err(|e| e.to_string())?
+                .name;
+            let info = daemon
+                .deploy(&name, bundle, "serve --deploy")
+                .map_err(|e| format!("{}: {e}", manifest.display()))?;
+            eprintln!("deployed {} ({})", info.name, &info.sha256[..12]);
+        }
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", self.listen))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        eprintln!("clawcage daemon listening on http://{address}");
+        let schedules = tokio::spawn(crate::daemon::schedule::run(daemon.clone()));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let server = {
+            let stop = stop.clone();
+            let router = crate::daemon::api::router(daemon.clone());
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.notified().await })
+                    .await
+            })
+        };
+        shutdown_signal().await;
+        eprintln!("shutting down: draining events in flight");
+        let left = daemon.drain().await;
+        if left > 0 {
+            eprintln!("{left} events were still running after the drain timeout");
+        }
+        stop.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        schedules.abort();
+        daemon.audit.close();
+        eprintln!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// `clawcage token`: API tokens for the daemon.
+#[derive(Debug, clap::Args)]
+pub struct TokenCommand {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+/// Token subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenAction {
+    /// Creates a token and prints it (the only time it is shown).
+    Add {
+        /// Its name.
+        name: String,
+    },
+    /// Lists tokens (names and dates, never values).
+    List,
+    /// Revokes a token.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
+}
+
+impl TokenCommand {
+    /// Runs the command.
+    pub fn run(self, out: &mut dyn Write) -> Result<(), String> {
+        let db = crate::db::Database::open(&self.state.dir()?).map_err(|e| e.to_string())?;
+        let tokens = crate::daemon::auth::Tokens::new(Arc::new(db));
+        match self.action {
+            TokenAction::Add { name } => {
+                let token = tokens.create(&name)?;
+                let _ = writeln!(out, "{}", token.expose_str().unwrap_or_default());
+            }
+            TokenAction::List => {
+                for token in tokens.list().map_err(|e| e.to_string())? {
+                    let _ = writeln!(
+                        out,
+                        "{}\tcreated {}\t{}",
+                        token.name,
+                        token.created_at,
+                        token
+                            .revoked_at
+                            .map_or("active".to_string(), |at| format!("revoked {at}"))
+                    );
+                }
+            }
+            TokenAction::Revoke { name } => {
+                tokens.revoke(&name)?;
+                let _ = writeln!(out, "revoked {name}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `clawcage audit`: checks or exports the audit log.
+#[derive(Debug, clap::Args)]
+pub struct AuditCommand {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: AuditAction,
+}
+
+/// Audit subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditAction {
+    /// Recomputes the hash chain; fails naming the first edited, deleted or
+    /// moved record.
+    Verify,
+    /// Writes every record as JSON Lines.
+    Export,
+}
+
+impl AuditCommand {
+    /// Runs the command.
+    pub fn run(self, out: &mut dyn Write) -> Result<(), String> {
+        let db =
+            Arc::new(crate::db::Database::open(&self.state.dir()?).map_err(|e| e.to_string())?);
+        let audit = crate::audit::AuditLog::new(db);
+        let result = match self.action {
+            AuditAction::Verify => {
+                let v = audit.verify().map_err(|e| e.to_string())?;
+                match v.problem {
+                    None => {
+                        let _ = writeln!(out, "ok: {} records, head {}", v.records, v.head);
+                        Ok(())
+                    }
+                    Some(problem) => Err(format!(
+                        "the audit log was tampered with: {problem} ({} records verified before it)",
+                        v.records
+                    )),
+                }
+            }
+            AuditAction::Export => {
+                let mut after = 0;
+                loop {
+                    let records = audit.read(after, 1000).map_err(|e| e.to_string())?;
+                    let Some(last) = records.last() else { break };
+                    after = last.seq;
+                    for record in &records {
+                        let _ =
+                            writeln!(out, "{}", serde_json::to_string(record).unwrap_or_default());
+                    }
+                }
+                Ok(())
+            }
+        };
+        audit.close();
+        result
+    }
+}
+
+/// Where a running daemon is, and the token to use.
+#[derive(Debug, clap::Args)]
+pub struct RemoteArgs {
+    /// The daemon's URL.
+    #[arg(
+        long = "remote",
+        env = "CLAWCAGE_URL",
+        default_value = "http://127.0.0.1:7878"
+    )]
+    pub url: String,
+    /// An API token (default: `admin.token` in the state directory).
+    #[arg(long, env = "CLAWCAGE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The state directory, to find `admin.token`.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+impl RemoteArgs {
+    fn token(&self) -> Result<String, String> {
+        if let Some(token) = &self.token {
+            return Ok(token.clone());
+        }
+        let path = self.state.dir()?.join(TOKEN_FILE);
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| format!("no --token, CLAWCAGE_TOKEN or {}: {e}", path.display()))
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let client = crate::providers::http::client_builder()?
+            .timeout(Duration::from_secs(600))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let mut request = client.request(method, &url).bearer_auth(self.token()?);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(format!(
+                "{status}: {}",
+                value["error"]["message"]
+                    .as_str()
+                    .unwrap_or("the daemon refused")
+            ))
+        }
+    }
+}
+
+fn block_on<F: std::future::Future<Output = Result<Value, String>>>(
+    future: F,
+) -> Result<Value, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(future)
+}
+
+/// `clawcage agent`: deploys, lists and removes agents on a running daemon.
+#[derive(Debug, clap::Args)]
+pub struct AgentCommand {
+    /// The daemon.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: AgentAction,
+}
+
+/// Agent subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentAction {
+    /// Uploads a manifest, its component and its cassettes; replaces a
+    /// deployed agent of the same name for its next event.
+    Deploy {
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// Lists deployed agents.
+    List,
+    /// Removes an agent.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+impl AgentCommand {
+    /// Runs the command.
+    pub fn run(self, out: &mut dyn Write) -> Result<(), String> {
+        let value = match &self.action {
+            AgentAction::Deploy { manifest } => {
+                let bundle = Bundle::from_manifest_file(manifest)?;
+                let name = crate::manifest::Manifest::from_toml(&bundle.manifest)
+                    .map_err(|e| e.to_string())?
+                    .name;
+                let body = json!({"manifest": bundle.manifest, "component": bundle.component, "files": bundle.files});
+                block_on(self.remote.call(
+                    reqwest::Method::PUT,
+                    &format!("/v1/agents/{name}"),
+                    Some(body),
+                ))?
+            }
+            AgentAction::List => {
+                block_on(self.remote.call(reqwest::Method::GET, "/v1/agents", None))?
+            }
+            AgentAction::Remove { name } => {
+                block_on(self.remote.call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/agents/{name}"),
+                    None,
+                ))?;
+                json!({"removed": name})
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        Ok(())
+    }
+}
+
+/// `clawcage invoke`: runs an event on a deployed agent.
+#[derive(Debug, clap::Args)]
+pub struct InvokeCommand {
+    /// The daemon.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// The agent.
+    pub agent: String,
+    /// The event, as a JSON file.
+    #[arg(long)]
+    pub event: PathBuf,
+}
+
+impl InvokeCommand {
+    /// Runs the command.
+    pub fn run(self, out: &mut dyn Write) -> Result<(), String> {
+        let text = std::fs::read_to_string(&self.event)
+            .map_err(|e| format!("{}: {e}", self.event.display()))?;
+        let event: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", self.event.display()))?;
+        let path = format!("/v1/agents/{}/invoke", self.agent);
+        let value = block_on(self.remote.call(reqwest::Method::POST, &path, Some(event)))?;
+        match value["result"].as_str() {
+            Some(result) => {
+                let _ = writeln!(out, "{result}");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,823 @@
+//! The host daemon: deployed agents, invoked by API calls, webhooks and
+//! schedules, concurrently and under backpressure, with an audit trail.
+//!
+//! - Agents are deployed as bundles (manifest, component, files such as
+//!   cassettes) into `agents/<name>/` under the state directory, and loaded
+//!   again at start. A new deployment replaces the old one for the next
+//!   event; events in flight finish on the version they started with.
+//! - Each agent runs at most `concurrency.max_concurrent` events at once
+//!   and queues at most `concurrency.max_queued`; past that, the answer is
+//!   429 with `Retry-After`. A global limit bounds all agents together, so
+//!   one agent's queue cannot hold every instance.
+//! - Every invocation, model call, tool decision, key change, deployment
+//!   and admin request is an [`AuditEvent`].
+
+pub mod api;
+pub mod auth;
+pub mod hooks;
+pub mod metrics;
+pub mod schedule;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::audit::{AuditEvent, AuditLog};
+use crate::db::Database;
+use crate::error::InvokeError;
+use crate::manifest::Manifest;
+use crate::providers::binding::Services;
+use crate::tools::connector::{Decision, DecisionSink};
+use crate::vault::{MasterKey, Vault};
+use crate::{Agent, Cage, EngineOptions, Event};
+
+/// Largest component in a deployment.
+pub const MAX_COMPONENT_BYTES: usize = crate::limits::MAX_COMPONENT_BYTES as usize;
+/// Most extra files (cassettes) in a deployment, and their total size.
+pub const MAX_BUNDLE_FILES: usize = 16;
+/// Largest extra file.
+pub const MAX_BUNDLE_FILE_BYTES: usize = 16 << 20;
+/// Async invocation results kept for polling.
+pub const MAX_KEPT_RESULTS: usize = 10_000;
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The state directory (`clawcage init`).
+    pub state_dir: PathBuf,
+    /// Events running at once across all agents.
+    pub max_concurrent: usize,
+    /// How long shutdown waits for events in flight.
+    pub drain_timeout: Duration,
+    /// Largest invoke or webhook body.
+    pub max_event_bytes: usize,
+    /// The engine's settings.
+    pub engine: EngineOptions,
+}
+
+impl DaemonOptions {
+    /// Defaults for a state directory.
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self {
+            state_dir,
+            max_concurrent: 64,
+            drain_timeout: Duration::from_secs(30),
+            max_event_bytes: 1 << 20,
+            engine: EngineOptions::default(),
+        }
+    }
+}
+
+/// A deployed agent.
+pub struct Deployed {
+    /// The loaded agent.
+    pub agent: Agent,
+    /// Its manifest, as deployed.
+    pub manifest: Manifest,
+    slots: Semaphore,
+    queued: AtomicUsize,
+}
+
+impl Deployed {
+    /// Events waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// What a deployment carries.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// The manifest, as TOML. Its `component` is replaced by the bundle's.
+    pub manifest: String,
+    /// The component, base64.
+    pub component: String,
+    /// Files the manifest names (cassettes), by bare file name, as text.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+impl Bundle {
+    /// A bundle from a manifest file: its component, and every cassette it
+    /// names, read from beside it (paths become bare file names).
+    pub fn from_manifest_file(path: &Path) -> Result<Self, String> {
+        use base64::Engine as _;
+        let mut manifest = Manifest::load(path).map_err(|e| e.to_string())?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let component_path = manifest
+            .component
+            .path
+            .clone()
+            .ok_or("the manifest's component has no `path` to upload")?;
+        let component = crate::agent::read_bounded(
+            &dir.join(&component_path),
+            crate::limits::MAX_COMPONENT_BYTES,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut files = BTreeMap::new();
+        let mut take = |cassette: &mut Option<PathBuf>| -> Result<(), String> {
+            if let Some(file) = cassette.as_mut() {
+                let name = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or("a cassette path has no file name")?
+                    .to_string();
+                if !files.contains_key(&name) {
+                    let text = std::fs::read_to_string(dir.join(&*file))
+                        .map_err(|e| format!("{}: {e}", file.display()))?;
+                    files.insert(name.clone(), text);
+                }
+                *file = PathBuf::from(name);
+            }
+            Ok(())
+        };
+        for binding in manifest.models.values_mut() {
+            take(&mut binding.cassette)?;
+        }
+        for grant in manifest.tools.values_mut() {
+            take(&mut grant.cassette)?;
+        }
+        manifest.component.path = Some(PathBuf::from("component.wasm"));
+        Ok(Self {
+            manifest: toml::to_string(&manifest).map_err(|e| e.to_string())?,
+            component: base64::engine::general_purpose::STANDARD.encode(component),
+            files,
+        })
+    }
+}
+
+/// A deployment's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentInfo {
+    /// The name.
+    pub name: String,
+    /// The component's sha256.
+    pub sha256: String,
+    /// Model bindings.
+    pub models: Vec<String>,
+    /// Tools granted.
+    pub tools: Vec<String>,
+    /// Triggers, as `source` or `source:detail`.
+    pub triggers: Vec<String>,
+    /// Events waiting.
+    pub queued: usize,
+}
+
+/// Why an invocation did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No such agent.
+    #[error("no agent named {0:?}")]
+    UnknownAgent(String),
+    /// The agent's queue is full.
+    #[error("agent {agent:?} is busy: {queued} events are waiting")]
+    Busy {
+        /// The agent.
+        agent: String,
+        /// How many wait.
+        queued: usize,
+    },
+    /// The daemon is shutting down.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+/// A finished invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The invocation's id.
+    pub id: String,
+    /// The agent.
+    pub agent: String,
+    /// The handler's result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// Why there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<OutcomeError>,
+    /// Wall time.
+    pub elapsed_ms: f64,
+}
+
+/// An invocation's failure, for API answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomeError {
+    /// `invalid-event`, `agent-error`, `limit`, `crashed`,
+    /// `result-too-large`, `busy` or `host-error`.
+    pub kind: &'static str,
+    /// The message.
+    pub message: String,
+}
+
+/// The label of an invocation failure.
+pub fn error_kind(error: &InvokeError) -> &'static str {
+    match error {
+        InvokeError::InvalidEvent { .. } => "invalid-event",
+        InvokeError::Agent { .. } => "agent-error",
+        InvokeError::LimitExceeded { .. } => "limit",
+        InvokeError::Crashed { .. } => "crashed",
+        InvokeError::ResultTooLarge { .. } => "result-too-large",
+        InvokeError::Busy { .. } => "busy",
+        InvokeError::Host { .. } => "host-error",
+    }
+}
+
+/// An async invocation's state.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Pending {
+    /// Still running or queued.
+    Running {
+        /// Its id.
+        id: String,
+    },
+    /// Finished.
+    Done(Outcome),
+}
+
+/// The daemon's shared state.
+pub struct Daemon {
+    options: DaemonOptions,
+    cage: Cage,
+    /// Vault, ledger, prices, HTTP client.
+    pub services: Arc<Services>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// API tokens.
+    pub tokens: auth::Tokens,
+    /// Metrics.
+    pub metrics: metrics::Metrics,
+    db: Arc<Database>,
+    agents: RwLock<BTreeMap<String, Arc<Deployed>>>,
+    global: Semaphore,
+    results: Mutex<(HashMap<String, Pending>, VecDeque<String>)>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    shutting_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("state_dir", &self.options.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends tool decisions to the audit log and the metrics.
+struct AuditDecisions {
+    audit: AuditLog,
+    metrics: metrics::Metrics,
+}
+
+impl DecisionSink for AuditDecisions {
+    fn record(&self, decision: &Decision) {
+        if !decision.allowed {
+            self.metrics.add(
+                "clawcage_tool_denials_total",
+                &[("agent", &decision.agent), ("tool", &decision.tool)],
+                1,
+            );
+        }
+        self.audit.append(AuditEvent::Tool {
+            agent: decision.agent.clone(),
+            tool: decision.tool.clone(),
+            action: decision.action.clone(),
+            resource: decision.resource.clone(),
+            allowed: decision.allowed,
+            reason: decision.reason.clone(),
+        });
+    }
+}
+
+fn random_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// Checks a bundle file name: a bare name, no path.
+fn valid_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+impl Daemon {
+    /// Opens the state directory (it must be initialised), takes its budget
+    /// lock, and loads every deployed agent.
+    pub fn open(options: DaemonOptions) -> Result<Arc<Self>, String> {
+        let dir = options.state_dir.clone();
+        let db = Arc::new(Database::open(&dir).map_err(|e| e.to_string())?);
+        let master = MasterKey::load(&dir).map_err(|e| e.to_string())?;
+        let vault = Arc::new(Vault::open(db.clone(), master).map_err(|e| e.to_string())?);
+        let ledger =
+            crate::ledger::Ledger::exclusive(db.clone(), &dir).map_err(|e| e.to_string())?;
+        let prices = match std::fs::read_to_string(dir.join("prices.toml")) {
+            Ok(text) => crate::pricing::PriceFile::from_toml(&text)?.table(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::pricing::PriceTable::builtin()
+            }
+            Err(e) => return Err(format!("{}: {e}", dir.join("prices.toml").display())),
+        };
+        let audit = AuditLog::new(db.clone());
+        let metrics = metrics::Metrics::default();
+        {
+            let audit = audit.clone();
+            let metrics = metrics.clone();
+            ledger.set_usage_hook(Arc::new(move |record: &crate::ledger::UsageRecord| {
+                let agent = record.agent.as_str();
+                metrics.add(
+                    "clawcage_inference_tokens_total",
+                    &[("agent", agent), ("direction", "input")],
+                    record.input_tokens,
+                );
+                metrics.add(
+                    "clawcage_inference_tokens_total",
+                    &[("agent", agent), ("direction", "output")],
+                    record.output_tokens,
+                );
+                metrics.add(
+                    "clawcage_inference_cost_usd_micros_total",
+                    &[("agent", agent)],
+                    record.cost_micros,
+                );
+                audit.append(AuditEvent::Inference {
+                    agent: record.agent.clone(),
+                    binding: record.binding.clone(),
+                    provider: record.provider.clone(),
+                    model: record.model.clone(),
+                    key_id: record.key_id.clone(),
+                    input_tokens: record.input_tokens,
+                    output_tokens: record.output_tokens,
+                    cost_micros: record.cost_micros,
+                    status: record.outcome.clone(),
+                });
+            }));
+        }
+        let services = Arc::new(Services::new(vault, ledger, prices)?);
+        let cage = Cage::new(options.engine.clone())
+            .map_err(|e| e.to_string())?
+            .with_services(services.clone())
+            .with_decision_sink(Arc::new(AuditDecisions {
+                audit: audit.clone(),
+                metrics: metrics.clone(),
+            }));
+        let daemon = Arc::new(Self {
+            global: Semaphore::new(options.max_concurrent),
+            tokens: auth::Tokens::new(db.clone()),
+            options,
+            cage,
+            services,
+            audit,
+            metrics,
+            db,
+            agents: RwLock::new(BTreeMap::new()),
+            results: Mutex::new((HashMap::new(), VecDeque::new())),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            shutting_down: AtomicBool::new(false),
+        });
+        daemon.load_deployed()?;
+        Ok(daemon)
+    }
+
+    fn agents_dir(&self) -> PathBuf {
+        self.options.state_dir.join("agents")
+    }
+
+    fn load_deployed(&self) -> Result<(), String> {
+        let dir = self.agents_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || !path.join("agent.toml").is_file() {
+                continue;
+            }
+            match self.load_from(&path) {
+                Ok(deployed) => {
+                    tracing::info!(agent = %name, "loaded deployed agent");
+                    self.write_agents().insert(name, Arc::new(deployed));
+                }
+                Err(e) => tracing::error!(agent = %name, error = %e, "cannot load deployed agent"),
+            }
+        }
+        Ok(())
+    }
+
+    fn load_from(&self, dir: &Path) -> Result<Deployed, String> {
+        let manifest = Manifest::load(&dir.join("agent.toml")).map_err(|e| e.to_string())?;
+        let agent = self
+            .cage
+            .load_manifest(&manifest, dir)
+            .map_err(|e| e.to_string())?;
+        Ok(Deployed {
+            slots: Semaphore::new(manifest.concurrency.max_concurrent as usize),
+            queued: AtomicUsize::new(0),
+            agent,
+            manifest,
+        })
+    }
+
+    fn read_agents(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Deployed>>> {
+        self.agents.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_agents(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Deployed>>> {
+        self.agents.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A deployed agent.
+    pub fn agent(&self, name: &str) -> Option<Arc<Deployed>> {
+        self.read_agents().get(name).cloned()
+    }
+
+    /// Every deployed agent, in name order.
+    pub fn list(&self) -> Vec<AgentInfo> {
+        self.read_agents()
+            .iter()
+            .map(|(name, deployed)| AgentInfo {
+                name: name.clone(),
+                sha256: deployed.agent.sha256().to_string(),
+                models: deployed.manifest.models.keys().cloned().collect(),
+                tools: deployed.manifest.tools.keys().cloned().collect(),
+                triggers: deployed
+                    .manifest
+                    .triggers
+                    .iter()
+                    .map(|t| match (&t.name, &t.cron) {
+                        (Some(name), _) => format!("{}:{name}", t.source),
+                        (_, Some(cron)) => format!("{}:{cron}", t.source),
+                        _ => t.source.clone(),
+                    })
+                    .collect(),
+                queued: deployed.queued(),
+            })
+            .collect()
+    }
+
+    /// Deploys (or replaces) an agent from a bundle. The files are written
+    /// to a fresh directory and loaded from there; only if that succeeds does
+    /// the new version replace the old, for the next event.
+    pub fn deploy(&self, name: &str, bundle: Bundle, actor: &str) -> Result<AgentInfo, String> {
+        use base64::Engine as _;
+        let mut manifest = Manifest::from_toml(&bundle.manifest).map_err(|e| e.to_string())?;
+        if manifest.name != name {
+            return Err(format!(
+                "the manifest names agent {:?}, not {name:?}",
+                manifest.name
+            ));
+        }
+        let component = base64::engine::general_purpose::STANDARD
+            .decode(bundle.component.as_bytes())
+            .map_err(|e| format!("component: not base64: {e}"))?;
+        if component.len() > MAX_COMPONENT_BYTES {
+            return Err(format!(
+                "component: larger than {MAX_COMPONENT_BYTES} bytes"
+            ));
+        }
+        if bundle.files.len() > MAX_BUNDLE_FILES {
+            return Err(format!("more than {MAX_BUNDLE_FILES} files"));
+        }
+        for (file, text) in &bundle.files {
+            if !valid_file_name(file) || file == "agent.toml" || file == "component.wasm" {
+                return Err(format!("file name {file:?} must be a bare file name"));
+            }
+            if text.len() > MAX_BUNDLE_FILE_BYTES {
+                return Err(format!(
+                    "file {file:?}: larger than {MAX_BUNDLE_FILE_BYTES} bytes"
+                ));
+            }
+        }
+        manifest.component.path = Some(PathBuf::from("component.wasm"));
+        manifest.component.registry = None;
+        let agents_dir = self.agents_dir();
+        crate::fsutil::create_private_dir(&agents_dir).map_err(|e| e.to_string())?;
+        let staging = agents_dir.join(format!(".{name}.{}", random_id("")));
+        let written = (|| -> Result<(), String> {
+            crate::fsutil::create_private_dir(&staging).map_err(|e| e.to_string())?;
+            let toml = toml::to_string(&manifest).map_err(|e| e.to_string())?;
+            let write = |file: &str, bytes: &[u8]| {
+                crate::fsutil::write_atomically(&staging.join(file), bytes)
+                    .map_err(|e| format!("{file}: {e}"))
+            };
+            write("agent.toml", toml.as_bytes())?;
+            write("component.wasm", &component)?;
+            for (file, text) in &bundle.files {
+                write(file, text.as_bytes())?;
+            }
+            Ok(())
+        })();
+        let loaded = written.and_then(|()| self.load_from(&staging));
+        let deployed = match loaded {
+            Ok(deployed) => deployed,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        // Swap directories: the old version's files go away once the new
+        // one is in place.
+        let target = agents_dir.join(name);
+        let retired = agents_dir.join(format!(".{name}.old.{}", random_id("")));
+        let had_old = target.exists();
+        if had_old {
+            std::fs::rename(&target, &retired).map_err(|e| e.to_string())?;
+        }
+        if let Err(e) = std::fs::rename(&staging, &target) {
+            if had_old {
+                let _ = std::fs::rename(&retired, &target);
+            }
+            return Err(e.to_string());
+        }
+        let _ = std::fs::remove_dir_all(&retired);
+        // The loaded agent read its files from the staging path, which no
+        // longer exists; everything it needs is already in memory.
+        let info_sha = deployed.agent.sha256().to_string();
+        self.audit.append(AuditEvent::Deployment {
+            change: "deploy".into(),
+            agent: name.to_string(),
+            sha256: Some(info_sha),
+            tools: deployed.manifest.tools.keys().cloned().collect(),
+            models: deployed.manifest.models.keys().cloned().collect(),
+            actor: actor.to_string(),
+        });
+        self.write_agents()
+            .insert(name.to_string(), Arc::new(deployed));
+        self.list()
+            .into_iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| "the agent vanished".to_string())
+    }
+
+    /// Removes an agent; events in flight finish.
+    pub fn remove(&self, name: &str, actor: &str) -> Result<(), String> {
+        let removed = self.write_agents().remove(name);
+        let Some(removed) = removed else {
+            return Err(format!("no agent named {name:?}"));
+        };
+        let _ = std::fs::remove_dir_all(self.agents_dir().join(name));
+        self.audit.append(AuditEvent::Deployment {
+            change: "remove".into(),
+            agent: name.to_string(),
+            sha256: Some(removed.agent.sha256().to_string()),
+            tools: vec![],
+            models: vec![],
+            actor: actor.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Runs one event through an agent, waiting for a slot (within the
+    /// agent's queue bound).
+    pub async fn invoke(
+        &self,
+        name: &str,
+        mut event: Event,
+        source: &str,
+    ) -> Result<Outcome, Refusal> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(Refusal::ShuttingDown);
+        }
+        let deployed = self
+            .agent(name)
+            .ok_or_else(|| Refusal::UnknownAgent(name.to_string()))?;
+        let max_queued = deployed.manifest.concurrency.max_queued as usize;
+        let queued = deployed.queued.fetch_add(1, Ordering::AcqRel);
+        if queued >= max_queued {
+            deployed.queued.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.add(
+                "clawcage_rejections_total",
+                &[("agent", name), ("reason", "busy")],
+                1,
+            );
+            return Err(Refusal::Busy {
+                agent: name.to_string(),
+                queued,
+            });
+        }
+        let _in_flight = InFlight::enter(self);
+        let slot = deployed.slots.acquire().await;
+        let global = self.global.acquire().await;
+        deployed.queued.fetch_sub(1, Ordering::AcqRel);
+        let (Ok(_slot), Ok(_global)) = (slot, global) else {
+            return Err(Refusal::ShuttingDown);
+        };
+        let id = event.id.clone().unwrap_or_else(|| random_id("evt_"));
+        event.id = Some(id.clone());
+        let invocation = deployed.agent.invoke(event).await;
+        let (result, error) = match invocation.outcome {
+            Ok(result) => (Some(result), None),
+            Err(error) => (
+                None,
+                Some(OutcomeError {
+                    kind: error_kind(&error),
+                    message: error.to_string(),
+                }),
+            ),
+        };
+        let outcome_label = error.as_ref().map_or("ok", |e| e.kind);
+        self.metrics.add(
+            "clawcage_invocations_total",
+            &[("agent", name), ("outcome", outcome_label)],
+            1,
+        );
+        self.metrics.add(
+            "clawcage_invocation_microseconds_total",
+            &[("agent", name)],
+            invocation.elapsed.as_micros() as u64,
+        );
+        self.audit.append(AuditEvent::Invocation {
+            agent: name.to_string(),
+            event_id: id.clone(),
+            source: source.to_string(),
+            duration_ms: invocation.elapsed.as_millis() as u64,
+            outcome: outcome_label.to_string(),
+        });
+        tracing::info!(agent = %name, event_id = %id, source, outcome = outcome_label, elapsed_ms = invocation.elapsed.as_millis() as u64, "invocation");
+        Ok(Outcome {
+            id,
+            agent: name.to_string(),
+            result,
+            error,
+            elapsed_ms: invocation.elapsed.as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// Starts an invocation in the background; poll it with
+    /// [`Daemon::result`].
+    pub fn invoke_async(
+        self: &Arc<Self>,
+        name: &str,
+        mut event: Event,
+        source: &str,
+    ) -> Result<String, Refusal> {
+        if self.agent(name).is_none() {
+            return Err(Refusal::UnknownAgent(name.to_string()));
+        }
+        let id = event.id.clone().unwrap_or_else(|| random_id("evt_"));
+        event.id = Some(id.clone());
+        self.keep_result(id.clone(), Pending::Running { id: id.clone() });
+        let daemon = self.clone();
+        let name = name.to_string();
+        let source = source.to_string();
+        let task_id = id.clone();
+        tokio::spawn(async move {
+            let done = match daemon.invoke(&name, event, &source).await {
+                Ok(outcome) => outcome,
+                Err(refusal) => Outcome {
+                    id: task_id.clone(),
+                    agent: name,
+                    result: None,
+                    error: Some(OutcomeError {
+                        kind: "busy",
+                        message: refusal.to_string(),
+                    }),
+                    elapsed_ms: 0.0,
+                },
+            };
+            daemon.keep_result(task_id, Pending::Done(done));
+        });
+        Ok(id)
+    }
+
+    fn keep_result(&self, id: String, state: Pending) {
+        let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, order) = &mut *results;
+        if map.insert(id.clone(), state).is_none() {
+            order.push_back(id);
+        }
+        while order.len() > MAX_KEPT_RESULTS {
+            if let Some(oldest) = order.pop_front() {
+                map.remove(&oldest);
+            }
+        }
+    }
+
+    /// An async invocation's state.
+    pub fn result(&self, id: &str) -> Option<Pending> {
+        self.results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .get(id)
+            .cloned()
+    }
+
+    /// Records a webhook delivery; `false` when it was seen before.
+    pub fn first_delivery(&self, source: &str, delivery_id: &str) -> bool {
+        let conn = self.db.lock();
+        // Forget deliveries older than a week.
+        let _ = conn.execute(
+            "DELETE FROM deliveries WHERE at < ?1",
+            [crate::db::now_unix() - 7 * 86_400],
+        );
+        conn.execute(
+            "INSERT INTO deliveries (source, delivery_id, at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            rusqlite::params![source, delivery_id, crate::db::now_unix()],
+        )
+        .map(|inserted| inserted == 1)
+        .unwrap_or(false)
+    }
+
+    /// A webhook signing secret from the vault.
+    pub fn webhook_secret(&self, key_id: &str) -> Option<crate::secret::Secret> {
+        self.services.vault.secret(key_id, "webhook").ok()
+    }
+
+    /// Agents subscribed to a trigger source, with their triggers.
+    pub fn subscribers(&self, source: &str) -> Vec<(String, crate::manifest::Trigger)> {
+        self.read_agents()
+            .iter()
+            .flat_map(|(name, deployed)| {
+                deployed
+                    .manifest
+                    .triggers
+                    .iter()
+                    .filter(|t| t.source == source)
+                    .map(|t| (name.clone(), t.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Events in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Stops taking events and waits for those in flight, up to the drain
+    /// timeout; returns how many were still running when it gave up.
+    pub async fn drain(&self) -> usize {
+        self.shutting_down.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + self.options.drain_timeout;
+        loop {
+            let notified = self.idle.notified();
+            let running = self.in_flight();
+            if running == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        self.services.ledger.flush();
+        self.audit.flush();
+        self.in_flight()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// The options.
+    pub fn options(&self) -> &DaemonOptions {
+        &self.options
+    }
+
+    /// Events running now across all agents.
+    pub fn running(&self) -> usize {
+        self.options.max_concurrent - self.global.available_permits()
+    }
+}
+
+/// Counts an invocation in flight for the drain.
+struct InFlight<'d> {
+    daemon: &'d Daemon,
+}
+
+impl<'d> InFlight<'d> {
+    fn enter(daemon: &'d Daemon) -> Self {
+        daemon.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self { daemon }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.daemon.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.daemon.idle.notify_waiters();
+        }
+    }
+}
+
+/// A JSON value's string, for event ids and kinds from webhooks.
+pub fn json_str<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
+    value.pointer(pointer).and_then(Value::as_str)
+}

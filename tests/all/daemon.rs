@@ -1,0 +1,539 @@
+//! The daemon end to end: its HTTP API on a loopback port, deployments,
+//! invocations, webhooks, backpressure, key rotation and the audit log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use clawcage::cli::{InitCommand, StateArgs};
+use clawcage::daemon::hooks::{sign_sha256, sign_slack};
+use clawcage::daemon::{Daemon, DaemonOptions};
+use clawcage_tests::fake_provider::FakeProvider;
+use clawcage_tests::{HELLO, HOSTILE, test_options};
+use serde_json::{Value, json};
+
+const KEY_V1: &str = "sk-ant-api03-DaemonKeyVersionOne-0123456789";
+const KEY_V2: &str = "sk-ant-api03-DaemonKeyVersionTwo-9876543210";
+const HOOK_SECRET: &str = "whsec-github-0123456789abcdef";
+
+struct Running {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    url: String,
+    token: String,
+    daemon: Arc<Daemon>,
+    http: reqwest::Client,
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    InitCommand {
+        state: StateArgs {
+            state_dir: Some(state.clone()),
+        },
+    }
+    .run(&mut Vec::new())
+    .unwrap();
+    let token = std::fs::read_to_string(state.join("admin.token")).unwrap();
+    let mut options = DaemonOptions::new(state.clone());
+    options.engine = test_options();
+    options.max_concurrent = 8;
+    options.drain_timeout = Duration::from_secs(5);
+    let daemon = Daemon::open(options).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = clawcage::daemon::api::router(daemon.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Running {
+        _dir: dir,
+        state,
+        url,
+        token,
+        daemon,
+        http: clawcage::providers::http::client().unwrap(),
+    }
+}
+
+impl Running {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn deploy(&self, name: &str, component: &str, sections: &str) -> (u16, Value) {
+        let manifest = format!("name = {name:?}\n[component]\npath = \"x.wasm\"\n{sections}");
+        let component =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(component).unwrap());
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/agents/{name}"),
+            Some(json!({"manifest": manifest, "component": component})),
+        )
+        .await
+    }
+
+    async fn invoke(&self, agent: &str, event: Value) -> (u16, Value) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/agents/{agent}/invoke"),
+            Some(event),
+        )
+        .await
+    }
+
+    async fn wait_for(&self, id: &str) -> Value {
+        for _ in 0..200 {
+            let (_, state) = self
+                .call(reqwest::Method::GET, &format!("/v1/invocations/{id}"), None)
+                .await;
+            if state["status"] == "done" {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("invocation {id} did not finish");
+    }
+
+    fn audit_text(&self) -> String {
+        self.daemon.audit.flush();
+        self.daemon
+            .audit
+            .read(0, 100_000)
+            .unwrap()
+            .iter()
+            .map(|r| r.event.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_invoke_and_clear_errors() {
+    let daemon = start().await;
+    // No token, or a wrong one: 401 with a challenge, and an audit record.
+    let anonymous = daemon
+        .http
+        .get(format!("{}/v1/agents", daemon.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let forged = daemon
+        .http
+        .get(format!("{}/v1/agents", daemon.url))
+        .bearer_auth("cc_0000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+
+    let (status, deployed) = daemon.deploy("hello", HELLO, "").await;
+    assert_eq!(status, 200, "{deployed}");
+    assert_eq!(deployed["deployed"]["name"], "hello");
+    let (status, listed) = daemon.call(reqwest::Method::GET, "/v1/agents", None).await;
+    assert_eq!(
+        (status, listed["agents"].as_array().unwrap().len()),
+        (200, 1)
+    );
+
+    let (status, outcome) = daemon
+        .invoke(
+            "hello",
+            json!({"source": "test", "kind": "greet", "payload": {"name": "Ada"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["result"], "Hello, Ada!");
+    let (status, error) = daemon
+        .invoke("nobody", json!({"source": "test", "kind": "greet"}))
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (404, Some("unknown-agent"))
+    );
+    let (status, error) = daemon.invoke("hello", json!({"kind": 3})).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (400, Some("bad-event"))
+    );
+    let (status, failed) = daemon
+        .invoke(
+            "hello",
+            json!({"source": "test", "kind": "greet", "payload": {"name": 7}}),
+        )
+        .await;
+    assert_eq!(
+        (status, failed["error"]["kind"].as_str()),
+        (422, Some("agent-error")),
+        "{failed}"
+    );
+
+    // Async: an id now, the result when polled.
+    let (status, started) = daemon
+        .call(
+            reqwest::Method::POST,
+            "/v1/agents/hello/invoke?async=true",
+            Some(json!({"source": "test", "kind": "greet", "payload": {"name": "Bo"}})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let done = daemon.wait_for(started["id"].as_str().unwrap()).await;
+    assert_eq!(done["result"], "Hello, Bo!");
+
+    // A bad deployment changes nothing.
+    let (status, refused) = daemon
+        .deploy("hello", HOSTILE, "[tools.nothing]\nactions = []\n")
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    let (_, still) = daemon
+        .invoke(
+            "hello",
+            json!({"source": "test", "kind": "greet", "payload": {"name": "Cy"}}),
+        )
+        .await;
+    assert_eq!(still["result"], "Hello, Cy!");
+
+    let metrics = daemon
+        .http
+        .get(format!("{}/metrics", daemon.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("clawcage_invocations_total{agent=\"hello\",outcome=\"ok\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clawcage_invocations_total{agent=\"hello\",outcome=\"agent-error\"} 1")
+    );
+    assert!(metrics.contains("# TYPE clawcage_queue_depth gauge"));
+
+    let audit = daemon.audit_text();
+    assert!(audit.contains(r#""kind":"admin""#) && audit.contains(r#""allowed":false"#));
+    assert!(audit.contains(r#""change":"deploy""#));
+    assert_eq!(audit.matches(r#""kind":"invocation""#).count(), 4);
+    // Metadata only: the payloads' names never appear.
+    assert!(!audit.contains("Ada") && !audit.contains("Hello,"));
+    let (_, verified) = daemon
+        .call(reqwest::Method::GET, "/v1/audit/verify", None)
+        .await;
+    assert_eq!(verified["problem"], Value::Null, "{verified}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_run_only_with_a_valid_fresh_signature_and_once() {
+    let daemon = start().await;
+    daemon
+        .daemon
+        .services
+        .vault
+        .add(
+            "github-hook",
+            "webhook",
+            &clawcage::secret::Secret::from(HOOK_SECRET.to_string()),
+        )
+        .unwrap();
+    daemon
+        .daemon
+        .services
+        .vault
+        .add(
+            "slack-hook",
+            "webhook",
+            &clawcage::secret::Secret::from("slack-signing-secret-0123456789".to_string()),
+        )
+        .unwrap();
+    let sections = "[[triggers]]\nsource = \"github\"\nevents = [\"issues.opened\"]\nsecret = \"github-hook\"\n\n[[triggers]]\nsource = \"slack\"\nsecret = \"slack-hook\"\n";
+    let (status, body) = daemon.deploy("echoer", HOSTILE, sections).await;
+    assert_eq!(status, 200, "{body}");
+
+    let payload = json!({"action": "opened", "issue": {"number": 1}}).to_string();
+    let post = |signature: String, delivery: &'static str, body: String| {
+        daemon
+            .http
+            .post(format!("{}/hooks/github", daemon.url))
+            .header("x-github-event", "issues")
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+    };
+    let good = sign_sha256(HOOK_SECRET.as_bytes(), payload.as_bytes());
+    let response = post(good.clone(), "d-1", payload.clone()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let started: Value = response.json().await.unwrap();
+    let id = started["started"][0]["id"].as_str().unwrap().to_string();
+    let done = daemon.wait_for(&id).await;
+    // The hostile fixture's unknown-kind answer proves it ran with this event.
+    assert!(
+        done["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("issues.opened"),
+        "{done}"
+    );
+
+    // The same delivery again runs nothing.
+    let again: Value = post(good, "d-1", payload.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["duplicate"], true);
+    // A wrong signature, or a tampered body, is refused and runs nothing.
+    let bad = post(
+        sign_sha256(b"wrong", payload.as_bytes()),
+        "d-2",
+        payload.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 401);
+    let tampered = post(
+        sign_sha256(HOOK_SECRET.as_bytes(), payload.as_bytes()),
+        "d-3",
+        payload.replace("opened", "closed"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tampered.status(), 401);
+
+    // Slack: the URL check is answered; a stale timestamp is a replay.
+    let now = clawcage::db::now_unix();
+    let challenge = json!({"type": "url_verification", "challenge": "abc123"}).to_string();
+    let slack = |timestamp: i64, body: String| {
+        daemon
+            .http
+            .post(format!("{}/hooks/slack", daemon.url))
+            .header("x-slack-request-timestamp", timestamp.to_string())
+            .header(
+                "x-slack-signature",
+                sign_slack(
+                    b"slack-signing-secret-0123456789",
+                    timestamp,
+                    body.as_bytes(),
+                ),
+            )
+            .body(body)
+            .send()
+    };
+    let answered: Value = slack(now, challenge.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answered["challenge"], "abc123");
+    let replayed = slack(now - 3600, challenge).await.unwrap();
+    assert_eq!(replayed.status(), 401);
+
+    let audit = daemon.audit_text();
+    assert_eq!(
+        audit.matches(r#""kind":"webhook_refused""#).count(),
+        3,
+        "{audit}"
+    );
+    assert_eq!(audit.matches(r#""kind":"invocation""#).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_agent_answers_429_while_another_still_runs() {
+    let daemon = start().await;
+    let busy =
+        "[limits]\ndeadline_ms = 1500\n\n[concurrency]\nmax_concurrent = 1\nmax_queued = 1\n";
+    assert_eq!(daemon.deploy("spinner", HOSTILE, busy).await.0, 200);
+    assert_eq!(daemon.deploy("hello", HELLO, "").await.0, 200);
+    let spin = || daemon.invoke("spinner", json!({"source": "test", "kind": "loop"}));
+    let (first, second, third, other) = tokio::join!(
+        spin(),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            spin().await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let response = daemon
+                .http
+                .post(format!("{}/v1/agents/spinner/invoke", daemon.url))
+                .bearer_auth(&daemon.token)
+                .json(&json!({"source": "test", "kind": "loop"}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry = response.headers().get("retry-after").cloned();
+            let body = response.text().await.unwrap_or_default();
+            (status, retry, body)
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            daemon
+                .invoke(
+                    "hello",
+                    json!({"source": "test", "kind": "greet", "payload": {"name": "Di"}}),
+                )
+                .await
+        }
+    );
+    assert_eq!(third.0, 429, "{}", third.2);
+    assert_eq!(third.1.unwrap(), "1");
+    assert_eq!(other.0, 200, "{}", other.1);
+    // The two admitted spinners ran into their deadline: a limit, 503.
+    assert_eq!(
+        (first.0, first.1["error"]["kind"].as_str()),
+        (503, Some("limit"))
+    );
+    assert_eq!(second.0, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_through_the_api_is_used_by_the_next_invocation() {
+    let daemon = start().await;
+    let fake = FakeProvider::start().await;
+    let (status, _) = daemon
+        .call(
+            reqwest::Method::POST,
+            "/v1/keys",
+            Some(json!({"id": "main", "provider": "anthropic", "secret": KEY_V1})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let sections = format!(
+        "[models.default]\nprovider = \"anthropic\"\nmodel = \"claude-haiku-4-5\"\nkey = \"main\"\nbase_url = \"{}\"\n",
+        fake.anthropic_url()
+    );
+    assert_eq!(daemon.deploy("asker", HOSTILE, &sections).await.0, 200);
+    let ask = json!({"source": "test", "kind": "ask", "payload": {"binding": "default", "prompt": "hello secret prompt"}});
+    assert_eq!(daemon.invoke("asker", ask.clone()).await.0, 200);
+    let (status, rotated) = daemon
+        .call(
+            reqwest::Method::POST,
+            "/v1/keys/main/rotate",
+            Some(json!({"secret": KEY_V2})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    assert!(rotated.to_string().find(KEY_V2).is_none());
+    assert_eq!(daemon.invoke("asker", ask.clone()).await.0, 200);
+    let received = fake.received();
+    assert_eq!(received[0].header("x-api-key"), Some(KEY_V1));
+    assert_eq!(received[1].header("x-api-key"), Some(KEY_V2));
+    let (status, _) = daemon
+        .call(reqwest::Method::DELETE, "/v1/keys/main", None)
+        .await;
+    assert_eq!(status, 200);
+    let (_, after) = daemon.invoke("asker", ask).await;
+    assert!(
+        after["result"].as_str().unwrap().contains("revoked"),
+        "{after}"
+    );
+
+    // The audit log has the calls and key changes, and no prompt, answer
+    // or key.
+    let audit = daemon.audit_text();
+    assert_eq!(audit.matches(r#""kind":"inference""#).count(), 2, "{audit}");
+    assert_eq!(audit.matches(r#""kind":"key""#).count(), 3);
+    for forbidden in ["secret prompt", "Hello from anthropic", KEY_V1, KEY_V2] {
+        assert!(!audit.contains(forbidden), "{forbidden}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_deleting_or_reordering_audit_rows_is_detected() {
+    let daemon = start().await;
+    assert_eq!(daemon.deploy("hello", HELLO, "").await.0, 200);
+    for name in ["A", "B", "C"] {
+        daemon
+            .invoke(
+                "hello",
+                json!({"source": "test", "kind": "greet", "payload": {"name": name}}),
+            )
+            .await;
+    }
+    daemon.daemon.audit.flush();
+    let verify = || {
+        let mut out = Vec::new();
+        let result = clawcage::cli::AuditCommand {
+            state: StateArgs {
+                state_dir: Some(daemon.state.clone()),
+            },
+            action: clawcage::cli::AuditAction::Verify,
+        }
+        .run(&mut out);
+        (result, String::from_utf8(out).unwrap())
+    };
+    let (ok, text) = verify();
+    assert!(ok.is_ok() && text.starts_with("ok: "), "{text}");
+    let db = rusqlite_path(&daemon.state);
+    for (tamper, expected) in [
+        (
+            "UPDATE audit SET event = replace(event, 'hello', 'other') WHERE seq = 3",
+            "record 3 was edited",
+        ),
+        (
+            "DELETE FROM audit WHERE seq = 3",
+            "record 4 follows record 2",
+        ),
+        (
+            "UPDATE audit SET seq = 99 WHERE seq = 2",
+            "record 99 follows record 1",
+        ),
+    ] {
+        let copy = daemon.state.with_file_name("tampered");
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(&daemon.state, &copy);
+        let copied_db = copy.join(db.file_name().unwrap());
+        let conn = open_db(&copied_db);
+        conn(tamper);
+        let mut out = Vec::new();
+        let error = clawcage::cli::AuditCommand {
+            state: StateArgs {
+                state_dir: Some(copy.clone()),
+            },
+            action: clawcage::cli::AuditAction::Verify,
+        }
+        .run(&mut out)
+        .unwrap_err();
+        assert!(error.contains(expected), "{tamper}: {error}");
+    }
+}
+
+fn rusqlite_path(state: &Path) -> PathBuf {
+    state.join(clawcage::db::DB_FILE)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Opens a copied database and returns a function that runs SQL on it.
+fn open_db(path: &Path) -> impl Fn(&str) {
+    let db = clawcage::db::Database::open(path.parent().unwrap()).unwrap();
+    move |sql: &str| db.lock().execute_batch(sql).unwrap()
+}
