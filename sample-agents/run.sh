@@ -4,7 +4,9 @@
 # target if missing. triage and report-writer run on their recorded
 # cassettes (model and tools), offline. With ANTHROPIC_API_KEY set, triage
 # also runs on Anthropic with that key, kept in the encrypted vault of a
-# state directory under target/.
+# state directory under target/. Finally the daemon starts on its defaults,
+# deploys the three agents, runs two events through its HTTP API, drains
+# on SIGTERM, and the audit log is verified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +23,31 @@ echo "== triage (recorded model, GitHub and Slack; offline)"
 echo "== report-writer (recorded model, GitHub and Notion; offline)"
 "$clawcage" run sample-agents/report-writer/agent.toml --event sample-agents/report-writer/event.json
 
+# The daemon, on its embedded defaults: a state directory (vault, ledger,
+# audit log, API token) under target/, loopback only.
+export CLAWCAGE_STATE_DIR="$PWD/target/demo-state"
+export CLAWCAGE_URL="http://${CLAWCAGE_LISTEN:-127.0.0.1:7878}"
+"$clawcage" init
+echo "== the daemon: deploy the three agents, invoke triage over HTTP"
+"$clawcage" serve --listen "${CLAWCAGE_LISTEN:-127.0.0.1:7878}" \
+  --deploy sample-agents/hello/agent.toml \
+  --deploy sample-agents/triage/agent.toml \
+  --deploy sample-agents/report-writer/agent.toml &
+daemon=$!
+trap 'kill -TERM "$daemon" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  "$clawcage" agent list >/dev/null 2>&1 && break
+  kill -0 "$daemon" 2>/dev/null || { echo "the daemon did not start" >&2; exit 1; }
+  sleep 0.1
+done
+"$clawcage" invoke triage --event sample-agents/triage/event.json
+"$clawcage" invoke report-writer --event sample-agents/report-writer/event.json
+kill -TERM "$daemon"
+wait "$daemon"
+trap - EXIT
+"$clawcage" audit verify
+
 if [ -n "${ANTHROPIC_API_KEY:-}" ]; then
-  export CLAWCAGE_STATE_DIR="$PWD/target/demo-state"
-  "$clawcage" init
   "$clawcage" key add anthropic-main --provider anthropic --from-env ANTHROPIC_API_KEY 2>/dev/null \
     || "$clawcage" key rotate anthropic-main --from-env ANTHROPIC_API_KEY
   echo "== triage (Anthropic, your key; no tools granted in agent.live.toml)"

@@ -13,10 +13,10 @@
 //! [`AuditLog::verify`] reports somewhere else (a ticket, a log shipper) and
 //! compare.
 //!
-//! Records are hashed and written by a background thread, in order, so
-//! appending costs a caller a channel send.
+//! Records are hashed and written by a background thread, in order and in
+//! batches, so appending costs a caller a push onto a queue.
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -149,11 +149,11 @@ pub struct Verification {
     pub problem: Option<String>,
 }
 
-/// The audit log.
+/// The audit log. Cheap to clone; clones share the writer.
 #[derive(Clone)]
 pub struct AuditLog {
     db: Arc<Database>,
-    sender: Arc<Mutex<Option<mpsc::Sender<Message>>>>,
+    queue: Arc<Queue>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -163,9 +163,30 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-enum Message {
-    Append(Box<AuditEvent>, i64),
-    Flush(mpsc::SyncSender<()>),
+/// How long the writer collects records before writing a batch.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Records waiting for the writer, and the counters a flush waits on.
+#[derive(Default)]
+struct Pending {
+    records: Vec<(AuditEvent, i64)>,
+    queued: u64,
+    written: u64,
+    flush_wanted: bool,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    done: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The canonical text of a record: JSON with sorted keys (serde_json's map
@@ -182,75 +203,97 @@ fn chain_hash(prev: &str, canonical: &str) -> String {
     hex::encode(context.finish().as_ref())
 }
 
+/// The writer: waits for records, lingers briefly to batch them (so a busy
+/// daemon writes one transaction per batch, and appending never wakes a
+/// thread per record), hashes them in order and writes them.
+fn write_records(db: &Database, queue: &Queue) {
+    loop {
+        let mut pending = queue.lock();
+        while pending.records.is_empty() && !pending.closed {
+            pending = queue.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+        }
+        if !pending.flush_wanted && !pending.closed {
+            pending = queue
+                .wake
+                .wait_timeout(pending, LINGER)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let batch = std::mem::take(&mut pending.records);
+        pending.flush_wanted = false;
+        let closed = pending.closed;
+        drop(pending);
+        if !batch.is_empty()
+            && let Err(e) = append_batch(db, &batch)
+        {
+            tracing::error!(records = batch.len(), error = %e, "cannot write audit records");
+        }
+        queue.lock().written += batch.len() as u64;
+        queue.done.notify_all();
+        if closed {
+            return;
+        }
+    }
+}
+
 impl AuditLog {
     /// The audit log in `db`, with its writer thread.
     pub fn new(db: Arc<Database>) -> Self {
-        let (sender, receiver) = mpsc::channel::<Message>();
-        let writer_db = db.clone();
-        let writer = std::thread::Builder::new()
-            .name("clawcage-audit".into())
-            .spawn(move || {
-                while let Ok(first) = receiver.recv() {
-                    let mut batch = Vec::new();
-                    let mut flushes = Vec::new();
-                    let mut next = Some(first);
-                    while let Some(message) = next.take() {
-                        match message {
-                            Message::Append(event, at) => batch.push((event, at)),
-                            Message::Flush(done) => flushes.push(done),
-                        }
-                        if batch.len() < 1024 {
-                            next = receiver.try_recv().ok();
-                        }
-                    }
-                    if !batch.is_empty()
-                        && let Err(e) = append_batch(&writer_db, &batch)
-                    {
-                        tracing::error!(records = batch.len(), error = %e, "cannot write audit records");
-                    }
-                    for done in flushes {
-                        let _ = done.send(());
-                    }
-                }
-            })
-            .ok();
+        let queue = Arc::new(Queue::default());
+        let writer = {
+            let db = db.clone();
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name("clawcage-audit".into())
+                .spawn(move || write_records(&db, &queue))
+                .ok()
+        };
+        if writer.is_none() {
+            queue.lock().closed = true;
+        }
         Self {
             db,
-            sender: Arc::new(Mutex::new(writer.as_ref().map(|_| sender))),
+            queue,
             writer: Arc::new(Mutex::new(writer)),
         }
     }
 
-    /// Appends a record (written in the background, in order).
+    /// Appends a record (hashed and written in the background, in order).
     pub fn append(&self, event: AuditEvent) {
-        let sent = self
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|s| s.send(Message::Append(Box::new(event), now_unix())).is_ok());
-        if !sent {
+        let mut pending = self.queue.lock();
+        if pending.closed {
             tracing::error!("the audit writer is gone; a record was not written");
+            return;
+        }
+        pending.records.push((event, now_unix()));
+        pending.queued += 1;
+        if pending.records.len() == 1 {
+            self.queue.wake.notify_one();
         }
     }
 
     /// Waits until every record appended so far is written.
     pub fn flush(&self) {
-        let (done, wait) = mpsc::sync_channel(1);
-        let sent = self
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|s| s.send(Message::Flush(done)).is_ok());
-        if sent {
-            let _ = wait.recv();
+        let mut pending = self.queue.lock();
+        let target = pending.queued;
+        if pending.written >= target {
+            return;
+        }
+        pending.flush_wanted = true;
+        self.queue.wake.notify_all();
+        while pending.written < target {
+            pending = self
+                .queue
+                .done
+                .wait(pending)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
     /// Stops the writer after writing what is queued.
     pub fn close(&self) {
-        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.queue.lock().closed = true;
+        self.queue.wake.notify_all();
         if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = writer.join();
         }
@@ -330,7 +373,7 @@ impl AuditLog {
     }
 }
 
-fn append_batch(db: &Database, batch: &[(Box<AuditEvent>, i64)]) -> Result<(), DbError> {
+fn append_batch(db: &Database, batch: &[(AuditEvent, i64)]) -> Result<(), DbError> {
     let mut conn = db.lock();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (mut seq, mut prev): (i64, String) = tx
@@ -346,7 +389,7 @@ fn append_batch(db: &Database, batch: &[(Box<AuditEvent>, i64)]) -> Result<(), D
         )?;
         for (event, at) in batch {
             seq += 1;
-            let value = serde_json::to_value(event.as_ref()).unwrap_or(Value::Null);
+            let value = serde_json::to_value(event).unwrap_or(Value::Null);
             let hash = chain_hash(&prev, &canonical(seq, *at, &value));
             insert.execute(rusqlite::params![seq, at, value.to_string(), prev, hash])?;
             prev = hash;

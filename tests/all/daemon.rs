@@ -537,3 +537,108 @@ fn open_db(path: &Path) -> impl Fn(&str) {
     let db = clawcage::db::Database::open(path.parent().unwrap()).unwrap();
     move |sql: &str| db.lock().execute_batch(sql).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_fire_once_per_occurrence() {
+    let daemon = start().await;
+    let sections = "[[triggers]]\nsource = \"schedule\"\ncron = \"0 9 * * MON\"\nkind = \"echo\"\npayload = { report = \"weekly\" }\n";
+    assert_eq!(daemon.deploy("reporter", HOSTILE, sections).await.0, 200);
+    // Monday 2026-11-30 08:59:30 UTC to 09:00:30: one occurrence.
+    let before = chrono::DateTime::from_timestamp(1_796_029_170, 0).unwrap();
+    let after = before + chrono::Duration::seconds(60);
+    assert_eq!(
+        clawcage::daemon::schedule::fire_due(&daemon.daemon, before, after),
+        1
+    );
+    // The same window again (a restart, a slow tick) fires nothing.
+    assert_eq!(
+        clawcage::daemon::schedule::fire_due(&daemon.daemon, before, after),
+        0
+    );
+    // The hour after holds none.
+    let later = after + chrono::Duration::seconds(3600);
+    assert_eq!(
+        clawcage::daemon::schedule::fire_due(&daemon.daemon, after, later),
+        0
+    );
+    let done = daemon.wait_for("schedule:reporter:echo:1796029200").await;
+    assert_eq!(done["result"], r#"{"report":"weekly"}"#);
+    // A bad cron expression is refused at deploy.
+    let (status, refused) = daemon
+        .deploy(
+            "broken",
+            HOSTILE,
+            "[[triggers]]\nsource = \"schedule\"\ncron = \"every day\"\nkind = \"x\"\n",
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cron")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_takes_the_next_event_and_in_flight_ones_finish() {
+    let daemon = start().await;
+    let v1 = "[limits]\ndeadline_ms = 800\n";
+    assert_eq!(daemon.deploy("swap", HOSTILE, v1).await.0, 200);
+    let (in_flight, (deployed, next)) = tokio::join!(
+        daemon.invoke("swap", json!({"source": "test", "kind": "loop"})),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let deployed = daemon.deploy("swap", HELLO, "").await.0;
+            let next = daemon
+                .invoke(
+                    "swap",
+                    json!({"source": "test", "kind": "greet", "payload": {"name": "Eve"}}),
+                )
+                .await;
+            (deployed, next)
+        }
+    );
+    assert_eq!(deployed, 200);
+    assert_eq!(next.1["result"], "Hello, Eve!");
+    // The old version's event ran to its own end (its deadline), not cut
+    // short by the deployment.
+    assert_eq!(in_flight.1["error"]["kind"], "limit", "{}", in_flight.1);
+    assert!(in_flight.1["elapsed_ms"].as_f64().unwrap() >= 790.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_managed_remotely_with_the_cli() {
+    let daemon = start().await;
+    let run = |args: &[&str], stdin: &str| {
+        let mut argv = vec!["clawcage", "key"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--remote", &daemon.url, "--token", daemon.token.trim()]);
+        let cli = <clawcage::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        let clawcage::cli::Command::Key(key) = cli.command else {
+            unreachable!()
+        };
+        let mut out = Vec::new();
+        let state = daemon.state.clone();
+        let mut key = key;
+        key.state.state_dir = Some(state);
+        key.run(&mut stdin.as_bytes(), &mut out)
+            .map(|()| String::from_utf8(out).unwrap())
+    };
+    let secret = "sk-ant-api03-RemoteCliKey-0123456789abcdef";
+    let added =
+        tokio::task::block_in_place(|| run(&["add", "remote", "--provider", "anthropic"], secret))
+            .unwrap();
+    assert!(
+        added.contains("\"remote\"") && !added.contains(secret),
+        "{added}"
+    );
+    let listed = tokio::task::block_in_place(|| run(&["list"], "")).unwrap();
+    assert!(listed.contains("remote"));
+    tokio::task::block_in_place(|| run(&["revoke", "remote"], "")).unwrap();
+    let again = tokio::task::block_in_place(|| run(&["revoke", "remote"], "")).unwrap_err();
+    assert!(again.contains("409"), "{again}");
+    let audit = daemon.audit_text();
+    assert_eq!(audit.matches(r#""kind":"key""#).count(), 2);
+    assert!(!audit.contains(secret));
+}

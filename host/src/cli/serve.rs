@@ -283,32 +283,48 @@ impl RemoteArgs {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, String> {
-        let client = crate::providers::http::client_builder()?
-            .timeout(Duration::from_secs(600))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        let mut request = client.request(method, &url).bearer_auth(self.token()?);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(value)
-        } else {
-            Err(format!(
-                "{status}: {}",
-                value["error"]["message"]
-                    .as_str()
-                    .unwrap_or("the daemon refused")
-            ))
-        }
+        let body = body.map(|b| zeroize::Zeroizing::new(b.to_string()));
+        remote_call(&self.url, &self.token()?, method, path, body).await
     }
 }
 
-fn block_on<F: std::future::Future<Output = Result<Value, String>>>(
+/// One request to a running daemon: the answer's JSON, or its error
+/// message. The body is taken as zeroizing text, since it may hold a
+/// secret (key routes).
+pub(crate) async fn remote_call(
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<zeroize::Zeroizing<String>>,
+) -> Result<Value, String> {
+    let client = crate::providers::http::client_builder()?
+        .timeout(Duration::from_secs(600))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let mut request = client.request(method, &url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.as_bytes().to_vec());
+    }
+    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{status}: {}",
+            value["error"]["message"]
+                .as_str()
+                .unwrap_or("the daemon refused")
+        ))
+    }
+}
+
+pub(crate) fn block_on<F: std::future::Future<Output = Result<Value, String>>>(
     future: F,
 ) -> Result<Value, String> {
     tokio::runtime::Builder::new_current_thread()

@@ -80,6 +80,15 @@ impl InitCommand {
         let db = Arc::new(db);
         Vault::open(db.clone(), master).map_err(|e| e.to_string())?;
         let _ = writeln!(out, "state directory: {}", dir.display());
+        let _ = if created {
+            writeln!(
+                out,
+                "created master key: {} (back it up; without it the vault cannot be opened)",
+                dir.join(crate::vault::MASTER_KEY_FILE).display()
+            )
+        } else {
+            writeln!(out, "master key: already present")
+        };
         // The first API token, for local clients of the daemon: kept in a
         // file only you can read, never printed.
         let token_path = dir.join(super::TOKEN_FILE);
@@ -94,15 +103,7 @@ impl InitCommand {
                 token_path.display()
             );
         }
-        let _ = if created {
-            writeln!(
-                out,
-                "created master key: {} (back it up; without it the vault cannot be opened)",
-                dir.join(crate::vault::MASTER_KEY_FILE).display()
-            )
-        } else {
-            writeln!(out, "master key: already present")
-        };
+
         Ok(())
     }
 }
@@ -173,6 +174,14 @@ pub struct KeyCommand {
     /// The state directory.
     #[command(flatten)]
     pub state: StateArgs,
+    /// Manage the keys of a running daemon at this URL instead of the
+    /// local state directory (`--remote` alone: http://127.0.0.1:7878).
+    #[arg(long, num_args = 0..=1, default_missing_value = "http://127.0.0.1:7878", global = true)]
+    pub remote: Option<String>,
+    /// The daemon's API token (default: `admin.token` in the state
+    /// directory).
+    #[arg(long, env = "CLAWCAGE_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub action: KeyAction,
@@ -253,8 +262,72 @@ fn describe(info: &KeyInfo) -> String {
 }
 
 impl KeyCommand {
+    /// Runs the command against a daemon's API.
+    fn run_remote(
+        self,
+        url: &str,
+        stdin: &mut dyn Read,
+        out: &mut dyn Write,
+    ) -> Result<(), String> {
+        use reqwest::Method;
+        let token = match &self.token {
+            Some(token) => token.clone(),
+            None => {
+                let path = self.state.dir()?.join(super::TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .map(|t| t.trim().to_string())
+                    .map_err(|e| format!("no --token, CLAWCAGE_TOKEN or {}: {e}", path.display()))?
+            }
+        };
+        // The secret goes only into the request body.
+        let with_secret =
+            |fields: Vec<(&str, &str)>, secret: &Secret| -> Result<Zeroizing<String>, String> {
+                let mut map = serde_json::Map::new();
+                for (name, value) in fields {
+                    map.insert(name.into(), value.into());
+                }
+                map.insert(
+                    "secret".into(),
+                    secret.expose_str().ok_or("the key is not UTF-8")?.into(),
+                );
+                Ok(Zeroizing::new(serde_json::Value::Object(map).to_string()))
+            };
+        let (method, path, body) = match &self.action {
+            KeyAction::Add {
+                id,
+                provider,
+                from_env,
+            } => {
+                let secret = read_secret(from_env.as_deref(), stdin)?;
+                let body = with_secret(vec![("id", id), ("provider", provider)], &secret)?;
+                (Method::POST, "/v1/keys".to_string(), Some(body))
+            }
+            KeyAction::Rotate { id, from_env } => {
+                let secret = read_secret(from_env.as_deref(), stdin)?;
+                (
+                    Method::POST,
+                    format!("/v1/keys/{id}/rotate"),
+                    Some(with_secret(vec![], &secret)?),
+                )
+            }
+            KeyAction::Revoke { id } => (Method::DELETE, format!("/v1/keys/{id}"), None),
+            KeyAction::List { .. } => (Method::GET, "/v1/keys".to_string(), None),
+        };
+        let value =
+            super::serve::block_on(super::serve::remote_call(url, &token, method, &path, body))?;
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        Ok(())
+    }
+
     /// Runs the command, reading secrets from `stdin`.
     pub fn run(self, stdin: &mut dyn Read, out: &mut dyn Write) -> Result<(), String> {
+        if let Some(url) = self.remote.clone() {
+            return self.run_remote(&url, stdin, out);
+        }
         let vault = self.state.open_vault()?;
         let prompt = || {
             if std::io::stdin().is_terminal() {

@@ -26,10 +26,23 @@ pub struct TokenInfo {
     pub revoked_at: Option<i64>,
 }
 
+/// Active tokens' names and hashes, the state they were read at, and when
+/// that state was last confirmed.
+type TokenCache = Option<((i64, u64), std::time::Instant, Vec<(String, String)>)>;
+
+/// How long a confirmed cache is trusted without asking SQLite whether
+/// another process changed the tokens. Changes made through this store
+/// (the daemon's own API) take effect at once; `clawcage token revoke` from
+/// another process within this long.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The token store.
 #[derive(Debug, Clone)]
 pub struct Tokens {
     db: Arc<Database>,
+    /// Bumped by every change made through this store.
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    cache: Arc<std::sync::Mutex<TokenCache>>,
 }
 
 fn hash(token: &str) -> String {
@@ -48,7 +61,52 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl Tokens {
     /// The tokens in `db`.
     pub fn new(db: Arc<Database>) -> Self {
-        Self { db }
+        Self {
+            db,
+            generation: Arc::default(),
+            cache: Arc::default(),
+        }
+    }
+
+    fn changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The active tokens, re-read only when they may have changed (here, or
+    /// in another process: SQLite's `data_version` moves then).
+    fn active(&self) -> Option<Vec<(String, String)>> {
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(((_, cached_generation), confirmed, tokens)) = cache.as_ref()
+            && *cached_generation == generation
+            && confirmed.elapsed() < RECHECK
+        {
+            return Some(tokens.clone());
+        }
+        let conn = self.db.lock();
+        let data_version: i64 = conn
+            .prepare_cached("PRAGMA data_version")
+            .ok()?
+            .query_row([], |r| r.get(0))
+            .ok()?;
+        let version = (data_version, generation);
+        if let Some((cached, confirmed, tokens)) = cache.as_mut()
+            && *cached == version
+        {
+            *confirmed = std::time::Instant::now();
+            return Some(tokens.clone());
+        }
+        let mut statement = conn
+            .prepare_cached("SELECT name, token_hash FROM api_tokens WHERE revoked_at IS NULL")
+            .ok()?;
+        let tokens: Vec<(String, String)> = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ok()?
+            .filter_map(Result::ok)
+            .collect();
+        *cache = Some((version, std::time::Instant::now(), tokens.clone()));
+        Some(tokens)
     }
 
     /// Creates a token named `name` and returns it: the only time it is
@@ -89,6 +147,7 @@ impl Tokens {
         if updated == 0 {
             return Err(format!("no active token named {name:?}"));
         }
+        self.changed();
         Ok(())
     }
 
@@ -113,15 +172,7 @@ impl Tokens {
     /// token's hash is compared, in constant time.
     pub fn authenticate(&self, presented: &str) -> Option<String> {
         let presented = hash(presented);
-        let conn = self.db.lock();
-        let mut statement = conn
-            .prepare_cached("SELECT name, token_hash FROM api_tokens WHERE revoked_at IS NULL")
-            .ok()?;
-        let rows: Vec<(String, String)> = statement
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .ok()?
-            .filter_map(Result::ok)
-            .collect();
+        let rows = self.active()?;
         let mut found = None;
         for (name, stored) in rows {
             if constant_time_eq(stored.as_bytes(), presented.as_bytes()) {
