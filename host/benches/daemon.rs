@@ -197,7 +197,7 @@ fn main() {
             let ours = drive(&http, &daemon_invoke, &token, concurrency, duration).await;
             let base = drive(&http, &baseline_invoke, &token, concurrency, duration).await;
             println!(
-                "{concurrency:>11} | {:>8.0} {:>8.0?} {:>8.0?} {:>3} | {:>8.0} {:>8.0?} {:>8.0?} {:>3} | {:.2}",
+                "{concurrency:>11} | {:>8.0} {:>9.2?} {:>9.2?} {:>3} | {:>8.0} {:>9.2?} {:>9.2?} {:>3} | {:.2}",
                 ours.per_second,
                 ours.p50,
                 ours.p99,
@@ -227,7 +227,7 @@ fn main() {
                 total += level.requests;
                 errors += level.errors;
                 println!(
-                    "  slice {}: {:.0} req/s, p99 {:.0?}, errors {}, RSS {:.1} MiB",
+                    "  slice {}: {:.0} req/s, p99 {:.2?}, errors {}, RSS {:.1} MiB",
                     slice + 1,
                     level.per_second,
                     level.p99,

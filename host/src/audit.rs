@@ -7,7 +7,7 @@
 //!
 //! Each row stores `hash = sha256(prev_hash ‖ "\n" ‖ canonical)`, where
 //! `canonical` is the record (sequence number, time, kind and fields) as
-//! JSON with sorted keys. [`AuditLog::verify`] recomputes the chain and names
+//! JSON with sorted keys and no whitespace. [`AuditLog::verify`] recomputes the chain and names
 //! the first record that was edited, deleted or moved. Removing records from
 //! the end leaves a shorter valid chain; to catch that, keep the head hash
 //! [`AuditLog::verify`] reports somewhere else (a ticket, a log shipper) and
@@ -19,7 +19,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::db::{Database, DbError, now_unix};
 
@@ -189,10 +189,11 @@ impl Queue {
     }
 }
 
-/// The canonical text of a record: JSON with sorted keys (serde_json's map
-/// is ordered), no whitespace.
-fn canonical(seq: i64, at: i64, event: &Value) -> String {
-    json!({"seq": seq, "at": at, "event": event}).to_string()
+/// The canonical text of a record: JSON with sorted keys, no whitespace.
+/// `event` is the event's canonical JSON (as stored: serialised through
+/// serde_json's ordered map, so its keys are sorted too).
+fn canonical(seq: i64, at: i64, event: &str) -> String {
+    format!(r#"{{"at":{at},"event":{event},"seq":{seq}}}"#)
 }
 
 fn chain_hash(prev: &str, canonical: &str) -> String {
@@ -349,8 +350,7 @@ impl AuditLog {
                     "record {seq} does not link to the record before it (records were reordered or replaced)"
                 ))
             } else {
-                let value: Value = serde_json::from_str(&event).unwrap_or(Value::Null);
-                let hash = chain_hash(&prev, &canonical(seq, at, &value));
+                let hash = chain_hash(&prev, &canonical(seq, at, &event));
                 (hash != stored_hash)
                     .then(|| format!("record {seq} was edited (its hash does not match)"))
             };
@@ -389,9 +389,11 @@ fn append_batch(db: &Database, batch: &[(AuditEvent, i64)]) -> Result<(), DbErro
         )?;
         for (event, at) in batch {
             seq += 1;
-            let value = serde_json::to_value(event).unwrap_or(Value::Null);
-            let hash = chain_hash(&prev, &canonical(seq, *at, &value));
-            insert.execute(rusqlite::params![seq, at, value.to_string(), prev, hash])?;
+            let text = serde_json::to_value(event)
+                .unwrap_or(Value::Null)
+                .to_string();
+            let hash = chain_hash(&prev, &canonical(seq, *at, &text));
+            insert.execute(rusqlite::params![seq, at, text, prev, hash])?;
             prev = hash;
         }
     }

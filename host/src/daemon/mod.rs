@@ -303,6 +303,18 @@ fn random_id(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(bytes))
 }
 
+/// A fresh event id: a random prefix chosen once per process and a counter,
+/// unique without a system call per event.
+fn event_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| random_id("evt_"));
+    format!(
+        "{prefix}{:08x}",
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// Checks a bundle file name: a bare name, no path.
 fn valid_file_name(name: &str) -> bool {
     !name.is_empty()
@@ -618,7 +630,7 @@ impl Daemon {
         let (Ok(_slot), Ok(_global)) = (slot, global) else {
             return Err(Refusal::ShuttingDown);
         };
-        let id = event.id.clone().unwrap_or_else(|| random_id("evt_"));
+        let id = event.id.clone().unwrap_or_else(event_id);
         event.id = Some(id.clone());
         let invocation = deployed.agent.invoke(event).await;
         let (result, error) = match invocation.outcome {
@@ -670,7 +682,7 @@ impl Daemon {
         if self.agent(name).is_none() {
             return Err(Refusal::UnknownAgent(name.to_string()));
         }
-        let id = event.id.clone().unwrap_or_else(|| random_id("evt_"));
+        let id = event.id.clone().unwrap_or_else(event_id);
         event.id = Some(id.clone());
         self.keep_result(id.clone(), Pending::Running { id: id.clone() });
         let daemon = self.clone();
