@@ -642,3 +642,63 @@ async fn keys_are_managed_remotely_with_the_cli() {
     assert_eq!(audit.matches(r#""kind":"key""#).count(), 2);
     assert!(!audit.contains(secret));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_webhooks_need_their_hmac_and_bodies_are_bounded() {
+    let daemon = start().await;
+    daemon
+        .daemon
+        .services
+        .vault
+        .add(
+            "deploy-hook",
+            "webhook",
+            &clawcage::secret::Secret::from("deploy-hook-secret-0123456789".to_string()),
+        )
+        .unwrap();
+    let sections =
+        "[[triggers]]\nsource = \"webhook\"\nname = \"deploys\"\nsecret = \"deploy-hook\"\n";
+    assert_eq!(daemon.deploy("echoer", HOSTILE, sections).await.0, 200);
+    let body = json!({"service": "api", "version": "1.2.3"}).to_string();
+    let post = |signature: String, body: String| {
+        daemon
+            .http
+            .post(format!("{}/hooks/webhook/deploys", daemon.url))
+            .header("x-signature-256", signature)
+            .header("x-event-kind", "echo")
+            .body(body)
+            .send()
+    };
+    let signed = sign_sha256(b"deploy-hook-secret-0123456789", body.as_bytes());
+    let started: Value = post(signed.clone(), body.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["started"][0]["id"].as_str().unwrap().to_string();
+    let done = daemon.wait_for(&id).await;
+    assert_eq!(done["result"], body, "{done}");
+    // Without a delivery id, the body's hash makes a redelivery a duplicate.
+    let again: Value = post(signed, body.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["duplicate"], true);
+    let forged = post(sign_sha256(b"guess", body.as_bytes()), body)
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    // An event body over the limit is refused before anything reads it.
+    let huge = daemon
+        .http
+        .post(format!("{}/v1/agents/echoer/invoke", daemon.url))
+        .bearer_auth(&daemon.token)
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+}

@@ -563,7 +563,26 @@ async fn github_hook(
         Some(action) => format!("{github_event}.{action}"),
         None => github_event.to_string(),
     };
-    if delivery.is_empty() || !daemon.first_delivery("github", &delivery) {
+    deliver(&daemon, "github", delivery, kind, payload, verified)
+}
+
+/// Runs a verified delivery once: refuses one without an id, answers a
+/// repeated one with `duplicate`, and starts the event on every verified
+/// subscriber whose event filter matches.
+fn deliver(
+    daemon: &Arc<Daemon>,
+    source: &str,
+    delivery: String,
+    kind: String,
+    payload: Value,
+    verified: Vec<(String, crate::manifest::Trigger)>,
+) -> Result<Json<Value>, ApiError> {
+    if delivery.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "the {source} delivery has no id"
+        )));
+    }
+    if !daemon.first_delivery(source, &delivery) {
         return Ok(Json(json!({"duplicate": true, "delivery": delivery})));
     }
     let targets = verified
@@ -573,11 +592,11 @@ async fn github_hook(
         .collect();
     let event = Event {
         id: Some(delivery),
-        source: "github".into(),
+        source: source.into(),
         kind,
         payload,
     };
-    Ok(dispatch(&daemon, targets, &event, "github"))
+    Ok(dispatch(daemon, targets, &event, source))
 }
 
 async fn slack_hook(
@@ -625,21 +644,7 @@ async fn slack_hook(
     let delivery = super::json_str(&payload, "/event_id")
         .unwrap_or_default()
         .to_string();
-    if delivery.is_empty() || !daemon.first_delivery("slack", &delivery) {
-        return Ok(Json(json!({"duplicate": true, "delivery": delivery})));
-    }
-    let targets = verified
-        .into_iter()
-        .filter(|(_, t)| t.events.is_empty() || t.events.contains(&kind))
-        .map(|(agent, _)| agent)
-        .collect();
-    let event = Event {
-        id: Some(delivery),
-        source: "slack".into(),
-        kind,
-        payload,
-    };
-    Ok(dispatch(&daemon, targets, &event, "slack"))
+    deliver(&daemon, "slack", delivery, kind, payload, verified)
 }
 
 async fn generic_hook(
