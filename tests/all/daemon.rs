@@ -546,22 +546,15 @@ async fn schedules_fire_once_per_occurrence() {
     // Monday 2026-11-30 08:59:30 UTC to 09:00:30: one occurrence.
     let before = chrono::DateTime::from_timestamp(1_796_029_170, 0).unwrap();
     let after = before + chrono::Duration::seconds(60);
-    assert_eq!(
-        clawcage::daemon::schedule::fire_due(&daemon.daemon, before, after),
-        1
-    );
+    let fired = clawcage::daemon::schedule::fire_due(&daemon.daemon, before, after);
+    assert_eq!(fired.len(), 1);
     // The same window again (a restart, a slow tick) fires nothing.
-    assert_eq!(
-        clawcage::daemon::schedule::fire_due(&daemon.daemon, before, after),
-        0
-    );
+    assert!(clawcage::daemon::schedule::fire_due(&daemon.daemon, before, after).is_empty());
     // The hour after holds none.
     let later = after + chrono::Duration::seconds(3600);
-    assert_eq!(
-        clawcage::daemon::schedule::fire_due(&daemon.daemon, after, later),
-        0
-    );
-    let done = daemon.wait_for("schedule:reporter:echo:1796029200").await;
+    assert!(clawcage::daemon::schedule::fire_due(&daemon.daemon, after, later).is_empty());
+    let done = daemon.wait_for(&fired[0]).await;
+    assert_eq!(done["id"], "schedule:reporter:echo:1796029200");
     assert_eq!(done["result"], r#"{"report":"weekly"}"#);
     // A bad cron expression is refused at deploy.
     let (status, refused) = daemon

@@ -671,8 +671,8 @@ impl Daemon {
         })
     }
 
-    /// Starts an invocation in the background; poll it with
-    /// [`Daemon::result`].
+    /// Starts an invocation in the background and returns its invocation id;
+    /// poll it with [`Daemon::result`].
     pub fn invoke_async(
         self: &Arc<Self>,
         name: &str,
@@ -682,8 +682,12 @@ impl Daemon {
         if self.agent(name).is_none() {
             return Err(Refusal::UnknownAgent(name.to_string()));
         }
-        let id = event.id.clone().unwrap_or_else(event_id);
-        event.id = Some(id.clone());
+        if event.id.is_none() {
+            event.id = Some(event_id());
+        }
+        // Results are kept under an id of the daemon's own, so a caller
+        // reusing an event id cannot replace another invocation's result.
+        let id = random_id("inv_");
         self.keep_result(id.clone(), Pending::Running { id: id.clone() });
         let daemon = self.clone();
         let name = name.to_string();

@@ -18,9 +18,10 @@ pub fn parse(expression: &str) -> Result<Cron, String> {
     Cron::from_str(expression).map_err(|e| format!("cron {expression:?}: {e}"))
 }
 
-/// Fires the events due between `after` (exclusive) and `now` (inclusive).
-pub fn fire_due(daemon: &Arc<Daemon>, after: DateTime<Utc>, now: DateTime<Utc>) -> usize {
-    let mut fired = 0;
+/// Fires the events due between `after` (exclusive) and `now` (inclusive);
+/// returns their invocation ids.
+pub fn fire_due(daemon: &Arc<Daemon>, after: DateTime<Utc>, now: DateTime<Utc>) -> Vec<String> {
+    let mut fired = Vec::new();
     for (agent, trigger) in daemon.subscribers("schedule") {
         let (Some(expression), Some(kind)) = (&trigger.cron, &trigger.kind) else {
             continue;
@@ -50,7 +51,7 @@ pub fn fire_due(daemon: &Arc<Daemon>, after: DateTime<Utc>, now: DateTime<Utc>) 
             payload,
         };
         match daemon.invoke_async(&agent, event, "schedule") {
-            Ok(_) => fired += 1,
+            Ok(id) => fired.push(id),
             Err(e) => tracing::warn!(agent = %agent, error = %e, "scheduled event not started"),
         }
     }
