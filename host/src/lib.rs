@@ -40,6 +40,7 @@ pub mod output;
 pub mod pricing;
 pub mod providers;
 pub mod redact;
+pub mod registry;
 pub mod secret;
 pub mod state;
 pub mod tools;

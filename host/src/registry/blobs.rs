@@ -1,0 +1,412 @@
+//! Content-addressed blob storage for the registry, with the OCI
+//! Distribution upload protocol's sessions underneath it.
+//!
+//! Layout under the registry's directory (mode 0700):
+//! - `blobs/sha256/<hex>`: one file per blob, named by its digest, written
+//!   once and never changed;
+//! - `uploads/<session>`: an upload in progress.
+//!
+//! An upload's bytes are hashed as they arrive (the running SHA-256 lives
+//! with the session), appended at the exact offset the client claims, and
+//! bounded in size. Finishing checks the digest the client names against
+//! the one computed while streaming, then renames the file into place, so
+//! a blob is either whole and verified or absent: a wrong digest, a
+//! truncated upload or a cancelled session leaves nothing behind.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ring::digest::{Context, SHA256};
+
+/// Largest blob accepted.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 64 << 20;
+/// Uploads idle longer than this are dropped.
+pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Most uploads in progress at once.
+pub const MAX_UPLOADS: usize = 256;
+
+/// A failed blob operation, with the OCI Distribution error code it maps to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    /// No such blob (`BLOB_UNKNOWN`).
+    #[error("blob unknown to registry")]
+    Unknown,
+    /// No such upload session (`BLOB_UPLOAD_UNKNOWN`).
+    #[error("blob upload unknown to registry")]
+    UploadUnknown,
+    /// The digest is malformed or does not match the content
+    /// (`DIGEST_INVALID`).
+    #[error("provided digest did not match uploaded content: {0}")]
+    DigestInvalid(String),
+    /// A chunk does not start where the upload ends (HTTP 416).
+    #[error("the chunk starts at {claimed}, but the upload has {actual} bytes")]
+    RangeInvalid {
+        /// Where the client said the chunk starts.
+        claimed: u64,
+        /// How many bytes the upload holds.
+        actual: u64,
+    },
+    /// Larger than allowed (`SIZE_INVALID`).
+    #[error("the blob is larger than {0} bytes")]
+    TooLarge(u64),
+    /// Too many uploads at once (`TOOMANYREQUESTS`).
+    #[error("too many uploads in progress")]
+    TooManyUploads,
+    /// The disk failed.
+    #[error("storage: {0}")]
+    Io(String),
+}
+
+impl BlobError {
+    /// The OCI Distribution error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unknown => "BLOB_UNKNOWN",
+            Self::UploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            Self::DigestInvalid(_) => "DIGEST_INVALID",
+            Self::RangeInvalid { .. } => "BLOB_UPLOAD_INVALID",
+            Self::TooLarge(_) => "SIZE_INVALID",
+            Self::TooManyUploads => "TOOMANYREQUESTS",
+            Self::Io(_) => "UNKNOWN",
+        }
+    }
+}
+
+fn io(e: std::io::Error) -> BlobError {
+    BlobError::Io(e.to_string())
+}
+
+/// A parsed `sha256:<64 lower-case hex>` digest. Other algorithms are
+/// refused: sha256 is what every client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Digest(String);
+
+impl Digest {
+    /// Parses a digest.
+    pub fn parse(text: &str) -> Result<Self, BlobError> {
+        let hex = text
+            .strip_prefix("sha256:")
+            .ok_or_else(|| BlobError::DigestInvalid(format!("{text:?} is not sha256:<hex>")))?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(BlobError::DigestInvalid(format!(
+                "{text:?} is not sha256 followed by 64 lower-case hex digits"
+            )));
+        }
+        Ok(Self(hex.to_string()))
+    }
+
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(hex::encode(ring::digest::digest(&SHA256, bytes).as_ref()))
+    }
+
+    /// The hex part.
+    pub fn hex(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.0)
+    }
+}
+
+/// An upload in progress.
+struct Upload {
+    file: File,
+    hasher: Context,
+    size: u64,
+    touched: Instant,
+}
+
+/// The blob store.
+pub struct BlobStore {
+    root: PathBuf,
+    max_blob_bytes: u64,
+    uploads: Mutex<HashMap<String, Upload>>,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobStore {
+    /// A store under `root` (created 0700), dropping uploads left by an
+    /// earlier process.
+    pub fn open(root: &Path, max_blob_bytes: u64) -> Result<Self, BlobError> {
+        for dir in ["blobs/sha256", "uploads"] {
+            crate::fsutil::create_private_dir(&root.join(dir)).map_err(io)?;
+        }
+        if let Ok(entries) = fs::read_dir(root.join("uploads")) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            max_blob_bytes,
+            uploads: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    fn upload_path(&self, session: &str) -> PathBuf {
+        self.root.join("uploads").join(session)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The size of a stored blob.
+    pub fn size(&self, digest: &Digest) -> Result<u64, BlobError> {
+        fs::metadata(self.blob_path(digest))
+            .map(|m| m.len())
+            .map_err(|_| BlobError::Unknown)
+    }
+
+    /// A stored blob's bytes.
+    pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, BlobError> {
+        fs::read(self.blob_path(digest)).map_err(|_| BlobError::Unknown)
+    }
+
+    /// Stores `bytes` whole (a monolithic upload), checking `digest`.
+    pub fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<(), BlobError> {
+        let session = self.start()?;
+        self.append(&session, None, bytes)?;
+        self.finish(&session, digest)
+    }
+
+    /// Starts an upload; returns its session id.
+    pub fn start(&self) -> Result<String, BlobError> {
+        let mut uploads = self.lock();
+        uploads.retain(|session, upload| {
+            let keep = upload.touched.elapsed() < UPLOAD_IDLE_TIMEOUT;
+            if !keep {
+                let _ = fs::remove_file(self.root.join("uploads").join(session));
+            }
+            keep
+        });
+        if uploads.len() >= MAX_UPLOADS {
+            return Err(BlobError::TooManyUploads);
+        }
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| BlobError::Io("the OS random number generator failed".into()))?;
+        let session = hex::encode(bytes);
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(self.upload_path(&session)).map_err(io)?;
+        uploads.insert(
+            session.clone(),
+            Upload {
+                file,
+                hasher: Context::new(&SHA256),
+                size: 0,
+                touched: Instant::now(),
+            },
+        );
+        Ok(session)
+    }
+
+    /// How many bytes an upload holds.
+    pub fn upload_size(&self, session: &str) -> Result<u64, BlobError> {
+        self.lock()
+            .get(session)
+            .map(|u| u.size)
+            .ok_or(BlobError::UploadUnknown)
+    }
+
+    /// Appends a chunk. `offset`, when the client sends one
+    /// (`Content-Range`), must be where the upload ends. Returns the new
+    /// size. A chunk that would pass the size limit cancels the upload.
+    pub fn append(
+        &self,
+        session: &str,
+        offset: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<u64, BlobError> {
+        let mut uploads = self.lock();
+        let upload = uploads.get_mut(session).ok_or(BlobError::UploadUnknown)?;
+        if let Some(claimed) = offset
+            && claimed != upload.size
+        {
+            return Err(BlobError::RangeInvalid {
+                claimed,
+                actual: upload.size,
+            });
+        }
+        let size = upload.size + bytes.len() as u64;
+        if size > self.max_blob_bytes {
+            uploads.remove(session);
+            let _ = fs::remove_file(self.upload_path(session));
+            return Err(BlobError::TooLarge(self.max_blob_bytes));
+        }
+        upload.file.write_all(bytes).map_err(io)?;
+        upload.hasher.update(bytes);
+        upload.size = size;
+        upload.touched = Instant::now();
+        Ok(size)
+    }
+
+    /// Finishes an upload: the digest computed while streaming must be
+    /// `digest`; then the file is synced and renamed into place. On any
+    /// failure the upload is gone and no blob appears.
+    pub fn finish(&self, session: &str, digest: &Digest) -> Result<(), BlobError> {
+        let upload = self
+            .lock()
+            .remove(session)
+            .ok_or(BlobError::UploadUnknown)?;
+        let path = self.upload_path(session);
+        let computed = hex::encode(upload.hasher.finish().as_ref());
+        if computed != digest.hex() {
+            let _ = fs::remove_file(&path);
+            return Err(BlobError::DigestInvalid(format!(
+                "the content is sha256:{computed}, not {digest}"
+            )));
+        }
+        let stored = upload
+            .file
+            .sync_all()
+            .and_then(|()| fs::rename(&path, self.blob_path(digest)));
+        if let Err(e) = stored {
+            let _ = fs::remove_file(&path);
+            return Err(io(e));
+        }
+        Ok(())
+    }
+
+    /// Cancels an upload.
+    pub fn cancel(&self, session: &str) -> Result<(), BlobError> {
+        self.lock()
+            .remove(session)
+            .ok_or(BlobError::UploadUnknown)?;
+        let _ = fs::remove_file(self.upload_path(session));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn store(max: u64) -> (tempfile::TempDir, BlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("registry"), max).unwrap();
+        (dir, store)
+    }
+
+    fn uploads_left(store: &BlobStore) -> usize {
+        fs::read_dir(store.root.join("uploads")).unwrap().count()
+    }
+
+    #[test]
+    fn chunked_uploads_are_verified_while_streaming() {
+        let (_dir, store) = store(1 << 20);
+        let content = b"\0asm component bytes".repeat(100);
+        let digest = Digest::of(&content);
+        let session = store.start().unwrap();
+        let (first, rest) = content.split_at(700);
+        assert_eq!(store.append(&session, Some(0), first).unwrap(), 700);
+        assert_eq!(
+            store.append(&session, Some(5), rest).unwrap_err(),
+            BlobError::RangeInvalid {
+                claimed: 5,
+                actual: 700
+            }
+        );
+        store.append(&session, Some(700), rest).unwrap();
+        assert_eq!(store.upload_size(&session).unwrap(), content.len() as u64);
+        store.finish(&session, &digest).unwrap();
+        assert_eq!(store.read(&digest).unwrap(), content);
+        assert_eq!(store.size(&digest).unwrap(), content.len() as u64);
+        assert_eq!(uploads_left(&store), 0);
+        // The session is gone once finished.
+        assert_eq!(
+            store.finish(&session, &digest).unwrap_err(),
+            BlobError::UploadUnknown
+        );
+    }
+
+    #[test]
+    fn bad_uploads_leave_nothing_behind() {
+        let (_dir, store) = store(1024);
+        // Wrong digest.
+        let session = store.start().unwrap();
+        store.append(&session, None, b"hello").unwrap();
+        let claimed = Digest::of(b"hellO");
+        let err = store.finish(&session, &claimed).unwrap_err();
+        assert_eq!(err.code(), "DIGEST_INVALID");
+        assert_eq!(store.size(&claimed).unwrap_err(), BlobError::Unknown);
+        // Truncated: the digest of the whole, only part sent.
+        let whole = Digest::of(b"hello world");
+        let session = store.start().unwrap();
+        store.append(&session, None, b"hello").unwrap();
+        assert!(store.finish(&session, &whole).is_err());
+        // Too large.
+        let session = store.start().unwrap();
+        assert_eq!(
+            store.append(&session, None, &[0; 2048]).unwrap_err().code(),
+            "SIZE_INVALID"
+        );
+        assert_eq!(
+            store.upload_size(&session).unwrap_err(),
+            BlobError::UploadUnknown
+        );
+        // Cancelled, and unknown sessions.
+        let session = store.start().unwrap();
+        store.cancel(&session).unwrap();
+        assert_eq!(
+            store.append("nope", None, b"x").unwrap_err().code(),
+            "BLOB_UPLOAD_UNKNOWN"
+        );
+        assert_eq!(uploads_left(&store), 0);
+        assert_eq!(
+            fs::read_dir(store.root.join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn digests_are_parsed_strictly() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(Digest::parse(&good).unwrap().to_string(), good);
+        for bad in [
+            "sha512:abc".to_string(),
+            format!("sha256:{}", "A".repeat(64)),
+            format!("sha256:{}", "a".repeat(63)),
+            format!("sha256:../../{}", "a".repeat(58)),
+            "sha256:".to_string(),
+        ] {
+            assert_eq!(
+                Digest::parse(&bad).unwrap_err().code(),
+                "DIGEST_INVALID",
+                "{bad}"
+            );
+        }
+    }
+}
