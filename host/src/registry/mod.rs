@@ -3,14 +3,17 @@
 //! - [`blobs`]: content-addressed blobs and the OCI Distribution upload
 //!   sessions, digests verified while streaming, nothing partial left
 //!   behind.
+//! - [`manifests`]: manifests stored byte for byte with their media type,
+//!   tags, and immutable version tags.
 //! - [`validate_repository`]: repository names as the OCI Distribution spec
 //!   allows them, which also rules out path tricks.
 //!
-//! Still to come: the `/v2/` routes on the daemon, manifests and tags,
+//! Still to come: the `/v2/` routes on the daemon, the Wasm OCI layout,
 //! component validation and precompilation on push, Ed25519 signatures and
 //! trusted publisher keys, and `clawcage push`/`pull`/`keygen`.
 
 pub mod blobs;
+pub mod manifests;
 
 /// Longest repository name.
 pub const MAX_REPOSITORY_BYTES: usize = 255;

@@ -1,0 +1,317 @@
+//! Manifests and tags: manifests stored byte for byte under their digest,
+//! with their media type; tags that point at them. A semver tag, once
+//! pushed, cannot be moved to another digest (pushing the same bytes again
+//! is allowed, so retries are safe); other tags (`latest`) may move.
+//!
+//! Layout under the registry's directory:
+//! - `manifests/<repository>/<hex>` and `<hex>.type`;
+//! - `tags/<repository>/<tag>`: the digest the tag points at;
+//!
+//! where `<repository>` has its `/` written as `+`.
+//!
+//! Repository names are checked against the OCI grammar before they become
+//! paths ([`super::validate_repository`]), tags against the spec's
+//! `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::blobs::Digest;
+
+/// Largest manifest accepted.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// A failed manifest operation, with its OCI error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Bad repository name (`NAME_INVALID`).
+    #[error("{0}")]
+    NameInvalid(String),
+    /// Bad tag or reference (`TAG_INVALID`).
+    #[error("{0}")]
+    TagInvalid(String),
+    /// No such manifest (`MANIFEST_UNKNOWN`).
+    #[error("manifest unknown")]
+    Unknown,
+    /// No such repository (`NAME_UNKNOWN`).
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    /// A version tag would move (`DENIED`).
+    #[error("tag {tag} already points at {existing}; versions are immutable, push a new version")]
+    Immutable {
+        /// The tag.
+        tag: String,
+        /// Where it points.
+        existing: String,
+    },
+    /// Too large (`SIZE_INVALID`).
+    #[error("the manifest is larger than {MAX_MANIFEST_BYTES} bytes")]
+    TooLarge,
+    /// The disk failed.
+    #[error("storage: {0}")]
+    Io(String),
+}
+
+impl ManifestError {
+    /// The OCI Distribution error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NameInvalid(_) => "NAME_INVALID",
+            Self::TagInvalid(_) => "TAG_INVALID",
+            Self::Unknown => "MANIFEST_UNKNOWN",
+            Self::NameUnknown => "NAME_UNKNOWN",
+            Self::Immutable { .. } => "DENIED",
+            Self::TooLarge => "SIZE_INVALID",
+            Self::Io(_) => "UNKNOWN",
+        }
+    }
+}
+
+fn io(e: std::io::Error) -> ManifestError {
+    ManifestError::Io(e.to_string())
+}
+
+/// Checks a tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn validate_tag(tag: &str) -> Result<(), ManifestError> {
+    let bytes = tag.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError::TagInvalid(format!("tag {tag:?} is invalid")))
+    }
+}
+
+/// Whether a tag is a semantic version (`1.2.0`, `v1.2.0-rc.1`), which is
+/// immutable once pushed.
+pub fn is_version(tag: &str) -> bool {
+    let core = tag.strip_prefix('v').unwrap_or(tag);
+    let core = core.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A manifest as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredManifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its media type, as pushed.
+    pub media_type: String,
+    /// Its bytes, as pushed.
+    pub bytes: Vec<u8>,
+}
+
+/// The manifest and tag store.
+#[derive(Debug)]
+pub struct ManifestStore {
+    root: PathBuf,
+    /// Serialises tag updates, so the immutability check and the write are
+    /// one step.
+    tags: Mutex<()>,
+}
+
+impl ManifestStore {
+    /// A store under `root`.
+    pub fn open(root: &Path) -> Result<Self, ManifestError> {
+        for dir in ["manifests", "tags"] {
+            crate::fsutil::create_private_dir(&root.join(dir)).map_err(io)?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            tags: Mutex::new(()),
+        })
+    }
+
+    fn repository_dir(&self, kind: &str, repository: &str) -> Result<PathBuf, ManifestError> {
+        super::validate_repository(repository).map_err(ManifestError::NameInvalid)?;
+        // One flat directory per repository (`acme/triage` → `acme+triage`;
+        // `+` cannot occur in a name), so a repository's files never meet
+        // another repository nested under its name.
+        Ok(self.root.join(kind).join(repository.replace('/', "+")))
+    }
+
+    /// Stores a manifest and, when `reference` is a tag, points the tag at
+    /// it. `reference` may also be the manifest's own digest.
+    pub fn put(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Digest, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge);
+        }
+        let digest = Digest::of(bytes);
+        let tag = match Digest::parse(reference) {
+            Ok(named) if named == digest => None,
+            Ok(_) => {
+                return Err(ManifestError::TagInvalid(format!(
+                    "the manifest's digest is {digest}, not {reference}"
+                )));
+            }
+            Err(_) => {
+                validate_tag(reference)?;
+                Some(reference)
+            }
+        };
+        let manifests = self.repository_dir("manifests", repository)?;
+        crate::fsutil::create_private_dir(&manifests).map_err(io)?;
+        let path = manifests.join(digest.hex());
+        crate::fsutil::write_atomically(&path.with_extension("type"), media_type.as_bytes())
+            .map_err(io)?;
+        crate::fsutil::write_atomically(&path, bytes).map_err(io)?;
+        if let Some(tag) = tag {
+            let tags = self.repository_dir("tags", repository)?;
+            crate::fsutil::create_private_dir(&tags).map_err(io)?;
+            let _serial = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+            let tag_path = tags.join(tag);
+            if is_version(tag)
+                && let Ok(existing) = fs::read_to_string(&tag_path)
+                && existing != digest.to_string()
+            {
+                return Err(ManifestError::Immutable {
+                    tag: tag.to_string(),
+                    existing,
+                });
+            }
+            crate::fsutil::write_atomically(&tag_path, digest.to_string().as_bytes())
+                .map_err(io)?;
+        }
+        Ok(digest)
+    }
+
+    /// A manifest by tag or digest.
+    pub fn get(&self, repository: &str, reference: &str) -> Result<StoredManifest, ManifestError> {
+        let digest = match Digest::parse(reference) {
+            Ok(digest) => digest,
+            Err(_) => {
+                validate_tag(reference)?;
+                let tags = self.repository_dir("tags", repository)?;
+                let text =
+                    fs::read_to_string(tags.join(reference)).map_err(|_| ManifestError::Unknown)?;
+                Digest::parse(text.trim()).map_err(|_| ManifestError::Unknown)?
+            }
+        };
+        let path = self
+            .repository_dir("manifests", repository)?
+            .join(digest.hex());
+        let bytes = fs::read(&path).map_err(|_| ManifestError::Unknown)?;
+        let media_type = fs::read_to_string(path.with_extension("type"))
+            .unwrap_or_else(|_| "application/vnd.oci.image.manifest.v1+json".into());
+        Ok(StoredManifest {
+            digest,
+            media_type,
+            bytes,
+        })
+    }
+
+    /// A repository's tags, sorted.
+    pub fn tags(&self, repository: &str) -> Result<Vec<String>, ManifestError> {
+        let dir = self.repository_dir("tags", repository)?;
+        let entries = fs::read_dir(&dir).map_err(|_| ManifestError::NameUnknown)?;
+        let mut tags: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.starts_with(".tmp-"))
+            .collect();
+        tags.sort();
+        Ok(tags)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+
+    #[test]
+    fn manifests_round_trip_byte_for_byte_and_versions_are_immutable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ManifestStore::open(&dir.path().join("registry")).unwrap();
+        let v1 = br#"{"schemaVersion":2, "layers":[]}"#;
+        let v2 = br#"{"schemaVersion":2,"layers":[1]}"#;
+        let digest = store.put("acme/triage", "1.2.0", OCI, v1).unwrap();
+        let by_tag = store.get("acme/triage", "1.2.0").unwrap();
+        assert_eq!(
+            (by_tag.bytes.as_slice(), by_tag.media_type.as_str()),
+            (&v1[..], OCI)
+        );
+        assert_eq!(
+            store
+                .get("acme/triage", &digest.to_string())
+                .unwrap()
+                .digest,
+            digest
+        );
+        // The same bytes again are fine; other bytes under the version are not.
+        store.put("acme/triage", "1.2.0", OCI, v1).unwrap();
+        let err = store.put("acme/triage", "1.2.0", OCI, v2).unwrap_err();
+        assert_eq!(err.code(), "DENIED");
+        assert_eq!(store.get("acme/triage", "1.2.0").unwrap().digest, digest);
+        // `latest` moves.
+        store.put("acme/triage", "latest", OCI, v1).unwrap();
+        let moved = store.put("acme/triage", "latest", OCI, v2).unwrap();
+        assert_eq!(store.get("acme/triage", "latest").unwrap().digest, moved);
+        assert_eq!(store.tags("acme/triage").unwrap(), ["1.2.0", "latest"]);
+        // By digest: it must be the digest of the bytes.
+        assert!(
+            store
+                .put("acme/triage", &moved.to_string(), OCI, v2)
+                .is_ok()
+        );
+        assert_eq!(
+            store
+                .put("acme/triage", &digest.to_string(), OCI, v2)
+                .unwrap_err()
+                .code(),
+            "TAG_INVALID"
+        );
+    }
+
+    #[test]
+    fn bad_names_and_references_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ManifestStore::open(&dir.path().join("registry")).unwrap();
+        assert_eq!(
+            store.put("../x", "1.0.0", OCI, b"{}").unwrap_err().code(),
+            "NAME_INVALID"
+        );
+        assert_eq!(
+            store
+                .put("acme/x", "../../t", OCI, b"{}")
+                .unwrap_err()
+                .code(),
+            "TAG_INVALID"
+        );
+        assert_eq!(
+            store.get("acme/x", "1.0.0").unwrap_err().code(),
+            "MANIFEST_UNKNOWN"
+        );
+        assert_eq!(store.tags("acme/none").unwrap_err().code(), "NAME_UNKNOWN");
+        // A repository and one nested under its name keep apart.
+        store.put("acme", "triage", OCI, b"{}").unwrap();
+        store.put("acme/triage", "1.0.0", OCI, b"{ }").unwrap();
+        assert_eq!(store.tags("acme").unwrap(), ["triage"]);
+        assert_eq!(store.tags("acme/triage").unwrap(), ["1.0.0"]);
+        assert!(
+            is_version("1.2.0")
+                && is_version("v1.2.0-rc.1")
+                && !is_version("latest")
+                && !is_version("1.2")
+        );
+    }
+}
