@@ -17,16 +17,16 @@ const KEY_V1: &str = "sk-ant-api03-DaemonKeyVersionOne-0123456789";
 const KEY_V2: &str = "sk-ant-api03-DaemonKeyVersionTwo-9876543210";
 const HOOK_SECRET: &str = "whsec-github-0123456789abcdef";
 
-struct Running {
+pub(crate) struct Running {
     _dir: tempfile::TempDir,
-    state: PathBuf,
-    url: String,
-    token: String,
+    pub(crate) state: PathBuf,
+    pub(crate) url: String,
+    pub(crate) token: String,
     daemon: Arc<Daemon>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
-async fn start() -> Running {
+pub(crate) async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     InitCommand {

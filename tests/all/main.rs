@@ -7,6 +7,7 @@ mod daemon;
 mod inference;
 mod loading;
 mod macro_errors;
+mod registry;
 mod samples;
 mod sandbox;
 mod sdk;

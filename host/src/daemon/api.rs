@@ -147,7 +147,11 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/hooks/webhook/{name}", post(generic_hook))
         .merge(admin)
         .layer(DefaultBodyLimit::max(max_event))
-        .with_state(daemon)
+        .with_state(daemon.clone())
+        .merge(crate::registry::api::routes(
+            daemon,
+            crate::registry::blobs::DEFAULT_MAX_BLOB_BYTES as usize,
+        ))
 }
 
 async fn authenticate(

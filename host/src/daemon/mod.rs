@@ -261,6 +261,7 @@ pub struct Daemon {
     in_flight: AtomicUsize,
     idle: Notify,
     shutting_down: AtomicBool,
+    registry: Option<crate::registry::Registry>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -399,6 +400,10 @@ impl Daemon {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             shutting_down: AtomicBool::new(false),
+            registry: Some(crate::registry::Registry::open(
+                &dir.join("registry"),
+                crate::registry::blobs::DEFAULT_MAX_BLOB_BYTES,
+            )?),
         });
         daemon.load_deployed()?;
         Ok(daemon)
@@ -770,6 +775,11 @@ impl Daemon {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// The component registry's storage.
+    pub fn registry(&self) -> Option<&crate::registry::Registry> {
+        self.registry.as_ref()
     }
 
     /// Events in flight.

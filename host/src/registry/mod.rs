@@ -8,12 +8,37 @@
 //! - [`validate_repository`]: repository names as the OCI Distribution spec
 //!   allows them, which also rules out path tricks.
 //!
-//! Still to come: the `/v2/` routes on the daemon, the Wasm OCI layout,
+//! - [`api`]: the OCI Distribution v2 routes on the daemon.
+//!
+//! Still to come: the Wasm OCI layout,
 //! component validation and precompilation on push, Ed25519 signatures and
 //! trusted publisher keys, and `clawcage push`/`pull`/`keygen`.
 
+pub mod api;
 pub mod blobs;
 pub mod manifests;
+
+use std::path::Path;
+
+/// The registry's storage: blobs, manifests and tags, under
+/// `registry/` in the state directory.
+#[derive(Debug)]
+pub struct Registry {
+    /// Blobs and uploads.
+    pub blobs: blobs::BlobStore,
+    /// Manifests and tags.
+    pub manifests: manifests::ManifestStore,
+}
+
+impl Registry {
+    /// Opens (creating) the registry under `root`.
+    pub fn open(root: &Path, max_blob_bytes: u64) -> Result<Self, String> {
+        Ok(Self {
+            blobs: blobs::BlobStore::open(root, max_blob_bytes).map_err(|e| e.to_string())?,
+            manifests: manifests::ManifestStore::open(root).map_err(|e| e.to_string())?,
+        })
+    }
+}
 
 /// Longest repository name.
 pub const MAX_REPOSITORY_BYTES: usize = 255;
