@@ -70,7 +70,7 @@ async fn blobs_and_manifests_round_trip_with_the_specs_errors() {
     );
 
     // Chunked upload of the layer.
-    let layer: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let layer = std::fs::read(clawcage_tests::HELLO).unwrap();
     let started = daemon
         .v2(Method::POST, "acme/triage/blobs/uploads/")
         .send()
@@ -79,23 +79,22 @@ async fn blobs_and_manifests_round_trip_with_the_specs_errors() {
     assert_eq!(started.status(), 202);
     let location = started.headers()["location"].to_str().unwrap().to_string();
     let session = location.rsplit('/').next().unwrap().to_string();
-    let (first, rest) = layer.split_at(120_000);
+    let cut = layer.len() / 2;
+    let (first, rest) = layer.split_at(cut);
     let patched = daemon
         .v2(
             Method::PATCH,
             &format!("acme/triage/blobs/uploads/{session}"),
         )
-        .header("content-range", "0-119999")
+        .header("content-range", format!("0-{}", cut - 1))
         .body(first.to_vec())
         .send()
         .await
         .unwrap();
+    assert_eq!(patched.status(), 202);
     assert_eq!(
-        (
-            patched.status().as_u16(),
-            patched.headers()["range"].to_str().unwrap()
-        ),
-        (202, "0-119999")
+        patched.headers()["range"].to_str().unwrap(),
+        format!("0-{}", cut - 1)
     );
     let out_of_order = daemon
         .v2(
@@ -237,4 +236,81 @@ async fn blobs_and_manifests_round_trip_with_the_specs_errors() {
     // Nothing partial is left behind by the failed uploads.
     let uploads = daemon.state.join("registry/uploads");
     assert_eq!(std::fs::read_dir(uploads).unwrap().count(), 0);
+}
+
+/// Pushes `layer` with a Wasm config and answers the manifest PUT's status
+/// and error code.
+async fn push_component(daemon: &Running, tag: &str, layer: &[u8]) -> (u16, String, String) {
+    use reqwest::Method;
+    let config = br#"{"architecture":"wasm","os":"wasip2","layerDigests":[]}"#;
+    for blob in [&config[..], layer] {
+        let pushed = daemon
+            .v2(
+                Method::POST,
+                &format!("acme/pushed/blobs/uploads/?digest={}", digest(blob)),
+            )
+            .body(blob.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pushed.status(), 201);
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": digest(config), "size": config.len()},
+        "layers": [{"mediaType": "application/wasm", "digest": digest(layer), "size": layer.len()}]
+    });
+    let response = daemon
+        .v2(Method::PUT, &format!("acme/pushed/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        body["errors"][0]["code"].as_str().unwrap_or("").to_string(),
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_components_of_the_clawcage_world_are_accepted() {
+    let daemon = start().await;
+    let (status, _, message) = push_component(
+        &daemon,
+        "1.0.0",
+        &std::fs::read(clawcage_tests::HELLO).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{message}");
+    let core_module = wat::parse_str("(module)").unwrap();
+    let command = std::fs::read(clawcage_tests::COMMAND_APP).unwrap();
+    for (layer, needle) in [
+        (core_module, "core wasm module"),
+        (command, "handler"),
+        (b"definitely not wasm".to_vec(), "magic number"),
+    ] {
+        let (status, code, message) = push_component(&daemon, "2.0.0", &layer).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "MANIFEST_INVALID"),
+            "{message}"
+        );
+        assert!(message.to_lowercase().contains(needle), "{message}");
+    }
+    let tags: Value = daemon
+        .v2(reqwest::Method::GET, "acme/pushed/tags/list")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"], json!(["1.0.0"]));
 }

@@ -62,14 +62,20 @@ pub struct DaemonOptions {
 }
 
 impl DaemonOptions {
-    /// Defaults for a state directory.
+    /// Defaults for a state directory. Compiled components are cached in
+    /// its `cache/`, so a component checked when pushed or deployed is not
+    /// compiled again.
     pub fn new(state_dir: PathBuf) -> Self {
+        let engine = EngineOptions {
+            cache_dir: Some(state_dir.join("cache")),
+            ..EngineOptions::default()
+        };
         Self {
             state_dir,
             max_concurrent: 64,
             drain_timeout: Duration::from_secs(30),
             max_event_bytes: 1 << 20,
-            engine: EngineOptions::default(),
+            engine,
         }
     }
 }
@@ -775,6 +781,16 @@ impl Daemon {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// Checks that `bytes` is a component of the `clawcage:agent` world,
+    /// compiling it (and caching the result, so its first event does not
+    /// compile).
+    pub fn check_component(&self, bytes: &[u8]) -> Result<String, String> {
+        self.cage
+            .load_component("pushed", bytes, None)
+            .map(|agent| agent.sha256().to_string())
+            .map_err(|e| e.to_string())
     }
 
     /// The component registry's storage.

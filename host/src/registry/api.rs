@@ -184,8 +184,11 @@ async fn dispatch(
     let Some(registry) = daemon.registry() else {
         return OciError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "no registry").into_response();
     };
+    // Compiling a pushed component takes a while: off the async workers.
+    let checker = daemon.clone();
+    let check = move |bytes: &[u8]| tokio::task::block_in_place(|| checker.check_component(bytes));
     let result = match parse(&path) {
-        Some(target) => handle(registry, target, &method, &query, &headers, body),
+        Some(target) => handle(registry, target, &method, &query, &headers, body, &check),
         None => Err(OciError::new(
             StatusCode::NOT_FOUND,
             "NAME_UNKNOWN",
@@ -202,6 +205,7 @@ fn handle(
     query: &std::collections::HashMap<String, String>,
     headers: &HeaderMap,
     body: Bytes,
+    check: &dyn Fn(&[u8]) -> Result<String, String>,
 ) -> Result<Response, OciError> {
     let blob_location = |name: &str, digest: &Digest| format!("/v2/{name}/blobs/{digest}");
     match target {
@@ -333,7 +337,7 @@ fn handle(
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("application/vnd.oci.image.manifest.v1+json")
                         .to_string();
-                    check_manifest(registry, &body)?;
+                    check_manifest(registry, &body, check)?;
                     let digest = registry
                         .manifests
                         .put(name, reference, &media_type, &body)?;
@@ -381,9 +385,24 @@ fn handle(
     }
 }
 
+/// The CNCF Wasm OCI layout's config media type.
+pub const WASM_CONFIG_TYPE: &str = "application/vnd.wasm.config.v0+json";
+/// Its layer media type.
+pub const WASM_LAYER_TYPE: &str = "application/wasm";
+
 /// A manifest must be a JSON object with `schemaVersion: 2` whose config
-/// and layers name blobs the registry holds.
-fn check_manifest(registry: &Registry, body: &[u8]) -> Result<(), OciError> {
+/// and layers name blobs the registry holds. A Wasm artifact (a wasm config
+/// or a wasm layer) must follow the CNCF layout, one `application/wasm`
+/// layer under a `wasm`/`wasip2` config, and the layer must be a component
+/// of the `clawcage:agent` world, which is compiled now, so nothing outside
+/// the world is ever stored as deployable and the first event does not
+/// compile. Other artifacts (signatures, for example) are stored as they
+/// are.
+fn check_manifest(
+    registry: &Registry,
+    body: &[u8],
+    check: &dyn Fn(&[u8]) -> Result<String, String>,
+) -> Result<(), OciError> {
     let invalid = |m: String| OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", m);
     let manifest: Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON: {e}")))?;
@@ -411,6 +430,50 @@ fn check_manifest(registry: &Registry, body: &[u8]) -> Result<(), OciError> {
             ));
         }
     }
+    let media_type = |d: &Value| {
+        d.get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let config_type = manifest.get("config").map(media_type).unwrap_or_default();
+    let layers: Vec<&Value> = manifest
+        .get("layers")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().collect())
+        .unwrap_or_default();
+    let is_wasm =
+        config_type == WASM_CONFIG_TYPE || layers.iter().any(|l| media_type(l) == WASM_LAYER_TYPE);
+    if !is_wasm {
+        return Ok(());
+    }
+    if config_type != WASM_CONFIG_TYPE {
+        return Err(invalid(format!(
+            "a Wasm artifact's config must be {WASM_CONFIG_TYPE}"
+        )));
+    }
+    let [layer] = layers.as_slice() else {
+        return Err(invalid(
+            "a Wasm component artifact has exactly one layer".into(),
+        ));
+    };
+    if media_type(layer) != WASM_LAYER_TYPE {
+        return Err(invalid(format!("the layer must be {WASM_LAYER_TYPE}")));
+    }
+    let blob = |d: &Value| -> Result<Vec<u8>, OciError> {
+        let digest = Digest::parse(d.get("digest").and_then(Value::as_str).unwrap_or_default())?;
+        Ok(registry.blobs.read(&digest)?)
+    };
+    let config: Value = serde_json::from_slice(&blob(&manifest["config"])?)
+        .map_err(|_| invalid("the config is not JSON".into()))?;
+    if config.get("architecture") != Some(&json!("wasm"))
+        || config.get("os") != Some(&json!("wasip2"))
+    {
+        return Err(invalid(
+            "the config must say architecture \"wasm\" and os \"wasip2\"".into(),
+        ));
+    }
+    check(&blob(layer)?).map_err(|e| invalid(format!("the layer is not a ClawCage agent: {e}")))?;
     Ok(())
 }
 
