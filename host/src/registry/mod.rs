@@ -9,6 +9,9 @@
 //!   allows them, which also rules out path tricks.
 //!
 //! - [`api`]: the OCI Distribution v2 routes on the daemon.
+//! - [`signing`]: Ed25519 publisher keys, signatures over manifest digests,
+//!   and the operator's per-namespace trust policy (not yet wired to
+//!   deployment).
 //!
 //! Still to come: the Wasm OCI layout,
 //! component validation and precompilation on push, Ed25519 signatures and
@@ -17,6 +20,7 @@
 pub mod api;
 pub mod blobs;
 pub mod manifests;
+pub mod signing;
 
 use std::path::Path;
 

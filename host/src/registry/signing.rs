@@ -1,0 +1,255 @@
+//! Publisher signatures (Ed25519, ring) and the operator's trust policy.
+//!
+//! A publisher signs a manifest's digest. The signed message is
+//! domain-separated, `clawcage-manifest-signature-v1\n<digest>`, so a
+//! signature made for anything else cannot be replayed as one over a
+//! manifest. Keys travel as hex: the private key as its PKCS#8 document (a
+//! file only its owner can read), the public key as its 32 raw bytes.
+//!
+//! The trust policy maps a namespace (a repository's first path component,
+//! `acme` in `acme/triage`) to the public keys trusted to publish there. A
+//! manifest is deployable when one of its signatures verifies under one of
+//! those keys; unsigned, or signed only by others, it is refused, unless
+//! the operator set `allow_unsigned` for that namespace.
+
+use std::collections::BTreeMap;
+
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use serde::{Deserialize, Serialize};
+
+use super::blobs::Digest;
+use crate::secret::Secret;
+
+/// The prefix of every signed message.
+const CONTEXT: &[u8] = b"clawcage-manifest-signature-v1\n";
+
+fn message(digest: &Digest) -> Vec<u8> {
+    [CONTEXT, digest.to_string().as_bytes()].concat()
+}
+
+/// A publisher's key pair.
+pub struct PublisherKey {
+    pair: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for PublisherKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherKey")
+            .field("public", &self.public_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PublisherKey {
+    /// A fresh key pair, and its PKCS#8 document (hex) to store.
+    pub fn generate() -> Result<(Self, Secret), String> {
+        let rng = ring::rand::SystemRandom::new();
+        let document = Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| "the OS random number generator failed".to_string())?;
+        let pkcs8 = Secret::from(hex::encode(document.as_ref()));
+        let key = Self::from_pkcs8_hex(&pkcs8)?;
+        Ok((key, pkcs8))
+    }
+
+    /// A key pair from its stored PKCS#8 document (hex).
+    pub fn from_pkcs8_hex(text: &Secret) -> Result<Self, String> {
+        let bytes = zeroize::Zeroizing::new(
+            hex::decode(text.expose_str().unwrap_or_default().trim())
+                .map_err(|_| "the private key is not hex".to_string())?,
+        );
+        let pair = Ed25519KeyPair::from_pkcs8(&bytes)
+            .map_err(|_| "the private key is not an Ed25519 PKCS#8 document".to_string())?;
+        Ok(Self { pair })
+    }
+
+    /// The public key, hex.
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.pair.public_key().as_ref())
+    }
+
+    /// Signs a manifest digest; returns the signature, hex.
+    pub fn sign(&self, digest: &Digest) -> String {
+        hex::encode(self.pair.sign(&message(digest)).as_ref())
+    }
+}
+
+/// A signature attached to a manifest: who signed, and the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// The signer's public key, hex.
+    pub public_key: String,
+    /// The signature over the manifest digest, hex.
+    pub signature: String,
+}
+
+/// Verifies one signature over `digest`.
+pub fn verify(digest: &Digest, signature: &Signature) -> Result<(), String> {
+    let key = hex::decode(&signature.public_key).map_err(|_| "the public key is not hex")?;
+    let sig = hex::decode(&signature.signature).map_err(|_| "the signature is not hex")?;
+    UnparsedPublicKey::new(&ED25519, key)
+        .verify(&message(digest), &sig)
+        .map_err(|_| {
+            format!(
+                "the signature by {} does not verify",
+                short(&signature.public_key)
+            )
+        })
+}
+
+/// The start of a key, for messages (by characters: keys come from
+/// uploads and may be anything).
+fn short(key: &str) -> String {
+    key.chars().take(16).collect()
+}
+
+/// What the operator trusts in one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceTrust {
+    /// Public keys (hex) trusted to publish here.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Deploy unsigned components from here. Default: no.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+}
+
+/// The operator's trust policy, by namespace. Deny by default: a namespace
+/// not listed trusts nobody.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustPolicy {
+    /// Namespaces.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, NamespaceTrust>,
+}
+
+impl TrustPolicy {
+    /// Whether a manifest of `repository` with `digest` and `signatures` may
+    /// be deployed; the error says why not.
+    pub fn check(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        signatures: &[Signature],
+    ) -> Result<(), String> {
+        let namespace = repository.split('/').next().unwrap_or_default();
+        let trust = self.namespaces.get(namespace).cloned().unwrap_or_default();
+        if signatures.is_empty() {
+            return if trust.allow_unsigned {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{repository}@{digest} is unsigned, and namespace {namespace:?} does not allow unsigned components"
+                ))
+            };
+        }
+        let mut reasons = Vec::new();
+        for signature in signatures {
+            if !trust
+                .keys
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(&signature.public_key))
+            {
+                reasons.push(format!(
+                    "key {} is not trusted for namespace {namespace:?}",
+                    short(&signature.public_key)
+                ));
+                continue;
+            }
+            match verify(digest, signature) {
+                Ok(()) => return Ok(()),
+                Err(reason) => reasons.push(reason),
+            }
+        }
+        if trust.allow_unsigned {
+            return Ok(());
+        }
+        Err(format!(
+            "no trusted signature on {repository}@{digest}: {}",
+            reasons.join("; ")
+        ))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn policy(keys: &[&str], allow_unsigned: bool) -> TrustPolicy {
+        TrustPolicy {
+            namespaces: BTreeMap::from([(
+                "acme".to_string(),
+                NamespaceTrust {
+                    keys: keys.iter().map(|k| k.to_string()).collect(),
+                    allow_unsigned,
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn signatures_verify_only_for_trusted_keys_and_the_signed_digest() {
+        let (publisher, pkcs8) = PublisherKey::generate().unwrap();
+        let reloaded = PublisherKey::from_pkcs8_hex(&pkcs8).unwrap();
+        assert_eq!(reloaded.public_hex(), publisher.public_hex());
+        let (stranger, _) = PublisherKey::generate().unwrap();
+        let digest = Digest::of(b"manifest");
+        let signed = Signature {
+            public_key: publisher.public_hex(),
+            signature: publisher.sign(&digest),
+        };
+        let trusted = policy(&[&publisher.public_hex()], false);
+        assert!(
+            trusted
+                .check("acme/triage", &digest, std::slice::from_ref(&signed))
+                .is_ok()
+        );
+
+        // A tampered component changes the manifest's digest.
+        let other = Digest::of(b"manifest, tampered");
+        assert!(
+            trusted
+                .check("acme/triage", &other, std::slice::from_ref(&signed))
+                .is_err()
+        );
+        // A tampered signature.
+        let mut forged = signed.clone();
+        forged.signature.replace_range(
+            0..2,
+            if forged.signature.starts_with("00") {
+                "01"
+            } else {
+                "00"
+            },
+        );
+        assert!(
+            trusted
+                .check("acme/triage", &digest, &[forged])
+                .unwrap_err()
+                .contains("does not verify")
+        );
+        // An untrusted key, even with a valid signature.
+        let by_stranger = Signature {
+            public_key: stranger.public_hex(),
+            signature: stranger.sign(&digest),
+        };
+        assert!(
+            trusted
+                .check("acme/triage", &digest, &[by_stranger])
+                .unwrap_err()
+                .contains("not trusted")
+        );
+        // Another namespace trusts nobody.
+        assert!(trusted.check("other/triage", &digest, &[signed]).is_err());
+        // Unsigned: refused unless allowed.
+        assert!(
+            trusted
+                .check("acme/triage", &digest, &[])
+                .unwrap_err()
+                .contains("unsigned")
+        );
+        assert!(policy(&[], true).check("acme/triage", &digest, &[]).is_ok());
+    }
+}
