@@ -10,7 +10,7 @@ use clawcage::db::Database;
 use clawcage::ledger::Ledger;
 use clawcage::pricing::PriceTable;
 use clawcage::providers::binding::Services;
-use clawcage::providers::replay::{Cassette, RecordingModel, RecordingTool};
+use clawcage::providers::replay::Cassette;
 use clawcage::secret::Secret;
 use clawcage::vault::{MasterKey, Vault};
 use clawcage::{Agent, Cage, Event, Manifest};
@@ -76,32 +76,7 @@ async fn run_live(component: &str, sections: &str, event: Event) -> Live {
         .load_manifest(&manifest, Path::new("/"))
         .unwrap();
     let tape = Arc::new(Mutex::new(Cassette::default()));
-    let models = agent
-        .models()
-        .iter()
-        .map(|(name, inner)| {
-            let model: Arc<dyn clawcage::inference::ModelBackend> = Arc::new(RecordingModel {
-                binding: name.clone(),
-                inner: inner.clone(),
-                tape: tape.clone(),
-            });
-            (name.clone(), model)
-        })
-        .collect();
-    agent.set_models(Arc::new(models));
-    let granted = agent
-        .tools()
-        .iter()
-        .map(|(name, inner)| {
-            let tool: Arc<dyn clawcage::tools::ToolBackend> = Arc::new(RecordingTool {
-                tool: name.clone(),
-                inner: inner.clone(),
-                tape: tape.clone(),
-            });
-            (name.clone(), tool)
-        })
-        .collect();
-    agent.set_tools(Arc::new(granted));
+    clawcage::providers::replay::record_into(&mut agent, &tape);
     let report = serde_json::from_str(&agent.invoke(event).await.outcome.unwrap()).unwrap();
     let recorded = tape.lock().unwrap().clone();
     Live {

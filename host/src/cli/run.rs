@@ -11,7 +11,7 @@ use crate::error::{InvokeError, LoadError};
 use crate::event::Event;
 use crate::log::{LogLevel, LogStream};
 use crate::manifest::Manifest;
-use crate::providers::replay::{Cassette, RecordingModel, RecordingTool};
+use crate::providers::replay::{Cassette, record_into};
 
 /// `clawcage run <manifest.toml | component.wasm> --event <file | ->`
 #[derive(Debug, clap::Args)]
@@ -164,34 +164,7 @@ impl RunCommand {
             .as_ref()
             .map(|_| std::sync::Arc::new(std::sync::Mutex::new(Cassette::default())));
         if let Some(tape) = &tape {
-            let recorded = agent
-                .models()
-                .iter()
-                .map(|(name, inner)| {
-                    let model: std::sync::Arc<dyn crate::inference::ModelBackend> =
-                        std::sync::Arc::new(RecordingModel {
-                            binding: name.clone(),
-                            inner: inner.clone(),
-                            tape: tape.clone(),
-                        });
-                    (name.clone(), model)
-                })
-                .collect();
-            agent.set_models(std::sync::Arc::new(recorded));
-            let recorded_tools = agent
-                .tools()
-                .iter()
-                .map(|(name, inner)| {
-                    let tool: std::sync::Arc<dyn crate::tools::ToolBackend> =
-                        std::sync::Arc::new(RecordingTool {
-                            tool: name.clone(),
-                            inner: inner.clone(),
-                            tape: tape.clone(),
-                        });
-                    (name.clone(), tool)
-                })
-                .collect();
-            agent.set_tools(std::sync::Arc::new(recorded_tools));
+            record_into(&mut agent, tape);
         }
         let invocation = agent.invoke(event).await;
         if let Some(services) = &shared_services {

@@ -33,22 +33,7 @@ impl StateArgs {
 
     /// Opens the vault, ledger and prices that model bindings need.
     pub fn open_services(&self) -> Result<Arc<crate::providers::binding::Services>, String> {
-        let dir = self.dir()?;
-        let db = Arc::new(Database::open(&dir).map_err(|e| e.to_string())?);
-        let master = MasterKey::load(&dir).map_err(|e| e.to_string())?;
-        let vault = Vault::open(db.clone(), master).map_err(|e| e.to_string())?;
-        let prices = match std::fs::read_to_string(dir.join("prices.toml")) {
-            Ok(text) => crate::pricing::PriceFile::from_toml(&text)?.table(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                crate::pricing::PriceTable::builtin()
-            }
-            Err(e) => return Err(format!("{}: {e}", dir.join("prices.toml").display())),
-        };
-        let services = crate::providers::binding::Services::new(
-            Arc::new(vault),
-            crate::ledger::Ledger::exclusive(db, &dir).map_err(|e| e.to_string())?,
-            prices,
-        )?;
+        let (_, services) = crate::providers::binding::Services::open(&self.dir()?)?;
         Ok(Arc::new(services))
     }
 

@@ -63,6 +63,15 @@ impl ApiError {
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", message)
     }
+
+    /// The host failed (storage, a task): a bug or an environment problem.
+    fn host(error: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "host-error",
+            error.to_string(),
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -252,13 +261,7 @@ async fn deploy(
     let actor = actor(request_actor);
     let info = tokio::task::spawn_blocking(move || daemon.deploy(&name, bundle, &actor))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "host-error",
-                e.to_string(),
-            )
-        })?
+        .map_err(ApiError::host)?
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-deployment", e))?;
     Ok(Json(json!({"deployed": info})))
 }
@@ -325,13 +328,7 @@ async fn invocation(
 }
 
 async fn list_keys(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {
-    let keys = daemon.services.vault.list().map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "host-error",
-            e.to_string(),
-        )
-    })?;
+    let keys = daemon.services.vault.list().map_err(ApiError::host)?;
     Ok(Json(json!({"keys": keys})))
 }
 
@@ -361,11 +358,7 @@ fn vault_error(e: crate::vault::VaultError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
         VaultError::Invalid(_) => ApiError::bad_request(e.to_string()),
-        other => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "host-error",
-            other.to_string(),
-        ),
+        other => ApiError::host(other),
     }
 }
 
@@ -444,13 +437,7 @@ async fn usage(
         .services
         .ledger
         .summary(query.agent.as_deref(), since)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "host-error",
-                e.to_string(),
-            )
-        })?;
+        .map_err(ApiError::host)?;
     Ok(Json(json!({"since": since, "usage": rows})))
 }
 
@@ -466,24 +453,15 @@ async fn audit(
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = query.limit.unwrap_or(1000).min(10_000);
-    let records = daemon.audit.read(query.after, limit).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "host-error",
-            e.to_string(),
-        )
-    })?;
+    let records = daemon
+        .audit
+        .read(query.after, limit)
+        .map_err(ApiError::host)?;
     Ok(Json(json!({"records": records})))
 }
 
 async fn audit_verify(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {
-    let verification = daemon.audit.verify().map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "host-error",
-            e.to_string(),
-        )
-    })?;
+    let verification = daemon.audit.verify().map_err(ApiError::host)?;
     Ok(Json(json!(verification)))
 }
 

@@ -34,7 +34,6 @@ use crate::error::InvokeError;
 use crate::manifest::Manifest;
 use crate::providers::binding::Services;
 use crate::tools::connector::{Decision, DecisionSink};
-use crate::vault::{MasterKey, Vault};
 use crate::{Agent, Cage, EngineOptions, Event};
 
 /// Largest component in a deployment.
@@ -337,54 +336,45 @@ impl Daemon {
     /// lock, and loads every deployed agent.
     pub fn open(options: DaemonOptions) -> Result<Arc<Self>, String> {
         let dir = options.state_dir.clone();
-        let db = Arc::new(Database::open(&dir).map_err(|e| e.to_string())?);
-        let master = MasterKey::load(&dir).map_err(|e| e.to_string())?;
-        let vault = Arc::new(Vault::open(db.clone(), master).map_err(|e| e.to_string())?);
-        let ledger =
-            crate::ledger::Ledger::exclusive(db.clone(), &dir).map_err(|e| e.to_string())?;
-        let prices = match std::fs::read_to_string(dir.join("prices.toml")) {
-            Ok(text) => crate::pricing::PriceFile::from_toml(&text)?.table(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                crate::pricing::PriceTable::builtin()
-            }
-            Err(e) => return Err(format!("{}: {e}", dir.join("prices.toml").display())),
-        };
+        let (db, services) = Services::open(&dir)?;
         let audit = AuditLog::new(db.clone());
         let metrics = metrics::Metrics::default();
         {
             let audit = audit.clone();
             let metrics = metrics.clone();
-            ledger.set_usage_hook(Arc::new(move |record: &crate::ledger::UsageRecord| {
-                let agent = record.agent.as_str();
-                metrics.add(
-                    "clawcage_inference_tokens_total",
-                    &[("agent", agent), ("direction", "input")],
-                    record.input_tokens,
-                );
-                metrics.add(
-                    "clawcage_inference_tokens_total",
-                    &[("agent", agent), ("direction", "output")],
-                    record.output_tokens,
-                );
-                metrics.add(
-                    "clawcage_inference_cost_usd_micros_total",
-                    &[("agent", agent)],
-                    record.cost_micros,
-                );
-                audit.append(AuditEvent::Inference {
-                    agent: record.agent.clone(),
-                    binding: record.binding.clone(),
-                    provider: record.provider.clone(),
-                    model: record.model.clone(),
-                    key_id: record.key_id.clone(),
-                    input_tokens: record.input_tokens,
-                    output_tokens: record.output_tokens,
-                    cost_micros: record.cost_micros,
-                    status: record.outcome.clone(),
-                });
-            }));
+            services
+                .ledger
+                .set_usage_hook(Arc::new(move |record: &crate::ledger::UsageRecord| {
+                    let agent = record.agent.as_str();
+                    metrics.add(
+                        "clawcage_inference_tokens_total",
+                        &[("agent", agent), ("direction", "input")],
+                        record.input_tokens,
+                    );
+                    metrics.add(
+                        "clawcage_inference_tokens_total",
+                        &[("agent", agent), ("direction", "output")],
+                        record.output_tokens,
+                    );
+                    metrics.add(
+                        "clawcage_inference_cost_usd_micros_total",
+                        &[("agent", agent)],
+                        record.cost_micros,
+                    );
+                    audit.append(AuditEvent::Inference {
+                        agent: record.agent.clone(),
+                        binding: record.binding.clone(),
+                        provider: record.provider.clone(),
+                        model: record.model.clone(),
+                        key_id: record.key_id.clone(),
+                        input_tokens: record.input_tokens,
+                        output_tokens: record.output_tokens,
+                        cost_micros: record.cost_micros,
+                        status: record.outcome.clone(),
+                    });
+                }));
         }
-        let services = Arc::new(Services::new(vault, ledger, prices)?);
+        let services = Arc::new(services);
         let cage = Cage::new(options.engine.clone())
             .map_err(|e| e.to_string())?
             .with_services(services.clone())

@@ -108,6 +108,24 @@ impl Services {
         })
     }
 
+    /// The services of an initialised state directory: its vault, its
+    /// ledger as the directory's budget authority (see
+    /// [`Ledger::exclusive`]), and its prices (`prices.toml`, or the built-in
+    /// table). Also returns the database, for the caller's other state.
+    pub fn open(state_dir: &std::path::Path) -> Result<(Arc<crate::db::Database>, Self), String> {
+        let db = Arc::new(crate::db::Database::open(state_dir).map_err(|e| e.to_string())?);
+        let master = crate::vault::MasterKey::load(state_dir).map_err(|e| e.to_string())?;
+        let vault = Vault::open(db.clone(), master).map_err(|e| e.to_string())?;
+        let prices_path = state_dir.join("prices.toml");
+        let prices = match std::fs::read_to_string(&prices_path) {
+            Ok(text) => crate::pricing::PriceFile::from_toml(&text)?.table(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PriceTable::builtin(),
+            Err(e) => return Err(format!("{}: {e}", prices_path.display())),
+        };
+        let ledger = Ledger::exclusive(db.clone(), state_dir).map_err(|e| e.to_string())?;
+        Ok((db, Self::new(Arc::new(vault), ledger, prices)?))
+    }
+
     /// A redactor for every secret in the vault, rebuilt only when keys
     /// change.
     pub fn redactor(&self) -> Result<Arc<Redactor>, VaultError> {
@@ -126,11 +144,11 @@ impl Services {
 }
 
 /// What [`BoundModel::begin`] sets up for one call.
-struct CallStart {
-    started: Instant,
+struct CallStart<'m> {
     redactor: Arc<Redactor>,
-    reservation: Reservation,
-    reserved_tokens: u64,
+    /// The budget reservation, charged its worst case if the call is
+    /// cancelled while in flight.
+    hold: Hold<'m>,
     key: Option<Secret>,
 }
 
@@ -257,7 +275,7 @@ impl BoundModel {
 
     /// The common start of every call: caps, the budget reservation, the
     /// key for this request only, and a redactor that covers it.
-    fn begin(&self, request: &CompletionRequest) -> Result<CallStart, InferenceError> {
+    fn begin(&self, request: &CompletionRequest) -> Result<CallStart<'_>, InferenceError> {
         self.check_caps(request)?;
         let started = Instant::now();
         let redactor = self
@@ -273,11 +291,15 @@ impl BoundModel {
             }
         };
         let redactor = self.redactor_covering(redactor, key.as_ref());
+        let max_output = u64::from(request.max_tokens);
         Ok(CallStart {
-            started,
             redactor,
-            reservation,
-            reserved_tokens,
+            hold: Hold {
+                model: self,
+                reservation: Some(reservation),
+                worst: (reserved_tokens.saturating_sub(max_output), max_output),
+                started,
+            },
             key,
         })
     }
@@ -513,6 +535,7 @@ impl BoundModel {
 /// A reservation held across a provider call. Dropped with the call still
 /// in flight (the guest's deadline cancelled it), it charges the worst
 /// case: the request may have reached the provider, which bills for it.
+/// `worst` is (input, output) tokens.
 struct Hold<'m> {
     model: &'m BoundModel,
     reservation: Option<Reservation>,
@@ -646,22 +669,12 @@ impl ModelBackend for BoundModel {
         call: &CallContext,
     ) -> Result<Completion, InferenceError> {
         let CallStart {
-            started,
             redactor,
-            reservation,
-            reserved_tokens,
+            mut hold,
             key,
         } = self.begin(&request)?;
-        let max_output = u64::from(request.max_tokens);
-        let worst_input = reserved_tokens.saturating_sub(max_output);
-        // If the guest's deadline cancels this call mid-flight, the request
-        // may have reached the provider: charge the worst case, not nothing.
-        let mut hold = Hold {
-            model: self,
-            reservation: Some(reservation),
-            worst: (worst_input, max_output),
-            started,
-        };
+        let (worst_input, max_output) = hold.worst;
+        let started = hold.started;
         // Whether the provider may have done (and billed) the work: it
         // answered 2xx, or the call timed out after it was sent.
         let mut maybe_billed = false;
@@ -730,29 +743,21 @@ impl ModelBackend for BoundModel {
         call: &CallContext,
     ) -> Result<CompletionEvents, InferenceError> {
         let CallStart {
-            started,
             redactor,
-            reservation,
-            reserved_tokens,
+            mut hold,
             key,
         } = self.begin(&request)?;
+        let (worst_input, max_output) = hold.worst;
+        let started = hold.started;
         let body = self.body(&request, true);
-        let max_output = u64::from(request.max_tokens);
-        let mut hold = Hold {
-            model: self,
-            reservation: Some(reservation),
-            worst: (reserved_tokens.saturating_sub(max_output), max_output),
-            started,
-        };
         let sent = self.send(key.as_ref(), &body, call.deadline).await;
         let reservation = hold.take();
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
                 // A timeout may have come after the provider started work.
-                let max_output = u64::from(request.max_tokens);
                 let (input, output) = if matches!(error, InferenceError::Timeout) {
-                    (reserved_tokens.saturating_sub(max_output), max_output)
+                    (worst_input, max_output)
                 } else {
                     (0, 0)
                 };
@@ -777,8 +782,8 @@ impl ModelBackend for BoundModel {
             deadline: call.deadline,
             redactor,
             reservation,
-            reserved_tokens,
-            max_output: u64::from(request.max_tokens),
+            reserved_tokens: worst_input + max_output,
+            max_output,
             started,
         };
         tokio::spawn(pump.run(sender));

@@ -321,3 +321,35 @@ impl crate::tools::ToolBackend for RecordingTool {
         result
     }
 }
+
+/// Makes `agent` record every model exchange and tool call into `tape`
+/// (`clawcage run --record`, and the tests that keep sample cassettes
+/// current).
+pub fn record_into(agent: &mut crate::Agent, tape: &Arc<Mutex<Cassette>>) {
+    let models = agent
+        .models()
+        .iter()
+        .map(|(name, inner)| {
+            let model: Arc<dyn ModelBackend> = Arc::new(RecordingModel {
+                binding: name.clone(),
+                inner: inner.clone(),
+                tape: tape.clone(),
+            });
+            (name.clone(), model)
+        })
+        .collect();
+    agent.set_models(Arc::new(models));
+    let tools = agent
+        .tools()
+        .iter()
+        .map(|(name, inner)| {
+            let tool: Arc<dyn crate::tools::ToolBackend> = Arc::new(RecordingTool {
+                tool: name.clone(),
+                inner: inner.clone(),
+                tape: tape.clone(),
+            });
+            (name.clone(), tool)
+        })
+        .collect();
+    agent.set_tools(Arc::new(tools));
+}
