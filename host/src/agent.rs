@@ -217,7 +217,7 @@ impl Cage {
             (Some(path), _) => base_dir.join(path),
             (None, Some(reference)) => {
                 return Err(LoadError::Unsupported(format!(
-                    "component.registry = {reference:?}: this host has no registry yet; use `path`"
+                    "component.registry = {reference:?} is resolved by the daemon's registry: deploy this manifest with `clawcage agent deploy` or `clawcage serve --deploy`, or use `path`"
                 )));
             }
             (None, None) => {

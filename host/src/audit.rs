@@ -90,9 +90,10 @@ pub enum AuditEvent {
         /// Who did it (a token name, or `cli`).
         actor: String,
     },
-    /// An agent was deployed, updated or removed.
+    /// An agent was deployed, updated or removed, or a deployment was
+    /// refused.
     Deployment {
-        /// `deploy` or `remove`.
+        /// `deploy`, `remove` or `refused`.
         change: String,
         /// The agent.
         agent: String,
@@ -104,6 +105,33 @@ pub enum AuditEvent {
         models: Vec<String>,
         /// Who did it.
         actor: String,
+        /// The registry reference it came from, pinned to the manifest
+        /// digest; `None` for a component uploaded with the bundle.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        /// The publisher key (hex) whose signature was trusted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signer: Option<String>,
+        /// Why it was refused.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A manifest pushed to the registry: stored, or refused.
+    Push {
+        /// The repository.
+        repository: String,
+        /// The tag or digest it was pushed under.
+        reference: String,
+        /// The manifest's digest, when stored.
+        digest: Option<String>,
+        /// `component`, `signature` or `other`.
+        artifact: String,
+        /// Who pushed (a token name).
+        actor: String,
+        /// Whether it was stored.
+        accepted: bool,
+        /// The OCI error code and message, when refused.
+        reason: Option<String>,
     },
     /// A request to the admin API, or a refused attempt.
     Admin {

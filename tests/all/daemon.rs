@@ -57,7 +57,12 @@ pub(crate) async fn start() -> Running {
 }
 
 impl Running {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -82,7 +87,7 @@ impl Running {
         .await
     }
 
-    async fn invoke(&self, agent: &str, event: Value) -> (u16, Value) {
+    pub(crate) async fn invoke(&self, agent: &str, event: Value) -> (u16, Value) {
         self.call(
             reqwest::Method::POST,
             &format!("/v1/agents/{agent}/invoke"),
@@ -104,7 +109,7 @@ impl Running {
         panic!("invocation {id} did not finish");
     }
 
-    fn audit_text(&self) -> String {
+    pub(crate) fn audit_text(&self) -> String {
         self.daemon.audit.flush();
         self.daemon
             .audit

@@ -3,6 +3,10 @@
 //! versions, publisher auth, and the spec's errors.
 
 use base64::Engine as _;
+use clawcage::registry::blobs::Digest;
+use clawcage::registry::client::RegistryClient;
+use clawcage::registry::layout;
+use clawcage::registry::signing::{self, NamespaceTrust, PublisherKey, Signature, TrustPolicy};
 use serde_json::{Value, json};
 
 use crate::daemon::{Running, start};
@@ -313,4 +317,376 @@ async fn only_components_of_the_clawcage_world_are_accepted() {
         .await
         .unwrap();
     assert_eq!(tags["tags"], json!(["1.0.0"]));
+}
+
+/// Deploys agent `name` from registry `reference` through the API.
+async fn deploy_reference(daemon: &Running, name: &str, reference: &str) -> (u16, Value) {
+    let manifest = format!("name = {name:?}\n[component]\nregistry = {reference:?}\n");
+    daemon
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/agents/{name}"),
+            Some(json!({"manifest": manifest})),
+        )
+        .await
+}
+
+fn registry_client(daemon: &Running) -> RegistryClient {
+    RegistryClient::new(&daemon.url, daemon.token.trim()).unwrap()
+}
+
+fn trust(daemon: &Running, namespace: &str, keys: &[&PublisherKey], allow_unsigned: bool) {
+    let mut policy = TrustPolicy::default();
+    policy.namespaces.insert(
+        namespace.to_string(),
+        NamespaceTrust {
+            keys: keys.iter().map(|k| k.public_hex()).collect(),
+            allow_unsigned,
+        },
+    );
+    policy.save(&daemon.state.join("trust.toml")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_components_round_trip_and_deploy_by_reference() {
+    let daemon = start().await;
+    let client = registry_client(&daemon);
+    let hello = std::fs::read(clawcage_tests::HELLO).unwrap();
+    let (publisher, _) = PublisherKey::generate().unwrap();
+    let pushed = client
+        .push_component("acme/hello", "1.0.0", &hello, Some(&publisher))
+        .await
+        .unwrap();
+
+    // Pulled back byte for byte, with the publisher's signature.
+    let pulled = client.pull_component("acme/hello@1.0.0").await.unwrap();
+    assert_eq!(pulled.component, hello);
+    assert_eq!(pulled.digest, pushed.digest);
+    assert_eq!(pulled.signatures.len(), 1);
+    assert_eq!(pulled.signatures[0].public_key, publisher.public_hex());
+
+    // The config follows the CNCF layout and names the component's
+    // imports and exports.
+    let (_, manifest) = client.manifest("acme/hello", "1.0.0").await.unwrap();
+    assert_eq!(manifest["config"]["mediaType"], layout::CONFIG_TYPE);
+    assert_eq!(manifest["layers"][0]["mediaType"], layout::LAYER_TYPE);
+    let config_digest = Digest::parse(manifest["config"]["digest"].as_str().unwrap()).unwrap();
+    let config: Value =
+        serde_json::from_slice(&client.blob("acme/hello", &config_digest).await.unwrap()).unwrap();
+    assert_eq!(
+        (config["architecture"].as_str(), config["os"].as_str()),
+        (Some("wasm"), Some("wasip2"))
+    );
+    let exports = config["component"]["exports"].as_array().unwrap();
+    assert!(
+        exports
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("clawcage:agent/handler")),
+        "{config}"
+    );
+    let imports = config["component"]["imports"].as_array().unwrap();
+    assert!(
+        imports.iter().all(|i| {
+            let i = i.as_str().unwrap();
+            i.starts_with("clawcage:agent/") || i.starts_with("wasi:")
+        }),
+        "{config}"
+    );
+
+    // The referrers API lists the signature.
+    let referrers: Value = daemon
+        .v2(
+            reqwest::Method::GET,
+            &format!("acme/hello/referrers/{}", pushed.digest),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        referrers["manifests"][0]["artifactType"],
+        signing::SIGNATURE_TYPE
+    );
+    assert_eq!(
+        referrers["manifests"][0]["digest"],
+        pushed.signature.unwrap().to_string()
+    );
+
+    // Nothing is trusted yet: refused.
+    let (status, refused) = deploy_reference(&daemon, "greeter", "acme/hello@1.0.0").await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("not trusted"), "{refused}");
+
+    // Trusted: deployed by version, and it runs.
+    trust(&daemon, "acme", &[&publisher], false);
+    let (status, deployed) = deploy_reference(&daemon, "greeter", "acme/hello@1.0.0").await;
+    assert_eq!(status, 200, "{deployed}");
+    assert_eq!(
+        deployed["deployed"]["origin"]["signer"],
+        publisher.public_hex()
+    );
+    assert_eq!(
+        deployed["deployed"]["origin"]["reference"],
+        format!("acme/hello@{}", pushed.digest)
+    );
+    let (status, answer) = daemon
+        .invoke(
+            "greeter",
+            json!({"source": "test", "kind": "greet", "payload": {"name": "Ada"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["result"].as_str()),
+        (200, Some("Hello, Ada!")),
+        "{answer}"
+    );
+    // And by digest.
+    let by_digest = format!("acme/hello@{}", pushed.digest);
+    assert_eq!(
+        deploy_reference(&daemon, "greeter", &by_digest).await.0,
+        200
+    );
+
+    // Every push, refusal and deployment is on the record.
+    let audit = daemon.audit_text();
+    assert!(
+        audit.contains(r#""kind":"push""#) && audit.contains(r#""artifact":"signature""#),
+        "{audit}"
+    );
+    assert!(audit.contains(r#""change":"refused""#));
+    assert!(audit.contains(&format!(r#""signer":"{}""#, publisher.public_hex())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_unsigned_and_tampered_components_are_never_deployed() {
+    let daemon = start().await;
+    let client = registry_client(&daemon);
+    let hello = std::fs::read(clawcage_tests::HELLO).unwrap();
+    let (publisher, _) = PublisherKey::generate().unwrap();
+    let (stranger, _) = PublisherKey::generate().unwrap();
+    trust(&daemon, "acme", &[&publisher], false);
+
+    // Unsigned: refused unless the namespace allows unsigned components.
+    client
+        .push_component("acme/plain", "1.0.0", &hello, None)
+        .await
+        .unwrap();
+    let (status, refused) = deploy_reference(&daemon, "plain", "acme/plain@1.0.0").await;
+    assert_eq!(status, 400);
+    assert!(refused.to_string().contains("unsigned"), "{refused}");
+
+    // Signed by a key the operator does not trust for this namespace.
+    client
+        .push_component("acme/strange", "1.0.0", &hello, Some(&stranger))
+        .await
+        .unwrap();
+    let (status, refused) = deploy_reference(&daemon, "strange", "acme/strange@1.0.0").await;
+    assert_eq!(status, 400);
+    assert!(refused.to_string().contains("not trusted"), "{refused}");
+    // The trusted key is trusted for `acme` only.
+    client
+        .push_component("other/hello", "1.0.0", &hello, Some(&publisher))
+        .await
+        .unwrap();
+    assert_eq!(
+        deploy_reference(&daemon, "other", "other/hello@1.0.0")
+            .await
+            .0,
+        400
+    );
+
+    // A tampered signature is refused at push...
+    let pushed = client
+        .push_component("acme/signed", "1.0.0", &hello, Some(&publisher))
+        .await
+        .unwrap();
+    let forged = Signature {
+        public_key: publisher.public_hex(),
+        signature: publisher.sign(&Digest::of(b"some other manifest")),
+    };
+    let forged_blob = forged.to_blob();
+    client.push_blob("acme/signed", &forged_blob).await.unwrap();
+    let subject =
+        json!({"mediaType": layout::MANIFEST_TYPE, "digest": pushed.digest.to_string(), "size": 1});
+    let forged_manifest = signing::signature_manifest(&subject, &forged, &forged_blob);
+    let err = client
+        .put_manifest(
+            "acme/signed",
+            &Digest::of(&forged_manifest).to_string(),
+            layout::MANIFEST_TYPE,
+            &forged_manifest,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("MANIFEST_INVALID") && err.contains("does not verify"),
+        "{err}"
+    );
+    // ...and one altered on the registry's disk no longer counts.
+    assert_eq!(
+        deploy_reference(&daemon, "signed", "acme/signed@1.0.0")
+            .await
+            .0,
+        200
+    );
+    let signature_layer = {
+        let index: Value = daemon
+            .v2(
+                reqwest::Method::GET,
+                &format!("acme/signed/referrers/{}", pushed.digest),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let referrer = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (_, manifest) = client.manifest("acme/signed", &referrer).await.unwrap();
+        Digest::parse(manifest["layers"][0]["digest"].as_str().unwrap()).unwrap()
+    };
+    let blobs = daemon.state.join("registry/blobs/sha256");
+    std::fs::write(blobs.join(signature_layer.hex()), forged.to_blob()).unwrap();
+    let (status, refused) = deploy_reference(&daemon, "signed", "acme/signed@1.0.0").await;
+    assert_eq!(status, 400);
+    assert!(refused.to_string().contains("unsigned"), "{refused}");
+
+    // The operator may allow unsigned components for a namespace.
+    trust(&daemon, "acme", &[&publisher], true);
+    assert_eq!(
+        deploy_reference(&daemon, "plain", "acme/plain@1.0.0")
+            .await
+            .0,
+        200
+    );
+
+    // Bad references never reach the disk.
+    for bad in [
+        "acme/../x@1.0.0",
+        "Acme/hello@1.0.0",
+        "acme/hello",
+        "acme/hello@sha256:zz",
+    ] {
+        let (status, refused) = deploy_reference(&daemon, "bad", bad).await;
+        assert_eq!(status, 400, "{bad}: {refused}");
+    }
+
+    // A tampered component: the layer's bytes on disk replaced by another
+    // valid component.
+    // (Its own key, so its signature is not the one altered above.)
+    let (second, _) = PublisherKey::generate().unwrap();
+    trust(&daemon, "acme", &[&publisher, &second], true);
+    let pushed = client
+        .push_component("acme/victim", "1.0.0", &hello, Some(&second))
+        .await
+        .unwrap();
+    let (_, manifest) = client
+        .manifest("acme/victim", &pushed.digest.to_string())
+        .await
+        .unwrap();
+    let layer = Digest::parse(manifest["layers"][0]["digest"].as_str().unwrap()).unwrap();
+    let other = std::fs::read(clawcage_tests::HOSTILE).unwrap();
+    std::fs::write(blobs.join(layer.hex()), &other).unwrap();
+    let (status, refused) = deploy_reference(&daemon, "victim", "acme/victim@1.0.0").await;
+    assert_eq!(status, 400);
+    assert!(
+        refused.to_string().contains("does not match its digest"),
+        "{refused}"
+    );
+    assert!(
+        daemon
+            .call(reqwest::Method::GET, "/v1/agents", None)
+            .await
+            .1
+            .to_string()
+            .find("victim")
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_outside_the_world_or_with_lying_configs_are_refused() {
+    let daemon = start().await;
+    // A component importing wasi:http, which the cage does not offer.
+    let http_import = wat::parse_str(
+        r#"(component
+             (import "wasi:http/outgoing-handler@0.2.6" (instance))
+           )"#,
+    )
+    .unwrap();
+    let (status, code, message) = push_component(&daemon, "3.0.0", &http_import).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "MANIFEST_INVALID"),
+        "{message}"
+    );
+    assert!(message.contains("wasi:http/outgoing-handler"), "{message}");
+
+    // A config that misstates the component's imports.
+    let client = registry_client(&daemon);
+    let hello = std::fs::read(clawcage_tests::HELLO).unwrap();
+    let mut config = layout::config_for(&hello).unwrap();
+    config
+        .component
+        .as_mut()
+        .unwrap()
+        .imports
+        .retain(|i| !i.starts_with("wasi:"));
+    let config = serde_json::to_vec(&config).unwrap();
+    client.push_blob("acme/liar", &config).await.unwrap();
+    client.push_blob("acme/liar", &hello).await.unwrap();
+    let err = client
+        .put_manifest(
+            "acme/liar",
+            "1.0.0",
+            layout::MANIFEST_TYPE,
+            &layout::manifest_for(&config, &hello),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("MANIFEST_INVALID") && err.contains("component.imports"),
+        "{err}"
+    );
+
+    // A config for another platform.
+    let wasip1 = br#"{"architecture":"wasm","os":"wasip1"}"#;
+    client.push_blob("acme/liar", wasip1).await.unwrap();
+    let err = client
+        .put_manifest(
+            "acme/liar",
+            "1.0.1",
+            layout::MANIFEST_TYPE,
+            &layout::manifest_for(wasip1, &hello),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("wasip1"), "{err}");
+
+    // Refusals are audited with their reason.
+    let audit = daemon.audit_text();
+    assert!(
+        audit.contains(r#""accepted":false"#) && audit.contains("MANIFEST_INVALID"),
+        "{audit}"
+    );
+    // wkg finds the registry.
+    let metadata: Value = daemon
+        .http
+        .get(format!("{}/.well-known/wasm-pkg/registry.json", daemon.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["preferredProtocol"], "oci");
+    assert_eq!(
+        metadata["oci"]["registry"],
+        daemon.url.trim_start_matches("http://")
+    );
 }

@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod registry;
 mod run;
 mod serve;
 mod state;
 
+pub use registry::{KeygenCommand, PullCommand, PushCommand, TrustAction, TrustCommand};
 pub use run::{RunCommand, default_cache_dir};
 pub use serve::{
     AgentCommand, AuditAction, AuditCommand, InvokeCommand, ServeCommand, TOKEN_FILE, TokenCommand,
@@ -70,6 +72,15 @@ pub enum Command {
     Agent(AgentCommand),
     /// Run an event on an agent deployed in a running daemon.
     Invoke(InvokeCommand),
+    /// Create a publisher's Ed25519 signing key pair.
+    Keygen(KeygenCommand),
+    /// Upload a component to a daemon's registry, signed.
+    Push(PushCommand),
+    /// Download a component from a daemon's registry, checking digests and
+    /// signatures.
+    Pull(PullCommand),
+    /// Manage the publisher keys trusted per namespace for deployment.
+    Trust(TrustCommand),
 }
 
 impl Cli {
@@ -92,6 +103,10 @@ impl Cli {
             Command::Audit(audit) => simple(audit.run(&mut std::io::stdout())),
             Command::Agent(agent) => simple(agent.run(&mut std::io::stdout())),
             Command::Invoke(invoke) => simple(invoke.run(&mut std::io::stdout())),
+            Command::Keygen(keygen) => simple(keygen.run(&mut std::io::stdout())),
+            Command::Push(push) => simple(push.run(&mut std::io::stdout())),
+            Command::Pull(pull) => simple(pull.run(&mut std::io::stdout())),
+            Command::Trust(trust) => simple(trust.run(&mut std::io::stdout())),
         }
     }
 }

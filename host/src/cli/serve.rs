@@ -267,7 +267,8 @@ pub struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    fn token(&self) -> Result<String, String> {
+    /// The token: `--token`, `CLAWCAGE_TOKEN`, or `admin.token`.
+    pub(crate) fn token(&self) -> Result<String, String> {
         if let Some(token) = &self.token {
             return Ok(token.clone());
         }
@@ -324,9 +325,9 @@ pub(crate) async fn remote_call(
     }
 }
 
-pub(crate) fn block_on<F: std::future::Future<Output = Result<Value, String>>>(
+pub(crate) fn block_on<T, F: std::future::Future<Output = Result<T, String>>>(
     future: F,
-) -> Result<Value, String> {
+) -> Result<T, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -353,6 +354,11 @@ pub enum AgentAction {
     Deploy {
         /// The manifest.
         manifest: PathBuf,
+        /// Deploy this registry component (`acme/triage@1.2.0` or
+        /// `acme/triage@sha256:<hex>`) instead of the manifest's
+        /// `component`; the daemon's trust policy must allow it.
+        #[arg(long)]
+        component: Option<String>,
     },
     /// Lists deployed agents.
     List,
@@ -367,8 +373,15 @@ impl AgentCommand {
     /// Runs the command.
     pub fn run(self, out: &mut dyn Write) -> Result<(), String> {
         let value = match &self.action {
-            AgentAction::Deploy { manifest } => {
-                let bundle = Bundle::from_manifest_file(manifest)?;
+            AgentAction::Deploy {
+                manifest,
+                component,
+            } => {
+                let mut bundle = Bundle::from_manifest_file(manifest)?;
+                if let Some(reference) = component {
+                    crate::registry::parse_reference(reference)?;
+                    bundle = bundle.with_registry_component(reference)?;
+                }
                 let name = crate::manifest::Manifest::from_toml(&bundle.manifest)
                     .map_err(|e| e.to_string())?
                     .name;

@@ -42,6 +42,8 @@ pub const MAX_COMPONENT_BYTES: usize = crate::limits::MAX_COMPONENT_BYTES as usi
 pub const MAX_BUNDLE_FILES: usize = 16;
 /// Largest extra file.
 pub const MAX_BUNDLE_FILE_BYTES: usize = 16 << 20;
+/// The file in a deployed agent's directory recording its registry origin.
+const ORIGIN_FILE: &str = "origin.json";
 /// Async invocation results kept for polling.
 pub const MAX_KEPT_RESULTS: usize = 10_000;
 
@@ -79,12 +81,25 @@ impl DaemonOptions {
     }
 }
 
+/// Where a deployed component came from in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Origin {
+    /// `repository@sha256:…`.
+    pub reference: String,
+    /// The reference as asked for (`acme/triage@1.2.0`).
+    pub requested: String,
+    /// The trusted signer's public key (hex), if signed.
+    pub signer: Option<String>,
+}
+
 /// A deployed agent.
 pub struct Deployed {
     /// The loaded agent.
     pub agent: Agent,
     /// Its manifest, as deployed.
     pub manifest: Manifest,
+    /// Where its component came from, when from the registry.
+    pub origin: Option<Origin>,
     slots: Semaphore,
     queued: AtomicUsize,
 }
@@ -100,10 +115,13 @@ impl Deployed {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
-    /// The manifest, as TOML. Its `component` is replaced by the bundle's.
+    /// The manifest, as TOML. Its `component` is replaced by the bundle's,
+    /// or resolved from the registry when it names `component.registry`.
     pub manifest: String,
-    /// The component, base64.
-    pub component: String,
+    /// The component, base64; absent to deploy the manifest's
+    /// `component.registry` reference from the daemon's registry.
+    #[serde(default)]
+    pub component: Option<String>,
     /// Files the manifest names (cassettes), by bare file name, as text.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
@@ -116,16 +134,17 @@ impl Bundle {
         use base64::Engine as _;
         let mut manifest = Manifest::load(path).map_err(|e| e.to_string())?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let component_path = manifest
-            .component
-            .path
-            .clone()
-            .ok_or("the manifest's component has no `path` to upload")?;
-        let component = crate::agent::read_bounded(
-            &dir.join(&component_path),
-            crate::limits::MAX_COMPONENT_BYTES,
-        )
-        .map_err(|e| e.to_string())?;
+        // A registry reference is resolved by the daemon; a path is uploaded.
+        let component = match manifest.component.path.clone() {
+            Some(component_path) => Some(
+                crate::agent::read_bounded(
+                    &dir.join(&component_path),
+                    crate::limits::MAX_COMPONENT_BYTES,
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
         let mut files = BTreeMap::new();
         let mut take = |cassette: &mut Option<PathBuf>| -> Result<(), String> {
             if let Some(file) = cassette.as_mut() {
@@ -149,12 +168,25 @@ impl Bundle {
         for grant in manifest.tools.values_mut() {
             take(&mut grant.cassette)?;
         }
-        manifest.component.path = Some(PathBuf::from("component.wasm"));
+        if component.is_some() {
+            manifest.component.path = Some(PathBuf::from("component.wasm"));
+        }
         Ok(Self {
             manifest: toml::to_string(&manifest).map_err(|e| e.to_string())?,
-            component: base64::engine::general_purpose::STANDARD.encode(component),
+            component: component.map(|c| base64::engine::general_purpose::STANDARD.encode(c)),
             files,
         })
+    }
+
+    /// Deploys the registry component `reference` instead of the manifest's
+    /// own component.
+    pub fn with_registry_component(mut self, reference: &str) -> Result<Self, String> {
+        let mut manifest = Manifest::from_toml(&self.manifest).map_err(|e| e.to_string())?;
+        manifest.component.path = None;
+        manifest.component.registry = Some(reference.to_string());
+        self.manifest = toml::to_string(&manifest).map_err(|e| e.to_string())?;
+        self.component = None;
+        Ok(self)
     }
 }
 
@@ -173,6 +205,10 @@ pub struct AgentInfo {
     pub triggers: Vec<String>,
     /// Events waiting.
     pub queued: usize,
+    /// The registry reference it was deployed from (pinned to the manifest
+    /// digest), and the trusted signer, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// Why an invocation did not produce a result.
@@ -439,7 +475,11 @@ impl Daemon {
             .cage
             .load_manifest(&manifest, dir)
             .map_err(|e| e.to_string())?;
+        let origin = std::fs::read(dir.join(ORIGIN_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         Ok(Deployed {
+            origin,
             slots: Semaphore::new(manifest.concurrency.max_concurrent as usize),
             queued: AtomicUsize::new(0),
             agent,
@@ -480,6 +520,7 @@ impl Daemon {
                     })
                     .collect(),
                 queued: deployed.queued(),
+                origin: deployed.origin.clone(),
             })
             .collect()
     }
@@ -487,7 +528,45 @@ impl Daemon {
     /// Deploys (or replaces) an agent from a bundle. The files are written
     /// to a fresh directory and loaded from there; only if that succeeds does
     /// the new version replace the old, for the next event.
+    ///
+    /// A bundle without a component deploys the manifest's
+    /// `component.registry` reference from the daemon's registry, if the
+    /// trust policy (`trust.toml` in the state directory, read at every
+    /// deployment) allows it. A refused deployment is an audit record too.
     pub fn deploy(&self, name: &str, bundle: Bundle, actor: &str) -> Result<AgentInfo, String> {
+        let mut source = None;
+        let result = self.deploy_inner(name, bundle, actor, &mut source);
+        if let Err(reason) = &result {
+            tracing::warn!(agent = %name, %actor, %reason, "deployment refused");
+            self.audit.append(AuditEvent::Deployment {
+                change: "refused".into(),
+                agent: name.to_string(),
+                sha256: None,
+                tools: vec![],
+                models: vec![],
+                actor: actor.to_string(),
+                source,
+                signer: None,
+                reason: Some(reason.clone()),
+            });
+        }
+        result
+    }
+
+    /// The trust policy's file.
+    pub fn trust_policy_path(&self) -> PathBuf {
+        self.options
+            .state_dir
+            .join(crate::registry::signing::TRUST_FILE)
+    }
+
+    fn deploy_inner(
+        &self,
+        name: &str,
+        bundle: Bundle,
+        actor: &str,
+        source: &mut Option<String>,
+    ) -> Result<AgentInfo, String> {
         use base64::Engine as _;
         let mut manifest = Manifest::from_toml(&bundle.manifest).map_err(|e| e.to_string())?;
         if manifest.name != name {
@@ -496,9 +575,31 @@ impl Daemon {
                 manifest.name
             ));
         }
-        let component = base64::engine::general_purpose::STANDARD
-            .decode(bundle.component.as_bytes())
-            .map_err(|e| format!("component: not base64: {e}"))?;
+        let mut origin = None;
+        let component = match (&bundle.component, &manifest.component.registry) {
+            (Some(encoded), _) => base64::engine::general_purpose::STANDARD
+                .decode(encoded.as_bytes())
+                .map_err(|e| format!("component: not base64: {e}"))?,
+            (None, Some(reference)) => {
+                *source = Some(reference.clone());
+                let registry = self.registry().ok_or("this daemon has no registry")?;
+                let policy =
+                    crate::registry::signing::TrustPolicy::load(&self.trust_policy_path())?;
+                let resolved = registry.resolve(reference, &policy)?;
+                *source = Some(resolved.pinned());
+                origin = Some(Origin {
+                    reference: resolved.pinned(),
+                    requested: reference.clone(),
+                    signer: resolved.signer.clone(),
+                });
+                resolved.component
+            }
+            (None, None) => {
+                return Err(
+                    "the bundle has no component and the manifest no component.registry".into(),
+                );
+            }
+        };
         if component.len() > MAX_COMPONENT_BYTES {
             return Err(format!(
                 "component: larger than {MAX_COMPONENT_BYTES} bytes"
@@ -508,7 +609,11 @@ impl Daemon {
             return Err(format!("more than {MAX_BUNDLE_FILES} files"));
         }
         for (file, text) in &bundle.files {
-            if !valid_file_name(file) || file == "agent.toml" || file == "component.wasm" {
+            if !valid_file_name(file)
+                || file == "agent.toml"
+                || file == "component.wasm"
+                || file == ORIGIN_FILE
+            {
                 return Err(format!("file name {file:?} must be a bare file name"));
             }
             if text.len() > MAX_BUNDLE_FILE_BYTES {
@@ -531,6 +636,10 @@ impl Daemon {
             };
             write("agent.toml", toml.as_bytes())?;
             write("component.wasm", &component)?;
+            if let Some(origin) = &origin {
+                let json = serde_json::to_vec(origin).map_err(|e| e.to_string())?;
+                write(ORIGIN_FILE, &json)?;
+            }
             for (file, text) in &bundle.files {
                 write(file, text.as_bytes())?;
             }
@@ -569,6 +678,9 @@ impl Daemon {
             tools: deployed.manifest.tools.keys().cloned().collect(),
             models: deployed.manifest.models.keys().cloned().collect(),
             actor: actor.to_string(),
+            source: origin.as_ref().map(|o| o.reference.clone()),
+            signer: origin.as_ref().and_then(|o| o.signer.clone()),
+            reason: None,
         });
         self.write_agents()
             .insert(name.to_string(), Arc::new(deployed));
@@ -592,6 +704,9 @@ impl Daemon {
             tools: vec![],
             models: vec![],
             actor: actor.to_string(),
+            source: removed.origin.as_ref().map(|o| o.reference.clone()),
+            signer: None,
+            reason: None,
         });
         Ok(())
     }

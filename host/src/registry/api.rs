@@ -4,8 +4,13 @@
 //! name, the token as password) or Bearer, with a `WWW-Authenticate`
 //! challenge so standard clients log in the usual way.
 //!
-//! Not yet: validation of pushed components against the `clawcage:agent`
-//! world, precompilation, signatures, and deploying by reference.
+//! A pushed component manifest is checked before it is stored: the CNCF
+//! Wasm layout, the config against the layer, and the layer compiled as a
+//! component of the `clawcage:agent` world (into the daemon's compile
+//! cache, so its first deployment does not compile). A pushed signature
+//! must verify over its subject. Every push, stored or refused, is an
+//! audit record. The OCI 1.1 referrers API lists signatures, and
+//! `/.well-known/wasm-pkg/registry.json` tells `wkg` where packages live.
 
 use std::sync::Arc;
 
@@ -19,7 +24,10 @@ use serde_json::{Value, json};
 
 use super::Registry;
 use super::blobs::{BlobError, Digest};
+use super::layout::{CONFIG_TYPE, LAYER_TYPE};
 use super::manifests::ManifestError;
+use super::signing::{self, Signature};
+use crate::audit::AuditEvent;
 use crate::daemon::Daemon;
 
 /// An error in the spec's shape: `{"errors": [{"code", "message"}]}`.
@@ -110,10 +118,34 @@ fn authenticate(daemon: &Daemon, headers: &HeaderMap) -> Result<String, OciError
 /// The routes, for merging into the daemon's router.
 pub fn routes(daemon: Arc<Daemon>, max_blob_bytes: usize) -> Router {
     Router::new()
+        .route(
+            "/.well-known/wasm-pkg/registry.json",
+            get(wasm_pkg_metadata),
+        )
         .route("/v2/", get(root))
         .route("/v2/{*path}", any(dispatch))
         .layer(DefaultBodyLimit::max(max_blob_bytes + (1 << 20)))
         .with_state(daemon)
+}
+
+/// Where `wkg` finds packages: OCI, on this host, with no namespace
+/// prefix, so package `acme:triage` is repository `acme/triage`.
+async fn wasm_pkg_metadata(headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("127.0.0.1:7878");
+    axum::Json(json!({
+        "preferredProtocol": "oci",
+        "oci": {"registry": host, "namespacePrefix": ""},
+    }))
+    .into_response()
 }
 
 async fn root(State(daemon): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
@@ -127,6 +159,7 @@ async fn root(State(daemon): State<Arc<Daemon>>, headers: HeaderMap) -> Response
 #[derive(Debug, PartialEq, Eq)]
 enum Target<'p> {
     Tags(&'p str),
+    Referrers(&'p str, &'p str),
     Manifest(&'p str, &'p str),
     Uploads(&'p str, &'p str),
     Blob(&'p str, &'p str),
@@ -135,6 +168,9 @@ enum Target<'p> {
 fn parse(path: &str) -> Option<Target<'_>> {
     if let Some(name) = path.strip_suffix("/tags/list") {
         return Some(Target::Tags(name));
+    }
+    if let Some((name, digest)) = path.rsplit_once("/referrers/") {
+        return Some(Target::Referrers(name, digest));
     }
     if let Some((name, reference)) = path.rsplit_once("/manifests/") {
         return Some(Target::Manifest(name, reference));
@@ -178,16 +214,26 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = authenticate(&daemon, &headers) {
-        return e.into_response();
-    }
+    let actor = match authenticate(&daemon, &headers) {
+        Ok(actor) => actor,
+        Err(e) => return e.into_response(),
+    };
     let Some(registry) = daemon.registry() else {
         return OciError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "no registry").into_response();
     };
     // Compiling a pushed component takes a while: off the async workers.
     let checker = daemon.clone();
     let check = move |bytes: &[u8]| tokio::task::block_in_place(|| checker.check_component(bytes));
-    let result = match parse(&path) {
+    let target = parse(&path);
+    let push = match target {
+        Some(Target::Manifest(name, reference)) if method == Method::PUT => Some((
+            name.to_string(),
+            reference.to_string(),
+            artifact_kind(&body),
+        )),
+        _ => None,
+    };
+    let result = match target {
         Some(target) => handle(registry, target, &method, &query, &headers, body, &check),
         None => Err(OciError::new(
             StatusCode::NOT_FOUND,
@@ -195,7 +241,50 @@ async fn dispatch(
             format!("no route /v2/{path}"),
         )),
     };
+    if let Some((repository, reference, artifact)) = push {
+        let (digest, reason) = match &result {
+            Ok(response) => (
+                response
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                None,
+            ),
+            Err(e) => (None, Some(format!("{}: {}", e.code, e.message))),
+        };
+        if let Some(reason) = &reason {
+            tracing::info!(%repository, %reference, %actor, %reason, "push refused");
+        }
+        daemon.audit.append(AuditEvent::Push {
+            repository,
+            reference,
+            accepted: reason.is_none(),
+            digest,
+            artifact: artifact.into(),
+            actor,
+            reason,
+        });
+    }
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// What a pushed manifest claims to be, for the audit record.
+fn artifact_kind(body: &[u8]) -> &'static str {
+    let Ok(manifest) = serde_json::from_slice::<Value>(body) else {
+        return "other";
+    };
+    if manifest["artifactType"] == signing::SIGNATURE_TYPE {
+        "signature"
+    } else if manifest["config"]["mediaType"] == CONFIG_TYPE
+        || manifest["layers"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["mediaType"] == LAYER_TYPE))
+    {
+        "component"
+    } else {
+        "other"
+    }
 }
 
 fn handle(
@@ -213,6 +302,32 @@ fn handle(
             check_name(name)?;
             let tags = registry.manifests.tags(name)?;
             Ok(axum::Json(json!({"name": name, "tags": tags})).into_response())
+        }
+        Target::Referrers(name, digest) => {
+            check_name(name)?;
+            let digest = Digest::parse(digest)?;
+            let filter = query.get("artifactType").map(String::as_str);
+            let manifests = registry.manifests.referrers(name, &digest, filter)?;
+            let index = json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": manifests,
+            });
+            let mut response = with_headers(
+                StatusCode::OK,
+                &[(
+                    header::CONTENT_TYPE,
+                    "application/vnd.oci.image.index.v1+json".into(),
+                )],
+                Body::from(index.to_string()),
+            );
+            if filter.is_some() {
+                response.headers_mut().insert(
+                    "oci-filters-applied",
+                    header::HeaderValue::from_static("artifactType"),
+                );
+            }
+            Ok(response)
         }
         Target::Blob(name, digest) => {
             check_name(name)?;
@@ -337,22 +452,26 @@ fn handle(
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("application/vnd.oci.image.manifest.v1+json")
                         .to_string();
-                    check_manifest(registry, &body, check)?;
+                    let subject = check_manifest(registry, &body, check)?;
                     let digest = registry
                         .manifests
                         .put(name, reference, &media_type, &body)?;
-                    Ok(with_headers(
-                        StatusCode::CREATED,
-                        &[
-                            (header::LOCATION, format!("/v2/{name}/manifests/{digest}")),
-                            (
-                                header::HeaderName::from_static("docker-content-digest"),
-                                digest.to_string(),
-                            ),
-                            (header::CONTENT_LENGTH, "0".into()),
-                        ],
-                        Body::empty(),
-                    ))
+                    let mut headers = vec![
+                        (header::LOCATION, format!("/v2/{name}/manifests/{digest}")),
+                        (
+                            header::HeaderName::from_static("docker-content-digest"),
+                            digest.to_string(),
+                        ),
+                        (header::CONTENT_LENGTH, "0".into()),
+                    ];
+                    // Tells the client this registry indexes referrers.
+                    if let Some(subject) = subject {
+                        headers.push((
+                            header::HeaderName::from_static("oci-subject"),
+                            subject.to_string(),
+                        ));
+                    }
+                    Ok(with_headers(StatusCode::CREATED, &headers, Body::empty()))
                 }
                 Method::GET | Method::HEAD => {
                     let stored = registry.manifests.get(name, reference)?;
@@ -385,24 +504,25 @@ fn handle(
     }
 }
 
-/// The CNCF Wasm OCI layout's config media type.
-pub const WASM_CONFIG_TYPE: &str = "application/vnd.wasm.config.v0+json";
-/// Its layer media type.
-pub const WASM_LAYER_TYPE: &str = "application/wasm";
-
 /// A manifest must be a JSON object with `schemaVersion: 2` whose config
-/// and layers name blobs the registry holds. A Wasm artifact (a wasm config
-/// or a wasm layer) must follow the CNCF layout, one `application/wasm`
-/// layer under a `wasm`/`wasip2` config, and the layer must be a component
-/// of the `clawcage:agent` world, which is compiled now, so nothing outside
-/// the world is ever stored as deployable and the first event does not
-/// compile. Other artifacts (signatures, for example) are stored as they
-/// are.
+/// and layers name blobs the registry holds. Then, by what it is:
+/// - a Wasm artifact (a wasm config or a wasm layer) must follow the CNCF
+///   layout, its config must describe its layer
+///   ([`super::layout::check_config`]), and the layer must be a component
+///   of the `clawcage:agent` world, which is compiled now, so nothing
+///   outside the world is ever stored as deployable and the first
+///   deployment does not compile;
+/// - a ClawCage signature must have a `subject` and one signature layer
+///   that verifies over the subject's digest (whether its key is trusted
+///   is the operator's call, at deployment);
+/// - anything else is stored as it is.
+///
+/// Answers the manifest's `subject`, if it has one.
 fn check_manifest(
     registry: &Registry,
     body: &[u8],
     check: &dyn Fn(&[u8]) -> Result<String, String>,
-) -> Result<(), OciError> {
+) -> Result<Option<Digest>, OciError> {
     let invalid = |m: String| OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", m);
     let manifest: Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON: {e}")))?;
@@ -430,6 +550,12 @@ fn check_manifest(
             ));
         }
     }
+    let subject = match manifest.get("subject") {
+        None => None,
+        Some(subject) => Some(Digest::parse(
+            subject.get("digest").and_then(Value::as_str).unwrap_or(""),
+        )?),
+    };
     let media_type = |d: &Value| {
         d.get("mediaType")
             .and_then(Value::as_str)
@@ -442,14 +568,36 @@ fn check_manifest(
         .and_then(Value::as_array)
         .map(|l| l.iter().collect())
         .unwrap_or_default();
-    let is_wasm =
-        config_type == WASM_CONFIG_TYPE || layers.iter().any(|l| media_type(l) == WASM_LAYER_TYPE);
-    if !is_wasm {
-        return Ok(());
+    let blob = |d: &Value| -> Result<Vec<u8>, OciError> {
+        let digest = Digest::parse(d.get("digest").and_then(Value::as_str).unwrap_or_default())?;
+        registry
+            .verified_blob(&digest)
+            .map_err(|e| OciError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e))
+    };
+    if manifest.get("artifactType") == Some(&json!(signing::SIGNATURE_TYPE)) {
+        let (Some(subject), [layer]) = (&subject, layers.as_slice()) else {
+            return Err(invalid(
+                "a signature has a subject and exactly one layer".into(),
+            ));
+        };
+        if media_type(layer) != signing::SIGNATURE_TYPE {
+            return Err(invalid(format!(
+                "a signature's layer must be {}",
+                signing::SIGNATURE_TYPE
+            )));
+        }
+        let signature = Signature::from_blob(&blob(layer)?).map_err(invalid)?;
+        signing::verify(subject, &signature)
+            .map_err(|e| invalid(format!("{e} over its subject {subject}")))?;
+        return Ok(Some(subject.clone()));
     }
-    if config_type != WASM_CONFIG_TYPE {
+    let is_wasm = config_type == CONFIG_TYPE || layers.iter().any(|l| media_type(l) == LAYER_TYPE);
+    if !is_wasm {
+        return Ok(subject);
+    }
+    if config_type != CONFIG_TYPE {
         return Err(invalid(format!(
-            "a Wasm artifact's config must be {WASM_CONFIG_TYPE}"
+            "a Wasm artifact's config must be {CONFIG_TYPE}"
         )));
     }
     let [layer] = layers.as_slice() else {
@@ -457,24 +605,13 @@ fn check_manifest(
             "a Wasm component artifact has exactly one layer".into(),
         ));
     };
-    if media_type(layer) != WASM_LAYER_TYPE {
-        return Err(invalid(format!("the layer must be {WASM_LAYER_TYPE}")));
+    if media_type(layer) != LAYER_TYPE {
+        return Err(invalid(format!("the layer must be {LAYER_TYPE}")));
     }
-    let blob = |d: &Value| -> Result<Vec<u8>, OciError> {
-        let digest = Digest::parse(d.get("digest").and_then(Value::as_str).unwrap_or_default())?;
-        Ok(registry.blobs.read(&digest)?)
-    };
-    let config: Value = serde_json::from_slice(&blob(&manifest["config"])?)
-        .map_err(|_| invalid("the config is not JSON".into()))?;
-    if config.get("architecture") != Some(&json!("wasm"))
-        || config.get("os") != Some(&json!("wasip2"))
-    {
-        return Err(invalid(
-            "the config must say architecture \"wasm\" and os \"wasip2\"".into(),
-        ));
-    }
-    check(&blob(layer)?).map_err(|e| invalid(format!("the layer is not a ClawCage agent: {e}")))?;
-    Ok(())
+    let component = blob(layer)?;
+    super::layout::check_config(&blob(&manifest["config"])?, &component).map_err(invalid)?;
+    check(&component).map_err(|e| invalid(format!("the layer is not a ClawCage agent: {e}")))?;
+    Ok(subject)
 }
 
 #[cfg(test)]
@@ -502,6 +639,10 @@ mod tests {
         assert_eq!(
             parse("acme/triage/blobs/sha256:00"),
             Some(Target::Blob("acme/triage", "sha256:00"))
+        );
+        assert_eq!(
+            parse("acme/triage/referrers/sha256:00"),
+            Some(Target::Referrers("acme/triage", "sha256:00"))
         );
         assert_eq!(parse("acme/triage"), None);
     }

@@ -6,6 +6,9 @@
 //! Layout under the registry's directory:
 //! - `manifests/<repository>/<hex>` and `<hex>.type`;
 //! - `tags/<repository>/<tag>`: the digest the tag points at;
+//! - `referrers/<repository>/<subject hex>/<hex>`: the descriptor of a
+//!   manifest whose `subject` is that digest (a signature, say), for the
+//!   OCI 1.1 referrers API;
 //!
 //! where `<repository>` has its `/` written as `+`.
 //!
@@ -123,7 +126,7 @@ pub struct ManifestStore {
 impl ManifestStore {
     /// A store under `root`.
     pub fn open(root: &Path) -> Result<Self, ManifestError> {
-        for dir in ["manifests", "tags"] {
+        for dir in ["manifests", "tags", "referrers"] {
             crate::fsutil::create_private_dir(&root.join(dir)).map_err(io)?;
         }
         Ok(Self {
@@ -171,6 +174,14 @@ impl ManifestStore {
         crate::fsutil::write_atomically(&path.with_extension("type"), media_type.as_bytes())
             .map_err(io)?;
         crate::fsutil::write_atomically(&path, bytes).map_err(io)?;
+        if let Some((subject, descriptor)) = referrer_descriptor(media_type, bytes, &digest) {
+            let dir = self
+                .repository_dir("referrers", repository)?
+                .join(subject.hex());
+            crate::fsutil::create_private_dir(&dir).map_err(io)?;
+            crate::fsutil::write_atomically(&dir.join(digest.hex()), descriptor.as_bytes())
+                .map_err(io)?;
+        }
         if let Some(tag) = tag {
             let tags = self.repository_dir("tags", repository)?;
             crate::fsutil::create_private_dir(&tags).map_err(io)?;
@@ -216,6 +227,42 @@ impl ManifestStore {
         })
     }
 
+    /// The descriptors of the manifests in `repository` whose `subject` is
+    /// `subject`, in digest order, optionally only those of one artifact
+    /// type.
+    pub fn referrers(
+        &self,
+        repository: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, ManifestError> {
+        let dir = self
+            .repository_dir("referrers", repository)?
+            .join(subject.hex());
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.starts_with(".tmp-"))
+            .collect();
+        names.sort();
+        let mut descriptors = Vec::new();
+        for name in names {
+            let Ok(text) = fs::read(dir.join(&name)) else {
+                continue;
+            };
+            let Ok(descriptor) = serde_json::from_slice::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if artifact_type.is_none_or(|wanted| descriptor["artifactType"] == wanted) {
+                descriptors.push(descriptor);
+            }
+        }
+        Ok(descriptors)
+    }
+
     /// A repository's tags, sorted.
     pub fn tags(&self, repository: &str) -> Result<Vec<String>, ManifestError> {
         let dir = self.repository_dir("tags", repository)?;
@@ -229,6 +276,34 @@ impl ManifestStore {
         tags.sort();
         Ok(tags)
     }
+}
+
+/// When a manifest names a `subject`, that subject's digest and the
+/// manifest's descriptor as the referrers API lists it: media type, digest,
+/// size, artifact type (the manifest's, else its config's media type) and
+/// annotations.
+fn referrer_descriptor(
+    media_type: &str,
+    bytes: &[u8],
+    digest: &Digest,
+) -> Option<(Digest, String)> {
+    let manifest: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let subject = Digest::parse(manifest.get("subject")?.get("digest")?.as_str()?).ok()?;
+    let artifact_type = manifest
+        .get("artifactType")
+        .or_else(|| manifest.get("config")?.get("mediaType"))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let mut descriptor = serde_json::json!({
+        "mediaType": media_type,
+        "digest": digest.to_string(),
+        "size": bytes.len(),
+        "artifactType": artifact_type,
+    });
+    if let Some(annotations) = manifest.get("annotations").filter(|a| a.is_object()) {
+        descriptor["annotations"] = annotations.clone();
+    }
+    Some((subject, descriptor.to_string()))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The component registry (issue 6), being built: so far its storage.
+//! The component registry, served by the daemon over the OCI Distribution
+//! API, from which agents are deployed by reference.
 //!
 //! - [`blobs`]: content-addressed blobs and the OCI Distribution upload
 //!   sessions, digests verified while streaming, nothing partial left
@@ -8,21 +9,69 @@
 //! - [`validate_repository`]: repository names as the OCI Distribution spec
 //!   allows them, which also rules out path tricks.
 //!
-//! - [`api`]: the OCI Distribution v2 routes on the daemon.
-//! - [`signing`]: Ed25519 publisher keys, signatures over manifest digests,
-//!   and the operator's per-namespace trust policy (not yet wired to
-//!   deployment).
-//!
-//! Still to come: the Wasm OCI layout,
-//! component validation and precompilation on push, Ed25519 signatures and
-//! trusted publisher keys, and `clawcage push`/`pull`/`keygen`.
+//! - [`layout`]: the CNCF Wasm OCI artifact layout (config with the
+//!   component's imports and exports, one `application/wasm` layer).
+//! - [`api`]: the OCI Distribution v2 routes on the daemon, which validate
+//!   and precompile every pushed component.
+//! - [`signing`]: Ed25519 publisher keys, signatures attached as OCI
+//!   referrers, and the operator's per-namespace trust policy.
+//! - [`client`]: `clawcage push`/`pull`, a small OCI client.
+//! - [`Registry::resolve`]: what a deployment by reference goes through:
+//!   every digest on the way re-checked against the bytes on disk, and the
+//!   trust policy.
 
 pub mod api;
 pub mod blobs;
+pub mod client;
+pub mod layout;
 pub mod manifests;
 pub mod signing;
 
 use std::path::Path;
+
+use blobs::Digest;
+use signing::{Signature, TrustPolicy};
+
+/// A component found in the registry and allowed by the trust policy.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The repository.
+    pub repository: String,
+    /// The manifest's digest (what was signed).
+    pub digest: Digest,
+    /// The component's bytes, checked against the layer digest.
+    pub component: Vec<u8>,
+    /// The public key (hex) whose signature was trusted; `None` when the
+    /// namespace allows unsigned components and none verified.
+    pub signer: Option<String>,
+}
+
+impl Resolved {
+    /// `repository@sha256:…`: the reference pinned to what was resolved.
+    pub fn pinned(&self) -> String {
+        format!("{}@{}", self.repository, self.digest)
+    }
+}
+
+/// Splits a reference into repository and tag or digest:
+/// `acme/triage@1.2.0`, `acme/triage@sha256:<hex>` or `acme/triage:1.2.0`.
+pub fn parse_reference(reference: &str) -> Result<(&str, &str), String> {
+    let split = reference.split_once('@').or_else(|| {
+        reference
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+    });
+    let Some((repository, version)) = split else {
+        return Err(format!(
+            "{reference:?} is not a registry reference: write name@version or name@sha256:<hex>"
+        ));
+    };
+    validate_repository(repository)?;
+    if Digest::parse(version).is_err() {
+        manifests::validate_tag(version).map_err(|e| e.to_string())?;
+    }
+    Ok((repository, version))
+}
 
 /// The registry's storage: blobs, manifests and tags, under
 /// `registry/` in the state directory.
@@ -40,6 +89,101 @@ impl Registry {
         Ok(Self {
             blobs: blobs::BlobStore::open(root, max_blob_bytes).map_err(|e| e.to_string())?,
             manifests: manifests::ManifestStore::open(root).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// A blob, checked against its digest (the store is content-addressed,
+    /// but the disk is not trusted to have kept it so).
+    pub fn verified_blob(&self, digest: &Digest) -> Result<Vec<u8>, String> {
+        let bytes = self
+            .blobs
+            .read(digest)
+            .map_err(|_| format!("blob {digest} is missing"))?;
+        if Digest::of(&bytes) != *digest {
+            return Err(format!(
+                "blob {digest} does not match its digest on disk: the registry's storage was altered"
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// A manifest by reference, as JSON, checked against its digest.
+    fn verified_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<(Digest, serde_json::Value), String> {
+        let stored = self
+            .manifests
+            .get(repository, reference)
+            .map_err(|e| format!("{repository}@{reference}: {e}"))?;
+        if Digest::of(&stored.bytes) != stored.digest {
+            return Err(format!(
+                "manifest {} does not match its digest on disk: the registry's storage was altered",
+                stored.digest
+            ));
+        }
+        let manifest = serde_json::from_slice(&stored.bytes)
+            .map_err(|e| format!("manifest {}: {e}", stored.digest))?;
+        Ok((stored.digest, manifest))
+    }
+
+    /// The signatures attached to `digest` in `repository`. One that cannot
+    /// be read is skipped (it could not verify anyway).
+    pub fn signatures(&self, repository: &str, digest: &Digest) -> Vec<Signature> {
+        let referrers = self
+            .manifests
+            .referrers(repository, digest, Some(signing::SIGNATURE_TYPE))
+            .unwrap_or_default();
+        let mut signatures = Vec::new();
+        for referrer in referrers {
+            let read = || -> Result<Signature, String> {
+                let (_, manifest) = self.verified_manifest(
+                    repository,
+                    referrer["digest"].as_str().unwrap_or_default(),
+                )?;
+                if manifest["subject"]["digest"] != digest.to_string() {
+                    return Err("the referrer's subject is another manifest".into());
+                }
+                let layer = Digest::parse(manifest["layers"][0]["digest"].as_str().unwrap_or(""))
+                    .map_err(|e| e.to_string())?;
+                Signature::from_blob(&self.verified_blob(&layer)?)
+            };
+            match read() {
+                Ok(signature) => signatures.push(signature),
+                Err(e) => tracing::warn!(%repository, %digest, error = %e, "unreadable signature"),
+            }
+        }
+        signatures
+    }
+
+    /// Resolves `reference` (`name@version`, `name@sha256:…`) to a
+    /// component the trust policy allows. Every digest on the way is
+    /// checked against the bytes: the manifest's, the layer's, the
+    /// signatures'.
+    pub fn resolve(&self, reference: &str, policy: &TrustPolicy) -> Result<Resolved, String> {
+        let (repository, version) = parse_reference(reference)?;
+        let (digest, manifest) = self.verified_manifest(repository, version)?;
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        let [layer] = layers.as_slice() else {
+            return Err(format!("{reference} is not a component (one wasm layer)"));
+        };
+        if layer["mediaType"] != layout::LAYER_TYPE {
+            return Err(format!(
+                "{reference} is not a component: its layer is {}",
+                layer["mediaType"]
+            ));
+        }
+        let layer_digest =
+            Digest::parse(layer["digest"].as_str().unwrap_or("")).map_err(|e| e.to_string())?;
+        let signatures = self.signatures(repository, &digest);
+        let signer = policy.check(repository, &digest, &signatures)?;
+        let component = self.verified_blob(&layer_digest)?;
+        Ok(Resolved {
+            repository: repository.to_string(),
+            digest,
+            component,
+            signer,
         })
     }
 }

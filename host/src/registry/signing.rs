@@ -6,6 +6,15 @@
 //! manifest. Keys travel as hex: the private key as its PKCS#8 document (a
 //! file only its owner can read), the public key as its 32 raw bytes.
 //!
+//! A signature travels as an OCI 1.1 *referrer*: a separate manifest of
+//! artifact type [`SIGNATURE_TYPE`] whose `subject` is the signed manifest
+//! and whose one layer is the [`Signature`] as JSON. A referrer, not an
+//! annotation, because an annotation inside the manifest would change the
+//! very digest it signs; and referrers can be added later (a second
+//! publisher countersigning) without touching the component's manifest,
+//! and are listed by the standard `GET /v2/<name>/referrers/<digest>`
+//! (`oras discover` shows them).
+//!
 //! The trust policy maps a namespace (a repository's first path component,
 //! `acme` in `acme/triage`) to the public keys trusted to publish there. A
 //! manifest is deployable when one of its signatures verifies under one of
@@ -19,6 +28,18 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::Digest;
 use crate::secret::Secret;
+
+/// The artifact type (and layer media type) of a signature.
+pub const SIGNATURE_TYPE: &str = "application/vnd.clawcage.signature.v1+json";
+/// The OCI empty config's media type, for artifacts without a config.
+pub const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
+/// The OCI empty config's bytes.
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+/// The annotation on a signature referrer naming the signer's public key.
+pub const SIGNER_ANNOTATION: &str = "dev.clawcage.signature.public-key";
+
+/// The trust policy's file in the state directory.
+pub const TRUST_FILE: &str = "trust.toml";
 
 /// The prefix of every signed message.
 const CONTEXT: &[u8] = b"clawcage-manifest-signature-v1\n";
@@ -82,6 +103,46 @@ pub struct Signature {
     pub signature: String,
 }
 
+impl Signature {
+    /// The signature's layer blob.
+    pub fn to_blob(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// A signature from its layer blob.
+    pub fn from_blob(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() > 4096 {
+            return Err("a signature blob is larger than 4 KiB".into());
+        }
+        serde_json::from_slice(bytes).map_err(|e| format!("not a ClawCage signature: {e}"))
+    }
+}
+
+/// The referrer manifest attaching `signature` (whose blob is
+/// `signature_blob`) to the manifest `subject` (a descriptor: media type,
+/// digest, size).
+pub fn signature_manifest(
+    subject: &serde_json::Value,
+    signature: &Signature,
+    signature_blob: &[u8],
+) -> Vec<u8> {
+    use super::layout::{MANIFEST_TYPE, descriptor};
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "artifactType": SIGNATURE_TYPE,
+        "config": descriptor(EMPTY_CONFIG_TYPE, EMPTY_CONFIG),
+        "layers": [descriptor(SIGNATURE_TYPE, signature_blob)],
+        "subject": subject,
+        "annotations": {
+            SIGNER_ANNOTATION: signature.public_key,
+            "org.opencontainers.image.created":
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        },
+    });
+    serde_json::to_vec(&manifest).unwrap_or_default()
+}
+
 /// Verifies one signature over `digest`.
 pub fn verify(digest: &Digest, signature: &Signature) -> Result<(), String> {
     let key = hex::decode(&signature.public_key).map_err(|_| "the public key is not hex")?;
@@ -125,19 +186,38 @@ pub struct TrustPolicy {
 }
 
 impl TrustPolicy {
+    /// The policy in a TOML file; a missing file is the empty policy, which
+    /// trusts nobody.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes the policy to a TOML file (atomically).
+    pub fn save(&self, path: &std::path::Path) -> Result<(), String> {
+        let text = toml::to_string(self).map_err(|e| e.to_string())?;
+        crate::fsutil::write_atomically(path, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     /// Whether a manifest of `repository` with `digest` and `signatures` may
-    /// be deployed; the error says why not.
+    /// be deployed: the trusted key that signed it, or `None` when the
+    /// namespace allows unsigned components and no trusted signature
+    /// verified. The error says why not.
     pub fn check(
         &self,
         repository: &str,
         digest: &Digest,
         signatures: &[Signature],
-    ) -> Result<(), String> {
+    ) -> Result<Option<String>, String> {
         let namespace = repository.split('/').next().unwrap_or_default();
         let trust = self.namespaces.get(namespace).cloned().unwrap_or_default();
         if signatures.is_empty() {
             return if trust.allow_unsigned {
-                Ok(())
+                Ok(None)
             } else {
                 Err(format!(
                     "{repository}@{digest} is unsigned, and namespace {namespace:?} does not allow unsigned components"
@@ -158,12 +238,12 @@ impl TrustPolicy {
                 continue;
             }
             match verify(digest, signature) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Some(signature.public_key.to_ascii_lowercase())),
                 Err(reason) => reasons.push(reason),
             }
         }
         if trust.allow_unsigned {
-            return Ok(());
+            return Ok(None);
         }
         Err(format!(
             "no trusted signature on {repository}@{digest}: {}",

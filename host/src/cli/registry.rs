@@ -1,0 +1,271 @@
+//! Publisher and operator commands for the component registry:
+//! `keygen`, `push`, `pull` and `trust`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::serve::{RemoteArgs, block_on};
+use super::state::StateArgs;
+use crate::registry::client::RegistryClient;
+use crate::registry::signing::{NamespaceTrust, PublisherKey, TRUST_FILE, TrustPolicy};
+use crate::secret::Secret;
+
+/// `clawcage keygen`: creates a publisher's Ed25519 key pair.
+#[derive(Debug, clap::Args)]
+pub struct KeygenCommand {
+    /// Where to write the pair: `<out>.key` (private, mode 0600) and
+    /// `<out>.pub` (the public key, hex, for operators to trust).
+    #[arg(long, default_value = "publisher")]
+    pub out: PathBuf,
+}
+
+impl KeygenCommand {
+    /// Runs the command.
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
+        let private = self.out.with_extension("key");
+        let public = self.out.with_extension("pub");
+        if private.exists() {
+            return Err(format!(
+                "{} exists; refusing to overwrite a key",
+                private.display()
+            ));
+        }
+        let (key, pkcs8) = PublisherKey::generate()?;
+        crate::fsutil::write_atomically(
+            &private,
+            pkcs8.expose_str().unwrap_or_default().as_bytes(),
+        )
+        .map_err(|e| format!("{}: {e}", private.display()))?;
+        std::fs::write(&public, format!("{}\n", key.public_hex()))
+            .map_err(|e| format!("{}: {e}", public.display()))?;
+        let _ = writeln!(
+            out,
+            "private key: {}\npublic key:  {} ({})",
+            private.display(),
+            public.display(),
+            key.public_hex()
+        );
+        Ok(())
+    }
+}
+
+fn load_key(path: &std::path::Path) -> Result<PublisherKey, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    PublisherKey::from_pkcs8_hex(&Secret::from(text))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `clawcage push`: uploads a component to a registry in the Wasm OCI
+/// layout, signed with a publisher key.
+#[derive(Debug, clap::Args)]
+pub struct PushCommand {
+    /// The component (`.wasm`).
+    pub component: PathBuf,
+    /// The repository, `namespace/name`.
+    #[arg(long)]
+    pub name: String,
+    /// The version (a semver tag, immutable once pushed).
+    #[arg(long)]
+    pub version: String,
+    /// The publisher's private key (`clawcage keygen`); omit only for a
+    /// namespace whose operator allows unsigned components.
+    #[arg(long)]
+    pub sign: Option<PathBuf>,
+    /// The registry (the daemon) and a token.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+impl PushCommand {
+    /// Runs the command.
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
+        let component =
+            crate::agent::read_bounded(&self.component, crate::limits::MAX_COMPONENT_BYTES)
+                .map_err(|e| e.to_string())?;
+        let key = self.sign.as_deref().map(load_key).transpose()?;
+        let client = RegistryClient::new(&self.remote.url, &self.remote.token()?)?;
+        let pushed = block_on(async {
+            client
+                .push_component(&self.name, &self.version, &component, key.as_ref())
+                .await
+                .map(|pushed| match pushed.signature {
+                    Some(signature) => format!("{}, signed ({signature})", pushed.digest),
+                    None => format!("{}, unsigned", pushed.digest),
+                })
+        })?;
+        let _ = writeln!(out, "pushed {}@{} {pushed}", self.name, self.version);
+        Ok(())
+    }
+}
+
+/// `clawcage pull`: downloads a component, checking every digest, and
+/// names the keys whose signatures verify.
+#[derive(Debug, clap::Args)]
+pub struct PullCommand {
+    /// `namespace/name@version` or `namespace/name@sha256:<hex>`.
+    pub reference: String,
+    /// Where to write the component.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Refuse unless signed by this public key (hex, or a `.pub` file).
+    #[arg(long)]
+    pub verify_key: Option<String>,
+    /// The registry (the daemon) and a token.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+impl PullCommand {
+    /// Runs the command.
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
+        let client = RegistryClient::new(&self.remote.url, &self.remote.token()?)?;
+        let pulled = block_on(async { client.pull_component(&self.reference).await })?;
+        if let Some(key) = &self.verify_key {
+            let key = public_key_arg(key)?;
+            if !pulled
+                .signatures
+                .iter()
+                .any(|s| s.public_key.eq_ignore_ascii_case(&key))
+            {
+                return Err(format!(
+                    "{} (digest {}) is not signed by {key}",
+                    self.reference, pulled.digest
+                ));
+            }
+        }
+        crate::fsutil::write_atomically(&self.output, &pulled.component)
+            .map_err(|e| format!("{}: {e}", self.output.display()))?;
+        let signers: Vec<&str> = pulled
+            .signatures
+            .iter()
+            .map(|s| s.public_key.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "pulled {} ({}, {} bytes) to {}; signed by: {}",
+            self.reference,
+            pulled.digest,
+            pulled.component.len(),
+            self.output.display(),
+            if signers.is_empty() {
+                "nobody".to_string()
+            } else {
+                signers.join(", ")
+            }
+        );
+        Ok(())
+    }
+}
+
+/// A public key given as hex or as a `.pub` file.
+fn public_key_arg(arg: &str) -> Result<String, String> {
+    let text = if std::path::Path::new(arg).is_file() {
+        std::fs::read_to_string(arg).map_err(|e| format!("{arg}: {e}"))?
+    } else {
+        arg.to_string()
+    };
+    let key = text.trim().to_ascii_lowercase();
+    match hex::decode(&key) {
+        Ok(bytes) if bytes.len() == 32 => Ok(key),
+        _ => Err(format!(
+            "{arg:?} is not an Ed25519 public key (64 hex digits, or a .pub file)"
+        )),
+    }
+}
+
+/// `clawcage trust`: the operator's trusted publisher keys, per namespace
+/// (`trust.toml` in the state directory; read at every deployment, so a
+/// change applies to the next one).
+#[derive(Debug, clap::Args)]
+pub struct TrustCommand {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: TrustAction,
+}
+
+/// Trust subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum TrustAction {
+    /// Trusts a publisher key for a namespace.
+    Add {
+        /// The namespace (`acme` for `acme/triage`).
+        namespace: String,
+        /// The public key: hex, or a `.pub` file from `clawcage keygen`.
+        key: String,
+    },
+    /// Stops trusting a key.
+    Remove {
+        /// The namespace.
+        namespace: String,
+        /// The public key: hex, or a `.pub` file.
+        key: String,
+    },
+    /// Allows (or, with `--deny`, stops allowing) unsigned components
+    /// from a namespace. Off by default.
+    AllowUnsigned {
+        /// The namespace.
+        namespace: String,
+        /// Deny unsigned components again.
+        #[arg(long)]
+        deny: bool,
+    },
+    /// Prints the policy.
+    List,
+}
+
+impl TrustCommand {
+    /// Runs the command.
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
+        let path = self.state.dir()?.join(TRUST_FILE);
+        let mut policy = TrustPolicy::load(&path)?;
+        let check_namespace = |namespace: &str| {
+            if namespace.contains('/') || crate::registry::validate_repository(namespace).is_err() {
+                Err(format!(
+                    "{namespace:?} is not a namespace (the first part of acme/triage)"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match &self.action {
+            TrustAction::Add { namespace, key } => {
+                check_namespace(namespace)?;
+                let key = public_key_arg(key)?;
+                let trust = policy.namespaces.entry(namespace.clone()).or_default();
+                if !trust.keys.contains(&key) {
+                    trust.keys.push(key);
+                }
+            }
+            TrustAction::Remove { namespace, key } => {
+                let key = public_key_arg(key)?;
+                let trust = policy
+                    .namespaces
+                    .get_mut(namespace)
+                    .ok_or_else(|| format!("namespace {namespace:?} trusts no key"))?;
+                let before = trust.keys.len();
+                trust.keys.retain(|k| !k.eq_ignore_ascii_case(&key));
+                if trust.keys.len() == before {
+                    return Err(format!("namespace {namespace:?} does not trust {key}"));
+                }
+            }
+            TrustAction::AllowUnsigned { namespace, deny } => {
+                check_namespace(namespace)?;
+                policy
+                    .namespaces
+                    .entry(namespace.clone())
+                    .or_insert_with(NamespaceTrust::default)
+                    .allow_unsigned = !deny;
+            }
+            TrustAction::List => {}
+        }
+        if !matches!(self.action, TrustAction::List) {
+            policy.save(&path)?;
+        }
+        let text = toml::to_string(&policy).map_err(|e| e.to_string())?;
+        let _ = write!(out, "{text}");
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! A small OCI Distribution client for `clawcage push` and `pull`: blobs
+//! with the portable POST-then-PUT upload, manifests by tag or digest, and
+//! signatures as referrers. Everything read back is checked against its
+//! digest before it is used or written out.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, header};
+use serde_json::Value;
+
+use super::blobs::Digest;
+use super::layout::{self, MANIFEST_TYPE};
+use super::signing::{self, PublisherKey, Signature};
+
+/// A registry, with the token to present.
+pub struct RegistryClient {
+    base: String,
+    token: zeroize::Zeroizing<String>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("base", &self.base)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// What a push stored.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// The component manifest's digest.
+    pub digest: Digest,
+    /// The signature referrer's digest, when signed.
+    pub signature: Option<Digest>,
+}
+
+/// What a pull fetched.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The component.
+    pub component: Vec<u8>,
+    /// The signatures attached to it that verify over its digest (whether
+    /// their keys are trusted is for the caller to say).
+    pub signatures: Vec<Signature>,
+}
+
+impl RegistryClient {
+    /// A client of the registry at `base` (`http://127.0.0.1:7878`).
+    pub fn new(base: &str, token: &str) -> Result<Self, String> {
+        let http = crate::providers::http::client_builder()?
+            .timeout(Duration::from_secs(600))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: zeroize::Zeroizing::new(token.to_string()),
+            http,
+        })
+    }
+
+    fn request(&self, method: Method, path_or_url: &str) -> reqwest::RequestBuilder {
+        let url = if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        };
+        self.http.request(method, url).bearer_auth(&*self.token)
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, String> {
+        let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let error = &body["errors"][0];
+        Err(format!(
+            "{what}: {status}: {} {}",
+            error["code"].as_str().unwrap_or(""),
+            error["message"].as_str().unwrap_or("the registry refused")
+        ))
+    }
+
+    /// Uploads a blob unless the registry has it.
+    pub async fn push_blob(&self, repository: &str, bytes: &[u8]) -> Result<Digest, String> {
+        let digest = Digest::of(bytes);
+        let exists = self
+            .request(Method::HEAD, &format!("/v2/{repository}/blobs/{digest}"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK);
+        if exists {
+            return Ok(digest);
+        }
+        let started = self
+            .send(
+                self.request(Method::POST, &format!("/v2/{repository}/blobs/uploads/")),
+                "starting an upload",
+            )
+            .await?;
+        let location = started
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or("the registry gave no upload location")?
+            .to_string();
+        let separator = if location.contains('?') { '&' } else { '?' };
+        self.send(
+            self.request(
+                Method::PUT,
+                &format!("{location}{separator}digest={digest}"),
+            )
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes.to_vec()),
+            &format!("uploading {digest}"),
+        )
+        .await?;
+        Ok(digest)
+    }
+
+    /// Stores a manifest under a tag or its digest.
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Digest, String> {
+        self.send(
+            self.request(
+                Method::PUT,
+                &format!("/v2/{repository}/manifests/{reference}"),
+            )
+            .header(header::CONTENT_TYPE, media_type)
+            .body(bytes.to_vec()),
+            &format!("pushing {repository}:{reference}"),
+        )
+        .await?;
+        Ok(Digest::of(bytes))
+    }
+
+    /// A manifest by tag or digest, checked against the digest the
+    /// registry names (and the one asked for).
+    pub async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<(Digest, Value), String> {
+        let response = self
+            .send(
+                self.request(
+                    Method::GET,
+                    &format!("/v2/{repository}/manifests/{reference}"),
+                )
+                .header(
+                    header::ACCEPT,
+                    format!("{MANIFEST_TYPE}, application/vnd.oci.image.index.v1+json"),
+                ),
+                &format!("{repository}@{reference}"),
+            )
+            .await?;
+        let named = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        let digest = Digest::of(&bytes);
+        let expected = Digest::parse(reference)
+            .ok()
+            .or_else(|| named.as_deref().and_then(|named| Digest::parse(named).ok()));
+        if expected.is_some_and(|expected| expected != digest) {
+            return Err(format!(
+                "{repository}@{reference}: the manifest's bytes do not match its digest"
+            ));
+        }
+        let manifest = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        Ok((digest, manifest))
+    }
+
+    /// A blob, checked against its digest.
+    pub async fn blob(&self, repository: &str, digest: &Digest) -> Result<Vec<u8>, String> {
+        let response = self
+            .send(
+                self.request(Method::GET, &format!("/v2/{repository}/blobs/{digest}")),
+                &format!("blob {digest}"),
+            )
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        if Digest::of(&bytes) != *digest {
+            return Err(format!("blob {digest}: the bytes do not match the digest"));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Pushes a component as `repository:version` in the Wasm OCI layout,
+    /// and, with a key, its signature as a referrer.
+    pub async fn push_component(
+        &self,
+        repository: &str,
+        version: &str,
+        component: &[u8],
+        key: Option<&PublisherKey>,
+    ) -> Result<Pushed, String> {
+        super::validate_repository(repository)?;
+        super::manifests::validate_tag(version).map_err(|e| e.to_string())?;
+        let config =
+            serde_json::to_vec(&layout::config_for(component)?).map_err(|e| e.to_string())?;
+        self.push_blob(repository, &config).await?;
+        self.push_blob(repository, component).await?;
+        let manifest = layout::manifest_for(&config, component);
+        let digest = self
+            .put_manifest(repository, version, MANIFEST_TYPE, &manifest)
+            .await?;
+        let signature = match key {
+            Some(key) => Some(self.sign(repository, &digest, manifest.len(), key).await?),
+            None => None,
+        };
+        Ok(Pushed { digest, signature })
+    }
+
+    /// Signs the manifest `digest` (of `size` bytes) in `repository` and
+    /// attaches the signature as a referrer.
+    pub async fn sign(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: usize,
+        key: &PublisherKey,
+    ) -> Result<Digest, String> {
+        let signature = Signature {
+            public_key: key.public_hex(),
+            signature: key.sign(digest),
+        };
+        let blob = signature.to_blob();
+        self.push_blob(repository, signing::EMPTY_CONFIG).await?;
+        self.push_blob(repository, &blob).await?;
+        let subject = serde_json::json!({
+            "mediaType": MANIFEST_TYPE,
+            "digest": digest.to_string(),
+            "size": size,
+        });
+        let manifest = signing::signature_manifest(&subject, &signature, &blob);
+        let referrer = Digest::of(&manifest);
+        self.put_manifest(repository, &referrer.to_string(), MANIFEST_TYPE, &manifest)
+            .await
+    }
+
+    /// Pulls the component at `reference` (`name@version`,
+    /// `name@sha256:…`), and the signatures on it that verify.
+    pub async fn pull_component(&self, reference: &str) -> Result<Pulled, String> {
+        let (repository, version) = super::parse_reference(reference)?;
+        let (digest, manifest) = self.manifest(repository, version).await?;
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        let layer = match layers.as_slice() {
+            [layer] if layer["mediaType"] == layout::LAYER_TYPE => layer,
+            _ => return Err(format!("{reference} is not a component (one wasm layer)")),
+        };
+        let layer_digest =
+            Digest::parse(layer["digest"].as_str().unwrap_or("")).map_err(|e| e.to_string())?;
+        let component = self.blob(repository, &layer_digest).await?;
+        let mut signatures = Vec::new();
+        let index = self
+            .send(
+                self.request(
+                    Method::GET,
+                    &format!(
+                        "/v2/{repository}/referrers/{digest}?artifactType={}",
+                        // `+` in a query means a space.
+                        signing::SIGNATURE_TYPE.replace('+', "%2B")
+                    ),
+                ),
+                "listing signatures",
+            )
+            .await?
+            .json::<Value>()
+            .await
+            .map_err(|e| e.to_string())?;
+        for referrer in index["manifests"].as_array().into_iter().flatten() {
+            let Some(referrer) = referrer["digest"].as_str() else {
+                continue;
+            };
+            let (_, signature_manifest) = self.manifest(repository, referrer).await?;
+            if signature_manifest["subject"]["digest"] != digest.to_string() {
+                continue;
+            }
+            let Ok(blob_digest) = Digest::parse(
+                signature_manifest["layers"][0]["digest"]
+                    .as_str()
+                    .unwrap_or(""),
+            ) else {
+                continue;
+            };
+            let Ok(signature) = Signature::from_blob(&self.blob(repository, &blob_digest).await?)
+            else {
+                continue;
+            };
+            if signing::verify(&digest, &signature).is_ok() {
+                signatures.push(signature);
+            }
+        }
+        Ok(Pulled {
+            digest,
+            component,
+            signatures,
+        })
+    }
+}
