@@ -87,7 +87,11 @@ pub fn check_owned_file(path: &Path) -> std::io::Result<()> {
 /// and a rename, so a reader never sees a half-written file. The file is
 /// created with mode 0600.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is "", which names no directory.
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let (tmp_path, mut file) = create_temp_file(dir)?;
     let result = file
         .write_all(bytes)
