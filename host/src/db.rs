@@ -23,6 +23,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0003_memory_ledger.sql"),
     ),
     ("0004_daemon", include_str!("../migrations/0004_daemon.sql")),
+    (
+        "0005_publisher_tokens",
+        include_str!("../migrations/0005_publisher_tokens.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

@@ -115,7 +115,11 @@ async fn oras_pushes_and_pulls_a_component_byte_for_byte() {
     // What oras pushed was checked and is a component our client reads.
     let client = RegistryClient::new(&daemon.url, daemon.token.trim()).unwrap();
     assert_eq!(
-        client.pull_component("acme/oras@1.0.0").await.unwrap().component,
+        client
+            .pull_component("acme/oras@1.0.0")
+            .await
+            .unwrap()
+            .component,
         hello
     );
 

@@ -22,7 +22,7 @@ pub(crate) struct Running {
     pub(crate) state: PathBuf,
     pub(crate) url: String,
     pub(crate) token: String,
-    daemon: Arc<Daemon>,
+    pub(crate) daemon: Arc<Daemon>,
     pub(crate) http: reqwest::Client,
 }
 

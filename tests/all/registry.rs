@@ -690,3 +690,51 @@ async fn components_outside_the_world_or_with_lying_configs_are_refused() {
         daemon.url.trim_start_matches("http://")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_tokens_reach_only_their_namespaces_and_never_the_admin_api() {
+    use clawcage::daemon::auth::Scope;
+    let daemon = start().await;
+    let token = daemon
+        .daemon
+        .tokens
+        .create_scoped("acme-ci", &Scope::Publish(vec!["acme".into()]))
+        .unwrap();
+    let token = token.expose_str().unwrap();
+    let publisher = RegistryClient::new(&daemon.url, token).unwrap();
+    let hello = std::fs::read(clawcage_tests::HELLO).unwrap();
+    publisher
+        .push_component("acme/hello", "1.0.0", &hello, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        publisher
+            .pull_component("acme/hello@1.0.0")
+            .await
+            .unwrap()
+            .component,
+        hello
+    );
+    // Another namespace: refused before anything is stored.
+    let err = publisher
+        .push_component("other/hello", "1.0.0", &hello, None)
+        .await
+        .unwrap_err();
+    assert!(err.contains("403") && err.contains("DENIED"), "{err}");
+    let other = daemon
+        .v2(reqwest::Method::GET, "other/hello/tags/list")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "nothing was pushed to other/hello");
+    // The admin API does not take a publisher token.
+    let agents = daemon
+        .http
+        .get(format!("{}/v1/agents", daemon.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(agents.status(), 401);
+    assert!(daemon.audit_text().contains(r#""actor":"acme-ci""#));
+}

@@ -142,10 +142,15 @@ pub struct TokenCommand {
 /// Token subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenAction {
-    /// Creates a token and prints it (the only time it is shown).
+    /// Creates a token and prints it (the only time it is shown). An admin
+    /// token unless `--publish` is given.
     Add {
         /// Its name.
         name: String,
+        /// Make a publisher token: it may only push to and pull from the
+        /// registry, in these namespaces (repeat; `*` for all).
+        #[arg(long = "publish", value_name = "NAMESPACE")]
+        publish: Vec<String>,
     },
     /// Lists tokens (names and dates, never values).
     List,
@@ -162,20 +167,28 @@ impl TokenCommand {
         let db = crate::db::Database::open(&self.state.dir()?).map_err(|e| e.to_string())?;
         let tokens = crate::daemon::auth::Tokens::new(Arc::new(db));
         match self.action {
-            TokenAction::Add { name } => {
-                let token = tokens.create(&name)?;
+            TokenAction::Add { name, publish } => {
+                let scope = if publish.is_empty() {
+                    crate::daemon::auth::Scope::Admin
+                } else {
+                    crate::daemon::auth::Scope::Publish(publish)
+                };
+                let token = tokens.create_scoped(&name, &scope)?;
                 let _ = writeln!(out, "{}", token.expose_str().unwrap_or_default());
             }
             TokenAction::List => {
                 for token in tokens.list().map_err(|e| e.to_string())? {
                     let _ = writeln!(
                         out,
-                        "{}\tcreated {}\t{}",
+                        "{}\tcreated {}\t{}\t{}",
                         token.name,
                         token.created_at,
                         token
                             .revoked_at
-                            .map_or("active".to_string(), |at| format!("revoked {at}"))
+                            .map_or("active".to_string(), |at| format!("revoked {at}")),
+                        token
+                            .publish
+                            .map_or("admin".to_string(), |n| format!("publish {}", n.join(",")))
                     );
                 }
             }

@@ -1,6 +1,11 @@
 //! API tokens: several named bearer tokens, stored as SHA-256 hashes,
 //! compared in constant time, revocable.
 //!
+//! An admin token opens every route. A publisher token opens only the
+//! registry (`/v2/`), and only for the namespaces it was created for: a
+//! publisher can push `acme/*` components, never deploy them, read keys or
+//! push to another publisher's namespace.
+//!
 //! A token is `cc_` followed by 64 hex digits (256 random bits), so a hash
 //! without salt is safe: there is nothing to guess. It is shown once, when
 //! created, and never stored.
@@ -24,11 +29,52 @@ pub struct TokenInfo {
     pub created_at: i64,
     /// When it was revoked.
     pub revoked_at: Option<i64>,
+    /// For a publisher token, the namespaces it may publish to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Vec<String>>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything.
+    Admin,
+    /// The registry, in these namespaces (`*`: any).
+    Publish(Vec<String>),
+}
+
+impl Scope {
+    /// Whether a token of this scope may use the registry repository
+    /// `repository`.
+    pub fn may_publish(&self, repository: &str) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Publish(namespaces) => {
+                let namespace = repository.split('/').next().unwrap_or_default();
+                namespaces.iter().any(|n| n == "*" || n == namespace)
+            }
+        }
+    }
+
+    fn from_column(column: Option<String>) -> Self {
+        match column {
+            None => Self::Admin,
+            Some(list) => Self::Publish(
+                list.split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// Active tokens' names and hashes, the state they were read at, and when
 /// that state was last confirmed.
-type TokenCache = Option<((i64, u64), std::time::Instant, Vec<(String, String)>)>;
+type TokenCache = Option<((i64, u64), std::time::Instant, Vec<ActiveToken>)>;
+
+/// An active token's name, hash and scope.
+type ActiveToken = (String, String, Scope);
 
 /// How long a confirmed cache is trusted without asking SQLite whether
 /// another process changed the tokens. Changes made through this store
@@ -75,7 +121,7 @@ impl Tokens {
 
     /// The active tokens, re-read only when they may have changed (here, or
     /// in another process: SQLite's `data_version` moves then).
-    fn active(&self) -> Option<Vec<(String, String)>> {
+    fn active(&self) -> Option<Vec<ActiveToken>> {
         let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(((_, cached_generation), confirmed, tokens)) = cache.as_ref()
@@ -98,10 +144,14 @@ impl Tokens {
             return Some(tokens.clone());
         }
         let mut statement = conn
-            .prepare_cached("SELECT name, token_hash FROM api_tokens WHERE revoked_at IS NULL")
+            .prepare_cached(
+                "SELECT name, token_hash, publish_namespaces FROM api_tokens WHERE revoked_at IS NULL",
+            )
             .ok()?;
-        let tokens: Vec<(String, String)> = statement
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        let tokens: Vec<ActiveToken> = statement
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, Scope::from_column(r.get(2)?)))
+            })
             .ok()?
             .filter_map(Result::ok)
             .collect();
@@ -109,10 +159,34 @@ impl Tokens {
         Some(tokens)
     }
 
-    /// Creates a token named `name` and returns it: the only time it is
-    /// visible.
+    /// Creates an admin token named `name` and returns it: the only time it
+    /// is visible.
     pub fn create(&self, name: &str) -> Result<Secret, String> {
+        self.create_scoped(name, &Scope::Admin)
+    }
+
+    /// Creates a token of `scope`; see [`Tokens::create`].
+    pub fn create_scoped(&self, name: &str, scope: &Scope) -> Result<Secret, String> {
         crate::inference::validate_name("token name", name, 64)?;
+        let namespaces = match scope {
+            Scope::Admin => None,
+            Scope::Publish(namespaces) => {
+                if namespaces.is_empty() {
+                    return Err("a publisher token needs at least one namespace".into());
+                }
+                for namespace in namespaces {
+                    let valid = namespace == "*"
+                        || (!namespace.contains('/')
+                            && crate::registry::validate_repository(namespace).is_ok());
+                    if !valid {
+                        return Err(format!(
+                            "{namespace:?} is not a namespace (like acme, or * for all)"
+                        ));
+                    }
+                }
+                Some(namespaces.join(","))
+            }
+        };
         let mut bytes = [0u8; 32];
         ring::rand::SystemRandom::new()
             .fill(&mut bytes)
@@ -122,8 +196,8 @@ impl Tokens {
             .db
             .lock()
             .execute(
-                "INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
-                rusqlite::params![name, hash(&token), now_unix()],
+                "INSERT INTO api_tokens (name, token_hash, created_at, publish_namespaces) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
+                rusqlite::params![name, hash(&token), now_unix(), namespaces],
             )
             .map_err(|e| e.to_string())?;
         if inserted == 0 {
@@ -131,6 +205,7 @@ impl Tokens {
                 "a token named {name:?} exists; revoke it or pick another name"
             ));
         }
+        self.changed();
         Ok(Secret::from(token))
     }
 
@@ -154,29 +229,43 @@ impl Tokens {
     /// Every token's public facts.
     pub fn list(&self) -> Result<Vec<TokenInfo>, DbError> {
         let conn = self.db.lock();
-        let mut statement =
-            conn.prepare("SELECT name, created_at, revoked_at FROM api_tokens ORDER BY name")?;
+        let mut statement = conn.prepare(
+            "SELECT name, created_at, revoked_at, publish_namespaces FROM api_tokens ORDER BY name",
+        )?;
         let rows = statement
             .query_map([], |r| {
                 Ok(TokenInfo {
                     name: r.get(0)?,
                     created_at: r.get(1)?,
                     revoked_at: r.get(2)?,
+                    publish: match Scope::from_column(r.get(3)?) {
+                        Scope::Admin => None,
+                        Scope::Publish(namespaces) => Some(namespaces),
+                    },
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
-    /// The name of the active token `presented` is, if any. Every active
-    /// token's hash is compared, in constant time.
+    /// The name of the active *admin* token `presented` is, if any: the
+    /// admin API's check. Publisher tokens are not let in.
     pub fn authenticate(&self, presented: &str) -> Option<String> {
+        match self.authenticate_scoped(presented)? {
+            (name, Scope::Admin) => Some(name),
+            (_, Scope::Publish(_)) => None,
+        }
+    }
+
+    /// The name and scope of the active token `presented` is, if any.
+    /// Every active token's hash is compared, in constant time.
+    pub fn authenticate_scoped(&self, presented: &str) -> Option<(String, Scope)> {
         let presented = hash(presented);
         let rows = self.active()?;
         let mut found = None;
-        for (name, stored) in rows {
+        for (name, stored, scope) in rows {
             if constant_time_eq(stored.as_bytes(), presented.as_bytes()) {
-                found = Some(name);
+                found = Some((name, scope));
             }
         }
         found
@@ -202,9 +291,28 @@ mod tests {
             Some("ci")
         );
         assert_eq!(tokens.authenticate("cc_wrong"), None);
+        // A publisher token is not an admin token, and publishes only to
+        // its namespaces.
+        let acme = tokens
+            .create_scoped("acme", &Scope::Publish(vec!["acme".into()]))
+            .unwrap();
+        let acme = acme.expose_str().unwrap();
+        assert_eq!(tokens.authenticate(acme), None);
+        let (name, scope) = tokens.authenticate_scoped(acme).unwrap();
+        assert_eq!(name, "acme");
+        assert!(scope.may_publish("acme/triage") && !scope.may_publish("other/triage"));
+        assert!(!scope.may_publish("acmex/triage"));
+        assert!(Scope::Admin.may_publish("other/triage"));
+        for bad in [vec![], vec!["../x".to_string()], vec!["a/b".to_string()]] {
+            assert!(tokens.create_scoped("bad", &Scope::Publish(bad)).is_err());
+        }
         tokens.revoke("admin").unwrap();
         assert_eq!(tokens.authenticate(&admin), None);
-        assert_eq!(tokens.list().unwrap().len(), 2);
+        assert_eq!(tokens.list().unwrap().len(), 3);
+        assert_eq!(
+            tokens.list().unwrap()[0].publish,
+            Some(vec!["acme".to_string()])
+        );
         assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
     }
 }

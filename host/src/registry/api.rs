@@ -29,6 +29,7 @@ use super::manifests::ManifestError;
 use super::signing::{self, Signature};
 use crate::audit::AuditEvent;
 use crate::daemon::Daemon;
+use crate::daemon::auth::Scope;
 
 /// An error in the spec's shape: `{"errors": [{"code", "message"}]}`.
 struct OciError {
@@ -103,9 +104,9 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, password)| password.to_string())
 }
 
-fn authenticate(daemon: &Daemon, headers: &HeaderMap) -> Result<String, OciError> {
+fn authenticate(daemon: &Daemon, headers: &HeaderMap) -> Result<(String, Scope), OciError> {
     presented_token(headers)
-        .and_then(|token| daemon.tokens.authenticate(&token))
+        .and_then(|token| daemon.tokens.authenticate_scoped(&token))
         .ok_or_else(|| {
             OciError::new(
                 StatusCode::UNAUTHORIZED,
@@ -214,8 +215,8 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let actor = match authenticate(&daemon, &headers) {
-        Ok(actor) => actor,
+    let (actor, scope) = match authenticate(&daemon, &headers) {
+        Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     let Some(registry) = daemon.registry() else {
@@ -225,6 +226,32 @@ async fn dispatch(
     let checker = daemon.clone();
     let check = move |bytes: &[u8]| tokio::task::block_in_place(|| checker.check_component(bytes));
     let target = parse(&path);
+    let repository = match target {
+        Some(
+            Target::Tags(name)
+            | Target::Referrers(name, _)
+            | Target::Manifest(name, _)
+            | Target::Uploads(name, _)
+            | Target::Blob(name, _),
+        ) => name,
+        None => "",
+    };
+    if !scope.may_publish(repository) {
+        tracing::info!(%repository, %actor, "registry access outside the token's namespaces");
+        daemon.audit.append(AuditEvent::Admin {
+            actor,
+            action: format!("{method} /v2/ {repository}"),
+            allowed: false,
+        });
+        return OciError::new(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            format!(
+                "this token may not publish to {repository:?}: it is limited to its namespaces"
+            ),
+        )
+        .into_response();
+    }
     let push = match target {
         Some(Target::Manifest(name, reference)) if method == Method::PUT => Some((
             name.to_string(),

@@ -167,3 +167,55 @@ pub fn check_config(config: &[u8], layer: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interfaces_are_the_outer_components_only() {
+        let component = wat::parse_str(
+            r#"(component
+                 (import "wasi:http/outgoing-handler@0.2.6" (instance))
+                 (component $inner
+                   (import "inner:only/thing" (instance))
+                 )
+               )"#,
+        )
+        .unwrap();
+        let found = interfaces(&component).unwrap();
+        assert_eq!(found.imports, ["wasi:http/outgoing-handler@0.2.6"]);
+        assert!(found.exports.is_empty());
+        assert!(
+            interfaces(&wat::parse_str("(module)").unwrap())
+                .unwrap_err()
+                .contains("core wasm module")
+        );
+        assert!(interfaces(b"\0asm\x0d\0\x01\0garbage").is_err());
+    }
+
+    #[test]
+    fn configs_must_describe_their_layer() {
+        let component = wat::parse_str(r#"(component (import "a:b/c" (instance)))"#).unwrap();
+        let config = serde_json::to_vec(&config_for(&component).unwrap()).unwrap();
+        check_config(&config, &component).unwrap();
+        let other = wat::parse_str("(component)").unwrap();
+        assert!(
+            check_config(&config, &other)
+                .unwrap_err()
+                .contains("layerDigests")
+        );
+        let bare = br#"{"architecture":"wasm","os":"wasip2"}"#;
+        check_config(bare, &other).unwrap();
+        let lying =
+            br#"{"architecture":"wasm","os":"wasip2","component":{"imports":[],"exports":[]}}"#;
+        assert!(
+            check_config(lying, &component)
+                .unwrap_err()
+                .contains("component.imports")
+        );
+        assert!(check_config(br#"{"architecture":"amd64","os":"linux"}"#, &other).is_err());
+        assert!(check_config(b"not json", &other).is_err());
+    }
+}

@@ -358,6 +358,39 @@ mod tests {
     }
 
     #[test]
+    fn referrers_are_indexed_by_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ManifestStore::open(&dir.path().join("registry")).unwrap();
+        let subject = store.put("acme/triage", "1.0.0", OCI, b"{}").unwrap();
+        let referrer = format!(
+            r#"{{"schemaVersion":2,"artifactType":"application/x-sig","subject":{{"digest":"{subject}"}},"annotations":{{"k":"v"}}}}"#
+        );
+        let digest = Digest::of(referrer.as_bytes());
+        store
+            .put("acme/triage", &digest.to_string(), OCI, referrer.as_bytes())
+            .unwrap();
+        let listed = store.referrers("acme/triage", &subject, None).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0]["digest"], digest.to_string());
+        assert_eq!(listed[0]["artifactType"], "application/x-sig");
+        assert_eq!(listed[0]["annotations"]["k"], "v");
+        assert_eq!(listed[0]["size"], referrer.len());
+        assert!(
+            store
+                .referrers("acme/triage", &subject, Some("application/other"))
+                .unwrap()
+                .is_empty()
+        );
+        // Another repository's referrers are its own.
+        assert!(
+            store
+                .referrers("acme/other", &subject, None)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn bad_names_and_references_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = ManifestStore::open(&dir.path().join("registry")).unwrap();
