@@ -5,8 +5,9 @@
 # cassettes (model and tools), offline. With ANTHROPIC_API_KEY set, triage
 # also runs on Anthropic with that key, kept in the encrypted vault of a
 # state directory under target/. Finally the daemon starts on its defaults,
-# deploys the three agents, runs two events through its HTTP API, drains
-# on SIGTERM, and the audit log is verified.
+# deploys the three agents, runs two events through its HTTP API, takes a
+# signed push of hello into its registry and deploys it from there by
+# version, drains on SIGTERM, and the audit log is verified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,16 @@ for _ in $(seq 100); do
 done
 "$clawcage" invoke triage --event sample-agents/triage/event.json
 "$clawcage" invoke report-writer --event sample-agents/report-writer/event.json
+
+echo "== the registry: a publisher signs and pushes hello; the operator trusts the key and deploys it by version"
+publisher=target/demo-publisher
+[ -f "$publisher.key" ] || "$clawcage" keygen --out "$publisher"
+# The same bytes give the same manifest, so pushing 1.0.0 again is a retry.
+"$clawcage" push sample-agents/target/wasm32-wasip2/release/hello.wasm \
+  --name demo/hello --version 1.0.0 --sign "$publisher.key"
+"$clawcage" trust add demo "$publisher.pub" >/dev/null
+"$clawcage" agent deploy sample-agents/hello/agent.toml --component demo/hello@1.0.0
+"$clawcage" invoke hello --event sample-agents/hello/event.json
 kill -TERM "$daemon"
 wait "$daemon"
 trap - EXIT

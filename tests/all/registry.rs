@@ -738,3 +738,169 @@ async fn publisher_tokens_reach_only_their_namespaces_and_never_the_admin_api() 
     assert_eq!(agents.status(), 401);
     assert!(daemon.audit_text().contains(r#""actor":"acme-ci""#));
 }
+
+/// Runs a `clawcage` command line in-process, off the async workers (the
+/// client commands start their own runtime); answers its output.
+fn clawcage(args: &[&str]) -> Result<String, String> {
+    use clawcage::cli::Command;
+    let mut argv = vec!["clawcage"];
+    argv.extend_from_slice(args);
+    let cli =
+        <clawcage::cli::Cli as clap::Parser>::try_parse_from(argv).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    tokio::task::block_in_place(|| match cli.command {
+        Command::Keygen(c) => c.run(&mut out),
+        Command::Push(c) => c.run(&mut out),
+        Command::Sign(c) => c.run(&mut out),
+        Command::Pull(c) => c.run(&mut out),
+        Command::Trust(c) => c.run(&mut out),
+        Command::Agent(c) => c.run(&mut out),
+        _ => Err("not a registry command".into()),
+    })?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_flow_works_from_the_command_line() {
+    let daemon = start().await;
+    let work = tempfile::tempdir().unwrap();
+    let at = |name: &str| work.path().join(name).display().to_string();
+    let state = daemon.state.display().to_string();
+    let remote = ["--remote", &daemon.url, "--token", daemon.token.trim()];
+    // `agent` takes the daemon's address before its subcommand.
+    let with_remote = |args: &[&str]| {
+        let mut all = args.to_vec();
+        let at = if args[0] == "agent" { 1 } else { all.len() };
+        all.splice(at..at, remote);
+        clawcage(&all)
+    };
+
+    let generated = clawcage(&["keygen", "--out", &at("acme")]).unwrap();
+    assert!(generated.contains("acme.pub"), "{generated}");
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(at("acme.key")).unwrap().permissions(),
+    );
+    assert_eq!(key_mode & 0o077, 0, "the private key is the owner's only");
+    assert!(
+        clawcage(&["keygen", "--out", &at("acme")])
+            .unwrap_err()
+            .contains("exists")
+    );
+
+    let pushed = with_remote(&[
+        "push",
+        clawcage_tests::HELLO,
+        "--name",
+        "acme/hello",
+        "--version",
+        "1.2.0",
+        "--sign",
+        &at("acme.key"),
+    ])
+    .unwrap();
+    assert!(pushed.contains("signed"), "{pushed}");
+    // Another version's bytes under the same tag: refused.
+    let moved = with_remote(&[
+        "push",
+        clawcage_tests::NOOP,
+        "--name",
+        "acme/hello",
+        "--version",
+        "1.2.0",
+    ])
+    .unwrap_err();
+    assert!(moved.contains("DENIED"), "{moved}");
+
+    let pulled = with_remote(&[
+        "pull",
+        "acme/hello@1.2.0",
+        "-o",
+        &at("pulled.wasm"),
+        "--verify-key",
+        &at("acme.pub"),
+    ])
+    .unwrap();
+    assert!(pulled.contains("signed by"), "{pulled}");
+    assert_eq!(
+        std::fs::read(at("pulled.wasm")).unwrap(),
+        std::fs::read(clawcage_tests::HELLO).unwrap()
+    );
+    // A version signed by nobody is not "verified".
+    with_remote(&[
+        "push",
+        clawcage_tests::NOOP,
+        "--name",
+        "acme/noop",
+        "--version",
+        "1.0.0",
+    ])
+    .unwrap();
+    let unverified = with_remote(&[
+        "pull",
+        "acme/noop@1.0.0",
+        "-o",
+        &at("noop.wasm"),
+        "--verify-key",
+        &at("acme.pub"),
+    ])
+    .unwrap_err();
+    assert!(unverified.contains("not signed by"), "{unverified}");
+    // ...until the publisher signs it where it is.
+    with_remote(&["sign", "acme/noop@1.0.0", "--key", &at("acme.key")]).unwrap();
+    with_remote(&[
+        "pull",
+        "acme/noop@1.0.0",
+        "-o",
+        &at("noop.wasm"),
+        "--verify-key",
+        &at("acme.pub"),
+    ])
+    .unwrap();
+
+    // The operator trusts the key and deploys by reference.
+    let manifest = work.path().join("agent.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"greeter\"\n[component]\nregistry = \"acme/hello@1.2.0\"\n",
+    )
+    .unwrap();
+    let manifest = manifest.display().to_string();
+    let refused = with_remote(&["agent", "deploy", &manifest]).unwrap_err();
+    assert!(refused.contains("not trusted"), "{refused}");
+    let policy = clawcage(&[
+        "trust",
+        "add",
+        "acme",
+        &at("acme.pub"),
+        "--state-dir",
+        &state,
+    ])
+    .unwrap();
+    assert!(policy.contains("[namespaces.acme]"), "{policy}");
+    let deployed = with_remote(&["agent", "deploy", &manifest]).unwrap();
+    assert!(deployed.contains("acme/hello@sha256:"), "{deployed}");
+    // --component overrides the manifest's component.
+    let deployed = with_remote(&[
+        "agent",
+        "deploy",
+        &manifest,
+        "--component",
+        "acme/noop@1.0.0",
+    ])
+    .unwrap();
+    assert!(deployed.contains("acme/noop@sha256:"), "{deployed}");
+    let listed = with_remote(&["agent", "list"]).unwrap();
+    assert!(listed.contains("acme/noop@sha256:"), "{listed}");
+    assert!(
+        clawcage(&[
+            "trust",
+            "add",
+            "../x",
+            &at("acme.pub"),
+            "--state-dir",
+            &state
+        ])
+        .is_err()
+    );
+    assert!(clawcage(&["trust", "add", "acme", "not-a-key", "--state-dir", &state]).is_err());
+}

@@ -10,7 +10,9 @@ mod run;
 mod serve;
 mod state;
 
-pub use registry::{KeygenCommand, PullCommand, PushCommand, TrustAction, TrustCommand};
+pub use registry::{
+    KeygenCommand, PullCommand, PushCommand, SignCommand, TrustAction, TrustCommand,
+};
 pub use run::{RunCommand, default_cache_dir};
 pub use serve::{
     AgentCommand, AuditAction, AuditCommand, InvokeCommand, ServeCommand, TOKEN_FILE, TokenCommand,
@@ -76,6 +78,8 @@ pub enum Command {
     Keygen(KeygenCommand),
     /// Upload a component to a daemon's registry, signed.
     Push(PushCommand),
+    /// Sign a component already in a daemon's registry.
+    Sign(SignCommand),
     /// Download a component from a daemon's registry, checking digests and
     /// signatures.
     Pull(PullCommand),
@@ -105,6 +109,7 @@ impl Cli {
             Command::Invoke(invoke) => simple(invoke.run(&mut std::io::stdout())),
             Command::Keygen(keygen) => simple(keygen.run(&mut std::io::stdout())),
             Command::Push(push) => simple(push.run(&mut std::io::stdout())),
+            Command::Sign(sign) => simple(sign.run(&mut std::io::stdout())),
             Command::Pull(pull) => simple(pull.run(&mut std::io::stdout())),
             Command::Trust(trust) => simple(trust.run(&mut std::io::stdout())),
         }

@@ -98,6 +98,37 @@ impl PushCommand {
     }
 }
 
+/// `clawcage sign`: signs a manifest already in the registry (pushed by
+/// any client) and attaches the signature as a referrer.
+#[derive(Debug, clap::Args)]
+pub struct SignCommand {
+    /// `namespace/name@version` or `namespace/name@sha256:<hex>`.
+    pub reference: String,
+    /// The publisher's private key (`clawcage keygen`).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The registry (the daemon) and a token.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+impl SignCommand {
+    /// Runs the command.
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
+        let key = load_key(&self.key)?;
+        let client = RegistryClient::new(&self.remote.url, &self.remote.token()?)?;
+        let (digest, signature) =
+            block_on(async { client.sign_reference(&self.reference, &key).await })?;
+        let _ = writeln!(
+            out,
+            "signed {} ({digest}) with {}: {signature}",
+            self.reference,
+            key.public_hex()
+        );
+        Ok(())
+    }
+}
+
 /// `clawcage pull`: downloads a component, checking every digest, and
 /// names the keys whose signatures verify.
 #[derive(Debug, clap::Args)]

@@ -256,6 +256,39 @@ impl RegistryClient {
             .await
     }
 
+    /// Signs the manifest at `reference` (`name@version`, `name@sha256:…`)
+    /// as it is in the registry, whoever pushed it; answers the signed
+    /// digest and the signature's.
+    pub async fn sign_reference(
+        &self,
+        reference: &str,
+        key: &PublisherKey,
+    ) -> Result<(Digest, Digest), String> {
+        let (repository, version) = super::parse_reference(reference)?;
+        let (digest, _) = self.manifest(repository, version).await?;
+        let bytes_len = self.manifest_len(repository, &digest).await?;
+        let signature = self.sign(repository, &digest, bytes_len, key).await?;
+        Ok((digest, signature))
+    }
+
+    async fn manifest_len(&self, repository: &str, digest: &Digest) -> Result<usize, String> {
+        let response = self
+            .send(
+                self.request(
+                    Method::HEAD,
+                    &format!("/v2/{repository}/manifests/{digest}"),
+                ),
+                &format!("{repository}@{digest}"),
+            )
+            .await?;
+        response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| "the registry did not give the manifest's size".to_string())
+    }
+
     /// Pulls the component at `reference` (`name@version`,
     /// `name@sha256:…`), and the signatures on it that verify.
     pub async fn pull_component(&self, reference: &str) -> Result<Pulled, String> {

@@ -102,10 +102,12 @@ pub fn interfaces(bytes: &[u8]) -> Result<ComponentInterfaces, String> {
     })
 }
 
-/// The config ClawCage pushes for `component`.
+/// The config ClawCage pushes for `component`. It has no `created` time, so
+/// the same component always gives the same manifest and digest: pushing a
+/// version again is an idempotent retry, not an attempt to move the tag.
 pub fn config_for(component: &[u8]) -> Result<WasmConfig, String> {
     Ok(WasmConfig {
-        created: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        created: None,
         architecture: "wasm".into(),
         os: "wasip2".into(),
         layer_digests: vec![Digest::of(component).to_string()],

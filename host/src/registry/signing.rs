@@ -134,10 +134,10 @@ pub fn signature_manifest(
         "config": descriptor(EMPTY_CONFIG_TYPE, EMPTY_CONFIG),
         "layers": [descriptor(SIGNATURE_TYPE, signature_blob)],
         "subject": subject,
+        // No time: Ed25519 is deterministic, so signing again gives the
+        // same referrer rather than a pile of copies.
         "annotations": {
             SIGNER_ANNOTATION: signature.public_key,
-            "org.opencontainers.image.created":
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         },
     });
     serde_json::to_vec(&manifest).unwrap_or_default()
