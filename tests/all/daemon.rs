@@ -27,6 +27,11 @@ pub(crate) struct Running {
 }
 
 pub(crate) async fn start() -> Running {
+    start_with(|_| {}).await
+}
+
+/// A daemon whose options `configure` adjusts first.
+pub(crate) async fn start_with(configure: impl FnOnce(&mut DaemonOptions)) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     InitCommand {
@@ -41,6 +46,7 @@ pub(crate) async fn start() -> Running {
     options.engine = test_options();
     options.max_concurrent = 8;
     options.drain_timeout = Duration::from_secs(5);
+    configure(&mut options);
     let daemon = Daemon::open(options).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

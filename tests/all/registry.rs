@@ -26,6 +26,27 @@ impl Running {
     }
 }
 
+/// Sends a request line as it is, over a plain socket, so that nothing
+/// normalises its path; answers the status and body.
+async fn raw_request(daemon: &Running, request_line: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = daemon.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!(
+        "{request_line} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+        daemon.token.trim()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
 async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -903,4 +924,168 @@ async fn the_publisher_flow_works_from_the_command_line() {
         .is_err()
     );
     assert!(clawcage(&["trust", "add", "acme", "not-a-key", "--state-dir", &state]).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_uploads_get_the_specs_errors_and_leave_nothing_behind() {
+    use reqwest::Method;
+    let daemon = crate::daemon::start_with(|options| options.max_blob_bytes = 4096).await;
+    let start_upload = || async {
+        let started = daemon
+            .v2(Method::POST, "acme/x/blobs/uploads/")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), 202);
+        started.headers()["location"].to_str().unwrap().to_string()
+    };
+    let at = |location: &str| location.trim_start_matches("/v2/").to_string();
+
+    // Oversized, in one request.
+    let big = vec![7u8; 8192];
+    let response = daemon
+        .v2(
+            Method::POST,
+            &format!("acme/x/blobs/uploads/?digest={}", digest(&big)),
+        )
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_code(response).await;
+    assert_eq!((status, code.as_str()), (400, "SIZE_INVALID"));
+    // Oversized, in chunks each under the limit.
+    let location = start_upload().await;
+    let first = daemon
+        .v2(Method::PATCH, &at(&location))
+        .header("content-range", "0-3071")
+        .body(big[..3072].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 202);
+    let second = daemon
+        .v2(Method::PATCH, &at(&location))
+        .header("content-range", "3072-6143")
+        .body(big[3072..6144].to_vec())
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_code(second).await;
+    assert_eq!((status, code.as_str()), (400, "SIZE_INVALID"));
+
+    // Truncated: half the bytes, the whole's digest.
+    let whole = b"the whole blob, of which only half arrives".to_vec();
+    let location = start_upload().await;
+    daemon
+        .v2(Method::PATCH, &at(&location))
+        .body(whole[..20].to_vec())
+        .send()
+        .await
+        .unwrap();
+    let finish = daemon
+        .v2(
+            Method::PUT,
+            &format!("{}?digest={}", at(&location), digest(&whole)),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error_code(finish).await;
+    assert_eq!((status, code.as_str()), (400, "DIGEST_INVALID"));
+    let head = daemon
+        .v2(Method::HEAD, &format!("acme/x/blobs/{}", digest(&whole)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404);
+
+    // A chunk out of order.
+    let location = start_upload().await;
+    let skipped = daemon
+        .v2(Method::PATCH, &at(&location))
+        .header("content-range", "100-199")
+        .body(vec![0u8; 100])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(skipped.status(), 416);
+
+    // Unknown sessions, session ids that try to be paths, and names with
+    // path tricks, sent raw so no client normalises them away.
+    for (request, expected) in [
+        (
+            "PUT /v2/acme/x/blobs/uploads/nosuchsession?digest=sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "BLOB_UPLOAD_UNKNOWN",
+        ),
+        (
+            "PATCH /v2/acme/x/blobs/uploads/../../../blobs",
+            "BLOB_UPLOAD_UNKNOWN",
+        ),
+        ("GET /v2/acme/x/blobs/uploads/..", "BLOB_UPLOAD_UNKNOWN"),
+        ("GET /v2/acme/../x/tags/list", "NAME_INVALID"),
+        ("GET /v2/../../etc/tags/list", "NAME_INVALID"),
+        ("GET /v2/acme/%2E%2E/x/tags/list", "NAME_INVALID"),
+        ("GET /v2/acme//x/tags/list", "NAME_INVALID"),
+        ("GET /v2/ACME/x/tags/list", "NAME_INVALID"),
+        ("GET /v2/acme/.x/manifests/1.0.0", "NAME_INVALID"),
+        ("GET /v2/acme/x/manifests/..%2F..%2Fsecret", "TAG_INVALID"),
+    ] {
+        let (status, body) = raw_request(&daemon, request).await;
+        assert!(
+            matches!(status, 400 | 404) && body.contains(expected),
+            "{request}: {status} {body}"
+        );
+    }
+
+    // Malformed manifests.
+    for manifest in [
+        json!({"schemaVersion": 1}).to_string(),
+        json!({"schemaVersion": 2, "config": {"mediaType": "x"}}).to_string(),
+        json!({"schemaVersion": 2, "config": {"digest": "md5:abc"}}).to_string(),
+        "[".to_string(),
+        json!({"schemaVersion": 2, "artifactType": signing::SIGNATURE_TYPE, "layers": []})
+            .to_string(),
+    ] {
+        let response = daemon
+            .v2(Method::PUT, "acme/x/manifests/1.0.0")
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        let (status, code) = error_code(response).await;
+        assert_eq!(status, 400, "{manifest}");
+        assert!(
+            ["MANIFEST_INVALID", "DIGEST_INVALID"].contains(&code.as_str()),
+            "{manifest}: {code}"
+        );
+    }
+    let huge = format!(r#"{{"schemaVersion":2,"pad":"{}"}}"#, "x".repeat(5 << 20));
+    let response = daemon
+        .v2(Method::PUT, "acme/x/manifests/1.0.0")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(response.status().as_u16(), 400 | 413),
+        "{}",
+        response.status()
+    );
+
+    // Nothing partial anywhere, nothing stored, and the daemon still serves.
+    let blobs = std::fs::read_dir(daemon.state.join("registry/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0);
+    assert_eq!(
+        daemon.v2(Method::GET, "").send().await.unwrap().status(),
+        200
+    );
+    let tags = daemon
+        .v2(Method::GET, "acme/x/tags/list")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.status(), 404);
 }

@@ -127,6 +127,7 @@ struct Actor(String);
 /// The router, over a daemon.
 pub fn router(daemon: Arc<Daemon>) -> Router {
     let max_event = daemon.options().max_event_bytes;
+    let max_blob = usize::try_from(daemon.options().max_blob_bytes).unwrap_or(usize::MAX);
     let admin = Router::new()
         .route("/v1/agents", get(list_agents))
         .route(
@@ -157,10 +158,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(admin)
         .layer(DefaultBodyLimit::max(max_event))
         .with_state(daemon.clone())
-        .merge(crate::registry::api::routes(
-            daemon,
-            crate::registry::blobs::DEFAULT_MAX_BLOB_BYTES as usize,
-        ))
+        .merge(crate::registry::api::routes(daemon, max_blob))
 }
 
 async fn authenticate(

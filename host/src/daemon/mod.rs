@@ -58,6 +58,8 @@ pub struct DaemonOptions {
     pub drain_timeout: Duration,
     /// Largest invoke or webhook body.
     pub max_event_bytes: usize,
+    /// Largest blob the registry takes (a pushed component, say).
+    pub max_blob_bytes: u64,
     /// The engine's settings.
     pub engine: EngineOptions,
 }
@@ -76,6 +78,7 @@ impl DaemonOptions {
             max_concurrent: 64,
             drain_timeout: Duration::from_secs(30),
             max_event_bytes: 1 << 20,
+            max_blob_bytes: crate::registry::blobs::DEFAULT_MAX_BLOB_BYTES,
             engine,
         }
     }
@@ -418,6 +421,10 @@ impl Daemon {
                 audit: audit.clone(),
                 metrics: metrics.clone(),
             }));
+        let registry = Some(crate::registry::Registry::open(
+            &dir.join("registry"),
+            options.max_blob_bytes,
+        )?);
         let daemon = Arc::new(Self {
             global: Semaphore::new(options.max_concurrent),
             tokens: auth::Tokens::new(db.clone()),
@@ -432,10 +439,7 @@ impl Daemon {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             shutting_down: AtomicBool::new(false),
-            registry: Some(crate::registry::Registry::open(
-                &dir.join("registry"),
-                crate::registry::blobs::DEFAULT_MAX_BLOB_BYTES,
-            )?),
+            registry,
         });
         daemon.load_deployed()?;
         Ok(daemon)

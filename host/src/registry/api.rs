@@ -125,7 +125,9 @@ pub fn routes(daemon: Arc<Daemon>, max_blob_bytes: usize) -> Router {
         )
         .route("/v2/", get(root))
         .route("/v2/{*path}", any(dispatch))
-        .layer(DefaultBodyLimit::max(max_blob_bytes + (1 << 20)))
+        .layer(DefaultBodyLimit::max(
+            max_blob_bytes.saturating_add(1 << 20),
+        ))
         .with_state(daemon)
 }
 
