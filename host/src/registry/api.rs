@@ -481,6 +481,9 @@ fn handle(
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("application/vnd.oci.image.manifest.v1+json")
                         .to_string();
+                    if body.len() > super::manifests::MAX_MANIFEST_BYTES {
+                        return Err(ManifestError::TooLarge.into());
+                    }
                     let subject = check_manifest(registry, &body, check)?;
                     let digest = registry
                         .manifests
