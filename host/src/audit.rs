@@ -116,6 +116,17 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// The registry's trust policy changed.
+    Trust {
+        /// `add`, `remove`, `allow-unsigned` or `deny-unsigned`.
+        change: String,
+        /// The namespace.
+        namespace: String,
+        /// The publisher key (hex), when one was added or removed.
+        key: Option<String>,
+        /// Who did it.
+        actor: String,
+    },
     /// A manifest pushed to the registry: stored, or refused.
     Push {
         /// The repository.

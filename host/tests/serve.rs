@@ -14,6 +14,166 @@ mod guests;
 
 const CLAWCAGE: &str = env!("CARGO_BIN_EXE_clawcage");
 
+/// Starts `clawcage serve` on a free loopback port; answers the process,
+/// its stderr (read by a thread all along, so the daemon never
+/// blocks on a full pipe; joined once it exits) and its URL.
+fn serve(
+    state: &Path,
+    args: &[&std::ffi::OsStr],
+) -> (
+    std::process::Child,
+    std::thread::JoinHandle<Vec<String>>,
+    String,
+) {
+    let mut daemon = Command::new(CLAWCAGE)
+        .env("CLAWCAGE_LOG", "debug,clawcage::guest=off")
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state)
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(daemon.stderr.take().unwrap());
+    let mut early = Vec::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if let Some(address) = line.trim().strip_prefix("clawcage daemon listening on ") {
+            let url = address.to_string();
+            let rest = std::thread::spawn(move || {
+                early.extend(stderr.lines().map_while(Result::ok));
+                early
+            });
+            return (daemon, rest, url);
+        }
+        early.push(std::mem::take(&mut line));
+    }
+    panic!("the daemon did not start");
+}
+
+/// Runs a `clawcage` command; panics with its output unless it succeeds.
+fn clawcage(args: &[&std::ffi::OsStr]) -> String {
+    let output = Command::new(CLAWCAGE).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{args:?}: {text}");
+    text
+}
+
+fn stop(mut daemon: std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(daemon.wait().unwrap().success());
+}
+
+#[test]
+fn a_publisher_key_no_longer_trusted_stops_its_agents_at_the_next_start() {
+    let wasm = guests::build_guests(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state_arg = ["--state-dir".as_ref(), state.as_os_str()];
+    clawcage(&[&["init".as_ref()][..], &state_arg].concat());
+    let key = dir.path().join("acme");
+    clawcage(&["keygen".as_ref(), "--out".as_ref(), key.as_os_str()]);
+    let public = key.with_extension("pub");
+    let trust = |action: &str| {
+        clawcage(
+            &[
+                &[
+                    "trust".as_ref(),
+                    action.as_ref(),
+                    "acme".as_ref(),
+                    public.as_os_str(),
+                ][..],
+                &state_arg,
+            ]
+            .concat(),
+        )
+    };
+    trust("add");
+    let manifest = dir.path().join("greeter.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"greeter\"\n[component]\nregistry = \"acme/hello@1.0.0\"\n",
+    )
+    .unwrap();
+
+    let (daemon, _, url) = serve(&state, &[]);
+    let remote = [
+        "--remote".as_ref(),
+        url.as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ];
+    let hello = wasm.join("hello.wasm");
+    let private = key.with_extension("key");
+    clawcage(
+        &[
+            &[
+                "push".as_ref(),
+                hello.as_os_str(),
+                "--name".as_ref(),
+                "acme/hello".as_ref(),
+                "--version".as_ref(),
+                "1.0.0".as_ref(),
+                "--sign".as_ref(),
+                private.as_os_str(),
+            ][..],
+            &remote,
+        ]
+        .concat(),
+    );
+    clawcage(
+        &[
+            &["agent".as_ref()][..],
+            &remote,
+            &["deploy".as_ref(), manifest.as_os_str()],
+        ]
+        .concat(),
+    );
+    stop(daemon);
+
+    // The operator stops trusting the key: the agent it signed does not
+    // come back.
+    trust("remove");
+    let (daemon, stderr, url) = serve(&state, &[]);
+    let remote = [
+        "--remote".as_ref(),
+        url.as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ];
+    let listed = clawcage(&[&["agent".as_ref()][..], &remote, &["list".as_ref()]].concat());
+    assert!(!listed.contains("greeter"), "{listed}");
+    stop(daemon);
+    let rest = stderr.join().unwrap().join("\n");
+    assert!(
+        rest.contains("cannot load deployed agent") && rest.contains("not trusted"),
+        "{rest}"
+    );
+
+    // Trusted again, it is.
+    trust("add");
+    let (daemon, _, url) = serve(&state, &[]);
+    let remote = [
+        "--remote".as_ref(),
+        url.as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ];
+    let listed = clawcage(&[&["agent".as_ref()][..], &remote, &["list".as_ref()]].concat());
+    assert!(
+        listed.contains("greeter") && listed.contains("acme/hello@sha256:"),
+        "{listed}"
+    );
+    stop(daemon);
+}
+
 #[test]
 fn sigterm_drains_events_in_flight_and_exits_cleanly() {
     let wasm = guests::build_guests(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
@@ -46,35 +206,17 @@ fn sigterm_drains_events_in_flight_and_exits_cleanly() {
     )
     .unwrap();
 
-    let mut daemon = Command::new(CLAWCAGE)
-        .env("CLAWCAGE_LOG", "debug,clawcage::guest=off")
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--drain-seconds",
-            "20",
-            "--state-dir",
-        ])
-        .arg(&state)
-        .arg("--deploy")
-        .arg(&manifest)
-        .arg("--deploy")
-        .arg(&hello)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(daemon.stderr.take().unwrap());
-    let mut url = String::new();
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 {
-        if let Some(address) = line.trim().strip_prefix("clawcage daemon listening on ") {
-            url = address.to_string();
-            break;
-        }
-        line.clear();
-    }
-    assert!(!url.is_empty(), "the daemon did not start");
+    let (mut daemon, stderr, url) = serve(
+        &state,
+        &[
+            "--drain-seconds".as_ref(),
+            "20".as_ref(),
+            "--deploy".as_ref(),
+            manifest.as_os_str(),
+            "--deploy".as_ref(),
+            hello.as_os_str(),
+        ],
+    );
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let http = clawcage::providers::http::client().unwrap();
@@ -126,7 +268,7 @@ fn sigterm_drains_events_in_flight_and_exits_cleanly() {
     let status = daemon.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(20));
-    let rest: Vec<String> = stderr.lines().map_while(Result::ok).collect();
+    let rest = stderr.join().unwrap();
     assert!(rest.iter().any(|l| l.contains("draining")), "{rest:?}");
     assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
     assert!(

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use clawcage::registry::blobs::Digest;
 use clawcage::registry::client::RegistryClient;
 use clawcage::registry::layout;
-use clawcage::registry::signing::{self, NamespaceTrust, PublisherKey, Signature, TrustPolicy};
+use clawcage::registry::signing::{self, NamespaceTrust, PublisherKey, TrustPolicy};
 use serde_json::{Value, json};
 
 use crate::daemon::{Running, start};
@@ -532,10 +532,9 @@ async fn untrusted_unsigned_and_tampered_components_are_never_deployed() {
         .push_component("acme/signed", "1.0.0", &hello, Some(&publisher))
         .await
         .unwrap();
-    let forged = Signature {
-        public_key: publisher.public_hex(),
-        signature: publisher.sign(&Digest::of(b"some other manifest")),
-    };
+    let forged = publisher
+        .sign("acme/signed", "1.0.0", &Digest::of(b"some other manifest"))
+        .unwrap();
     let forged_blob = forged.to_blob();
     client.push_blob("acme/signed", &forged_blob).await.unwrap();
     let subject =
@@ -1084,4 +1083,95 @@ async fn hostile_uploads_get_the_specs_errors_and_leave_nothing_behind() {
         .await
         .unwrap();
     assert_eq!(tags.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_builds_cannot_be_relabelled_as_another_version_or_repository() {
+    let daemon = start().await;
+    let client = registry_client(&daemon);
+    let (publisher, _) = PublisherKey::generate().unwrap();
+    trust(&daemon, "acme", &[&publisher], false);
+    // 1.0.0 is signed; the publisher's key stays offline after that.
+    let old = std::fs::read(clawcage_tests::HELLO).unwrap();
+    let signed = client
+        .push_component("acme/triage", "1.0.0", &old, Some(&publisher))
+        .await
+        .unwrap();
+    let stored = daemon
+        .v2(
+            reqwest::Method::GET,
+            &format!("acme/triage/manifests/{}", signed.digest),
+        )
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+
+    // A token holder without the key pushes the old signed manifest as
+    // 1.3.0 (a rollback) and as latest: the signature names 1.0.0.
+    for tag in ["1.3.0", "latest"] {
+        client
+            .put_manifest("acme/triage", tag, layout::MANIFEST_TYPE, &stored)
+            .await
+            .unwrap();
+        let (status, refused) =
+            deploy_reference(&daemon, "triage", &format!("acme/triage@{tag}")).await;
+        assert_eq!(status, 400, "{tag}: {refused}");
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("not {tag:?}")), "{refused}");
+    }
+    // By version 1.0.0, or by its digest, it deploys.
+    assert_eq!(
+        deploy_reference(&daemon, "triage", "acme/triage@1.0.0")
+            .await
+            .0,
+        200
+    );
+    let pinned = format!("acme/triage@{}", signed.digest);
+    assert_eq!(deploy_reference(&daemon, "triage", &pinned).await.0, 200);
+
+    // Copied into another repository, manifest and signature together: the
+    // signature is refused there, and the copy does not deploy.
+    client
+        .put_manifest("acme/other", "1.0.0", layout::MANIFEST_TYPE, &stored)
+        .await
+        .unwrap();
+    let index: Value = daemon
+        .v2(
+            reqwest::Method::GET,
+            &format!("acme/triage/referrers/{}", signed.digest),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let referrer = index["manifests"][0]["digest"].as_str().unwrap();
+    let signature_manifest = daemon
+        .v2(
+            reqwest::Method::GET,
+            &format!("acme/triage/manifests/{referrer}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let err = client
+        .put_manifest(
+            "acme/other",
+            referrer,
+            layout::MANIFEST_TYPE,
+            &signature_manifest,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("not \"acme/other\""), "{err}");
+    let (status, refused) = deploy_reference(&daemon, "other", "acme/other@1.0.0").await;
+    assert_eq!(status, 400);
+    assert!(refused.to_string().contains("unsigned"), "{refused}");
 }

@@ -98,15 +98,19 @@ impl PushCommand {
     }
 }
 
-/// `clawcage sign`: signs a manifest already in the registry (pushed by
-/// any client) and attaches the signature as a referrer.
+/// `clawcage sign`: signs a version already in the registry (pushed by any
+/// client) and attaches the signature as a referrer.
 #[derive(Debug, clap::Args)]
 pub struct SignCommand {
-    /// `namespace/name@version` or `namespace/name@sha256:<hex>`.
+    /// `namespace/name@version`.
     pub reference: String,
     /// The publisher's private key (`clawcage keygen`).
     #[arg(long)]
     pub key: PathBuf,
+    /// The manifest digest you mean to sign: refuse if the version points
+    /// elsewhere (say, at something another token holder pushed).
+    #[arg(long)]
+    pub digest: Option<String>,
     /// The registry (the daemon) and a token.
     #[command(flatten)]
     pub remote: RemoteArgs,
@@ -117,8 +121,17 @@ impl SignCommand {
     pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
         let key = load_key(&self.key)?;
         let client = RegistryClient::new(&self.remote.url, &self.remote.token()?)?;
-        let (digest, signature) =
-            block_on(async { client.sign_reference(&self.reference, &key).await })?;
+        let expected = self
+            .digest
+            .as_deref()
+            .map(crate::registry::blobs::Digest::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let (digest, signature) = block_on(async {
+            client
+                .sign_reference(&self.reference, expected.as_ref(), &key)
+                .await
+        })?;
         let _ = writeln!(
             out,
             "signed {} ({digest}) with {}: {signature}",
@@ -292,8 +305,32 @@ impl TrustCommand {
             }
             TrustAction::List => {}
         }
-        if !matches!(self.action, TrustAction::List) {
+        let change = match &self.action {
+            TrustAction::Add { namespace, key } => Some(("add", namespace, Some(key))),
+            TrustAction::Remove { namespace, key } => Some(("remove", namespace, Some(key))),
+            TrustAction::AllowUnsigned { namespace, deny } => Some((
+                if *deny {
+                    "deny-unsigned"
+                } else {
+                    "allow-unsigned"
+                },
+                namespace,
+                None,
+            )),
+            TrustAction::List => None,
+        };
+        if let Some((change, namespace, key)) = change {
             policy.save(&path)?;
+            // On the record, like every other change to what may run.
+            let db = crate::db::Database::open(&self.state.dir()?).map_err(|e| e.to_string())?;
+            let audit = crate::audit::AuditLog::new(std::sync::Arc::new(db));
+            audit.append(crate::audit::AuditEvent::Trust {
+                change: change.into(),
+                namespace: namespace.clone(),
+                key: key.map(|k| public_key_arg(k)).transpose()?,
+                actor: "cli".into(),
+            });
+            audit.flush();
         }
         let text = toml::to_string(&policy).map_err(|e| e.to_string())?;
         let _ = write!(out, "{text}");

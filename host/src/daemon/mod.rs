@@ -462,13 +462,51 @@ impl Daemon {
             if name.starts_with('.') || !path.join("agent.toml").is_file() {
                 continue;
             }
-            match self.load_from(&path) {
+            let loaded = self
+                .load_from(&path)
+                .and_then(|deployed| self.still_trusted(&deployed).map(|()| deployed));
+            match loaded {
                 Ok(deployed) => {
                     tracing::info!(agent = %name, "loaded deployed agent");
                     self.write_agents().insert(name, Arc::new(deployed));
                 }
-                Err(e) => tracing::error!(agent = %name, error = %e, "cannot load deployed agent"),
+                Err(e) => {
+                    tracing::error!(agent = %name, error = %e, "cannot load deployed agent");
+                    self.audit.append(AuditEvent::Deployment {
+                        change: "refused".into(),
+                        agent: name,
+                        sha256: None,
+                        tools: vec![],
+                        models: vec![],
+                        actor: "startup".into(),
+                        source: None,
+                        signer: None,
+                        reason: Some(e),
+                    });
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// An agent deployed from the registry is loaded again at start only
+    /// if the trust policy still allows its component: a publisher key the
+    /// operator has since removed stops the agents it signed at the next
+    /// start (and every new deployment at once).
+    fn still_trusted(&self, deployed: &Deployed) -> Result<(), String> {
+        let Some(origin) = &deployed.origin else {
+            return Ok(());
+        };
+        let registry = self.registry().ok_or("this daemon has no registry")?;
+        let policy = crate::registry::signing::TrustPolicy::load(&self.trust_policy_path())?;
+        let resolved = registry.resolve(&origin.reference, &policy)?;
+        let sha256 =
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, &resolved.component).as_ref());
+        if sha256 != deployed.agent.sha256() {
+            return Err(format!(
+                "its component is not the one {} holds",
+                origin.reference
+            ));
         }
         Ok(())
     }
@@ -581,7 +619,12 @@ impl Daemon {
         }
         let mut origin = None;
         let component = match (&bundle.component, &manifest.component.registry) {
-            (Some(encoded), _) => base64::engine::general_purpose::STANDARD
+            (Some(_), Some(reference)) => {
+                return Err(format!(
+                    "the bundle carries a component and the manifest names component.registry = {reference:?}: send one"
+                ));
+            }
+            (Some(encoded), None) => base64::engine::general_purpose::STANDARD
                 .decode(encoded.as_bytes())
                 .map_err(|e| format!("component: not base64: {e}"))?,
             (None, Some(reference)) => {
@@ -596,6 +639,12 @@ impl Daemon {
                     requested: reference.clone(),
                     signer: resolved.signer.clone(),
                 });
+                // Pinned, so the copy under agents/ is checked at every load.
+                if manifest.component.sha256.is_none() {
+                    manifest.component.sha256 = Some(hex::encode(
+                        ring::digest::digest(&ring::digest::SHA256, &resolved.component).as_ref(),
+                    ));
+                }
                 resolved.component
             }
             (None, None) => {

@@ -119,15 +119,19 @@ fn authenticate(daemon: &Daemon, headers: &HeaderMap) -> Result<(String, Scope),
 /// The routes, for merging into the daemon's router.
 pub fn routes(daemon: Arc<Daemon>, max_blob_bytes: usize) -> Router {
     Router::new()
+        .route("/v2/", get(root))
+        .route("/v2/{*path}", any(dispatch))
+        .route_layer(axum::middleware::from_fn_with_state(
+            daemon.clone(),
+            require_token,
+        ))
+        .layer(DefaultBodyLimit::max(
+            max_blob_bytes.saturating_add(1 << 20),
+        ))
         .route(
             "/.well-known/wasm-pkg/registry.json",
             get(wasm_pkg_metadata),
         )
-        .route("/v2/", get(root))
-        .route("/v2/{*path}", any(dispatch))
-        .layer(DefaultBodyLimit::max(
-            max_blob_bytes.saturating_add(1 << 20),
-        ))
         .with_state(daemon)
 }
 
@@ -151,11 +155,9 @@ async fn wasm_pkg_metadata(headers: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn root(State(daemon): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
-    match authenticate(&daemon, &headers) {
-        Ok(_) => (StatusCode::OK, axum::Json(json!({}))).into_response(),
-        Err(e) => e.into_response(),
-    }
+/// The version check: a client that got here presented a valid token.
+async fn root() -> Response {
+    (StatusCode::OK, axum::Json(json!({}))).into_response()
 }
 
 /// What a `/v2/<path>` names.
@@ -209,40 +211,65 @@ fn with_headers(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// Who is calling: a token's name and scope, set by [`require_token`].
+#[derive(Debug, Clone)]
+struct Caller(String, Scope);
+
+/// Authenticates every `/v2/` request *before* its body is read, so an
+/// anonymous client cannot make the daemon buffer an upload; a refused one
+/// is an audit record, as on the admin API.
+async fn require_token(
+    State(daemon): State<Arc<Daemon>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match authenticate(&daemon, request.headers()) {
+        Ok((actor, scope)) => {
+            request.extensions_mut().insert(Caller(actor, scope));
+            next.run(request).await
+        }
+        Err(refusal) => {
+            // Clients ask anonymously first to learn the challenge; a
+            // request that presented credentials is the one worth a record.
+            if request.headers().contains_key(header::AUTHORIZATION) {
+                daemon.audit.append(AuditEvent::Admin {
+                    actor: "unknown".into(),
+                    action: format!("{} /v2/", request.method()),
+                    allowed: false,
+                });
+            }
+            refusal.into_response()
+        }
+    }
+}
+
 async fn dispatch(
     State(daemon): State<Arc<Daemon>>,
+    axum::Extension(Caller(actor, scope)): axum::Extension<Caller>,
     Path(path): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (actor, scope) = match authenticate(&daemon, &headers) {
-        Ok(found) => found,
-        Err(e) => return e.into_response(),
+    let Some(target) = parse(&path) else {
+        return OciError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such route")
+            .into_response();
     };
-    let Some(registry) = daemon.registry() else {
-        return OciError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "no registry").into_response();
-    };
-    // Compiling a pushed component takes a while: off the async workers.
-    let checker = daemon.clone();
-    let check = move |bytes: &[u8]| tokio::task::block_in_place(|| checker.check_component(bytes));
-    let target = parse(&path);
-    let repository = match target {
-        Some(
-            Target::Tags(name)
-            | Target::Referrers(name, _)
-            | Target::Manifest(name, _)
-            | Target::Uploads(name, _)
-            | Target::Blob(name, _),
-        ) => name,
-        None => "",
-    };
+    let (Target::Tags(repository)
+    | Target::Referrers(repository, _)
+    | Target::Manifest(repository, _)
+    | Target::Uploads(repository, _)
+    | Target::Blob(repository, _)) = target;
+    // A name is checked before it is logged, audited or compared.
+    if let Err(e) = check_name(repository) {
+        return e.into_response();
+    }
     if !scope.may_publish(repository) {
         tracing::info!(%repository, %actor, "registry access outside the token's namespaces");
         daemon.audit.append(AuditEvent::Admin {
             actor,
-            action: format!("{method} /v2/ {repository}"),
+            action: format!("{method} /v2/{repository}"),
             allowed: false,
         });
         return OciError::new(
@@ -255,21 +282,43 @@ async fn dispatch(
         .into_response();
     }
     let push = match target {
-        Some(Target::Manifest(name, reference)) if method == Method::PUT => Some((
-            name.to_string(),
-            reference.to_string(),
-            artifact_kind(&body),
-        )),
+        Target::Manifest(name, reference) if method == Method::PUT => {
+            // Refused before it is parsed, let alone twice.
+            if body.len() > super::manifests::MAX_MANIFEST_BYTES {
+                return OciError::from(ManifestError::TooLarge).into_response();
+            }
+            Some((
+                name.to_string(),
+                reference.to_string(),
+                artifact_kind(&body),
+            ))
+        }
         _ => None,
     };
-    let result = match target {
-        Some(target) => handle(registry, target, &method, &query, &headers, body, &check),
-        None => Err(OciError::new(
-            StatusCode::NOT_FOUND,
-            "NAME_UNKNOWN",
-            format!("no route /v2/{path}"),
-        )),
-    };
+    // Disk I/O, hashing and compiling a pushed component: off the async
+    // workers.
+    let worker = daemon.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let Some(registry) = worker.registry() else {
+            return Err(OciError::new(
+                StatusCode::NOT_FOUND,
+                "UNSUPPORTED",
+                "no registry",
+            ));
+        };
+        let check = |bytes: &[u8]| worker.check_component(bytes);
+        let target = parse(&path)
+            .ok_or_else(|| OciError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such route"))?;
+        handle(registry, target, &method, &query, &headers, body, &check)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(OciError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN",
+            format!("the registry failed: {e}"),
+        ))
+    });
     if let Some((repository, reference, artifact)) = push {
         let (digest, reason) = match &result {
             Ok(response) => (
@@ -298,12 +347,61 @@ async fn dispatch(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The manifest media types stored.
+const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// A pushed manifest's media type: its `mediaType` field, which the
+/// `Content-Type` must agree with when both are given, else the header,
+/// else OCI's; one of [`MANIFEST_TYPES`].
+fn manifest_media_type(headers: &HeaderMap, body: &[u8]) -> Result<String, OciError> {
+    let invalid = |m: String| OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", m);
+    let header = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_string())
+        .filter(|v| MANIFEST_TYPES.contains(&v.as_str()));
+    let field = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|m| m.get("mediaType")?.as_str().map(str::to_string));
+    let media_type = match (field, header) {
+        (Some(field), Some(header)) if field != header => {
+            return Err(invalid(format!(
+                "the manifest says it is {field}, but was sent as {header}"
+            )));
+        }
+        (Some(field), _) => field,
+        (None, Some(header)) => header,
+        (None, None) => MANIFEST_TYPES[0].to_string(),
+    };
+    if !MANIFEST_TYPES.contains(&media_type.as_str()) {
+        return Err(invalid(format!(
+            "{media_type} is not a manifest media type"
+        )));
+    }
+    Ok(media_type)
+}
+
+/// Whether a manifest is a ClawCage signature: by its artifact type, or,
+/// lacking one, by its config's media type (which is what the referrers API
+/// then lists it as).
+fn is_signature(manifest: &Value) -> bool {
+    let artifact_type = manifest
+        .get("artifactType")
+        .or_else(|| manifest.get("config")?.get("mediaType"));
+    artifact_type == Some(&json!(signing::SIGNATURE_TYPE))
+}
+
 /// What a pushed manifest claims to be, for the audit record.
 fn artifact_kind(body: &[u8]) -> &'static str {
     let Ok(manifest) = serde_json::from_slice::<Value>(body) else {
         return "other";
     };
-    if manifest["artifactType"] == signing::SIGNATURE_TYPE {
+    if is_signature(&manifest) {
         "signature"
     } else if manifest["config"]["mediaType"] == CONFIG_TYPE
         || manifest["layers"]
@@ -476,15 +574,11 @@ fn handle(
             check_name(name)?;
             match method.clone() {
                 Method::PUT => {
-                    let media_type = headers
-                        .get(header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
-                        .to_string();
+                    let media_type = manifest_media_type(headers, &body)?;
                     if body.len() > super::manifests::MAX_MANIFEST_BYTES {
                         return Err(ManifestError::TooLarge.into());
                     }
-                    let subject = check_manifest(registry, &body, check)?;
+                    let subject = check_manifest(registry, name, &body, check)?;
                     let digest = registry
                         .manifests
                         .put(name, reference, &media_type, &body)?;
@@ -552,6 +646,7 @@ fn handle(
 /// Answers the manifest's `subject`, if it has one.
 fn check_manifest(
     registry: &Registry,
+    repository: &str,
     body: &[u8],
     check: &dyn Fn(&[u8]) -> Result<String, String>,
 ) -> Result<Option<Digest>, OciError> {
@@ -606,7 +701,7 @@ fn check_manifest(
             .verified_blob(&digest)
             .map_err(|e| OciError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e))
     };
-    if manifest.get("artifactType") == Some(&json!(signing::SIGNATURE_TYPE)) {
+    if is_signature(&manifest) {
         let (Some(subject), [layer]) = (&subject, layers.as_slice()) else {
             return Err(invalid(
                 "a signature has a subject and exactly one layer".into(),
@@ -618,7 +713,20 @@ fn check_manifest(
                 signing::SIGNATURE_TYPE
             )));
         }
+        let size = Digest::parse(layer.get("digest").and_then(Value::as_str).unwrap_or(""))
+            .ok()
+            .and_then(|d| registry.blobs.size(&d).ok())
+            .unwrap_or(u64::MAX);
+        if size > signing::MAX_SIGNATURE_BYTES {
+            return Err(invalid("a signature blob is larger than 4 KiB".into()));
+        }
         let signature = Signature::from_blob(&blob(layer)?).map_err(invalid)?;
+        if signature.repository != repository {
+            return Err(invalid(format!(
+                "the signature is for {:?}, not {repository:?}",
+                signature.repository
+            )));
+        }
         signing::verify(subject, &signature)
             .map_err(|e| invalid(format!("{e} over its subject {subject}")))?;
         return Ok(Some(subject.clone()));

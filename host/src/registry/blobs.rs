@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ring::digest::{Context, SHA256};
@@ -132,7 +132,10 @@ struct Upload {
 pub struct BlobStore {
     root: PathBuf,
     max_blob_bytes: u64,
-    uploads: Mutex<HashMap<String, Upload>>,
+    /// Sessions. The map's lock is held only to find or change an entry;
+    /// writing and hashing a chunk holds that upload's own lock, so one slow
+    /// upload does not stall the others.
+    uploads: Mutex<HashMap<String, Arc<Mutex<Upload>>>>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -170,8 +173,21 @@ impl BlobStore {
         self.root.join("uploads").join(session)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mutex<Upload>>>> {
         self.uploads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn session(&self, session: &str) -> Result<Arc<Mutex<Upload>>, BlobError> {
+        self.lock()
+            .get(session)
+            .cloned()
+            .ok_or(BlobError::UploadUnknown)
+    }
+
+    /// Drops a session and its file.
+    fn discard(&self, session: &str) {
+        self.lock().remove(session);
+        let _ = fs::remove_file(self.upload_path(session));
     }
 
     /// The size of a stored blob.
@@ -197,7 +213,10 @@ impl BlobStore {
     pub fn start(&self) -> Result<String, BlobError> {
         let mut uploads = self.lock();
         uploads.retain(|session, upload| {
-            let keep = upload.touched.elapsed() < UPLOAD_IDLE_TIMEOUT;
+            // An upload busy writing is not idle.
+            let keep = upload
+                .try_lock()
+                .map_or(true, |u| u.touched.elapsed() < UPLOAD_IDLE_TIMEOUT);
             if !keep {
                 let _ = fs::remove_file(self.root.join("uploads").join(session));
             }
@@ -220,22 +239,21 @@ impl BlobStore {
         let file = options.open(self.upload_path(&session)).map_err(io)?;
         uploads.insert(
             session.clone(),
-            Upload {
+            Arc::new(Mutex::new(Upload {
                 file,
                 hasher: Context::new(&SHA256),
                 size: 0,
                 touched: Instant::now(),
-            },
+            })),
         );
         Ok(session)
     }
 
     /// How many bytes an upload holds.
     pub fn upload_size(&self, session: &str) -> Result<u64, BlobError> {
-        self.lock()
-            .get(session)
-            .map(|u| u.size)
-            .ok_or(BlobError::UploadUnknown)
+        let upload = self.session(session)?;
+        let size = upload.lock().unwrap_or_else(|e| e.into_inner()).size;
+        Ok(size)
     }
 
     /// Appends a chunk. `offset`, when the client sends one
@@ -247,8 +265,8 @@ impl BlobStore {
         offset: Option<u64>,
         bytes: &[u8],
     ) -> Result<u64, BlobError> {
-        let mut uploads = self.lock();
-        let upload = uploads.get_mut(session).ok_or(BlobError::UploadUnknown)?;
+        let upload = self.session(session)?;
+        let mut upload = upload.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(claimed) = offset
             && claimed != upload.size
         {
@@ -259,11 +277,16 @@ impl BlobStore {
         }
         let size = upload.size + bytes.len() as u64;
         if size > self.max_blob_bytes {
-            uploads.remove(session);
-            let _ = fs::remove_file(self.upload_path(session));
+            drop(upload);
+            self.discard(session);
             return Err(BlobError::TooLarge(self.max_blob_bytes));
         }
-        upload.file.write_all(bytes).map_err(io)?;
+        // A failed write leaves the file's bytes unknown: the upload is over.
+        if let Err(e) = upload.file.write_all(bytes) {
+            drop(upload);
+            self.discard(session);
+            return Err(io(e));
+        }
         upload.hasher.update(bytes);
         upload.size = size;
         upload.touched = Instant::now();
@@ -279,18 +302,31 @@ impl BlobStore {
             .remove(session)
             .ok_or(BlobError::UploadUnknown)?;
         let path = self.upload_path(session);
-        let computed = hex::encode(upload.hasher.finish().as_ref());
+        // A chunk still being written finishes first.
+        let mut upload = upload.lock().unwrap_or_else(|e| e.into_inner());
+        let hasher = std::mem::replace(&mut upload.hasher, Context::new(&SHA256));
+        let computed = hex::encode(hasher.finish().as_ref());
         if computed != digest.hex() {
             let _ = fs::remove_file(&path);
             return Err(BlobError::DigestInvalid(format!(
                 "the content is sha256:{computed}, not {digest}"
             )));
         }
-        let stored = upload
-            .file
-            .sync_all()
-            .and_then(|()| fs::rename(&path, self.blob_path(digest)));
-        if let Err(e) = stored {
+        let on_disk = upload.file.sync_all().and_then(|()| upload.file.metadata());
+        if on_disk.as_ref().map(|m| m.len()).ok() != Some(upload.size) {
+            let _ = fs::remove_file(&path);
+            return Err(BlobError::Io(
+                "the upload's file is not the bytes received".into(),
+            ));
+        }
+        // A blob that is already stored, intact, is kept; one that does not
+        // match its digest any more is replaced by the verified upload.
+        let target = self.blob_path(digest);
+        if fs::read(&target).is_ok_and(|stored| Digest::of(&stored) == *digest) {
+            let _ = fs::remove_file(&path);
+            return Ok(());
+        }
+        if let Err(e) = fs::rename(&path, &target) {
             let _ = fs::remove_file(&path);
             return Err(io(e));
         }
@@ -299,10 +335,8 @@ impl BlobStore {
 
     /// Cancels an upload.
     pub fn cancel(&self, session: &str) -> Result<(), BlobError> {
-        self.lock()
-            .remove(session)
-            .ok_or(BlobError::UploadUnknown)?;
-        let _ = fs::remove_file(self.upload_path(session));
+        self.session(session)?;
+        self.discard(session);
         Ok(())
     }
 }
@@ -389,6 +423,24 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn a_blob_altered_on_disk_is_healed_by_the_next_upload_and_an_intact_one_kept() {
+        let (_dir, store) = store(1 << 20);
+        let content = b"a component's bytes".to_vec();
+        let digest = Digest::of(&content);
+        store.put(&digest, &content).unwrap();
+        let path = store.blob_path(&digest);
+        let stored = fs::metadata(&path).unwrap().modified().unwrap();
+        // Intact: an upload of the same bytes leaves the stored file alone.
+        store.put(&digest, &content).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), stored);
+        // Altered: the verified upload replaces it.
+        fs::write(&path, b"tampered").unwrap();
+        store.put(&digest, &content).unwrap();
+        assert_eq!(store.read(&digest).unwrap(), content);
+        assert_eq!(uploads_left(&store), 0);
     }
 
     #[test]

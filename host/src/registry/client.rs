@@ -63,13 +63,24 @@ impl RegistryClient {
         })
     }
 
-    fn request(&self, method: Method, path_or_url: &str) -> reqwest::RequestBuilder {
-        let url = if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
-            path_or_url.to_string()
-        } else {
-            format!("{}{path_or_url}", self.base)
-        };
-        self.http.request(method, url).bearer_auth(&*self.token)
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&*self.token)
+    }
+
+    /// An upload location as a path on this registry. An absolute location
+    /// elsewhere is refused: the token goes to this registry only.
+    fn same_origin(&self, location: &str) -> Result<String, String> {
+        if location.starts_with('/') {
+            return Ok(location.to_string());
+        }
+        match location.strip_prefix(&self.base) {
+            Some(path) if path.starts_with('/') => Ok(path.to_string()),
+            _ => Err(format!(
+                "the registry sent the upload elsewhere ({location}); not sending the token there"
+            )),
+        }
     }
 
     async fn send(
@@ -114,6 +125,7 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .ok_or("the registry gave no upload location")?
             .to_string();
+        let location = self.same_origin(&location)?;
         let separator = if location.contains('?') { '&' } else { '?' };
         self.send(
             self.request(
@@ -223,25 +235,26 @@ impl RegistryClient {
             .put_manifest(repository, version, MANIFEST_TYPE, &manifest)
             .await?;
         let signature = match key {
-            Some(key) => Some(self.sign(repository, &digest, manifest.len(), key).await?),
+            Some(key) => Some(
+                self.sign(repository, version, &digest, manifest.len(), key)
+                    .await?,
+            ),
             None => None,
         };
         Ok(Pushed { digest, signature })
     }
 
-    /// Signs the manifest `digest` (of `size` bytes) in `repository` and
-    /// attaches the signature as a referrer.
+    /// Signs the manifest `digest` (of `size` bytes) as `repository` at
+    /// `version` and attaches the signature as a referrer.
     pub async fn sign(
         &self,
         repository: &str,
+        version: &str,
         digest: &Digest,
         size: usize,
         key: &PublisherKey,
     ) -> Result<Digest, String> {
-        let signature = Signature {
-            public_key: key.public_hex(),
-            signature: key.sign(digest),
-        };
+        let signature = key.sign(repository, version, digest)?;
         let blob = signature.to_blob();
         self.push_blob(repository, signing::EMPTY_CONFIG).await?;
         self.push_blob(repository, &blob).await?;
@@ -256,18 +269,34 @@ impl RegistryClient {
             .await
     }
 
-    /// Signs the manifest at `reference` (`name@version`, `name@sha256:…`)
-    /// as it is in the registry, whoever pushed it; answers the signed
-    /// digest and the signature's.
+    /// Signs the manifest that version `reference` (`name@version`) points
+    /// at, whoever pushed it; with `expected`, only if that is its digest (so
+    /// a publisher never signs what someone else put under the tag).
+    /// Answers the signed digest and the signature's.
     pub async fn sign_reference(
         &self,
         reference: &str,
+        expected: Option<&Digest>,
         key: &PublisherKey,
     ) -> Result<(Digest, Digest), String> {
         let (repository, version) = super::parse_reference(reference)?;
+        if Digest::parse(version).is_ok() {
+            return Err(format!(
+                "{reference}: sign a version (name@1.2.0); pass the digest you expect with --digest"
+            ));
+        }
         let (digest, _) = self.manifest(repository, version).await?;
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            return Err(format!(
+                "{reference} is {digest}, not the {expected} you meant to sign"
+            ));
+        }
         let bytes_len = self.manifest_len(repository, &digest).await?;
-        let signature = self.sign(repository, &digest, bytes_len, key).await?;
+        let signature = self
+            .sign(repository, version, &digest, bytes_len, key)
+            .await?;
         Ok((digest, signature))
     }
 

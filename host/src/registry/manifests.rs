@@ -168,12 +168,37 @@ impl ManifestStore {
                 Some(reference)
             }
         };
+        // Under the tag lock from the check to the end, so a refused push
+        // stores nothing and two pushes of one version cannot both win.
+        let _serial = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        let tag_path = match tag {
+            Some(tag) => {
+                let tags = self.repository_dir("tags", repository)?;
+                let tag_path = tags.join(tag);
+                if is_version(tag)
+                    && let Ok(existing) = fs::read_to_string(&tag_path)
+                    && existing != digest.to_string()
+                {
+                    return Err(ManifestError::Immutable {
+                        tag: tag.to_string(),
+                        existing,
+                    });
+                }
+                crate::fsutil::create_private_dir(&tags).map_err(io)?;
+                Some(tag_path)
+            }
+            None => None,
+        };
         let manifests = self.repository_dir("manifests", repository)?;
         crate::fsutil::create_private_dir(&manifests).map_err(io)?;
         let path = manifests.join(digest.hex());
-        crate::fsutil::write_atomically(&path.with_extension("type"), media_type.as_bytes())
-            .map_err(io)?;
-        crate::fsutil::write_atomically(&path, bytes).map_err(io)?;
+        // The same digest is the same bytes: stored once, with the media
+        // type it was first pushed with (rewritten only if the disk lost it).
+        if fs::read(&path).ok().as_deref() != Some(bytes) {
+            crate::fsutil::write_atomically(&path.with_extension("type"), media_type.as_bytes())
+                .map_err(io)?;
+            crate::fsutil::write_atomically(&path, bytes).map_err(io)?;
+        }
         if let Some((subject, descriptor)) = referrer_descriptor(media_type, bytes, &digest) {
             let dir = self
                 .repository_dir("referrers", repository)?
@@ -182,20 +207,7 @@ impl ManifestStore {
             crate::fsutil::write_atomically(&dir.join(digest.hex()), descriptor.as_bytes())
                 .map_err(io)?;
         }
-        if let Some(tag) = tag {
-            let tags = self.repository_dir("tags", repository)?;
-            crate::fsutil::create_private_dir(&tags).map_err(io)?;
-            let _serial = self.tags.lock().unwrap_or_else(|e| e.into_inner());
-            let tag_path = tags.join(tag);
-            if is_version(tag)
-                && let Ok(existing) = fs::read_to_string(&tag_path)
-                && existing != digest.to_string()
-            {
-                return Err(ManifestError::Immutable {
-                    tag: tag.to_string(),
-                    existing,
-                });
-            }
+        if let Some(tag_path) = tag_path {
             crate::fsutil::write_atomically(&tag_path, digest.to_string().as_bytes())
                 .map_err(io)?;
         }

@@ -136,7 +136,7 @@ impl Registry {
             .referrers(repository, digest, Some(signing::SIGNATURE_TYPE))
             .unwrap_or_default();
         let mut signatures = Vec::new();
-        for referrer in referrers {
+        for referrer in referrers.into_iter().take(signing::MAX_SIGNATURES) {
             let read = || -> Result<Signature, String> {
                 let (_, manifest) = self.verified_manifest(
                     repository,
@@ -147,6 +147,9 @@ impl Registry {
                 }
                 let layer = Digest::parse(manifest["layers"][0]["digest"].as_str().unwrap_or(""))
                     .map_err(|e| e.to_string())?;
+                if self.blobs.size(&layer).unwrap_or(u64::MAX) > signing::MAX_SIGNATURE_BYTES {
+                    return Err("the signature blob is too large".into());
+                }
                 Signature::from_blob(&self.verified_blob(&layer)?)
             };
             match read() {
@@ -177,7 +180,10 @@ impl Registry {
         let layer_digest =
             Digest::parse(layer["digest"].as_str().unwrap_or("")).map_err(|e| e.to_string())?;
         let signatures = self.signatures(repository, &digest);
-        let signer = policy.check(repository, &digest, &signatures)?;
+        // Asked for by version, a signature must be for that version; by
+        // digest, the digest itself pins the bytes.
+        let asked_version = Digest::parse(version).is_err().then_some(version);
+        let signer = policy.check(repository, asked_version, &digest, &signatures)?;
         let component = self.verified_blob(&layer_digest)?;
         Ok(Resolved {
             repository: repository.to_string(),

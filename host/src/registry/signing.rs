@@ -1,9 +1,22 @@
 //! Publisher signatures (Ed25519, ring) and the operator's trust policy.
 //!
-//! A publisher signs a manifest's digest. The signed message is
-//! domain-separated, `clawcage-manifest-signature-v1\n<digest>`, so a
-//! signature made for anything else cannot be replayed as one over a
-//! manifest. Keys travel as hex: the private key as its PKCS#8 document (a
+//! A publisher signs a manifest's digest *for a repository and version*.
+//! The signed message is domain-separated and names all three:
+//!
+//! ```text
+//! clawcage-manifest-signature-v2
+//! repository=acme/triage
+//! version=1.2.0
+//! digest=sha256:…
+//! ```
+//!
+//! so a signature made for anything else cannot be replayed as one over a
+//! manifest, and a signed build cannot be relabelled: pushing the bytes of
+//! a signed `acme/triage@1.0.0` as `1.3.0`, or into `acme/other`, yields a
+//! manifest whose signature names another version or repository, which a
+//! deployment of `acme/triage@1.3.0` or `acme/other@…` refuses. (A
+//! deployment by digest pins the bytes itself, so any version's signature
+//! for that repository serves.) Keys travel as hex: the private key as its PKCS#8 document (a
 //! file only its owner can read), the public key as its 32 raw bytes.
 //!
 //! A signature travels as an OCI 1.1 *referrer*: a separate manifest of
@@ -38,14 +51,21 @@ pub const EMPTY_CONFIG: &[u8] = b"{}";
 /// The annotation on a signature referrer naming the signer's public key.
 pub const SIGNER_ANNOTATION: &str = "dev.clawcage.signature.public-key";
 
+/// Largest signature blob read.
+pub const MAX_SIGNATURE_BYTES: u64 = 4096;
+/// Most signatures on one manifest considered at deployment.
+pub const MAX_SIGNATURES: usize = 64;
+
 /// The trust policy's file in the state directory.
 pub const TRUST_FILE: &str = "trust.toml";
 
-/// The prefix of every signed message.
-const CONTEXT: &[u8] = b"clawcage-manifest-signature-v1\n";
+/// The first line of every signed message.
+const CONTEXT: &str = "clawcage-manifest-signature-v2";
 
-fn message(digest: &Digest) -> Vec<u8> {
-    [CONTEXT, digest.to_string().as_bytes()].concat()
+/// The signed message. Repository names and tags have no newlines (they
+/// are checked before signing and before verifying), so it is unambiguous.
+fn message(repository: &str, version: &str, digest: &Digest) -> Vec<u8> {
+    format!("{CONTEXT}\nrepository={repository}\nversion={version}\ndigest={digest}").into_bytes()
 }
 
 /// A publisher's key pair.
@@ -88,19 +108,49 @@ impl PublisherKey {
         hex::encode(self.pair.public_key().as_ref())
     }
 
-    /// Signs a manifest digest; returns the signature, hex.
-    pub fn sign(&self, digest: &Digest) -> String {
-        hex::encode(self.pair.sign(&message(digest)).as_ref())
+    /// Signs the manifest `digest` as `repository` at `version`.
+    pub fn sign(
+        &self,
+        repository: &str,
+        version: &str,
+        digest: &Digest,
+    ) -> Result<Signature, String> {
+        check_names(repository, version)?;
+        Ok(Signature {
+            public_key: self.public_hex(),
+            signature: hex::encode(
+                self.pair
+                    .sign(&message(repository, version, digest))
+                    .as_ref(),
+            ),
+            repository: repository.to_string(),
+            version: version.to_string(),
+        })
     }
 }
 
-/// A signature attached to a manifest: who signed, and the signature.
+fn check_names(repository: &str, version: &str) -> Result<(), String> {
+    super::validate_repository(repository)?;
+    super::manifests::validate_tag(version).map_err(|e| e.to_string())?;
+    if Digest::parse(version).is_ok() {
+        return Err("sign a version (a tag), not a digest".into());
+    }
+    Ok(())
+}
+
+/// A signature attached to a manifest: who signed, for which repository and
+/// version, and the signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Signature {
     /// The signer's public key, hex.
     pub public_key: String,
-    /// The signature over the manifest digest, hex.
+    /// The signature, hex.
     pub signature: String,
+    /// The repository it was signed for.
+    pub repository: String,
+    /// The version it was signed as.
+    pub version: String,
 }
 
 impl Signature {
@@ -111,7 +161,7 @@ impl Signature {
 
     /// A signature from its layer blob.
     pub fn from_blob(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() > 4096 {
+        if bytes.len() as u64 > MAX_SIGNATURE_BYTES {
             return Err("a signature blob is larger than 4 KiB".into());
         }
         serde_json::from_slice(bytes).map_err(|e| format!("not a ClawCage signature: {e}"))
@@ -143,12 +193,17 @@ pub fn signature_manifest(
     serde_json::to_vec(&manifest).unwrap_or_default()
 }
 
-/// Verifies one signature over `digest`.
+/// Verifies one signature over `digest`, for the repository and version it
+/// names (whether those are the ones wanted is the caller's check).
 pub fn verify(digest: &Digest, signature: &Signature) -> Result<(), String> {
+    check_names(&signature.repository, &signature.version)?;
     let key = hex::decode(&signature.public_key).map_err(|_| "the public key is not hex")?;
     let sig = hex::decode(&signature.signature).map_err(|_| "the signature is not hex")?;
     UnparsedPublicKey::new(&ED25519, key)
-        .verify(&message(digest), &sig)
+        .verify(
+            &message(&signature.repository, &signature.version, digest),
+            &sig,
+        )
         .map_err(|_| {
             format!(
                 "the signature by {} does not verify",
@@ -188,7 +243,14 @@ pub struct TrustPolicy {
 impl TrustPolicy {
     /// The policy in a TOML file; a missing file is the empty policy, which
     /// trusts nobody.
+    /// The file must be the daemon user's own and writable by no one else:
+    /// whoever can edit it decides what runs.
     pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        match crate::fsutil::check_owned_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(format!("trust policy: {e}")),
+        }
         match std::fs::read_to_string(path) {
             Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
@@ -203,13 +265,15 @@ impl TrustPolicy {
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// Whether a manifest of `repository` with `digest` and `signatures` may
-    /// be deployed: the trusted key that signed it, or `None` when the
+    /// Whether the manifest `digest` of `repository`, asked for as
+    /// `version` (`None` when asked for by digest), with `signatures`, may be
+    /// deployed: the trusted key that signed it, or `None` when the
     /// namespace allows unsigned components and no trusted signature
     /// verified. The error says why not.
     pub fn check(
         &self,
         repository: &str,
+        version: Option<&str>,
         digest: &Digest,
         signatures: &[Signature],
     ) -> Result<Option<String>, String> {
@@ -226,6 +290,24 @@ impl TrustPolicy {
         }
         let mut reasons = Vec::new();
         for signature in signatures {
+            if signature.repository != repository {
+                reasons.push(format!(
+                    "a signature by {} is for {:?}, not {repository:?}",
+                    short(&signature.public_key),
+                    signature.repository
+                ));
+                continue;
+            }
+            if let Some(version) = version
+                && signature.version != version
+            {
+                reasons.push(format!(
+                    "a signature by {} is for version {:?}, not {version:?}",
+                    short(&signature.public_key),
+                    signature.version
+                ));
+                continue;
+            }
             if !trust
                 .keys
                 .iter()
@@ -270,29 +352,47 @@ mod tests {
     }
 
     #[test]
-    fn signatures_verify_only_for_trusted_keys_and_the_signed_digest() {
+    fn signatures_verify_only_for_trusted_keys_and_what_was_signed() {
         let (publisher, pkcs8) = PublisherKey::generate().unwrap();
         let reloaded = PublisherKey::from_pkcs8_hex(&pkcs8).unwrap();
         assert_eq!(reloaded.public_hex(), publisher.public_hex());
         let (stranger, _) = PublisherKey::generate().unwrap();
         let digest = Digest::of(b"manifest");
-        let signed = Signature {
-            public_key: publisher.public_hex(),
-            signature: publisher.sign(&digest),
-        };
+        let signed = publisher.sign("acme/triage", "1.2.0", &digest).unwrap();
         let trusted = policy(&[&publisher.public_hex()], false);
-        assert!(
-            trusted
-                .check("acme/triage", &digest, std::slice::from_ref(&signed))
-                .is_ok()
+        let check = |repository: &str, version: Option<&str>, digest: &Digest, s: &[Signature]| {
+            trusted.check(repository, version, digest, s)
+        };
+        let one = std::slice::from_ref(&signed);
+        assert_eq!(
+            check("acme/triage", Some("1.2.0"), &digest, one).unwrap(),
+            Some(publisher.public_hex())
         );
+        // By digest, the version asked for is the digest itself.
+        assert!(check("acme/triage", None, &digest, one).is_ok());
 
         // A tampered component changes the manifest's digest.
         let other = Digest::of(b"manifest, tampered");
+        assert!(check("acme/triage", Some("1.2.0"), &other, one).is_err());
+        // The same signed manifest relabelled: another version, another
+        // repository.
         assert!(
-            trusted
-                .check("acme/triage", &other, std::slice::from_ref(&signed))
-                .is_err()
+            check("acme/triage", Some("1.3.0"), &digest, one)
+                .unwrap_err()
+                .contains("not \"1.3.0\"")
+        );
+        assert!(
+            check("acme/other", None, &digest, one)
+                .unwrap_err()
+                .contains("not \"acme/other\"")
+        );
+        // A signature whose claims were edited no longer verifies.
+        let mut relabelled = signed.clone();
+        relabelled.version = "1.3.0".into();
+        assert!(
+            check("acme/triage", Some("1.3.0"), &digest, &[relabelled])
+                .unwrap_err()
+                .contains("does not verify")
         );
         // A tampered signature.
         let mut forged = signed.clone();
@@ -305,31 +405,37 @@ mod tests {
             },
         );
         assert!(
-            trusted
-                .check("acme/triage", &digest, &[forged])
+            check("acme/triage", Some("1.2.0"), &digest, &[forged])
                 .unwrap_err()
                 .contains("does not verify")
         );
         // An untrusted key, even with a valid signature.
-        let by_stranger = Signature {
-            public_key: stranger.public_hex(),
-            signature: stranger.sign(&digest),
-        };
+        let by_stranger = stranger.sign("acme/triage", "1.2.0", &digest).unwrap();
         assert!(
-            trusted
-                .check("acme/triage", &digest, &[by_stranger])
+            check("acme/triage", Some("1.2.0"), &digest, &[by_stranger])
                 .unwrap_err()
                 .contains("not trusted")
         );
         // Another namespace trusts nobody.
-        assert!(trusted.check("other/triage", &digest, &[signed]).is_err());
+        let elsewhere = publisher.sign("other/triage", "1.2.0", &digest).unwrap();
+        assert!(check("other/triage", Some("1.2.0"), &digest, &[elsewhere]).is_err());
         // Unsigned: refused unless allowed.
         assert!(
-            trusted
-                .check("acme/triage", &digest, &[])
+            check("acme/triage", Some("1.2.0"), &digest, &[])
                 .unwrap_err()
                 .contains("unsigned")
         );
-        assert!(policy(&[], true).check("acme/triage", &digest, &[]).is_ok());
+        assert!(
+            policy(&[], true)
+                .check("acme/triage", None, &digest, &[])
+                .is_ok()
+        );
+        // Names that could smuggle a line into the message are refused.
+        assert!(publisher.sign("acme/triage", "1.2.0\nx", &digest).is_err());
+        assert!(
+            publisher
+                .sign("acme/triage", &digest.to_string(), &digest)
+                .is_err()
+        );
     }
 }
