@@ -47,7 +47,9 @@ fn serve(
         }
         early.push(std::mem::take(&mut line));
     }
-    panic!("the daemon did not start");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    panic!("the daemon did not start: {early:?}");
 }
 
 /// Runs a `clawcage` command; panics with its output unless it succeeds.
