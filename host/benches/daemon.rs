@@ -12,19 +12,17 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::routing::post;
-use clawcage::cli::{InitCommand, StateArgs};
 use clawcage::daemon::{Bundle, Daemon, DaemonOptions};
 use serde_json::{Value, json};
 
-#[path = "../../tests/guests.rs"]
-mod guests;
+mod support;
+use support::init_state;
 
 fn env_secs(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -128,19 +126,10 @@ fn main() {
     }
     let load_secs = env_secs("LOAD_SECS", 3);
     let soak_secs = env_secs("SOAK_SECS", 60);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let wasm = guests::build_guests(root);
+    let wasm = support::wasm_dir();
 
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    InitCommand {
-        state: StateArgs {
-            state_dir: Some(state.clone()),
-        },
-    }
-    .run(&mut Vec::new())
-    .unwrap();
-    let token = std::fs::read_to_string(state.join("admin.token")).unwrap();
+    let (state, token) = init_state(dir.path());
     let manifest = dir.path().join("hello.toml");
     std::fs::write(
         &manifest,

@@ -12,8 +12,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clawcage::bindings::AgentPre;
@@ -24,16 +23,8 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-#[path = "../../tests/guests.rs"]
-mod guests;
-
-fn wasm(name: &str) -> Vec<u8> {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        guests::build_guests(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
-    });
-    std::fs::read(dir.join(format!("{name}.wasm"))).unwrap()
-}
+mod support;
+use support::wasm;
 
 struct RawState {
     wasi: WasiCtx,

@@ -15,26 +15,15 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use clawcage::cli::{InitCommand, StateArgs};
 use clawcage::daemon::{Daemon, DaemonOptions};
 use clawcage::registry::client::RegistryClient;
 use clawcage::{Cage, EngineOptions};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
-#[path = "../../tests/guests.rs"]
-mod guests;
-
-fn wasm(name: &str) -> Vec<u8> {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        guests::build_guests(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
-    });
-    std::fs::read(dir.join(format!("{name}.wasm"))).unwrap()
-}
+mod support;
+use support::{init_state, wasm};
 
 fn leb128(mut value: usize, out: &mut Vec<u8>) {
     loop {
@@ -104,15 +93,7 @@ fn push_2mib(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    InitCommand {
-        state: StateArgs {
-            state_dir: Some(state.clone()),
-        },
-    }
-    .run(&mut Vec::new())
-    .unwrap();
-    let token = std::fs::read_to_string(state.join("admin.token")).unwrap();
+    let (state, token) = init_state(dir.path());
     let daemon = Daemon::open(DaemonOptions::new(state)).unwrap();
     let url = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -121,7 +102,7 @@ fn push_2mib(c: &mut Criterion) {
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         url
     });
-    let client = RegistryClient::new(&url, token.trim()).unwrap();
+    let client = RegistryClient::new(&url, &token).unwrap();
     let base = wasm("report_writer");
     let mut version = 0u64;
     let mut group = c.benchmark_group("push");

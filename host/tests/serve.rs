@@ -64,6 +64,18 @@ fn clawcage(args: &[&std::ffi::OsStr]) -> String {
     text
 }
 
+/// `clawcage agent list` against the daemon at `url`.
+fn agents(state: &Path, url: &str) -> String {
+    clawcage(&[
+        "agent".as_ref(),
+        "--remote".as_ref(),
+        url.as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "list".as_ref(),
+    ])
+}
+
 fn stop(mut daemon: std::process::Child) {
     let killed = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
@@ -144,13 +156,7 @@ fn a_publisher_key_no_longer_trusted_stops_its_agents_at_the_next_start() {
     // come back.
     trust("remove");
     let (daemon, stderr, url) = serve(&state, &[]);
-    let remote = [
-        "--remote".as_ref(),
-        url.as_ref(),
-        "--state-dir".as_ref(),
-        state.as_os_str(),
-    ];
-    let listed = clawcage(&[&["agent".as_ref()][..], &remote, &["list".as_ref()]].concat());
+    let listed = agents(&state, &url);
     assert!(!listed.contains("greeter"), "{listed}");
     stop(daemon);
     let rest = stderr.join().unwrap().join("\n");
@@ -162,13 +168,7 @@ fn a_publisher_key_no_longer_trusted_stops_its_agents_at_the_next_start() {
     // Trusted again, it is.
     trust("add");
     let (daemon, _, url) = serve(&state, &[]);
-    let remote = [
-        "--remote".as_ref(),
-        url.as_ref(),
-        "--state-dir".as_ref(),
-        state.as_os_str(),
-    ];
-    let listed = clawcage(&[&["agent".as_ref()][..], &remote, &["list".as_ref()]].concat());
+    let listed = agents(&state, &url);
     assert!(
         listed.contains("greeter") && listed.contains("acme/hello@sha256:"),
         "{listed}"
