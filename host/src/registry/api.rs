@@ -298,6 +298,7 @@ async fn dispatch(
     // Disk I/O, hashing and compiling a pushed component: off the async
     // workers.
     let worker = daemon.clone();
+    let owner = actor.clone();
     let result = tokio::task::spawn_blocking(move || {
         let Some(registry) = worker.registry() else {
             return Err(OciError::new(
@@ -309,7 +310,13 @@ async fn dispatch(
         let check = |bytes: &[u8]| worker.check_component(bytes);
         let target = parse(&path)
             .ok_or_else(|| OciError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such route"))?;
-        handle(registry, target, &method, &query, &headers, body, &check)
+        let request = Request {
+            method: &method,
+            query: &query,
+            headers: &headers,
+            owner: &owner,
+        };
+        handle(registry, target, &request, body, &check)
     })
     .await
     .unwrap_or_else(|e| {
@@ -414,15 +421,28 @@ fn artifact_kind(body: &[u8]) -> &'static str {
     }
 }
 
+/// What [`handle`] needs of a request besides its target and body.
+struct Request<'r> {
+    method: &'r Method,
+    query: &'r std::collections::HashMap<String, String>,
+    headers: &'r HeaderMap,
+    /// The token's name: uploads are counted per token.
+    owner: &'r str,
+}
+
 fn handle(
     registry: &Registry,
     target: Target<'_>,
-    method: &Method,
-    query: &std::collections::HashMap<String, String>,
-    headers: &HeaderMap,
+    request: &Request<'_>,
     body: Bytes,
     check: &dyn Fn(&[u8]) -> Result<String, String>,
 ) -> Result<Response, OciError> {
+    let Request {
+        method,
+        query,
+        headers,
+        owner,
+    } = *request;
     let blob_location = |name: &str, digest: &Digest| format!("/v2/{name}/blobs/{digest}");
     match target {
         Target::Tags(name) => {
@@ -523,10 +543,10 @@ fn handle(
                 (Method::POST, "") => {
                     if let Some(digest) = query.get("digest") {
                         let digest = Digest::parse(digest)?;
-                        registry.blobs.put(&digest, &body)?;
+                        registry.blobs.put(owner, &digest, &body)?;
                         return Ok(created(&digest));
                     }
-                    let session = registry.blobs.start()?;
+                    let session = registry.blobs.start(owner)?;
                     Ok(accepted(&session, 0))
                 }
                 (Method::PATCH, session) if !session.is_empty() => {

@@ -25,9 +25,12 @@ use ring::digest::{Context, SHA256};
 /// Largest blob accepted.
 pub const DEFAULT_MAX_BLOB_BYTES: u64 = 64 << 20;
 /// Uploads idle longer than this are dropped.
-pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most uploads in progress at once.
 pub const MAX_UPLOADS: usize = 256;
+/// Most uploads in progress at once for one token, so one publisher cannot
+/// take every slot from the others.
+pub const MAX_UPLOADS_PER_OWNER: usize = 16;
 
 /// A failed blob operation, with the OCI Distribution error code it maps to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,6 +125,8 @@ impl std::fmt::Display for Digest {
 
 /// An upload in progress.
 struct Upload {
+    /// Who started it (a token's name).
+    owner: String,
     file: File,
     hasher: Context,
     size: u64,
@@ -202,15 +207,17 @@ impl BlobStore {
         fs::read(self.blob_path(digest)).map_err(|_| BlobError::Unknown)
     }
 
-    /// Stores `bytes` whole (a monolithic upload), checking `digest`.
-    pub fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<(), BlobError> {
-        let session = self.start()?;
+    /// Stores `bytes` whole (a monolithic upload for `owner`), checking
+    /// `digest`.
+    pub fn put(&self, owner: &str, digest: &Digest, bytes: &[u8]) -> Result<(), BlobError> {
+        let session = self.start(owner)?;
         self.append(&session, None, bytes)?;
         self.finish(&session, digest)
     }
 
-    /// Starts an upload; returns its session id.
-    pub fn start(&self) -> Result<String, BlobError> {
+    /// Starts an upload for `owner` (a token's name); returns its session
+    /// id.
+    pub fn start(&self, owner: &str) -> Result<String, BlobError> {
         let mut uploads = self.lock();
         uploads.retain(|session, upload| {
             // An upload busy writing is not idle.
@@ -222,7 +229,11 @@ impl BlobStore {
             }
             keep
         });
-        if uploads.len() >= MAX_UPLOADS {
+        let owned = uploads
+            .values()
+            .filter(|u| u.try_lock().map_or(true, |u| u.owner == owner))
+            .count();
+        if uploads.len() >= MAX_UPLOADS || owned >= MAX_UPLOADS_PER_OWNER {
             return Err(BlobError::TooManyUploads);
         }
         let mut bytes = [0u8; 16];
@@ -240,6 +251,7 @@ impl BlobStore {
         uploads.insert(
             session.clone(),
             Arc::new(Mutex::new(Upload {
+                owner: owner.to_string(),
                 file,
                 hasher: Context::new(&SHA256),
                 size: 0,
@@ -361,7 +373,7 @@ mod tests {
         let (_dir, store) = store(1 << 20);
         let content = b"\0asm component bytes".repeat(100);
         let digest = Digest::of(&content);
-        let session = store.start().unwrap();
+        let session = store.start("publisher").unwrap();
         let (first, rest) = content.split_at(700);
         assert_eq!(store.append(&session, Some(0), first).unwrap(), 700);
         assert_eq!(
@@ -388,7 +400,7 @@ mod tests {
     fn bad_uploads_leave_nothing_behind() {
         let (_dir, store) = store(1024);
         // Wrong digest.
-        let session = store.start().unwrap();
+        let session = store.start("publisher").unwrap();
         store.append(&session, None, b"hello").unwrap();
         let claimed = Digest::of(b"hellO");
         let err = store.finish(&session, &claimed).unwrap_err();
@@ -396,11 +408,11 @@ mod tests {
         assert_eq!(store.size(&claimed).unwrap_err(), BlobError::Unknown);
         // Truncated: the digest of the whole, only part sent.
         let whole = Digest::of(b"hello world");
-        let session = store.start().unwrap();
+        let session = store.start("publisher").unwrap();
         store.append(&session, None, b"hello").unwrap();
         assert!(store.finish(&session, &whole).is_err());
         // Too large.
-        let session = store.start().unwrap();
+        let session = store.start("publisher").unwrap();
         assert_eq!(
             store.append(&session, None, &[0; 2048]).unwrap_err().code(),
             "SIZE_INVALID"
@@ -410,7 +422,7 @@ mod tests {
             BlobError::UploadUnknown
         );
         // Cancelled, and unknown sessions.
-        let session = store.start().unwrap();
+        let session = store.start("publisher").unwrap();
         store.cancel(&session).unwrap();
         assert_eq!(
             store.append("nope", None, b"x").unwrap_err().code(),
@@ -426,19 +438,33 @@ mod tests {
     }
 
     #[test]
+    fn one_owner_cannot_take_every_upload_slot() {
+        let (_dir, store) = store(1 << 20);
+        for _ in 0..MAX_UPLOADS_PER_OWNER {
+            store.start("greedy").unwrap();
+        }
+        assert_eq!(
+            store.start("greedy").unwrap_err(),
+            BlobError::TooManyUploads
+        );
+        let other = store.start("publisher").unwrap();
+        store.cancel(&other).unwrap();
+    }
+
+    #[test]
     fn a_blob_altered_on_disk_is_healed_by_the_next_upload_and_an_intact_one_kept() {
         let (_dir, store) = store(1 << 20);
         let content = b"a component's bytes".to_vec();
         let digest = Digest::of(&content);
-        store.put(&digest, &content).unwrap();
+        store.put("publisher", &digest, &content).unwrap();
         let path = store.blob_path(&digest);
         let stored = fs::metadata(&path).unwrap().modified().unwrap();
         // Intact: an upload of the same bytes leaves the stored file alone.
-        store.put(&digest, &content).unwrap();
+        store.put("publisher", &digest, &content).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), stored);
         // Altered: the verified upload replaces it.
         fs::write(&path, b"tampered").unwrap();
-        store.put(&digest, &content).unwrap();
+        store.put("publisher", &digest, &content).unwrap();
         assert_eq!(store.read(&digest).unwrap(), content);
         assert_eq!(uploads_left(&store), 0);
     }
