@@ -486,9 +486,13 @@ fn handle(
                     "blobs are read with GET or HEAD",
                 ));
             }
-            let size = registry.blobs.size(&digest)?;
+            // Size and bytes from one open file, streamed: a 64 MiB blob is
+            // never held in memory.
+            let (file, size) = registry.blobs.open_blob(&digest)?;
             let body = if *method == Method::GET {
-                Body::from(registry.blobs.read(&digest)?)
+                Body::from_stream(tokio_util::io::ReaderStream::new(
+                    tokio::fs::File::from_std(file),
+                ))
             } else {
                 Body::empty()
             };

@@ -202,6 +202,13 @@ impl BlobStore {
             .map_err(|_| BlobError::Unknown)
     }
 
+    /// A stored blob, opened for reading, and its size.
+    pub fn open_blob(&self, digest: &Digest) -> Result<(File, u64), BlobError> {
+        let file = File::open(self.blob_path(digest)).map_err(|_| BlobError::Unknown)?;
+        let size = file.metadata().map_err(io)?.len();
+        Ok((file, size))
+    }
+
     /// A stored blob's bytes.
     pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, BlobError> {
         fs::read(self.blob_path(digest)).map_err(|_| BlobError::Unknown)
