@@ -728,6 +728,29 @@ async fn publisher_tokens_reach_only_their_namespaces_and_never_the_admin_api() 
         .await
         .unwrap();
     assert_eq!(other.status(), 404, "nothing was pushed to other/hello");
+    // Another namespace's blobs can be neither read nor named by digest.
+    let secret = std::fs::read(clawcage_tests::NOOP).unwrap();
+    registry_client(&daemon)
+        .push_component("other/secret", "1.0.0", &secret, None)
+        .await
+        .unwrap();
+    let err = publisher
+        .blob("acme/hello", &Digest::of(&secret))
+        .await
+        .unwrap_err();
+    assert!(err.contains("BLOB_UNKNOWN"), "{err}");
+    let config = br#"{"architecture":"wasm","os":"wasip2"}"#;
+    publisher.push_blob("acme/hello", config).await.unwrap();
+    let err = publisher
+        .put_manifest(
+            "acme/hello",
+            "2.0.0",
+            layout::MANIFEST_TYPE,
+            &layout::manifest_for(config, &secret),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("MANIFEST_BLOB_UNKNOWN"), "{err}");
     // The admin API does not take a publisher token.
     let agents = daemon
         .http
@@ -1079,8 +1102,20 @@ async fn signed_builds_cannot_be_relabelled_as_another_version_or_repository() {
     let pinned = format!("acme/triage@{}", signed.digest);
     assert_eq!(deploy_reference(&daemon, "triage", &pinned).await.0, 200);
 
-    // Copied into another repository, manifest and signature together: the
-    // signature is refused there, and the copy does not deploy.
+    // Copied into another repository, every blob, the manifest and the
+    // signature: the signature is refused there, and the copy does not
+    // deploy.
+    let copy = |repository: &'static str, value: &Value| {
+        let digest = Digest::parse(value["digest"].as_str().unwrap()).unwrap();
+        let client = &client;
+        async move {
+            let bytes = client.blob("acme/triage", &digest).await.unwrap();
+            client.push_blob(repository, &bytes).await.unwrap();
+        }
+    };
+    let manifest: Value = serde_json::from_slice(&stored).unwrap();
+    copy("acme/other", &manifest["config"]).await;
+    copy("acme/other", &manifest["layers"][0]).await;
     client
         .put_manifest("acme/other", "1.0.0", layout::MANIFEST_TYPE, &stored)
         .await
@@ -1092,6 +1127,9 @@ async fn signed_builds_cannot_be_relabelled_as_another_version_or_repository() {
     let signature_manifest = daemon
         .v2_bytes(&format!("acme/triage/manifests/{referrer}"))
         .await;
+    let signature: Value = serde_json::from_slice(&signature_manifest).unwrap();
+    copy("acme/other", &signature["config"]).await;
+    copy("acme/other", &signature["layers"][0]).await;
     let err = client
         .put_manifest(
             "acme/other",

@@ -488,6 +488,9 @@ fn handle(
             }
             // Size and bytes from one open file, streamed: a 64 MiB blob is
             // never held in memory.
+            if !registry.blobs.is_linked(name, &digest) {
+                return Err(BlobError::Unknown.into());
+            }
             let (file, size) = registry.blobs.open_blob(&digest)?;
             let body = if *method == Method::GET {
                 Body::from_stream(tokio_util::io::ReaderStream::new(
@@ -548,6 +551,7 @@ fn handle(
                     if let Some(digest) = query.get("digest") {
                         let digest = Digest::parse(digest)?;
                         registry.blobs.put(owner, &digest, &body)?;
+                        registry.blobs.link(name, &digest)?;
                         return Ok(created(&digest));
                     }
                     let session = registry.blobs.start(owner)?;
@@ -575,6 +579,7 @@ fn handle(
                         registry.blobs.append(session, None, &body)?;
                     }
                     registry.blobs.finish(session, &digest)?;
+                    registry.blobs.link(name, &digest)?;
                     Ok(created(&digest))
                 }
                 (Method::GET, session) if !session.is_empty() => {
@@ -693,11 +698,11 @@ fn check_manifest(
             .and_then(Value::as_str)
             .ok_or_else(|| invalid("a descriptor has no digest".into()))?;
         let digest = Digest::parse(digest)?;
-        if registry.blobs.size(&digest).is_err() {
+        if !registry.blobs.is_linked(repository, &digest) {
             return Err(OciError::new(
                 StatusCode::BAD_REQUEST,
                 "MANIFEST_BLOB_UNKNOWN",
-                format!("blob {digest} is not in the registry; push it first"),
+                format!("blob {digest} is not in {repository}; push it first"),
             ));
         }
     }

@@ -4,7 +4,9 @@
 //! Layout under the registry's directory (mode 0700):
 //! - `blobs/sha256/<hex>`: one file per blob, named by its digest, written
 //!   once and never changed;
-//! - `uploads/<session>`: an upload in progress.
+//! - `uploads/<session>`: an upload in progress;
+//! - `links/<repository>/<hex>`: that the repository holds the blob (see
+//!   [`BlobStore::link`]).
 //!
 //! An upload's bytes are hashed as they arrive (the running SHA-256 lives
 //! with the session), appended at the exact offset the client claims, and
@@ -59,6 +61,9 @@ pub enum BlobError {
     /// Too many uploads at once (`TOOMANYREQUESTS`).
     #[error("too many uploads in progress")]
     TooManyUploads,
+    /// A bad repository name (`NAME_INVALID`).
+    #[error("{0}")]
+    NameInvalid(String),
     /// The disk failed.
     #[error("storage: {0}")]
     Io(String),
@@ -74,6 +79,7 @@ impl BlobError {
             Self::RangeInvalid { .. } => "BLOB_UPLOAD_INVALID",
             Self::TooLarge(_) => "SIZE_INVALID",
             Self::TooManyUploads => "TOOMANYREQUESTS",
+            Self::NameInvalid(_) => "NAME_INVALID",
             Self::Io(_) => "UNKNOWN",
         }
     }
@@ -155,7 +161,7 @@ impl BlobStore {
     /// A store under `root` (created 0700), dropping uploads left by an
     /// earlier process.
     pub fn open(root: &Path, max_blob_bytes: u64) -> Result<Self, BlobError> {
-        for dir in ["blobs/sha256", "uploads"] {
+        for dir in ["blobs/sha256", "uploads", "links"] {
             crate::fsutil::create_private_dir(&root.join(dir)).map_err(io)?;
         }
         if let Ok(entries) = fs::read_dir(root.join("uploads")) {
@@ -200,6 +206,34 @@ impl BlobStore {
         fs::metadata(self.blob_path(digest))
             .map(|m| m.len())
             .map_err(|_| BlobError::Unknown)
+    }
+
+    fn link_path(&self, repository: &str, digest: &Digest) -> Result<PathBuf, BlobError> {
+        super::validate_repository(repository).map_err(BlobError::NameInvalid)?;
+        Ok(self
+            .root
+            .join("links")
+            .join(repository.replace('/', "+"))
+            .join(digest.hex()))
+    }
+
+    /// Records that `repository` holds the blob `digest`. Blobs are stored
+    /// once, whoever pushes them; a repository sees (and its manifests may
+    /// name) only the blobs pushed to it, so a publisher can neither read
+    /// another namespace's blobs nor learn that they exist.
+    pub fn link(&self, repository: &str, digest: &Digest) -> Result<(), BlobError> {
+        let path = self.link_path(repository, digest)?;
+        if let Some(dir) = path.parent() {
+            crate::fsutil::create_private_dir(dir).map_err(io)?;
+        }
+        crate::fsutil::write_atomically(&path, b"").map_err(io)
+    }
+
+    /// Whether `repository` holds the blob `digest` (and the store has it).
+    pub fn is_linked(&self, repository: &str, digest: &Digest) -> bool {
+        self.link_path(repository, digest)
+            .is_ok_and(|path| path.is_file())
+            && self.blob_path(digest).is_file()
     }
 
     /// A stored blob, opened for reading, and its size.
