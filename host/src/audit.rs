@@ -93,7 +93,8 @@ pub enum AuditEvent {
     /// An agent was deployed, updated or removed, or a deployment was
     /// refused.
     Deployment {
-        /// `deploy`, `remove` or `refused`.
+        /// `deploy`, `remove` or `refused`; `unloaded` or `loaded` when a
+        /// trust policy change stopped or restored a registry agent.
         change: String,
         /// The agent.
         agent: String,

@@ -86,7 +86,7 @@ fn stop(mut daemon: std::process::Child) {
 }
 
 #[test]
-fn a_publisher_key_no_longer_trusted_stops_its_agents_at_the_next_start() {
+fn a_publisher_key_no_longer_trusted_stops_its_agents_at_once_and_at_start() {
     let wasm = guests::build_guests(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -150,10 +150,25 @@ fn a_publisher_key_no_longer_trusted_stops_its_agents_at_the_next_start() {
         ]
         .concat(),
     );
+    assert!(agents(&state, &url).contains("greeter"));
+
+    // The operator stops trusting the key while the daemon runs: the agent
+    // it signed is unloaded within seconds; trusted again, it is back.
+    let until = |wanted: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while agents(&state, &url).contains("greeter") != wanted {
+            assert!(Instant::now() < deadline, "greeter loaded: {}", !wanted);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    trust("remove");
+    until(false);
+    trust("add");
+    until(true);
     stop(daemon);
 
-    // The operator stops trusting the key: the agent it signed does not
-    // come back.
+    // Removed while the daemon is down, the agent does not come back at
+    // the next start.
     trust("remove");
     let (daemon, stderr, url) = serve(&state, &[]);
     let listed = agents(&state, &url);

@@ -81,6 +81,7 @@ impl ServeCommand {
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         eprintln!("clawcage daemon listening on http://{address}");
         let schedules = tokio::spawn(crate::daemon::schedule::run(daemon.clone()));
+        let trust = tokio::spawn(crate::daemon::watch_trust(daemon.clone()));
         let stop = Arc::new(tokio::sync::Notify::new());
         let server = {
             let stop = stop.clone();
@@ -100,6 +101,7 @@ impl ServeCommand {
         stop.notify_one();
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         schedules.abort();
+        trust.abort();
         daemon.audit.close();
         eprintln!("stopped");
         Ok(())

@@ -42,6 +42,18 @@ pub const MAX_COMPONENT_BYTES: usize = crate::limits::MAX_COMPONENT_BYTES as usi
 pub const MAX_BUNDLE_FILES: usize = 16;
 /// Largest extra file.
 pub const MAX_BUNDLE_FILE_BYTES: usize = 16 << 20;
+/// Enforces the trust policy whenever `trust.toml` changes, checking every
+/// second, until the daemon drains ([`Daemon::enforce_trust`]).
+pub async fn watch_trust(daemon: Arc<Daemon>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !daemon.is_shutting_down() {
+        tick.tick().await;
+        let watched = daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || watched.enforce_trust()).await;
+    }
+}
+
 /// The file in a deployed agent's directory recording its registry origin.
 const ORIGIN_FILE: &str = "origin.json";
 /// Async invocation results kept for polling.
@@ -306,6 +318,8 @@ pub struct Daemon {
     idle: Notify,
     shutting_down: AtomicBool,
     registry: Option<crate::registry::Registry>,
+    /// The SHA-256 of the trust policy file as last enforced.
+    trust_seen: Mutex<Option<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -440,6 +454,7 @@ impl Daemon {
             idle: Notify::new(),
             shutting_down: AtomicBool::new(false),
             registry,
+            trust_seen: Mutex::new(None),
         });
         daemon.load_deployed()?;
         Ok(daemon)
@@ -487,6 +502,78 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Applies the trust policy to agents deployed from the registry, if
+    /// `trust.toml` changed since the last call: an agent whose publisher
+    /// key is no longer trusted is unloaded (its events get 404 from now
+    /// on; its files stay, so it comes back if the key is trusted again),
+    /// and one that is trusted again is loaded. Answers the agents
+    /// unloaded and loaded. [`watch_trust`] calls this every second.
+    pub fn enforce_trust(&self) -> (Vec<String>, Vec<String>) {
+        let bytes = std::fs::read(self.trust_policy_path()).unwrap_or_default();
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+        {
+            let mut seen = self.trust_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == Some(fingerprint) {
+                return (Vec::new(), Vec::new());
+            }
+            *seen = Some(fingerprint);
+        }
+        let (mut unloaded, mut loaded) = (Vec::new(), Vec::new());
+        let Ok(entries) = std::fs::read_dir(self.agents_dir()) else {
+            return (unloaded, loaded);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let dir = entry.path();
+            if name.starts_with('.') || !dir.join(ORIGIN_FILE).is_file() {
+                continue;
+            }
+            let current = self.agent(&name);
+            let (change, result) = match &current {
+                Some(deployed) => ("unloaded", self.still_trusted(deployed).map(|()| None)),
+                None => (
+                    "loaded",
+                    self.load_from(&dir).and_then(|deployed| {
+                        self.still_trusted(&deployed).map(|()| Some(deployed))
+                    }),
+                ),
+            };
+            let (reason, sha256) = match (result, &current) {
+                // Still trusted and loaded, or still refused and not loaded.
+                (Ok(None), _) | (Err(_), None) => continue,
+                (Ok(Some(deployed)), _) => {
+                    let sha256 = deployed.agent.sha256().to_string();
+                    self.write_agents().insert(name.clone(), Arc::new(deployed));
+                    loaded.push(name.clone());
+                    (None, sha256)
+                }
+                (Err(reason), Some(deployed)) => {
+                    let mut agents = self.write_agents();
+                    // Unless a new deployment replaced it meanwhile.
+                    if agents.get(&name).is_some_and(|a| Arc::ptr_eq(a, deployed)) {
+                        agents.remove(&name);
+                    }
+                    unloaded.push(name.clone());
+                    (Some(reason), deployed.agent.sha256().to_string())
+                }
+            };
+            tracing::warn!(agent = %name, change, reason = reason.as_deref().unwrap_or("trusted"), "trust policy changed");
+            self.audit.append(AuditEvent::Deployment {
+                change: change.into(),
+                agent: name,
+                sha256: Some(sha256),
+                tools: vec![],
+                models: vec![],
+                actor: "trust-policy".into(),
+                source: None,
+                signer: None,
+                reason,
+            });
+        }
+        (unloaded, loaded)
     }
 
     /// An agent deployed from the registry is loaded again at start only
