@@ -54,6 +54,41 @@ pub fn current_uid() -> u32 {
     }
 }
 
+/// Reads `path` if it is a regular file (not a symlink) that belongs to
+/// this user and that no one else can write. The checks are made on the
+/// opened file itself, so it cannot be swapped between check and read.
+pub fn read_owned_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if meta.uid() != current_uid() || meta.permissions().mode() & 0o022 != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} must belong to this user and be writable by no one else",
+                path.display()
+            )));
+        }
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Checks that `path` is a regular file (not a symlink) that belongs to this
 /// user and that no one else can write, before its contents are trusted.
 pub fn check_owned_file(path: &Path) -> std::io::Result<()> {

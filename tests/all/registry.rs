@@ -1143,3 +1143,60 @@ async fn signed_builds_cannot_be_relabelled_as_another_version_or_repository() {
     let message = refused(&daemon, "other", "acme/other@1.0.0").await;
     assert!(message.contains("unsigned"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_by_other_keys_cannot_crowd_out_the_trusted_one() {
+    let daemon = start().await;
+    let client = registry_client(&daemon);
+    let (publisher, _) = PublisherKey::generate().unwrap();
+    trust(&daemon, "acme", &[&publisher], false);
+    let hello = std::fs::read(clawcage_tests::HELLO).unwrap();
+    let pushed = client
+        .push_component("acme/hello", "1.0.0", &hello, Some(&publisher))
+        .await
+        .unwrap();
+    let size = daemon
+        .v2_bytes(&format!("acme/hello/manifests/{}", pushed.digest))
+        .await
+        .len();
+    // More genuine signatures by an untrusted key than a deployment reads,
+    // each for another version so each is a distinct referrer.
+    let (flooder, _) = PublisherKey::generate().unwrap();
+    for patch in 0..=signing::MAX_SIGNATURES {
+        client
+            .sign(
+                "acme/hello",
+                &format!("9.9.{patch}"),
+                &pushed.digest,
+                size,
+                &flooder,
+            )
+            .await
+            .unwrap();
+    }
+    let index = daemon
+        .v2_json(&format!("acme/hello/referrers/{}", pushed.digest))
+        .await;
+    assert!(index["manifests"].as_array().unwrap().len() > signing::MAX_SIGNATURES);
+    assert_eq!(
+        deploy_reference(&daemon, "hello", "acme/hello@1.0.0")
+            .await
+            .0,
+        200
+    );
+    // A signature whose annotation names another key than the one that
+    // signed is refused at push.
+    let honest = flooder.sign("acme/hello", "1.0.0", &pushed.digest).unwrap();
+    let blob = honest.to_blob();
+    client.push_blob("acme/hello", &blob).await.unwrap();
+    let subject = json!({"mediaType": layout::MANIFEST_TYPE, "digest": pushed.digest.to_string(), "size": size});
+    let mut lying: Value =
+        serde_json::from_slice(&signing::signature_manifest(&subject, &honest, &blob)).unwrap();
+    lying["annotations"][signing::SIGNER_ANNOTATION] = json!(publisher.public_hex());
+    let lying = serde_json::to_vec(&lying).unwrap();
+    let err = client
+        .put_manifest("acme/hello", &digest(&lying), layout::MANIFEST_TYPE, &lying)
+        .await
+        .unwrap_err();
+    assert!(err.contains("annotation"), "{err}");
+}

@@ -107,10 +107,11 @@ pub struct SignCommand {
     /// The publisher's private key (`clawcage keygen`).
     #[arg(long)]
     pub key: PathBuf,
-    /// The manifest digest you mean to sign: refuse if the version points
-    /// elsewhere (say, at something another token holder pushed).
+    /// The manifest digest you mean to sign (`clawcage push` prints it):
+    /// refused if the version points elsewhere, say at something another
+    /// token holder pushed. Required, so nobody signs blind.
     #[arg(long)]
-    pub digest: Option<String>,
+    pub digest: String,
     /// The registry (the daemon) and a token.
     #[command(flatten)]
     pub remote: RemoteArgs,
@@ -121,15 +122,11 @@ impl SignCommand {
     pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
         let key = load_key(&self.key)?;
         let client = RegistryClient::new(&self.remote.url, &self.remote.token()?)?;
-        let expected = self
-            .digest
-            .as_deref()
-            .map(crate::registry::blobs::Digest::parse)
-            .transpose()
-            .map_err(|e| e.to_string())?;
+        let expected =
+            crate::registry::blobs::Digest::parse(&self.digest).map_err(|e| e.to_string())?;
         let (digest, signature) = block_on(async {
             client
-                .sign_reference(&self.reference, expected.as_ref(), &key)
+                .sign_reference(&self.reference, &expected, &key)
                 .await
         })?;
         let _ = writeln!(

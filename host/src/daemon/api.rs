@@ -269,8 +269,11 @@ async fn remove(
     Path(name): Path<String>,
     request_actor: Option<axum::Extension<Actor>>,
 ) -> Result<StatusCode, ApiError> {
-    daemon
-        .remove(&name, &actor(request_actor))
+    // It may wait for a deployment in progress: off the async workers.
+    let actor = actor(request_actor);
+    tokio::task::spawn_blocking(move || daemon.remove(&name, &actor))
+        .await
+        .map_err(ApiError::host)?
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "unknown-agent", e))?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -320,6 +320,10 @@ pub struct Daemon {
     registry: Option<crate::registry::Registry>,
     /// The SHA-256 of the trust policy file as last enforced.
     trust_seen: Mutex<Option<[u8; 32]>>,
+    /// Serialises deploy, remove and trust enforcement, so an agent checked
+    /// against one trust policy is never installed after another policy
+    /// was enforced, and a removed agent is never loaded back.
+    lifecycle: Mutex<()>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -455,6 +459,7 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
             registry,
             trust_seen: Mutex::new(None),
+            lifecycle: Mutex::new(()),
         });
         daemon.load_deployed()?;
         Ok(daemon)
@@ -511,6 +516,7 @@ impl Daemon {
     /// and one that is trusted again is loaded. Answers the agents
     /// unloaded and loaded. [`watch_trust`] calls this every second.
     pub fn enforce_trust(&self) -> (Vec<String>, Vec<String>) {
+        let _lifecycle = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = std::fs::read(self.trust_policy_path()).unwrap_or_default();
         let mut fingerprint = [0u8; 32];
         fingerprint.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
@@ -541,35 +547,35 @@ impl Daemon {
                     }),
                 ),
             };
-            let (reason, sha256) = match (result, &current) {
+            // Deploy and remove wait for this (the lifecycle lock), so the
+            // map holds what was just checked.
+            let (reason, deployed) = match (result, current) {
                 // Still trusted and loaded, or still refused and not loaded.
                 (Ok(None), _) | (Err(_), None) => continue,
                 (Ok(Some(deployed)), _) => {
-                    let sha256 = deployed.agent.sha256().to_string();
-                    self.write_agents().insert(name.clone(), Arc::new(deployed));
+                    let deployed = Arc::new(deployed);
+                    self.write_agents().insert(name.clone(), deployed.clone());
                     loaded.push(name.clone());
-                    (None, sha256)
+                    (None, deployed)
                 }
                 (Err(reason), Some(deployed)) => {
-                    let mut agents = self.write_agents();
-                    // Unless a new deployment replaced it meanwhile.
-                    if agents.get(&name).is_some_and(|a| Arc::ptr_eq(a, deployed)) {
-                        agents.remove(&name);
-                    }
+                    self.write_agents().remove(&name);
+                    // Events still queued for it are refused.
+                    deployed.slots.close();
                     unloaded.push(name.clone());
-                    (Some(reason), deployed.agent.sha256().to_string())
+                    (Some(reason), deployed)
                 }
             };
             tracing::warn!(agent = %name, change, reason = reason.as_deref().unwrap_or("trusted"), "trust policy changed");
             self.audit.append(AuditEvent::Deployment {
                 change: change.into(),
                 agent: name,
-                sha256: Some(sha256),
-                tools: vec![],
-                models: vec![],
+                sha256: Some(deployed.agent.sha256().to_string()),
+                tools: deployed.manifest.tools.keys().cloned().collect(),
+                models: deployed.manifest.models.keys().cloned().collect(),
                 actor: "trust-policy".into(),
-                source: None,
-                signer: None,
+                source: deployed.origin.as_ref().map(|o| o.reference.clone()),
+                signer: deployed.origin.as_ref().and_then(|o| o.signer.clone()),
                 reason,
             });
         }
@@ -663,6 +669,7 @@ impl Daemon {
     /// trust policy (`trust.toml` in the state directory, read at every
     /// deployment) allows it. A refused deployment is an audit record too.
     pub fn deploy(&self, name: &str, bundle: Bundle, actor: &str) -> Result<AgentInfo, String> {
+        let _lifecycle = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
         let mut source = None;
         let result = self.deploy_inner(name, bundle, actor, &mut source);
         if let Err(reason) = &result {
@@ -832,11 +839,24 @@ impl Daemon {
 
     /// Removes an agent; events in flight finish.
     pub fn remove(&self, name: &str, actor: &str) -> Result<(), String> {
-        let removed = self.write_agents().remove(name);
-        let Some(removed) = removed else {
+        let _lifecycle = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
+        if self.agent(name).is_none() {
+            return Err(format!("no agent named {name:?}"));
+        }
+        // Out of the agents directory's view first (scans skip dot names),
+        // so nothing can load it back even if deleting the files fails.
+        let dir = self.agents_dir().join(name);
+        let retired = self
+            .agents_dir()
+            .join(format!(".{name}.removed.{}", random_id("")));
+        if dir.exists() {
+            std::fs::rename(&dir, &retired).map_err(|e| e.to_string())?;
+        }
+        let Some(removed) = self.write_agents().remove(name) else {
             return Err(format!("no agent named {name:?}"));
         };
-        let _ = std::fs::remove_dir_all(self.agents_dir().join(name));
+        removed.slots.close();
+        let _ = std::fs::remove_dir_all(&retired);
         self.audit.append(AuditEvent::Deployment {
             change: "remove".into(),
             agent: name.to_string(),

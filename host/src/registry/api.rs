@@ -170,6 +170,19 @@ enum Target<'p> {
     Blob(&'p str, &'p str),
 }
 
+impl<'p> Target<'p> {
+    /// The repository it is in.
+    fn repository(&self) -> &'p str {
+        match *self {
+            Self::Tags(name)
+            | Self::Referrers(name, _)
+            | Self::Manifest(name, _)
+            | Self::Uploads(name, _)
+            | Self::Blob(name, _) => name,
+        }
+    }
+}
+
 fn parse(path: &str) -> Option<Target<'_>> {
     if let Some(name) = path.strip_suffix("/tags/list") {
         return Some(Target::Tags(name));
@@ -225,6 +238,15 @@ async fn require_token(
 ) -> Response {
     match authenticate(&daemon, request.headers()) {
         Ok((actor, scope)) => {
+            // Outside the token's namespaces: refused before the body is
+            // read, too. (On the raw path: a first segment that is plainly
+            // `acme` decodes to `acme`; any escape in it only fails this.)
+            let raw = request.uri().path().trim_start_matches("/v2/").to_string();
+            if let Some(target) = parse(&raw)
+                && !scope.may_publish(target.repository())
+            {
+                return outside_namespaces(&daemon, actor, request.method(), target.repository());
+            }
             request.extensions_mut().insert(Caller(actor, scope));
             next.run(request).await
         }
@@ -256,30 +278,13 @@ async fn dispatch(
         return OciError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such route")
             .into_response();
     };
-    let (Target::Tags(repository)
-    | Target::Referrers(repository, _)
-    | Target::Manifest(repository, _)
-    | Target::Uploads(repository, _)
-    | Target::Blob(repository, _)) = target;
+    let repository = target.repository();
     // A name is checked before it is logged, audited or compared.
     if let Err(e) = check_name(repository) {
         return e.into_response();
     }
     if !scope.may_publish(repository) {
-        tracing::info!(%repository, %actor, "registry access outside the token's namespaces");
-        daemon.audit.append(AuditEvent::Admin {
-            actor,
-            action: format!("{method} /v2/{repository}"),
-            allowed: false,
-        });
-        return OciError::new(
-            StatusCode::FORBIDDEN,
-            "DENIED",
-            format!(
-                "this token may not publish to {repository:?}: it is limited to its namespaces"
-            ),
-        )
-        .into_response();
+        return outside_namespaces(&daemon, actor, &method, repository);
     }
     let push = match target {
         Target::Manifest(name, reference) if method == Method::PUT => {
@@ -401,6 +406,33 @@ fn is_signature(manifest: &Value) -> bool {
         .get("artifactType")
         .or_else(|| manifest.get("config")?.get("mediaType"));
     artifact_type == Some(&json!(signing::SIGNATURE_TYPE))
+}
+
+/// The refusal of a request outside the token's namespaces, on the record.
+fn outside_namespaces(
+    daemon: &Daemon,
+    actor: String,
+    method: &Method,
+    repository: &str,
+) -> Response {
+    // Only a valid name is logged; anything else is shown as its length.
+    let shown = if super::validate_repository(repository).is_ok() {
+        repository.to_string()
+    } else {
+        format!("<invalid name, {} bytes>", repository.len())
+    };
+    tracing::info!(repository = %shown, %actor, "registry access outside the token's namespaces");
+    daemon.audit.append(AuditEvent::Admin {
+        actor,
+        action: format!("{method} /v2/{shown}"),
+        allowed: false,
+    });
+    OciError::new(
+        StatusCode::FORBIDDEN,
+        "DENIED",
+        format!("this token may not publish to {shown}: it is limited to its namespaces"),
+    )
+    .into_response()
 }
 
 /// What a pushed manifest claims to be, for the audit record.
@@ -569,27 +601,27 @@ fn handle(
                                 .parse()
                                 .ok()
                         });
-                    let size = registry.blobs.append(session, offset, &body)?;
+                    let size = registry.blobs.append(session, owner, offset, &body)?;
                     Ok(accepted(session, size))
                 }
                 (Method::PUT, session) if !session.is_empty() => {
                     let digest =
                         Digest::parse(query.get("digest").map(String::as_str).unwrap_or_default())?;
                     if !body.is_empty() {
-                        registry.blobs.append(session, None, &body)?;
+                        registry.blobs.append(session, owner, None, &body)?;
                     }
-                    registry.blobs.finish(session, &digest)?;
+                    registry.blobs.finish(session, owner, &digest)?;
                     registry.blobs.link(name, &digest)?;
                     Ok(created(&digest))
                 }
                 (Method::GET, session) if !session.is_empty() => {
-                    let size = registry.blobs.upload_size(session)?;
+                    let size = registry.blobs.upload_size(session, owner)?;
                     let mut response = accepted(session, size);
                     *response.status_mut() = StatusCode::NO_CONTENT;
                     Ok(response)
                 }
                 (Method::DELETE, session) if !session.is_empty() => {
-                    registry.blobs.cancel(session)?;
+                    registry.blobs.cancel(session, owner)?;
                     Ok(StatusCode::NO_CONTENT.into_response())
                 }
                 _ => Err(OciError::new(
@@ -750,6 +782,13 @@ fn check_manifest(
             return Err(invalid("a signature blob is larger than 4 KiB".into()));
         }
         let signature = Signature::from_blob(&blob(layer)?).map_err(invalid)?;
+        // The annotation is what deployments choose signatures by.
+        if manifest["annotations"][signing::SIGNER_ANNOTATION] != json!(signature.public_key) {
+            return Err(invalid(format!(
+                "a signature's {} annotation must be its public key",
+                signing::SIGNER_ANNOTATION
+            )));
+        }
         if signature.repository != repository {
             return Err(invalid(format!(
                 "the signature is for {:?}, not {repository:?}",

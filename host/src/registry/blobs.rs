@@ -131,12 +131,20 @@ impl std::fmt::Display for Digest {
 
 /// An upload in progress.
 struct Upload {
-    /// Who started it (a token's name).
-    owner: String,
     file: File,
     hasher: Context,
     size: u64,
     touched: Instant,
+    /// Finished or discarded: a chunk that was waiting for the lock must
+    /// not write into a file that is now a stored blob, or gone.
+    closed: bool,
+}
+
+/// A session: who started it, and its upload.
+struct Session {
+    /// A token's name. Only its owner may use a session.
+    owner: String,
+    upload: Arc<Mutex<Upload>>,
 }
 
 /// The blob store.
@@ -146,7 +154,7 @@ pub struct BlobStore {
     /// Sessions. The map's lock is held only to find or change an entry;
     /// writing and hashing a chunk holds that upload's own lock, so one slow
     /// upload does not stall the others.
-    uploads: Mutex<HashMap<String, Arc<Mutex<Upload>>>>,
+    uploads: Mutex<HashMap<String, Session>>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -184,20 +192,29 @@ impl BlobStore {
         self.root.join("uploads").join(session)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mutex<Upload>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.uploads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn session(&self, session: &str) -> Result<Arc<Mutex<Upload>>, BlobError> {
+    /// `owner`'s session; another token's is as unknown as a made-up one.
+    fn session(&self, session: &str, owner: &str) -> Result<Arc<Mutex<Upload>>, BlobError> {
         self.lock()
             .get(session)
-            .cloned()
+            .filter(|s| s.owner == owner)
+            .map(|s| s.upload.clone())
             .ok_or(BlobError::UploadUnknown)
     }
 
-    /// Drops a session and its file.
+    /// Ends a session: closes its upload and removes its file.
     fn discard(&self, session: &str) {
-        self.lock().remove(session);
+        let removed = self.lock().remove(session);
+        if let Some(removed) = removed {
+            removed
+                .upload
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .closed = true;
+        }
         let _ = fs::remove_file(self.upload_path(session));
     }
 
@@ -252,28 +269,28 @@ impl BlobStore {
     /// `digest`.
     pub fn put(&self, owner: &str, digest: &Digest, bytes: &[u8]) -> Result<(), BlobError> {
         let session = self.start(owner)?;
-        self.append(&session, None, bytes)?;
-        self.finish(&session, digest)
+        self.append(&session, owner, None, bytes)?;
+        self.finish(&session, owner, digest)
     }
 
     /// Starts an upload for `owner` (a token's name); returns its session
     /// id.
     pub fn start(&self, owner: &str) -> Result<String, BlobError> {
         let mut uploads = self.lock();
-        uploads.retain(|session, upload| {
+        uploads.retain(|session, entry| {
             // An upload busy writing is not idle.
-            let keep = upload
-                .try_lock()
-                .map_or(true, |u| u.touched.elapsed() < UPLOAD_IDLE_TIMEOUT);
-            if !keep {
+            let idle = |u: &Upload| u.touched.elapsed() >= UPLOAD_IDLE_TIMEOUT;
+            let expired = match entry.upload.try_lock() {
+                Ok(upload) => idle(&upload),
+                Err(std::sync::TryLockError::WouldBlock) => false,
+                Err(std::sync::TryLockError::Poisoned(upload)) => idle(&upload.into_inner()),
+            };
+            if expired {
                 let _ = fs::remove_file(self.root.join("uploads").join(session));
             }
-            keep
+            !expired
         });
-        let owned = uploads
-            .values()
-            .filter(|u| u.try_lock().map_or(true, |u| u.owner == owner))
-            .count();
+        let owned = uploads.values().filter(|s| s.owner == owner).count();
         if uploads.len() >= MAX_UPLOADS || owned >= MAX_UPLOADS_PER_OWNER {
             return Err(BlobError::TooManyUploads);
         }
@@ -291,20 +308,23 @@ impl BlobStore {
         let file = options.open(self.upload_path(&session)).map_err(io)?;
         uploads.insert(
             session.clone(),
-            Arc::new(Mutex::new(Upload {
+            Session {
                 owner: owner.to_string(),
-                file,
-                hasher: Context::new(&SHA256),
-                size: 0,
-                touched: Instant::now(),
-            })),
+                upload: Arc::new(Mutex::new(Upload {
+                    file,
+                    hasher: Context::new(&SHA256),
+                    size: 0,
+                    touched: Instant::now(),
+                    closed: false,
+                })),
+            },
         );
         Ok(session)
     }
 
     /// How many bytes an upload holds.
-    pub fn upload_size(&self, session: &str) -> Result<u64, BlobError> {
-        let upload = self.session(session)?;
+    pub fn upload_size(&self, session: &str, owner: &str) -> Result<u64, BlobError> {
+        let upload = self.session(session, owner)?;
         let size = upload.lock().unwrap_or_else(|e| e.into_inner()).size;
         Ok(size)
     }
@@ -315,11 +335,15 @@ impl BlobStore {
     pub fn append(
         &self,
         session: &str,
+        owner: &str,
         offset: Option<u64>,
         bytes: &[u8],
     ) -> Result<u64, BlobError> {
-        let upload = self.session(session)?;
+        let upload = self.session(session, owner)?;
         let mut upload = upload.lock().unwrap_or_else(|e| e.into_inner());
+        if upload.closed {
+            return Err(BlobError::UploadUnknown);
+        }
         if let Some(claimed) = offset
             && claimed != upload.size
         {
@@ -349,14 +373,25 @@ impl BlobStore {
     /// Finishes an upload: the digest computed while streaming must be
     /// `digest`; then the file is synced and renamed into place. On any
     /// failure the upload is gone and no blob appears.
-    pub fn finish(&self, session: &str, digest: &Digest) -> Result<(), BlobError> {
-        let upload = self
-            .lock()
-            .remove(session)
-            .ok_or(BlobError::UploadUnknown)?;
+    pub fn finish(&self, session: &str, owner: &str, digest: &Digest) -> Result<(), BlobError> {
+        let upload = {
+            let mut sessions = self.lock();
+            if sessions.get(session).is_none_or(|s| s.owner != owner) {
+                return Err(BlobError::UploadUnknown);
+            }
+            sessions
+                .remove(session)
+                .map(|s| s.upload)
+                .ok_or(BlobError::UploadUnknown)?
+        };
         let path = self.upload_path(session);
-        // A chunk still being written finishes first.
+        // A chunk still being written finishes first; one still waiting
+        // finds the upload closed.
         let mut upload = upload.lock().unwrap_or_else(|e| e.into_inner());
+        if upload.closed {
+            return Err(BlobError::UploadUnknown);
+        }
+        upload.closed = true;
         let hasher = std::mem::replace(&mut upload.hasher, Context::new(&SHA256));
         let computed = hex::encode(hasher.finish().as_ref());
         if computed != digest.hex() {
@@ -387,8 +422,8 @@ impl BlobStore {
     }
 
     /// Cancels an upload.
-    pub fn cancel(&self, session: &str) -> Result<(), BlobError> {
-        self.session(session)?;
+    pub fn cancel(&self, session: &str, owner: &str) -> Result<(), BlobError> {
+        self.session(session, owner)?;
         self.discard(session);
         Ok(())
     }
@@ -416,23 +451,33 @@ mod tests {
         let digest = Digest::of(&content);
         let session = store.start("publisher").unwrap();
         let (first, rest) = content.split_at(700);
-        assert_eq!(store.append(&session, Some(0), first).unwrap(), 700);
         assert_eq!(
-            store.append(&session, Some(5), rest).unwrap_err(),
+            store.append(&session, "publisher", Some(0), first).unwrap(),
+            700
+        );
+        assert_eq!(
+            store
+                .append(&session, "publisher", Some(5), rest)
+                .unwrap_err(),
             BlobError::RangeInvalid {
                 claimed: 5,
                 actual: 700
             }
         );
-        store.append(&session, Some(700), rest).unwrap();
-        assert_eq!(store.upload_size(&session).unwrap(), content.len() as u64);
-        store.finish(&session, &digest).unwrap();
+        store
+            .append(&session, "publisher", Some(700), rest)
+            .unwrap();
+        assert_eq!(
+            store.upload_size(&session, "publisher").unwrap(),
+            content.len() as u64
+        );
+        store.finish(&session, "publisher", &digest).unwrap();
         assert_eq!(store.read(&digest).unwrap(), content);
         assert_eq!(store.size(&digest).unwrap(), content.len() as u64);
         assert_eq!(uploads_left(&store), 0);
         // The session is gone once finished.
         assert_eq!(
-            store.finish(&session, &digest).unwrap_err(),
+            store.finish(&session, "publisher", &digest).unwrap_err(),
             BlobError::UploadUnknown
         );
     }
@@ -442,31 +487,37 @@ mod tests {
         let (_dir, store) = store(1024);
         // Wrong digest.
         let session = store.start("publisher").unwrap();
-        store.append(&session, None, b"hello").unwrap();
+        store.append(&session, "publisher", None, b"hello").unwrap();
         let claimed = Digest::of(b"hellO");
-        let err = store.finish(&session, &claimed).unwrap_err();
+        let err = store.finish(&session, "publisher", &claimed).unwrap_err();
         assert_eq!(err.code(), "DIGEST_INVALID");
         assert_eq!(store.size(&claimed).unwrap_err(), BlobError::Unknown);
         // Truncated: the digest of the whole, only part sent.
         let whole = Digest::of(b"hello world");
         let session = store.start("publisher").unwrap();
-        store.append(&session, None, b"hello").unwrap();
-        assert!(store.finish(&session, &whole).is_err());
+        store.append(&session, "publisher", None, b"hello").unwrap();
+        assert!(store.finish(&session, "publisher", &whole).is_err());
         // Too large.
         let session = store.start("publisher").unwrap();
         assert_eq!(
-            store.append(&session, None, &[0; 2048]).unwrap_err().code(),
+            store
+                .append(&session, "publisher", None, &[0; 2048])
+                .unwrap_err()
+                .code(),
             "SIZE_INVALID"
         );
         assert_eq!(
-            store.upload_size(&session).unwrap_err(),
+            store.upload_size(&session, "publisher").unwrap_err(),
             BlobError::UploadUnknown
         );
         // Cancelled, and unknown sessions.
         let session = store.start("publisher").unwrap();
-        store.cancel(&session).unwrap();
+        store.cancel(&session, "publisher").unwrap();
         assert_eq!(
-            store.append("nope", None, b"x").unwrap_err().code(),
+            store
+                .append("nope", "publisher", None, b"x")
+                .unwrap_err()
+                .code(),
             "BLOB_UPLOAD_UNKNOWN"
         );
         assert_eq!(uploads_left(&store), 0);
@@ -476,6 +527,32 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn sessions_are_their_owners_and_closed_once_finished() {
+        let (_dir, store) = store(1 << 20);
+        let session = store.start("acme").unwrap();
+        store.append(&session, "acme", None, b"mine").unwrap();
+        for refused in [
+            store.append(&session, "other", None, b"x").unwrap_err(),
+            store
+                .finish(&session, "other", &Digest::of(b"mine"))
+                .unwrap_err(),
+            store.cancel(&session, "other").unwrap_err(),
+        ] {
+            assert_eq!(refused, BlobError::UploadUnknown);
+        }
+        store
+            .finish(&session, "acme", &Digest::of(b"mine"))
+            .unwrap();
+        // Finished: nothing more can be written to it, the stored blob
+        // is untouched.
+        assert_eq!(
+            store.append(&session, "acme", None, b"late").unwrap_err(),
+            BlobError::UploadUnknown
+        );
+        assert_eq!(store.read(&Digest::of(b"mine")).unwrap(), b"mine");
     }
 
     #[test]
@@ -489,7 +566,7 @@ mod tests {
             BlobError::TooManyUploads
         );
         let other = store.start("publisher").unwrap();
-        store.cancel(&other).unwrap();
+        store.cancel(&other, "publisher").unwrap();
     }
 
     #[test]

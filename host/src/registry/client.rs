@@ -226,6 +226,11 @@ impl RegistryClient {
     ) -> Result<Pushed, String> {
         super::validate_repository(repository)?;
         super::manifests::validate_tag(version).map_err(|e| e.to_string())?;
+        if key.is_some() && !super::manifests::is_version(version) {
+            return Err(format!(
+                "{version:?} is not a version: only semantic versions (1.2.0) are signed"
+            ));
+        }
         let config =
             serde_json::to_vec(&layout::config_for(component)?).map_err(|e| e.to_string())?;
         self.push_blob(repository, &config).await?;
@@ -270,13 +275,13 @@ impl RegistryClient {
     }
 
     /// Signs the manifest that version `reference` (`name@version`) points
-    /// at, whoever pushed it; with `expected`, only if that is its digest (so
-    /// a publisher never signs what someone else put under the tag).
-    /// Answers the signed digest and the signature's.
+    /// at, whoever pushed it, only if that is `expected` (so a publisher
+    /// never signs what someone else put under the tag). Answers the signed
+    /// digest and the signature's.
     pub async fn sign_reference(
         &self,
         reference: &str,
-        expected: Option<&Digest>,
+        expected: &Digest,
         key: &PublisherKey,
     ) -> Result<(Digest, Digest), String> {
         let (repository, version) = super::parse_reference(reference)?;
@@ -286,9 +291,7 @@ impl RegistryClient {
             ));
         }
         let (digest, _) = self.manifest(repository, version).await?;
-        if let Some(expected) = expected
-            && *expected != digest
-        {
+        if *expected != digest {
             return Err(format!(
                 "{reference} is {digest}, not the {expected} you meant to sign"
             ));

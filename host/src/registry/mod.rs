@@ -128,15 +128,29 @@ impl Registry {
         Ok((stored.digest, manifest))
     }
 
-    /// The signatures attached to `digest` in `repository`. One that cannot
-    /// be read is skipped (it could not verify anyway).
-    pub fn signatures(&self, repository: &str, digest: &Digest) -> Vec<Signature> {
+    /// The signatures attached to `digest` in `repository` by keys `wanted`
+    /// accepts (the keys the policy trusts there), at most
+    /// [`signing::MAX_SIGNATURES`]. Choosing by key first means signatures
+    /// by other keys, however many, cannot crowd out a trusted one. One that
+    /// cannot be read is skipped (it could not verify anyway).
+    pub fn signatures(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Vec<Signature> {
         let referrers = self
             .manifests
             .referrers(repository, digest, Some(signing::SIGNATURE_TYPE))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| {
+                r["annotations"][signing::SIGNER_ANNOTATION]
+                    .as_str()
+                    .is_some_and(wanted)
+            });
         let mut signatures = Vec::new();
-        for referrer in referrers.into_iter().take(signing::MAX_SIGNATURES) {
+        for referrer in referrers.take(signing::MAX_SIGNATURES) {
             let read = || -> Result<Signature, String> {
                 let (_, manifest) = self.verified_manifest(
                     repository,
@@ -179,11 +193,36 @@ impl Registry {
         }
         let layer_digest =
             Digest::parse(layer["digest"].as_str().unwrap_or("")).map_err(|e| e.to_string())?;
-        let signatures = self.signatures(repository, &digest);
+        let signatures =
+            self.signatures(repository, &digest, &|key| policy.trusts(repository, key));
         // Asked for by version, a signature must be for that version; by
         // digest, the digest itself pins the bytes.
         let asked_version = Digest::parse(version).is_err().then_some(version);
-        let signer = policy.check(repository, asked_version, &digest, &signatures)?;
+        let signer = policy
+            .check(repository, asked_version, &digest, &signatures)
+            .map_err(|refusal| {
+                // Signed, but by none of the keys trusted here (not: signed
+                // by a trusted key whose signature could not be read).
+                let referrers = self
+                    .manifests
+                    .referrers(repository, &digest, Some(signing::SIGNATURE_TYPE))
+                    .unwrap_or_default();
+                let by_others = signatures.is_empty()
+                    && !referrers.is_empty()
+                    && referrers.iter().all(|r| {
+                        !r["annotations"][signing::SIGNER_ANNOTATION]
+                            .as_str()
+                            .is_some_and(|key| policy.trusts(repository, key))
+                    });
+                if by_others {
+                    let namespace = repository.split('/').next().unwrap_or_default();
+                    format!(
+                        "{repository}@{digest} is signed only by keys not trusted for namespace {namespace:?}"
+                    )
+                } else {
+                    refusal
+                }
+            })?;
         let component = self.verified_blob(&layer_digest)?;
         Ok(Resolved {
             repository: repository.to_string(),

@@ -129,11 +129,17 @@ impl PublisherKey {
     }
 }
 
+/// A signature names a repository and a semantic version. Only versions:
+/// they are immutable, so a signature for one always means the same bytes,
+/// where one for a moving tag (`latest`) would stay valid for every build
+/// the tag ever named, and let anyone who can push move it back.
 fn check_names(repository: &str, version: &str) -> Result<(), String> {
     super::validate_repository(repository)?;
     super::manifests::validate_tag(version).map_err(|e| e.to_string())?;
-    if Digest::parse(version).is_ok() {
-        return Err("sign a version (a tag), not a digest".into());
+    if !super::manifests::is_version(version) {
+        return Err(format!(
+            "{version:?} is not a version: sign semantic versions (1.2.0), which cannot move"
+        ));
     }
     Ok(())
 }
@@ -246,15 +252,14 @@ impl TrustPolicy {
     /// The file must be the daemon user's own and writable by no one else:
     /// whoever can edit it decides what runs.
     pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        match crate::fsutil::check_owned_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(format!("trust policy: {e}")),
-        }
-        match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        match crate::fsutil::read_owned_file(path) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| format!("{}: not UTF-8", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(format!("trust policy {}: {e}", path.display())),
         }
     }
 
@@ -263,6 +268,14 @@ impl TrustPolicy {
         let text = toml::to_string(self).map_err(|e| e.to_string())?;
         crate::fsutil::write_atomically(path, text.as_bytes())
             .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Whether `key` (hex) is trusted to publish `repository`.
+    pub fn trusts(&self, repository: &str, key: &str) -> bool {
+        let namespace = repository.split('/').next().unwrap_or_default();
+        self.namespaces
+            .get(namespace)
+            .is_some_and(|trust| trust.keys.iter().any(|k| k.eq_ignore_ascii_case(key)))
     }
 
     /// Whether the manifest `digest` of `repository`, asked for as
