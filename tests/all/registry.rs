@@ -1200,3 +1200,39 @@ async fn signatures_by_other_keys_cannot_crowd_out_the_trusted_one() {
         .unwrap_err();
     assert!(err.contains("annotation"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_component_is_compiled_on_push_and_not_at_deployment() {
+    // A daemon with a compile cache of its own, empty.
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("cache");
+    let own_cache = cache_dir.clone();
+    let daemon = crate::daemon::start_with(move |options| {
+        options.engine.cache_dir = Some(own_cache);
+    })
+    .await;
+    let cached = || std::fs::read_dir(&cache_dir).map_or(0, |d| d.count());
+    assert_eq!(cached(), 0);
+    let hello = std::fs::read(clawcage_tests::HELLO).unwrap();
+    registry_client(&daemon)
+        .push_component("acme/fresh", "1.0.0", &hello, None)
+        .await
+        .unwrap();
+    assert!(
+        cached() > 0,
+        "the push compiled the component into the cache"
+    );
+    trust(&daemon, "acme", &[], true);
+    assert_eq!(
+        deploy_reference(&daemon, "fresh", "acme/fresh@1.0.0")
+            .await
+            .0,
+        200
+    );
+    let deployed = daemon.daemon.agent("fresh").unwrap();
+    assert_eq!(
+        deployed.agent.cache_outcome(),
+        clawcage::CacheOutcome::Hit,
+        "the deployment loaded the precompiled artifact"
+    );
+}
