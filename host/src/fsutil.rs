@@ -67,23 +67,7 @@ pub fn read_owned_file(path: &Path) -> std::io::Result<Vec<u8>> {
         options.custom_flags(libc::O_NOFOLLOW);
     }
     let mut file = options.open(path)?;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(std::io::Error::other(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if meta.uid() != current_uid() || meta.permissions().mode() & 0o022 != 0 {
-            return Err(std::io::Error::other(format!(
-                "{} must belong to this user and be writable by no one else",
-                path.display()
-            )));
-        }
-    }
+    check_owned_metadata(path, &file.metadata()?)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
@@ -92,7 +76,11 @@ pub fn read_owned_file(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Checks that `path` is a regular file (not a symlink) that belongs to this
 /// user and that no one else can write, before its contents are trusted.
 pub fn check_owned_file(path: &Path) -> std::io::Result<()> {
-    let meta = fs::symlink_metadata(path)?;
+    check_owned_metadata(path, &fs::symlink_metadata(path)?)
+}
+
+/// The checks of [`check_owned_file`], on metadata already read.
+fn check_owned_metadata(path: &Path, meta: &fs::Metadata) -> std::io::Result<()> {
     if !meta.file_type().is_file() {
         return Err(std::io::Error::other(format!(
             "{} is not a regular file",

@@ -264,7 +264,7 @@ impl AuditCommand {
 }
 
 /// Where a running daemon is, and the token to use.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct RemoteArgs {
     /// The daemon's URL.
     #[arg(
@@ -279,6 +279,16 @@ pub struct RemoteArgs {
     /// The state directory, to find `admin.token`.
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+impl std::fmt::Debug for RemoteArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteArgs")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("state", &self.state)
+            .finish()
+    }
 }
 
 impl RemoteArgs {

@@ -42,6 +42,47 @@ pub const MAX_COMPONENT_BYTES: usize = crate::limits::MAX_COMPONENT_BYTES as usi
 pub const MAX_BUNDLE_FILES: usize = 16;
 /// Largest extra file.
 pub const MAX_BUNDLE_FILE_BYTES: usize = 16 << 20;
+/// The trust policy, or why it could not be read.
+type PolicyRead = Result<crate::registry::signing::TrustPolicy, String>;
+
+/// The audit record of a change to a loaded agent: what it runs, its
+/// grants by name, and where its component came from.
+fn deployment_record(
+    change: &str,
+    name: &str,
+    deployed: &Deployed,
+    actor: &str,
+    reason: Option<String>,
+) -> AuditEvent {
+    let origin = deployed.origin.as_ref();
+    AuditEvent::Deployment {
+        change: change.into(),
+        agent: name.to_string(),
+        sha256: Some(deployed.agent.sha256().to_string()),
+        tools: deployed.manifest.tools.keys().cloned().collect(),
+        models: deployed.manifest.models.keys().cloned().collect(),
+        actor: actor.to_string(),
+        source: origin.map(|o| o.reference.clone()),
+        signer: origin.and_then(|o| o.signer.clone()),
+        reason,
+    }
+}
+
+/// The audit record of a deployment that was refused.
+fn refused_record(name: &str, actor: &str, source: Option<String>, reason: String) -> AuditEvent {
+    AuditEvent::Deployment {
+        change: "refused".into(),
+        agent: name.to_string(),
+        sha256: None,
+        tools: vec![],
+        models: vec![],
+        actor: actor.to_string(),
+        source,
+        signer: None,
+        reason: Some(reason),
+    }
+}
+
 /// Enforces the trust policy whenever `trust.toml` changes, checking every
 /// second, until the daemon drains ([`Daemon::enforce_trust`]).
 pub async fn watch_trust(daemon: Arc<Daemon>) {
@@ -476,6 +517,7 @@ impl Daemon {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(format!("{}: {e}", dir.display())),
         };
+        let policy = self.trust_policy();
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().to_string();
@@ -484,7 +526,7 @@ impl Daemon {
             }
             let loaded = self
                 .load_from(&path)
-                .and_then(|deployed| self.still_trusted(&deployed).map(|()| deployed));
+                .and_then(|deployed| self.still_trusted(&deployed, &policy).map(|()| deployed));
             match loaded {
                 Ok(deployed) => {
                     tracing::info!(agent = %name, "loaded deployed agent");
@@ -492,17 +534,7 @@ impl Daemon {
                 }
                 Err(e) => {
                     tracing::error!(agent = %name, error = %e, "cannot load deployed agent");
-                    self.audit.append(AuditEvent::Deployment {
-                        change: "refused".into(),
-                        agent: name,
-                        sha256: None,
-                        tools: vec![],
-                        models: vec![],
-                        actor: "startup".into(),
-                        source: None,
-                        signer: None,
-                        reason: Some(e),
-                    });
+                    self.audit.append(refused_record(&name, "startup", None, e));
                 }
             }
         }
@@ -527,6 +559,7 @@ impl Daemon {
             }
             *seen = Some(fingerprint);
         }
+        let policy = self.trust_policy();
         let (mut unloaded, mut loaded) = (Vec::new(), Vec::new());
         let Ok(entries) = std::fs::read_dir(self.agents_dir()) else {
             return (unloaded, loaded);
@@ -539,11 +572,15 @@ impl Daemon {
             }
             let current = self.agent(&name);
             let (change, result) = match &current {
-                Some(deployed) => ("unloaded", self.still_trusted(deployed).map(|()| None)),
+                Some(deployed) => (
+                    "unloaded",
+                    self.still_trusted(deployed, &policy).map(|()| None),
+                ),
                 None => (
                     "loaded",
                     self.load_from(&dir).and_then(|deployed| {
-                        self.still_trusted(&deployed).map(|()| Some(deployed))
+                        self.still_trusted(&deployed, &policy)
+                            .map(|()| Some(deployed))
                     }),
                 ),
             };
@@ -567,17 +604,13 @@ impl Daemon {
                 }
             };
             tracing::warn!(agent = %name, change, reason = reason.as_deref().unwrap_or("trusted"), "trust policy changed");
-            self.audit.append(AuditEvent::Deployment {
-                change: change.into(),
-                agent: name,
-                sha256: Some(deployed.agent.sha256().to_string()),
-                tools: deployed.manifest.tools.keys().cloned().collect(),
-                models: deployed.manifest.models.keys().cloned().collect(),
-                actor: "trust-policy".into(),
-                source: deployed.origin.as_ref().map(|o| o.reference.clone()),
-                signer: deployed.origin.as_ref().and_then(|o| o.signer.clone()),
+            self.audit.append(deployment_record(
+                change,
+                &name,
+                &deployed,
+                "trust-policy",
                 reason,
-            });
+            ));
         }
         (unloaded, loaded)
     }
@@ -586,13 +619,13 @@ impl Daemon {
     /// if the trust policy still allows its component: a publisher key the
     /// operator has since removed stops the agents it signed at the next
     /// start (and every new deployment at once).
-    fn still_trusted(&self, deployed: &Deployed) -> Result<(), String> {
+    fn still_trusted(&self, deployed: &Deployed, policy: &PolicyRead) -> Result<(), String> {
         let Some(origin) = &deployed.origin else {
             return Ok(());
         };
+        let policy = policy.as_ref().map_err(Clone::clone)?;
         let registry = self.registry().ok_or("this daemon has no registry")?;
-        let policy = crate::registry::signing::TrustPolicy::load(&self.trust_policy_path())?;
-        let resolved = registry.resolve(&origin.reference, &policy)?;
+        let resolved = registry.resolve(&origin.reference, policy)?;
         let sha256 =
             hex::encode(ring::digest::digest(&ring::digest::SHA256, &resolved.component).as_ref());
         if sha256 != deployed.agent.sha256() {
@@ -674,17 +707,8 @@ impl Daemon {
         let result = self.deploy_inner(name, bundle, actor, &mut source);
         if let Err(reason) = &result {
             tracing::warn!(agent = %name, %actor, %reason, "deployment refused");
-            self.audit.append(AuditEvent::Deployment {
-                change: "refused".into(),
-                agent: name.to_string(),
-                sha256: None,
-                tools: vec![],
-                models: vec![],
-                actor: actor.to_string(),
-                source,
-                signer: None,
-                reason: Some(reason.clone()),
-            });
+            self.audit
+                .append(refused_record(name, actor, source, reason.clone()));
         }
         result
     }
@@ -694,6 +718,12 @@ impl Daemon {
         self.options
             .state_dir
             .join(crate::registry::signing::TRUST_FILE)
+    }
+
+    /// The trust policy as it is on disk now, read once per pass over the
+    /// agents (an error refuses every registry agent, not the others).
+    fn trust_policy(&self) -> PolicyRead {
+        crate::registry::signing::TrustPolicy::load(&self.trust_policy_path())
     }
 
     fn deploy_inner(
@@ -724,8 +754,7 @@ impl Daemon {
             (None, Some(reference)) => {
                 *source = Some(reference.clone());
                 let registry = self.registry().ok_or("this daemon has no registry")?;
-                let policy =
-                    crate::registry::signing::TrustPolicy::load(&self.trust_policy_path())?;
+                let policy = self.trust_policy()?;
                 let resolved = registry.resolve(reference, &policy)?;
                 *source = Some(resolved.pinned());
                 origin = Some(Origin {
@@ -817,18 +846,9 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&retired);
         // The loaded agent read its files from the staging path, which no
         // longer exists; everything it needs is already in memory.
-        let info_sha = deployed.agent.sha256().to_string();
-        self.audit.append(AuditEvent::Deployment {
-            change: "deploy".into(),
-            agent: name.to_string(),
-            sha256: Some(info_sha),
-            tools: deployed.manifest.tools.keys().cloned().collect(),
-            models: deployed.manifest.models.keys().cloned().collect(),
-            actor: actor.to_string(),
-            source: origin.as_ref().map(|o| o.reference.clone()),
-            signer: origin.as_ref().and_then(|o| o.signer.clone()),
-            reason: None,
-        });
+        // (`deployed.origin` is the `origin` written with it.)
+        self.audit
+            .append(deployment_record("deploy", name, &deployed, actor, None));
         self.write_agents()
             .insert(name.to_string(), Arc::new(deployed));
         self.list()

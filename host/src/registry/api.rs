@@ -288,17 +288,19 @@ async fn dispatch(
     }
     let push = match target {
         Target::Manifest(name, reference) if method == Method::PUT => {
-            // Refused before it is parsed, let alone twice.
+            // Refused before it is parsed; parsed once.
             if body.len() > super::manifests::MAX_MANIFEST_BYTES {
                 return OciError::from(ManifestError::TooLarge).into_response();
             }
-            Some((
-                name.to_string(),
-                reference.to_string(),
-                artifact_kind(&body),
-            ))
+            let parsed = serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string());
+            let kind = parsed.as_ref().map_or("other", artifact_kind);
+            Some((name.to_string(), reference.to_string(), kind, parsed))
         }
         _ => None,
+    };
+    let (push, manifest) = match push {
+        Some((name, reference, kind, parsed)) => (Some((name, reference, kind)), Some(parsed)),
+        None => (None, None),
     };
     // Disk I/O, hashing and compiling a pushed component: off the async
     // workers.
@@ -320,6 +322,7 @@ async fn dispatch(
             query: &query,
             headers: &headers,
             owner: &owner,
+            manifest: manifest.as_ref(),
         };
         handle(registry, target, &request, body, &check)
     })
@@ -370,16 +373,17 @@ const MANIFEST_TYPES: [&str; 4] = [
 /// A pushed manifest's media type: its `mediaType` field, which the
 /// `Content-Type` must agree with when both are given, else the header,
 /// else OCI's; one of [`MANIFEST_TYPES`].
-fn manifest_media_type(headers: &HeaderMap, body: &[u8]) -> Result<String, OciError> {
+fn manifest_media_type(headers: &HeaderMap, manifest: &Value) -> Result<String, OciError> {
     let invalid = |m: String| OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", m);
     let header = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_string())
         .filter(|v| MANIFEST_TYPES.contains(&v.as_str()));
-    let field = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|m| m.get("mediaType")?.as_str().map(str::to_string));
+    let field = manifest
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let media_type = match (field, header) {
         (Some(field), Some(header)) if field != header => {
             return Err(invalid(format!(
@@ -436,11 +440,8 @@ fn outside_namespaces(
 }
 
 /// What a pushed manifest claims to be, for the audit record.
-fn artifact_kind(body: &[u8]) -> &'static str {
-    let Ok(manifest) = serde_json::from_slice::<Value>(body) else {
-        return "other";
-    };
-    if is_signature(&manifest) {
+fn artifact_kind(manifest: &Value) -> &'static str {
+    if is_signature(manifest) {
         "signature"
     } else if manifest["config"]["mediaType"] == CONFIG_TYPE
         || manifest["layers"]
@@ -460,6 +461,8 @@ struct Request<'r> {
     headers: &'r HeaderMap,
     /// The token's name: uploads are counted per token.
     owner: &'r str,
+    /// A pushed manifest, parsed (or why it is not JSON).
+    manifest: Option<&'r Result<Value, String>>,
 }
 
 fn handle(
@@ -474,16 +477,15 @@ fn handle(
         query,
         headers,
         owner,
+        manifest,
     } = *request;
     let blob_location = |name: &str, digest: &Digest| format!("/v2/{name}/blobs/{digest}");
     match target {
         Target::Tags(name) => {
-            check_name(name)?;
             let tags = registry.manifests.tags(name)?;
             Ok(axum::Json(json!({"name": name, "tags": tags})).into_response())
         }
         Target::Referrers(name, digest) => {
-            check_name(name)?;
             let digest = Digest::parse(digest)?;
             let filter = query.get("artifactType").map(String::as_str);
             let manifests = registry.manifests.referrers(name, &digest, filter)?;
@@ -509,7 +511,6 @@ fn handle(
             Ok(response)
         }
         Target::Blob(name, digest) => {
-            check_name(name)?;
             let digest = Digest::parse(digest)?;
             if *method != Method::GET && *method != Method::HEAD {
                 return Err(OciError::new(
@@ -545,7 +546,6 @@ fn handle(
             ))
         }
         Target::Uploads(name, session) => {
-            check_name(name)?;
             let upload_location = |session: &str| format!("/v2/{name}/blobs/uploads/{session}");
             let accepted = |session: &str, size: u64| {
                 with_headers(
@@ -632,14 +632,26 @@ fn handle(
             }
         }
         Target::Manifest(name, reference) => {
-            check_name(name)?;
             match method.clone() {
                 Method::PUT => {
-                    let media_type = manifest_media_type(headers, &body)?;
-                    if body.len() > super::manifests::MAX_MANIFEST_BYTES {
-                        return Err(ManifestError::TooLarge.into());
-                    }
-                    let subject = check_manifest(registry, name, &body, check)?;
+                    let manifest = manifest
+                        .ok_or_else(|| {
+                            OciError::new(
+                                StatusCode::BAD_REQUEST,
+                                "MANIFEST_INVALID",
+                                "no manifest",
+                            )
+                        })?
+                        .as_ref()
+                        .map_err(|e| {
+                            OciError::new(
+                                StatusCode::BAD_REQUEST,
+                                "MANIFEST_INVALID",
+                                format!("not JSON: {e}"),
+                            )
+                        })?;
+                    let media_type = manifest_media_type(headers, manifest)?;
+                    let subject = check_manifest(registry, name, manifest, check)?;
                     let digest = registry
                         .manifests
                         .put(name, reference, &media_type, &body)?;
@@ -708,12 +720,10 @@ fn handle(
 fn check_manifest(
     registry: &Registry,
     repository: &str,
-    body: &[u8],
+    manifest: &Value,
     check: &dyn Fn(&[u8]) -> Result<String, String>,
 ) -> Result<Option<Digest>, OciError> {
     let invalid = |m: String| OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", m);
-    let manifest: Value =
-        serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON: {e}")))?;
     if manifest.get("schemaVersion") != Some(&json!(2)) {
         return Err(invalid("schemaVersion must be 2".into()));
     }
@@ -762,7 +772,7 @@ fn check_manifest(
             .verified_blob(&digest)
             .map_err(|e| OciError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e))
     };
-    if is_signature(&manifest) {
+    if is_signature(manifest) {
         let (Some(subject), [layer]) = (&subject, layers.as_slice()) else {
             return Err(invalid(
                 "a signature has a subject and exactly one layer".into(),
@@ -828,30 +838,31 @@ mod tests {
 
     #[test]
     fn paths_name_their_target() {
-        assert_eq!(
-            parse("acme/triage/tags/list"),
-            Some(Target::Tags("acme/triage"))
-        );
-        assert_eq!(
-            parse("acme/triage/manifests/1.0.0"),
-            Some(Target::Manifest("acme/triage", "1.0.0"))
-        );
-        assert_eq!(
-            parse("acme/triage/blobs/uploads/"),
-            Some(Target::Uploads("acme/triage", ""))
-        );
-        assert_eq!(
-            parse("acme/triage/blobs/uploads/abc"),
-            Some(Target::Uploads("acme/triage", "abc"))
-        );
-        assert_eq!(
-            parse("acme/triage/blobs/sha256:00"),
-            Some(Target::Blob("acme/triage", "sha256:00"))
-        );
-        assert_eq!(
-            parse("acme/triage/referrers/sha256:00"),
-            Some(Target::Referrers("acme/triage", "sha256:00"))
-        );
+        for (path, target) in [
+            ("acme/triage/tags/list", Target::Tags("acme/triage")),
+            (
+                "acme/triage/manifests/1.0.0",
+                Target::Manifest("acme/triage", "1.0.0"),
+            ),
+            (
+                "acme/triage/blobs/uploads/",
+                Target::Uploads("acme/triage", ""),
+            ),
+            (
+                "acme/triage/blobs/uploads/abc",
+                Target::Uploads("acme/triage", "abc"),
+            ),
+            (
+                "acme/triage/blobs/sha256:00",
+                Target::Blob("acme/triage", "sha256:00"),
+            ),
+            (
+                "acme/triage/referrers/sha256:00",
+                Target::Referrers("acme/triage", "sha256:00"),
+            ),
+        ] {
+            assert_eq!(parse(path), Some(target), "{path}");
+        }
         assert_eq!(parse("acme/triage"), None);
     }
 }

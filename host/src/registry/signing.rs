@@ -321,11 +321,7 @@ impl TrustPolicy {
                 ));
                 continue;
             }
-            if !trust
-                .keys
-                .iter()
-                .any(|k| k.eq_ignore_ascii_case(&signature.public_key))
-            {
+            if !self.trusts(repository, &signature.public_key) {
                 reasons.push(format!(
                     "key {} is not trusted for namespace {namespace:?}",
                     short(&signature.public_key)
