@@ -63,6 +63,19 @@ pub(crate) async fn start_with(configure: impl FnOnce(&mut DaemonOptions)) -> Ru
 }
 
 impl Running {
+    /// Puts a webhook signing secret in the daemon's vault.
+    fn add_webhook_secret(&self, id: &str, secret: &str) {
+        self.daemon
+            .services
+            .vault
+            .add(
+                id,
+                "webhook",
+                &clawcage::secret::Secret::from(secret.to_string()),
+            )
+            .unwrap();
+    }
+
     pub(crate) async fn call(
         &self,
         method: reqwest::Method,
@@ -248,26 +261,8 @@ async fn deploy_invoke_and_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_run_only_with_a_valid_fresh_signature_and_once() {
     let daemon = start().await;
-    daemon
-        .daemon
-        .services
-        .vault
-        .add(
-            "github-hook",
-            "webhook",
-            &clawcage::secret::Secret::from(HOOK_SECRET.to_string()),
-        )
-        .unwrap();
-    daemon
-        .daemon
-        .services
-        .vault
-        .add(
-            "slack-hook",
-            "webhook",
-            &clawcage::secret::Secret::from("slack-signing-secret-0123456789".to_string()),
-        )
-        .unwrap();
+    daemon.add_webhook_secret("github-hook", HOOK_SECRET);
+    daemon.add_webhook_secret("slack-hook", "slack-signing-secret-0123456789");
     let sections = "[[triggers]]\nsource = \"github\"\nevents = [\"issues.opened\"]\nsecret = \"github-hook\"\n\n[[triggers]]\nsource = \"slack\"\nsecret = \"slack-hook\"\n";
     let (status, body) = daemon.deploy("echoer", HOSTILE, sections).await;
     assert_eq!(status, 200, "{body}");
@@ -650,16 +645,7 @@ async fn keys_are_managed_remotely_with_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generic_webhooks_need_their_hmac_and_bodies_are_bounded() {
     let daemon = start().await;
-    daemon
-        .daemon
-        .services
-        .vault
-        .add(
-            "deploy-hook",
-            "webhook",
-            &clawcage::secret::Secret::from("deploy-hook-secret-0123456789".to_string()),
-        )
-        .unwrap();
+    daemon.add_webhook_secret("deploy-hook", "deploy-hook-secret-0123456789");
     let sections =
         "[[triggers]]\nsource = \"webhook\"\nname = \"deploys\"\nsecret = \"deploy-hook\"\n";
     assert_eq!(daemon.deploy("echoer", HOSTILE, sections).await.0, 200);
