@@ -32,6 +32,9 @@ pub enum InferenceError {
     Unavailable(String),
     /// The call did not finish before the event's deadline.
     Timeout,
+    /// The answer carried the binding's key and was withheld; the binding
+    /// stays suspended for this agent until an operator resumes it.
+    LeakBlocked(String),
 }
 
 /// Why a tool call failed.
@@ -57,6 +60,9 @@ pub enum ToolError {
         /// The explanation.
         message: String,
     },
+    /// The answer carried the grant's credential and was withheld; the
+    /// grant stays suspended for this agent until an operator resumes it.
+    LeakBlocked(String),
 }
 
 fn rate_limited(
@@ -96,6 +102,7 @@ impl fmt::Display for InferenceError {
             Self::Provider { status, message } => upstream(f, "provider", status, message),
             Self::Unavailable(m) => write!(f, "unavailable: {m}"),
             Self::Timeout => f.write_str("timed out before the event's deadline"),
+            Self::LeakBlocked(m) => write!(f, "leak blocked: {m}"),
         }
     }
 }
@@ -111,6 +118,7 @@ impl fmt::Display for ToolError {
                 retry_after,
                 message,
             } => rate_limited(f, retry_after, message),
+            Self::LeakBlocked(m) => write!(f, "leak blocked: {m}"),
         }
     }
 }
@@ -139,6 +147,7 @@ impl From<inference::Error> for InferenceError {
             },
             E::Unavailable(m) => Self::Unavailable(m),
             E::Timeout => Self::Timeout,
+            E::LeakBlocked(m) => Self::LeakBlocked(m),
         }
     }
 }
@@ -158,6 +167,7 @@ impl From<tools::Error> for ToolError {
                 retry_after: retry_after(&limit),
                 message: limit.message,
             },
+            E::LeakBlocked(m) => Self::LeakBlocked(m),
         }
     }
 }

@@ -111,7 +111,7 @@ async fn setup() -> Setup {
         .add(
             "main",
             "anthropic",
-            &Secret::from("sk-ant-api03-benchmark-key-0123456789abcdef".to_string()),
+            &Secret::from("sk-ant-api03-O7lrTw4s03H4HBzTo11lfJ8HnHbmJfFGsppVhhSPevwUOYvxFghUsUfkEwgYu3F2mz7qjL3qe5cgoE1ReV6oZDpbI2yYqAA".to_string()),
         )
         .unwrap();
     let services = Arc::new(Services::new(vault, Ledger::new(db), PriceTable::builtin()).unwrap());
@@ -151,7 +151,7 @@ async fn direct(setup: &Setup, request: &CompletionRequest) {
     let response = setup
         .http
         .post(format!("{}/v1/messages", setup.url))
-        .header("x-api-key", "sk-ant-api03-benchmark-key-0123456789abcdef")
+        .header("x-api-key", "sk-ant-api03-O7lrTw4s03H4HBzTo11lfJ8HnHbmJfFGsppVhhSPevwUOYvxFghUsUfkEwgYu3F2mz7qjL3qe5cgoE1ReV6oZDpbI2yYqAA")
         .header("anthropic-version", "2023-06-01")
         .header("content-type", "application/json")
         .body(body.to_string())

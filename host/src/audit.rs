@@ -63,6 +63,9 @@ pub enum AuditEvent {
         cost_micros: u64,
         /// `ok`, or the error kind.
         status: String,
+        /// The event during which the call was made.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
     },
     /// A tool call's decision.
     Tool {
@@ -78,6 +81,9 @@ pub enum AuditEvent {
         allowed: bool,
         /// Why it was denied.
         reason: Option<String>,
+        /// The event during which the call was made.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
     },
     /// A key was added, rotated or revoked.
     Key {
@@ -154,6 +160,43 @@ pub enum AuditEvent {
         /// Whether it was let in.
         allowed: bool,
     },
+    /// An answer that carried its call's own credential was withheld, and
+    /// the binding or grant suspended for the agent.
+    LeakBlocked {
+        /// The agent.
+        agent: String,
+        /// `model` or `tool`.
+        capability: String,
+        /// The binding's or tool's name.
+        name: String,
+        /// The vault key id of the credential.
+        key_id: Option<String>,
+        /// The event during which it happened.
+        event_id: Option<String>,
+        /// Which view of the text held it (`raw`, `unescaped`, `base64`, …).
+        view: String,
+    },
+    /// An operator resumed a suspended binding or grant.
+    Resumed {
+        /// The agent.
+        agent: String,
+        /// `model` or `tool`.
+        capability: String,
+        /// The binding's or tool's name.
+        name: String,
+        /// Who did it.
+        actor: String,
+    },
+    /// One event caused more records than are kept in detail; this counts
+    /// the rest.
+    RecordsSuppressed {
+        /// The agent.
+        agent: String,
+        /// The event.
+        event_id: String,
+        /// Records not written.
+        suppressed: u64,
+    },
     /// A webhook delivery refused before any agent ran.
     WebhookRefused {
         /// The endpoint.
@@ -203,6 +246,54 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
+/// The longest string a record keeps: anything longer (a guest-chosen URL,
+/// an upstream's message) is cut, so one record stays small.
+pub const MAX_RECORD_STRING_BYTES: usize = 512;
+
+/// How many records one event may cause in detail (tool decisions and model
+/// calls); the rest are counted in one [`AuditEvent::RecordsSuppressed`]
+/// written before the event's [`AuditEvent::Invocation`] record.
+pub const MAX_DETAILED_RECORDS_PER_EVENT: u32 = 100;
+
+/// Events whose counts are kept at once; past this the counts are dropped
+/// (an event that never ends with an invocation record must not grow the
+/// map forever).
+const MAX_TRACKED_EVENTS: usize = 4_096;
+
+impl AuditEvent {
+    /// The agent and event of a record counted per event.
+    fn per_event(&self) -> Option<(&str, &str)> {
+        match self {
+            Self::Tool {
+                agent,
+                event_id: Some(event_id),
+                ..
+            }
+            | Self::Inference {
+                agent,
+                event_id: Some(event_id),
+                ..
+            } => Some((agent, event_id)),
+            _ => None,
+        }
+    }
+}
+
+/// Cuts every string of a record's JSON to [`MAX_RECORD_STRING_BYTES`].
+fn bound_strings(value: &mut Value) {
+    match value {
+        Value::String(text) if text.len() > MAX_RECORD_STRING_BYTES => {
+            let cut = crate::log::truncate_at_char_boundary(text, MAX_RECORD_STRING_BYTES).len();
+            let dropped = text.len() - cut;
+            text.truncate(cut);
+            text.push_str(&format!("…[{dropped} more bytes]"));
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_strings),
+        Value::Object(map) => map.values_mut().for_each(bound_strings),
+        _ => {}
+    }
+}
+
 /// How long the writer collects records before writing a batch.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -210,6 +301,8 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 #[derive(Default)]
 struct Pending {
     records: Vec<(AuditEvent, i64)>,
+    /// Per event: records written in detail, and records suppressed.
+    per_event: std::collections::HashMap<String, (u32, u64)>,
     queued: u64,
     written: u64,
     flush_wanted: bool,
@@ -306,9 +399,40 @@ impl AuditLog {
             tracing::error!("the audit writer is gone; a record was not written");
             return;
         }
-        pending.records.push((event, now_unix()));
+        let at = now_unix();
+        if let Some((_, event_id)) = event.per_event() {
+            if !pending.per_event.contains_key(event_id)
+                && pending.per_event.len() >= MAX_TRACKED_EVENTS
+            {
+                pending.per_event.clear();
+            }
+            let counts = pending
+                .per_event
+                .entry(event_id.to_string())
+                .or_insert((0, 0));
+            if counts.0 >= MAX_DETAILED_RECORDS_PER_EVENT {
+                counts.1 += 1;
+                return;
+            }
+            counts.0 += 1;
+        }
+        if let AuditEvent::Invocation {
+            agent, event_id, ..
+        } = &event
+            && let Some((_, suppressed)) = pending.per_event.remove(event_id.as_str())
+            && suppressed > 0
+        {
+            let summary = AuditEvent::RecordsSuppressed {
+                agent: agent.clone(),
+                event_id: event_id.clone(),
+                suppressed,
+            };
+            pending.records.push((summary, at));
+            pending.queued += 1;
+        }
+        pending.records.push((event, at));
         pending.queued += 1;
-        if pending.records.len() == 1 {
+        if pending.records.len() <= 2 {
             self.queue.wake.notify_one();
         }
     }
@@ -429,9 +553,9 @@ fn append_batch(db: &Database, batch: &[(AuditEvent, i64)]) -> Result<(), DbErro
         )?;
         for (event, at) in batch {
             seq += 1;
-            let text = serde_json::to_value(event)
-                .unwrap_or(Value::Null)
-                .to_string();
+            let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+            bound_strings(&mut value);
+            let text = value.to_string();
             let hash = chain_hash(&prev, &canonical(seq, *at, &text));
             insert.execute(rusqlite::params![seq, at, text, prev, hash])?;
             prev = hash;

@@ -27,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_publisher_tokens",
         include_str!("../migrations/0005_publisher_tokens.sql"),
     ),
+    (
+        "0006_containment",
+        include_str!("../migrations/0006_containment.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

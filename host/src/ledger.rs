@@ -137,7 +137,8 @@ pub struct UsageRecord {
     pub binding: String,
     /// Provider kind.
     pub provider: String,
-    /// Model id (as the provider reported it, when it did).
+    /// Model id, as the operator configured it (never an id the provider
+    /// reported, which is upstream text).
     pub model: String,
     /// Vault id of the key used.
     pub key_id: Option<String>,
@@ -151,6 +152,9 @@ pub struct UsageRecord {
     pub latency_ms: u64,
     /// `ok`, or the error kind.
     pub outcome: String,
+    /// The event during which the call was made (for the audit log; not
+    /// stored with the usage totals).
+    pub event_id: Option<String>,
 }
 
 /// Usage summed per agent, provider, model and key.
@@ -808,6 +812,7 @@ mod tests {
             cost_micros: cost,
             latency_ms: 5,
             outcome: "ok".into(),
+            event_id: None,
         }
     }
 

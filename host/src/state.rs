@@ -122,8 +122,8 @@ impl AgentStateBuilder {
                     event_id: self.event_id.clone(),
                 },
             ),
+            tools: ToolsCtx::for_event(self.tools, self.event_id.clone()),
             log: LogCtx::new(self.agent, self.event_id, self.capture_logs),
-            tools: ToolsCtx::new(self.tools),
             stdout,
             stderr,
         }

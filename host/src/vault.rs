@@ -37,8 +37,8 @@ pub const MASTER_KEY_ENV: &str = "CLAWCAGE_MASTER_KEY";
 pub const MASTER_KEY_FILE: &str = "master.key";
 /// Longest key id.
 pub const MAX_KEY_ID_BYTES: usize = 64;
-/// Shortest secret the vault stores: shorter values are not real API keys,
-/// and would make redaction match ordinary text.
+/// Shortest secret the vault stores at all; each provider's own minimum
+/// ([`crate::leak::SecretKind::min_bytes`]) is usually higher.
 pub const MIN_SECRET_BYTES: usize = 16;
 /// Largest secret the vault stores.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;
@@ -328,13 +328,17 @@ impl Vault {
         hex::encode(&tag.as_ref()[..6])
     }
 
-    fn validate_secret(secret: &Secret) -> Result<(), VaultError> {
+    /// Checks a secret for its provider: no longer than the vault holds,
+    /// and as long and as random as the provider issues them (see
+    /// [`crate::leak::check_quality`]).
+    fn validate_secret(provider: &str, secret: &Secret) -> Result<(), VaultError> {
         if secret.len() < MIN_SECRET_BYTES || secret.len() > MAX_SECRET_BYTES {
             return Err(VaultError::Invalid(format!(
                 "a secret must be {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes"
             )));
         }
-        Ok(())
+        crate::leak::check_quality(crate::leak::SecretKind::of_provider(provider), secret)
+            .map_err(VaultError::Invalid)
     }
 
     /// Adds a key. Fails if the id exists (even revoked: ids are not reused,
@@ -347,7 +351,7 @@ impl Vault {
                 PROVIDERS.join(", ")
             )));
         }
-        Self::validate_secret(secret)?;
+        Self::validate_secret(provider, secret)?;
         let key = self.master.aead_key(&[b"key", id.as_bytes()]);
         let (nonce, ciphertext) = self.seal(&key, &aad(id, provider), secret.expose())?;
         let fingerprint = self.fingerprint(secret);
@@ -373,8 +377,8 @@ impl Vault {
 
     /// Replaces a key's value. The next call that fetches it uses the new one.
     pub fn rotate(&self, id: &str, secret: &Secret) -> Result<KeyInfo, VaultError> {
-        Self::validate_secret(secret)?;
         let info = self.info(id)?;
+        Self::validate_secret(&info.provider, secret)?;
         if info.revoked_at.is_some() {
             return Err(VaultError::Revoked(id.into()));
         }
@@ -383,7 +387,8 @@ impl Vault {
         let fingerprint = self.fingerprint(secret);
         let now = now_unix();
         let updated = self.db.lock().execute(
-            "UPDATE keys SET nonce = ?2, ciphertext = ?3, fingerprint = ?4, rotated_at = ?5
+            "UPDATE keys SET previous_nonce = nonce, previous_ciphertext = ciphertext,
+                 nonce = ?2, ciphertext = ?3, fingerprint = ?4, rotated_at = ?5
              WHERE id = ?1 AND revoked_at IS NULL",
             rusqlite::params![id, nonce, ciphertext, fingerprint, now],
         )?;
@@ -408,7 +413,8 @@ impl Vault {
         let now = now_unix();
         let conn = self.db.lock();
         conn.execute(
-            "UPDATE keys SET nonce = NULL, ciphertext = NULL, revoked_at = ?2 WHERE id = ?1",
+            "UPDATE keys SET nonce = NULL, ciphertext = NULL, previous_nonce = NULL,
+                 previous_ciphertext = NULL, revoked_at = ?2 WHERE id = ?1",
             rusqlite::params![id, now],
         )?;
         // Push the change out of the write-ahead log into the main file, whose
@@ -446,23 +452,6 @@ impl Vault {
         Ok(keys)
     }
 
-    /// Every active secret, decrypted, for redaction. Rows that fail to
-    /// decrypt are skipped (`secret` reports them when they are used).
-    pub fn active_secrets(&self) -> Result<Vec<Secret>, VaultError> {
-        let ids: Vec<(String, String)> = {
-            let conn = self.db.lock();
-            let mut statement =
-                conn.prepare("SELECT id, provider FROM keys WHERE revoked_at IS NULL ORDER BY id")?;
-            statement
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?
-        };
-        Ok(ids
-            .iter()
-            .filter_map(|(id, provider)| self.secret(id, provider).ok())
-            .collect())
-    }
-
     /// A value that changes whenever a key is added, rotated or revoked (in
     /// any process), for caches derived from the keys. Cheap: an atomic
     /// counter for changes made through this vault, and SQLite's
@@ -488,10 +477,33 @@ impl Vault {
     /// Decrypts a key for one use. `provider` must match the key's own: a
     /// key added for one provider is never sent to another.
     pub fn secret(&self, id: &str, provider: &str) -> Result<Secret, VaultError> {
+        self.decrypt(
+            id,
+            provider,
+            "SELECT provider, nonce, ciphertext FROM keys WHERE id = ?1",
+        )
+    }
+
+    /// The key's value before its last rotation, if it was rotated and not
+    /// revoked since: a call in flight may still carry it, so answers are
+    /// checked for it too. Never sent anywhere.
+    pub fn previous_secret(&self, id: &str, provider: &str) -> Result<Option<Secret>, VaultError> {
+        match self.decrypt(
+            id,
+            provider,
+            "SELECT provider, previous_nonce, previous_ciphertext FROM keys WHERE id = ?1",
+        ) {
+            Ok(secret) => Ok(Some(secret)),
+            Err(VaultError::Revoked(_)) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    fn decrypt(&self, id: &str, provider: &str, query: &str) -> Result<Secret, VaultError> {
         let row: Option<StoredKey> = self
             .db
             .lock()
-            .prepare_cached("SELECT provider, nonce, ciphertext FROM keys WHERE id = ?1")?
+            .prepare_cached(query)?
             .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let Some((stored_provider, nonce, ciphertext)) = row else {
@@ -537,7 +549,7 @@ mod tests {
 
     use super::*;
 
-    const KEY: &str = "sk-ant-api03-THIS-IS-A-TEST-KEY-0123456789";
+    const KEY: &str = "sk-ant-api03-THIS-IS-A-TEST-KEY-U8JZpDE0iGXlD6gNCFbaEPFjbD0kH8Oool8DklZDOCj2ISaJiHkTj0rLGlkoMXGjtEkDnNfribAA";
 
     fn vault_at(dir: &Path, master: &MasterKey) -> Result<Vault, VaultError> {
         let db = Arc::new(Database::create(dir)?);
@@ -558,27 +570,50 @@ mod tests {
             Some(KEY)
         );
 
+        let new_key = "sk-ant-api03-xUdl7dXTPyLsxPFkThf4VucSmEHgaKwVJ7faC9qEwjky40UVsWmflzdE1F8ResqEDusTpkr0cStY4qWB8dWKnHfDNxSIvAA";
         let rotated = vault
-            .rotate("main", &Secret::from("sk-new-0123456789abcdef".to_string()))
+            .rotate("main", &Secret::from(new_key.to_string()))
             .unwrap();
         assert_ne!(rotated.fingerprint, added.fingerprint);
         assert_eq!(
             vault.secret("main", "anthropic").unwrap().expose_str(),
-            Some("sk-new-0123456789abcdef")
+            Some(
+                "sk-ant-api03-xUdl7dXTPyLsxPFkThf4VucSmEHgaKwVJ7faC9qEwjky40UVsWmflzdE1F8ResqEDusTpkr0cStY4qWB8dWKnHfDNxSIvAA"
+            )
         );
 
+        // The value before the rotation is kept, sealed, to check answers
+        // against; revocation wipes it with the current one.
+        assert_eq!(
+            vault
+                .previous_secret("main", "anthropic")
+                .unwrap()
+                .unwrap()
+                .expose_str(),
+            Some(KEY)
+        );
         vault.revoke("main").unwrap();
         assert!(matches!(
             vault.secret("main", "anthropic"),
             Err(VaultError::Revoked(_))
         ));
+        assert!(
+            vault
+                .previous_secret("main", "anthropic")
+                .unwrap()
+                .is_none()
+        );
         assert!(matches!(
-            vault.rotate("main", &Secret::from("x".repeat(20))),
+            vault.rotate("main", &Secret::from(new_key.to_string())),
             Err(VaultError::Revoked(_))
         ));
         assert!(matches!(
-            vault.add("main", "anthropic", &Secret::from("x".repeat(20))),
+            vault.add("main", "anthropic", &Secret::from(new_key.to_string())),
             Err(VaultError::Exists(_))
+        ));
+        assert!(matches!(
+            vault.add("short", "anthropic", &Secret::from("x".repeat(20))),
+            Err(VaultError::Invalid(_))
         ));
         assert!(vault.list().unwrap()[0].revoked_at.is_some());
     }
@@ -627,14 +662,18 @@ mod tests {
             .add(
                 "a",
                 "openai",
-                &Secret::from("sk-aaaa-0123456789abcdef".to_string()),
+                &Secret::from(
+                    "sk-aaaa-PZZ63fFKcZjR4I0b3jRtaWr4Y9OJFLJOqOAf1lLQSAJaiXnk".to_string(),
+                ),
             )
             .unwrap();
         vault
             .add(
                 "b",
                 "openai",
-                &Secret::from("sk-bbbb-0123456789abcdef".to_string()),
+                &Secret::from(
+                    "sk-bbbb-U8Is2g8nprvDd53x83rzjZZZZGeoZDMENcKHVmDGAkJiG8Xn".to_string(),
+                ),
             )
             .unwrap();
         // Move a's ciphertext into b's row.
@@ -670,7 +709,10 @@ mod tests {
             .add(
                 "other",
                 "openai",
-                &Secret::from("sk-proj-OTHERKEY-987654321".to_string()),
+                &Secret::from(
+                    "sk-proj-OTHERKEY-987654321BE3NnYJoQ9WmXeHH2fdeeTFJGvVvQe1sKhBN88hX"
+                        .to_string(),
+                ),
             )
             .unwrap();
         vault.revoke("other").unwrap();

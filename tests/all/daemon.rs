@@ -13,9 +13,9 @@ use clawcage_tests::fake_provider::FakeProvider;
 use clawcage_tests::{HELLO, HOSTILE, test_options};
 use serde_json::{Value, json};
 
-const KEY_V1: &str = "sk-ant-api03-DaemonKeyVersionOne-0123456789";
-const KEY_V2: &str = "sk-ant-api03-DaemonKeyVersionTwo-9876543210";
-const HOOK_SECRET: &str = "whsec-github-0123456789abcdef";
+const KEY_V1: &str = "sk-ant-api03-dMBLOCokfM7bekat3tQfza7OiZmC0PyjZViTj17fo6BbLkU8Y0xX7GSLtKMh3CMpTBX0bHC2fYlpVmgVR2kA1yShZfxqFAA";
+const KEY_V2: &str = "sk-ant-api03-1PJWAsYRegvKopNTKRzEzSrMORpMOe5tz9DLIIC8Dco9ddtzLjF0dJU5AsQDwSSJO12FTqYZ0hleVn7tBk47GqCPOBb2oAA";
+const HOOK_SECRET: &str = "whsec-github-JcPqRwh10DKCXAp50aQG6HNB5Tzkw8Im";
 
 pub(crate) struct Running {
     _dir: tempfile::TempDir,
@@ -64,7 +64,7 @@ pub(crate) async fn start_with(configure: impl FnOnce(&mut DaemonOptions)) -> Ru
 
 impl Running {
     /// Puts a webhook signing secret in the daemon's vault.
-    fn add_webhook_secret(&self, id: &str, secret: &str) {
+    pub(crate) fn add_webhook_secret(&self, id: &str, secret: &str) {
         self.daemon
             .services
             .vault
@@ -94,7 +94,7 @@ impl Running {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn deploy(&self, name: &str, component: &str, sections: &str) -> (u16, Value) {
+    pub(crate) async fn deploy(&self, name: &str, component: &str, sections: &str) -> (u16, Value) {
         let manifest = format!("name = {name:?}\n[component]\npath = \"x.wasm\"\n{sections}");
         let component =
             base64::engine::general_purpose::STANDARD.encode(std::fs::read(component).unwrap());
@@ -262,7 +262,7 @@ async fn deploy_invoke_and_clear_errors() {
 async fn webhooks_run_only_with_a_valid_fresh_signature_and_once() {
     let daemon = start().await;
     daemon.add_webhook_secret("github-hook", HOOK_SECRET);
-    daemon.add_webhook_secret("slack-hook", "slack-signing-secret-0123456789");
+    daemon.add_webhook_secret("slack-hook", "slack-signing-secret-pQAYl86NkiseGbcM2nYe");
     let sections = "[[triggers]]\nsource = \"github\"\nevents = [\"issues.opened\"]\nsecret = \"github-hook\"\n\n[[triggers]]\nsource = \"slack\"\nsecret = \"slack-hook\"\n";
     let (status, body) = daemon.deploy("echoer", HOSTILE, sections).await;
     assert_eq!(status, 200, "{body}");
@@ -330,7 +330,7 @@ async fn webhooks_run_only_with_a_valid_fresh_signature_and_once() {
             .header(
                 "x-slack-signature",
                 sign_slack(
-                    b"slack-signing-secret-0123456789",
+                    b"slack-signing-secret-pQAYl86NkiseGbcM2nYe",
                     timestamp,
                     body.as_bytes(),
                 ),
@@ -624,7 +624,7 @@ async fn keys_are_managed_remotely_with_the_cli() {
         key.run(&mut stdin.as_bytes(), &mut out)
             .map(|()| String::from_utf8(out).unwrap())
     };
-    let secret = "sk-ant-api03-RemoteCliKey-0123456789abcdef";
+    let secret = "sk-ant-api03-LATOAYBHhITBWjUq5GkEIols4gmTBTk4feZKqXyistcGUxpEgQ0EkOnY5Cq0UYvSoyydvjxrHOVVUuVbeWjsUbvkPByEzAA";
     let added =
         tokio::task::block_in_place(|| run(&["add", "remote", "--provider", "anthropic"], secret))
             .unwrap();
@@ -645,7 +645,7 @@ async fn keys_are_managed_remotely_with_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generic_webhooks_need_their_hmac_and_bodies_are_bounded() {
     let daemon = start().await;
-    daemon.add_webhook_secret("deploy-hook", "deploy-hook-secret-0123456789");
+    daemon.add_webhook_secret("deploy-hook", "deploy-hook-secret-n5QbhlvAR1UfjTgED4gj");
     let sections =
         "[[triggers]]\nsource = \"webhook\"\nname = \"deploys\"\nsecret = \"deploy-hook\"\n";
     assert_eq!(daemon.deploy("echoer", HOSTILE, sections).await.0, 200);
@@ -659,7 +659,7 @@ async fn generic_webhooks_need_their_hmac_and_bodies_are_bounded() {
             .body(body)
             .send()
     };
-    let signed = sign_sha256(b"deploy-hook-secret-0123456789", body.as_bytes());
+    let signed = sign_sha256(b"deploy-hook-secret-n5QbhlvAR1UfjTgED4gj", body.as_bytes());
     let started: Value = post(signed.clone(), body.clone())
         .await
         .unwrap()

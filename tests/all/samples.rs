@@ -23,22 +23,22 @@ const SECRETS: [(&str, &str, &str); 4] = [
     (
         "anthropic-main",
         "anthropic",
-        "sk-ant-api03-SampleAgentsKey-0123456789abcdef",
+        "sk-ant-api03-SoiqSwcA0LWX50cJ0ZuX6tt0RtbOrIUaZ4t0psDgkvvkYiLbSZrDDIIgNOsRHhGWH7e2RJOavXeWrf1AUjEFXG1zSGAczAA",
     ),
     (
         "github-bot",
         "github",
-        "ghs_SampleAgentsGitHubToken0123456789ab",
+        "ghs_4aXFKf6pT5FqpPew9PYOBfMICRHgDSCbHUJL",
     ),
     (
         "slack-bot",
         "slack",
-        "xoxb-3333-4444-SampleAgentsSlackToken00",
+        "xoxb-3333444455-6666777788-XZWHjarEmVb83Mbrk5pCxXfs",
     ),
     (
         "notion-bot",
         "notion",
-        "secret_SampleAgentsNotionToken0123456789",
+        "secret_S25G3JfM25ecRUGCyQ8yyuT3PNmwDknhPzHFUniQWPj",
     ),
 ];
 
@@ -102,7 +102,7 @@ fn check_cassette(sample: &str, recorded: &Cassette) {
     );
     let text = std::fs::read_to_string(&path).unwrap();
     for (_, _, secret) in SECRETS {
-        for window in secret.as_bytes().windows(clawcage::redact::FRAGMENT_BYTES) {
+        for window in secret.as_bytes().windows(clawcage::leak::WINDOW) {
             assert!(!text.contains(std::str::from_utf8(window).unwrap()));
         }
     }

@@ -17,10 +17,10 @@ use clawcage_tests::fake_tools::{FakeTools, notion_id};
 use clawcage_tests::{HOSTILE, test_options};
 use serde_json::{Value, json};
 
-const GITHUB_TOKEN: &str = "ghs_GitHubInstallationToken0123456789abcdef";
-const SLACK_TOKEN: &str = "xoxb-1111-2222-SlackBotTokenabcdefghijkl";
-const NOTION_TOKEN: &str = "secret_NotionIntegrationToken0123456789ab";
-const API_KEY: &str = "wx-GenericApiKey-0123456789abcdefghij";
+const GITHUB_TOKEN: &str = "ghs_dWUdOSuOVyNDv5EI5zB5N6Qa31M4LBdwMiQ7";
+const SLACK_TOKEN: &str = "xoxb-1111222233-4444555566-1XGlvAPSy7joCQywmmGlPl2j";
+const NOTION_TOKEN: &str = "secret_oxq8zgPsQPTa1u7mRFXMQu5NmqXAe3XQOB1tMtSC9gJ";
+const API_KEY: &str = "wx-QfCF9TxPRf5aYrAI/c92aLL9kovK/YQWguwjrn";
 
 #[derive(Default)]
 struct Decisions(Mutex<Vec<Decision>>);
@@ -612,8 +612,7 @@ async fn credentials_reach_only_their_host_and_never_the_guest() {
         json!({"repo": "acme/echo", "number": 1}),
     )
     .await;
-    let body = assert_ok(&echoed)["body"].as_str().unwrap();
-    assert_eq!(body, "the token you sent: Bearer [redacted]");
+    assert_error(&echoed, "leak-blocked", "credential");
     let slack = call(
         &agent,
         "slack",
@@ -621,10 +620,7 @@ async fn credentials_reach_only_their_host_and_never_the_guest() {
         json!({"channel": "CECHO", "text": "x"}),
     )
     .await;
-    assert_eq!(
-        assert_ok(&slack)["message"]["text"],
-        "echo: Bearer [redacted]"
-    );
+    assert_error(&slack, "leak-blocked", "credential");
     let url = format!("http://127.0.0.1:{}/api/v1/echo-key", host.fake.addr.port());
     let api = call(
         &agent,
@@ -633,13 +629,21 @@ async fn credentials_reach_only_their_host_and_never_the_guest() {
         json!({"method": "GET", "url": url}),
     )
     .await;
-    assert!(
-        assert_ok(&api)["body"]
-            .as_str()
-            .unwrap()
-            .contains("[redacted]"),
-        "{api}"
-    );
+    assert_error(&api, "leak-blocked", "credential");
+    // Each grant that echoed is suspended for the agent; one that did not
+    // is not.
+    for tool in ["github", "slack", "api"] {
+        assert!(host.services.suspensions.is_suspended(
+            "toolbox",
+            clawcage::suspend::Capability::Tool,
+            tool
+        ));
+    }
+    assert!(!host.services.suspensions.is_suspended(
+        "toolbox",
+        clawcage::suspend::Capability::Tool,
+        "notion"
+    ));
     for report in [&echoed, &slack, &api] {
         let text = report.to_string();
         for secret in [GITHUB_TOKEN, SLACK_TOKEN, NOTION_TOKEN, API_KEY] {

@@ -5,7 +5,7 @@ use std::path::Path;
 use clap::Parser;
 use clawcage::cli::{Cli, Command};
 
-const SECRET: &str = "sk-ant-api03-TESTKEY-abcdefghijklmnopqrstuvwxyz0123456789";
+const SECRET: &str = "sk-ant-api03-TESTKEY7dTJrg0Aq3X1P5JbDEmgsBvFWBzZOyFE8c6DqCs2HJu75NEhGl2DXeQ8a5VLSkNt5DDk1vzsjPfESnE8okLuhtAA";
 
 fn clawcage(state: &Path, args: &[&str], stdin: &str) -> Result<String, String> {
     let mut argv = vec!["clawcage"];
@@ -61,7 +61,7 @@ fn keys_are_added_listed_rotated_and_revoked_without_ever_showing_the_value() {
         serde_json::from_str(&clawcage(&state, &["key", "list", "--json"], "").unwrap()).unwrap();
     let fingerprint = json[0]["fingerprint"].as_str().unwrap().to_string();
 
-    let rotated = clawcage(&state, &["key", "rotate", "main"], "sk-ant-api03-ROTATED\n").unwrap();
+    let rotated = clawcage(&state, &["key", "rotate", "main"], "sk-ant-api03-ROTATEDoFw4CYxwUxYNYk9kStSGAEzPkT0vcSIy14XlfE732iMRNww0ZebbT3PDZN0mRyiI9L9QHYJD3WpMXcKX99cbz5AA\n").unwrap();
     assert!(rotated.contains("rotated"), "{rotated}");
     let json: serde_json::Value =
         serde_json::from_str(&clawcage(&state, &["key", "list", "--json"], "").unwrap()).unwrap();
@@ -76,7 +76,7 @@ fn keys_are_added_listed_rotated_and_revoked_without_ever_showing_the_value() {
     let err = clawcage(
         &state,
         &["key", "rotate", "main"],
-        "sk-ant-api03-another-value\n",
+        "sk-ant-api03-anothereTmLC5JB3w9QA0AIpozEsDxN2p4iCCasS0LuvOKMYIYfuGmqlFZt3ZKr22ilqdVzyLq4Nyp7H8xAPE2J5PL4eLAA\n",
     )
     .unwrap_err();
     assert_eq!(err, "key \"main\" was revoked");
@@ -206,6 +206,7 @@ fn usage_reports_spend_per_agent_model_and_key() {
             cost_micros: cost,
             latency_ms: 3,
             outcome: "ok".into(),
+            event_id: None,
         });
     }
     ledger.flush();
@@ -231,4 +232,75 @@ fn usage_reports_spend_per_agent_model_and_key() {
             .unwrap_err()
             .contains("--since")
     );
+}
+
+#[test]
+fn keys_shorter_or_plainer_than_their_provider_issues_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    clawcage(&state, &["init"], "").unwrap();
+    let random = clawcage_tests::keys::random_chars;
+    for (provider, value, needle) in [
+        // Cut short when pasted.
+        (
+            "anthropic",
+            format!("sk-ant-api03-{}", random(1, 60)),
+            "real ones are at least 100",
+        ),
+        (
+            "openai",
+            format!("sk-proj-{}", random(2, 20)),
+            "at least 40",
+        ),
+        ("github", format!("ghp_{}", random(3, 20)), "at least 40"),
+        ("webhook", random(4, 31), "at least 32"),
+        // Long enough, but nothing secret beyond the public parts.
+        (
+            "slack",
+            format!("xoxb-111122223333-444455556666-{}", random(5, 10)),
+            "beyond its public prefix",
+        ),
+        // Not random.
+        ("http", "a".repeat(40), "fewer than 8 distinct"),
+        (
+            "openai",
+            format!("sk-{}", "ab".repeat(30)),
+            "fewer than 8 distinct",
+        ),
+    ] {
+        let err = clawcage(
+            &state,
+            &["key", "add", "k", "--provider", provider],
+            &format!("{value}\n"),
+        )
+        .unwrap_err();
+        assert!(err.contains(needle), "{provider}: {err}");
+    }
+    // White space around a pasted key is dropped, and the operator told.
+    let key = clawcage_tests::keys::openai(6);
+    let added = clawcage(
+        &state,
+        &["key", "add", "k", "--provider", "openai"],
+        &format!("  {key}\t\r\n"),
+    )
+    .unwrap();
+    assert!(
+        added.starts_with("note: removed 5 bytes of white space around the key"),
+        "{added}"
+    );
+    let db = std::sync::Arc::new(clawcage::db::Database::open(&state).unwrap());
+    let master = clawcage::vault::MasterKey::load(&state).unwrap();
+    let vault = clawcage::vault::Vault::open(db, master).unwrap();
+    assert_eq!(
+        vault.secret("k", "openai").unwrap().expose_str(),
+        Some(key.as_str())
+    );
+    // A final newline alone is no news.
+    let quiet = clawcage(
+        &state,
+        &["key", "add", "k2", "--provider", "openai"],
+        &format!("{}\n", clawcage_tests::keys::openai(7)),
+    )
+    .unwrap();
+    assert!(quiet.starts_with("added k2"), "{quiet}");
 }

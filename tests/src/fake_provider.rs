@@ -7,7 +7,21 @@
 //! - `hello`: a normal answer (streams as several deltas);
 //! - `echo-key`: the answer quotes the credential it received (split
 //!   across deltas when streaming);
+//! - `echo-bytes`: the same, one byte per delta;
+//! - `echo-halves`: the credential in two parts (two text blocks, two
+//!   deltas);
+//! - `echo-blocks`: the credential in text blocks (Anthropic) or deltas
+//!   (OpenAI) of 16 bytes;
+//! - `echo-escaped`: the credential written as JSON `\u00XX` escapes;
+//! - `echo-model`: the credential as the model id the provider reports;
+//! - `echo-tool`: a tool use whose id quotes the credential;
+//! - `echo-tool-split`: a tool use whose input carries the credential split
+//!   across two fields;
+//! - `echo <text>`: the answer is `<text>` (what a model told to repeat
+//!   something does);
 //! - `error-echo`: HTTP 401 whose error message quotes the credential;
+//! - `error-offset`: HTTP 500, `text/plain`, with the credential at byte
+//!   500 of the body;
 //! - `overloaded-once`: 529 (Anthropic) or 503 (OpenAI) on the first try;
 //! - `rate-limited-once`: 429 with `retry-after: 0` on the first try;
 //! - `always-overloaded`: 529/503 every time;
@@ -148,6 +162,58 @@ fn sse(events: &[(Option<&str>, Value)], done: bool) -> Response {
     ([("content-type", "text/event-stream")], Body::from(text)).into_response()
 }
 
+/// What an answer is made of, before it is put in a provider's format.
+enum Block {
+    /// A text part, streamed as these deltas.
+    Text(Vec<String>),
+    /// A tool use: id, name, and its input as JSON pieces.
+    Tool(String, String, Vec<String>),
+}
+
+/// The answer of an echoing scenario, if `scenario` is one.
+fn echo_blocks(scenario: &str, key: &str, prompt: &str) -> Option<Vec<Block>> {
+    let chars = |text: &str| text.chars().map(String::from).collect::<Vec<_>>();
+    let (first, second) = key.split_at(key.len() / 2);
+    Some(match scenario {
+        "echo-key" => vec![Block::Text(thirds(&format!("your key is {key} ok")))],
+        "echo-bytes" => vec![Block::Text(chars(&format!("your key is {key} ok")))],
+        "echo-halves" => vec![
+            Block::Text(vec![format!("your key is {first}")]),
+            Block::Text(vec![format!("{second} ok")]),
+        ],
+        "echo-blocks" => key
+            .as_bytes()
+            .chunks(16)
+            .map(|c| Block::Text(vec![String::from_utf8_lossy(c).into_owned()]))
+            .collect(),
+        "echo-escaped" => {
+            let escaped: String = key
+                .chars()
+                .map(|c| format!("\\u{:04x}", c as u32))
+                .collect();
+            vec![Block::Text(thirds(&format!("decode this: {escaped}")))]
+        }
+        "echo-tool" => vec![Block::Tool(
+            format!("toolu_{key}"),
+            "lookup".into(),
+            vec!["{\"q\":".into(), " \"x\"}".into()],
+        )],
+        "echo-tool-split" => vec![Block::Tool(
+            "toolu_2".into(),
+            "lookup".into(),
+            vec![
+                format!("{{\"a\": \"{first}\","),
+                format!(" \"b\": \"{second}\"}}"),
+            ],
+        )],
+        "echo" => {
+            let text = prompt.strip_prefix("echo").unwrap_or("").trim_start();
+            vec![Block::Text(thirds(text))]
+        }
+        _ => return None,
+    })
+}
+
 /// Splits `text` into three deltas.
 fn thirds(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
@@ -190,6 +256,7 @@ async fn anthropic(
                 format!("invalid x-api-key: {key}"),
             );
         }
+        "error-offset" => return error_at_offset(&key),
         "overloaded-once" if attempt == 0 => {
             return error(529, "overloaded_error", "Overloaded".into());
         }
@@ -200,11 +267,15 @@ async fn anthropic(
         "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
         _ => {}
     }
-    let text = match scenario.as_str() {
-        "echo-key" => format!("your key is {key} ok"),
-        _ => "Hello from anthropic".to_string(),
+    let text = "Hello from anthropic".to_string();
+    let served_model = if scenario == "echo-model" {
+        key.clone()
+    } else {
+        format!("{model}-20260101")
     };
-    let served_model = format!("{model}-20260101");
+    if let Some(blocks) = echo_blocks(&scenario, &key, &prompt) {
+        return anthropic_blocks(&blocks, &served_model, body["stream"] == json!(true));
+    }
     if body["system"]
         .as_str()
         .is_some_and(|s| s.contains("You triage GitHub issues"))
@@ -280,6 +351,147 @@ async fn anthropic(
     sse(&events, false)
 }
 
+/// A plain-text 500 with the credential at byte 500 of the body.
+fn error_at_offset(key: &str) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [("content-type", "text/plain")],
+        format!("{}{key} (upstream trace)", "x".repeat(500)),
+    )
+        .into_response()
+}
+
+/// An Anthropic answer made of `blocks`, whole or streamed.
+fn anthropic_blocks(blocks: &[Block], model: &str, stream: bool) -> Response {
+    let stop = if blocks.iter().any(|b| matches!(b, Block::Tool(..))) {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
+    if !stream {
+        let content: Vec<Value> = blocks
+            .iter()
+            .map(|block| match block {
+                Block::Text(pieces) => json!({"type": "text", "text": pieces.concat()}),
+                Block::Tool(id, name, pieces) => json!({
+                    "type": "tool_use", "id": id, "name": name,
+                    "input": serde_json::from_str::<Value>(&pieces.concat()).unwrap_or(Value::Null),
+                }),
+            })
+            .collect();
+        return (
+            [("content-type", "application/json")],
+            json!({
+                "id": "msg_echo", "type": "message", "role": "assistant", "model": model,
+                "content": content, "stop_reason": stop, "stop_sequence": null,
+                "usage": {"input_tokens": 12, "output_tokens": 7}
+            })
+            .to_string(),
+        )
+            .into_response();
+    }
+    let mut events = vec![(
+        Some("message_start"),
+        json!({"type": "message_start", "message": {"id": "msg_echo", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+    )];
+    for (index, block) in blocks.iter().enumerate() {
+        match block {
+            Block::Text(pieces) => {
+                events.push((Some("content_block_start"), json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})));
+                for piece in pieces {
+                    events.push((Some("content_block_delta"), json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}})));
+                }
+            }
+            Block::Tool(id, name, pieces) => {
+                events.push((Some("content_block_start"), json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}})));
+                for piece in pieces {
+                    events.push((Some("content_block_delta"), json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}})));
+                }
+            }
+        }
+        events.push((
+            Some("content_block_stop"),
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+    }
+    events.push((Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 7}})));
+    events.push((Some("message_stop"), json!({"type": "message_stop"})));
+    sse(&events, false)
+}
+
+/// An OpenAI answer made of `blocks`, whole or streamed: text parts are one
+/// `content` string (their deltas kept apart when streamed), tool uses are
+/// `tool_calls`.
+fn openai_blocks(blocks: &[Block], model: &str, stream: bool) -> Response {
+    let text: String = blocks
+        .iter()
+        .filter_map(|b| match b {
+            Block::Text(pieces) => Some(pieces.concat()),
+            Block::Tool(..) => None,
+        })
+        .collect();
+    let tools: Vec<(&String, &String, &Vec<String>)> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            Block::Tool(id, name, pieces) => Some((id, name, pieces)),
+            Block::Text(_) => None,
+        })
+        .collect();
+    let finish = if tools.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    if !stream {
+        let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+        if !tools.is_empty() {
+            message["tool_calls"] = tools
+                .iter()
+                .map(|(id, name, pieces)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": pieces.concat()}}))
+                .collect();
+        }
+        return (
+            [("content-type", "application/json")],
+            json!({
+                "id": "chatcmpl-echo", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+            })
+            .to_string(),
+        )
+            .into_response();
+    }
+    let chunk = |delta: Value, finish: Value| {
+        (
+            None,
+            json!({"id": "chatcmpl-echo", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    for block in blocks {
+        if let Block::Text(pieces) = block {
+            for piece in pieces {
+                events.push(chunk(json!({"content": piece}), Value::Null));
+            }
+        }
+    }
+    for (index, (id, name, pieces)) in tools.iter().enumerate() {
+        events.push(chunk(json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null));
+        for piece in pieces.iter() {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                Value::Null,
+            ));
+        }
+    }
+    events.push(chunk(json!({}), json!(finish)));
+    events.push((None, json!({"id": "chatcmpl-echo", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}})));
+    sse(&events, true)
+}
+
 async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let attempt = record(&shared, "/v1/chat/completions", &headers, &body);
@@ -309,6 +521,7 @@ async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
                 format!("Incorrect API key provided: {key}"),
             );
         }
+        "error-offset" => return error_at_offset(&key),
         "overloaded-once" if attempt == 0 => {
             return error(503, "server_error", "overloaded".into());
         }
@@ -319,11 +532,15 @@ async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
         "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
         _ => {}
     }
-    let text = match scenario.as_str() {
-        "echo-key" => format!("your key is {key} ok"),
-        _ => "Hello from openai".to_string(),
+    let text = "Hello from openai".to_string();
+    let served_model = if scenario == "echo-model" {
+        key.clone()
+    } else {
+        format!("{model}-2026-01-01")
     };
-    let served_model = format!("{model}-2026-01-01");
+    if let Some(blocks) = echo_blocks(&scenario, &key, &prompt) {
+        return openai_blocks(&blocks, &served_model, body["stream"] == json!(true));
+    }
     if body["stream"] != json!(true) {
         return (
             [("content-type", "application/json")],

@@ -406,9 +406,57 @@ fn notion(request: &ToolRequest, rest: &str) -> Response {
 }
 
 /// A generic API under `/api/`: `/api/v1/...` answers 200 with what it got;
-/// `/api/admin` is outside any rule a test grants.
+/// `/api/admin` is outside any rule a test grants. The `v1/echo-*` routes
+/// send the `x-api-key` they received back, each in another encoding:
+/// `echo-key` as JSON, `echo-slashes` as PHP writes JSON (`/` as `\/`),
+/// `echo-unicode` with every character a `\u00XX` escape, `echo-split`
+/// across two JSON fields, `echo-percent` percent-encoded, `echo-base64`
+/// inside a base64 `Authorization` dump, `echo-error` at byte 500 of a
+/// plain-text 500. `v1/echo?text=…` answers with the query's text (a
+/// service that reflects what the agent sent).
 fn generic(request: &ToolRequest, rest: &str) -> Response {
+    use base64::Engine as _;
+    let key = request.header("x-api-key").unwrap_or("").to_string();
+    let text = |status: StatusCode, body: String| {
+        (status, [("content-type", "text/plain")], body).into_response()
+    };
+    let raw_json = |body: String| {
+        (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+    };
+    let (first, second) = key.split_at(key.len() / 2);
     match rest {
+        "v1/echo-slashes" => raw_json(format!(r#"{{"key":"{}"}}"#, key.replace('/', "\\/"))),
+        "v1/echo-unicode" => raw_json(format!(
+            r#"{{"key":"{}"}}"#,
+            key.chars()
+                .map(|c| format!("\\u{:04x}", c as u32))
+                .collect::<String>()
+        )),
+        "v1/echo-split" => json_response(
+            StatusCode::OK,
+            json!({"first": first, "note": "x", "second": second}),
+        ),
+        "v1/echo-percent" => text(
+            StatusCode::OK,
+            key.bytes().map(|b| format!("%{b:02X}")).collect(),
+        ),
+        "v1/echo-base64" => text(
+            StatusCode::OK,
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("x-api-key: {key}\r\naccept: */*\r\n")),
+        ),
+        "v1/echo-error" => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}{key} (trace)", "x".repeat(500)),
+        ),
+        "v1/echo" => {
+            let query = request.uri.split_once('?').map_or("", |(_, q)| q);
+            let said = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("text="))
+                .unwrap_or("");
+            json_response(StatusCode::OK, json!({"text": said}))
+        }
         "v1/echo-key" => json_response(StatusCode::OK, json!({"key": request.header("x-api-key")})),
         "v1/limited" => (
             StatusCode::TOO_MANY_REQUESTS,

@@ -175,3 +175,58 @@ impl ToolBackend for EchoTool {
         Ok(format!(r#"{{"echo":{input}}}"#))
     }
 }
+
+/// Realistic test credentials: each in its provider's format and length,
+/// with a random-looking private part (the vault refuses anything shorter
+/// or plainer), made deterministically from a seed so tests can name them.
+pub mod keys {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+    /// `len` base62 characters from `seed`.
+    pub fn random_chars(seed: u64, len: usize) -> String {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ALPHABET[(state % ALPHABET.len() as u64) as usize] as char
+            })
+            .collect()
+    }
+
+    /// An Anthropic key: `sk-ant-api03-`, 93 characters, `AA` (108 bytes).
+    pub fn anthropic(seed: u64) -> String {
+        format!("sk-ant-api03-{}AA", random_chars(seed, 93))
+    }
+
+    /// An OpenAI project key of 64 bytes.
+    pub fn openai(seed: u64) -> String {
+        format!("sk-proj-{}", random_chars(seed, 56))
+    }
+
+    /// A key for an OpenAI-compatible server, 40 bytes.
+    pub fn compatible(seed: u64) -> String {
+        random_chars(seed, 40)
+    }
+
+    /// A classic GitHub token (40 bytes).
+    pub fn github(seed: u64) -> String {
+        format!("ghp_{}", random_chars(seed, 36))
+    }
+
+    /// A Slack bot token with team and bot ids.
+    pub fn slack(seed: u64) -> String {
+        format!("xoxb-1111222233-4444555566-{}", random_chars(seed, 24))
+    }
+
+    /// A Notion integration token.
+    pub fn notion(seed: u64) -> String {
+        format!("secret_{}", random_chars(seed, 43))
+    }
+
+    /// A webhook signing secret (32 bytes).
+    pub fn webhook(seed: u64) -> String {
+        random_chars(seed, 32)
+    }
+}

@@ -35,6 +35,11 @@ pub struct ServeCommand {
     /// are read from beside them).
     #[arg(long)]
     pub deploy: Vec<PathBuf>,
+    /// Free space (MiB) the state directory's disk must keep: below it, new
+    /// events are answered 503 instead of failing halfway through writing
+    /// their records. 0 turns the check off.
+    #[arg(long, default_value_t = crate::daemon::DEFAULT_MIN_FREE_DISK_BYTES >> 20, env = "CLAWCAGE_MIN_FREE_DISK_MIB")]
+    pub min_free_disk_mib: u64,
 }
 
 impl ServeCommand {
@@ -63,6 +68,7 @@ impl ServeCommand {
         let mut options = DaemonOptions::new(self.state.dir()?);
         options.max_concurrent = self.max_concurrent.max(1);
         options.drain_timeout = Duration::from_secs(self.drain_seconds);
+        options.min_free_disk_bytes = self.min_free_disk_mib.saturating_mul(1 << 20);
         options.engine.max_concurrent_instances = (options.max_concurrent as u32).max(16);
         let daemon = Daemon::open(options)?;
         for manifest in &self.deploy {
@@ -392,6 +398,21 @@ pub enum AgentAction {
         /// Its name.
         name: String,
     },
+    /// Lists the bindings and grants suspended after a blocked leak.
+    Suspensions,
+    /// Resumes an agent's suspended bindings and grants: all of them, or
+    /// the one named. Rotate the key first if the provider or tool that
+    /// echoed it cannot be trusted with it.
+    Resume {
+        /// The agent.
+        name: String,
+        /// Only this model binding.
+        #[arg(long, conflicts_with = "tool")]
+        model: Option<String>,
+        /// Only this tool grant.
+        #[arg(long)]
+        tool: Option<String>,
+    },
 }
 
 impl AgentCommand {
@@ -419,6 +440,25 @@ impl AgentCommand {
             }
             AgentAction::List => {
                 block_on(self.remote.call(reqwest::Method::GET, "/v1/agents", None))?
+            }
+            AgentAction::Suspensions => block_on(self.remote.call(
+                reqwest::Method::GET,
+                "/v1/suspensions",
+                None,
+            ))?,
+            AgentAction::Resume { name, model, tool } => {
+                let mut body = serde_json::Map::new();
+                if let Some(model) = model {
+                    body.insert("model".into(), json!(model));
+                }
+                if let Some(tool) = tool {
+                    body.insert("tool".into(), json!(tool));
+                }
+                block_on(self.remote.call(
+                    reqwest::Method::POST,
+                    &format!("/v1/agents/{name}/resume"),
+                    Some(Value::Object(body)),
+                ))?
             }
             AgentAction::Remove { name } => {
                 block_on(self.remote.call(

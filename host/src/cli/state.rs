@@ -209,7 +209,13 @@ pub enum KeyAction {
     },
 }
 
-fn read_secret(from_env: Option<&str>, stdin: &mut dyn Read) -> Result<Secret, String> {
+/// Reads a secret; a note about white space dropped around it goes to
+/// `out`, so the operator knows what was stored.
+fn read_secret(
+    from_env: Option<&str>,
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<Secret, String> {
     let text = match from_env {
         Some(var) => Zeroizing::new(
             std::env::var(var)
@@ -227,9 +233,25 @@ fn read_secret(from_env: Option<&str>, stdin: &mut dyn Read) -> Result<Secret, S
             )
         }
     };
-    let trimmed = text.trim_end_matches(['\n', '\r']);
+    // Keys are never white space at either end: what is around a pasted
+    // key (a newline, a stray space, a tab from a copied table cell) is
+    // dropped, and the operator is told, so what is stored is exactly the
+    // key the provider issued.
+    let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err("the key is empty".into());
+    }
+    let dropped = text.len() - trimmed.len();
+    let only_final_newline = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        == Some(trimmed);
+    if dropped > 0 && !only_final_newline {
+        let _ = writeln!(
+            out,
+            "note: removed {dropped} byte{} of white space around the key",
+            if dropped == 1 { "" } else { "s" }
+        );
     }
     Ok(Secret::from(trimmed.to_string()))
 }
@@ -283,12 +305,12 @@ impl KeyCommand {
                 provider,
                 from_env,
             } => {
-                let secret = read_secret(from_env.as_deref(), stdin)?;
+                let secret = read_secret(from_env.as_deref(), stdin, out)?;
                 let body = with_secret(vec![("id", id), ("provider", provider)], &secret)?;
                 (Method::POST, "/v1/keys".to_string(), Some(body))
             }
             KeyAction::Rotate { id, from_env } => {
-                let secret = read_secret(from_env.as_deref(), stdin)?;
+                let secret = read_secret(from_env.as_deref(), stdin, out)?;
                 (
                     Method::POST,
                     format!("/v1/keys/{id}/rotate"),
@@ -328,7 +350,7 @@ impl KeyCommand {
                 if from_env.is_none() {
                     prompt();
                 }
-                let secret = read_secret(from_env.as_deref(), stdin)?;
+                let secret = read_secret(from_env.as_deref(), stdin, out)?;
                 vault
                     .add(&id, &provider, &secret)
                     .map(|info| format!("added {}", describe(&info)))
@@ -337,7 +359,7 @@ impl KeyCommand {
                 if from_env.is_none() {
                     prompt();
                 }
-                let secret = read_secret(from_env.as_deref(), stdin)?;
+                let secret = read_secret(from_env.as_deref(), stdin, out)?;
                 vault
                     .rotate(&id, &secret)
                     .map(|info| format!("rotated {}", describe(&info)))

@@ -104,6 +104,14 @@ impl From<Refusal> for ApiError {
                 "shutting-down",
                 refusal.to_string(),
             ),
+            Refusal::DiskFull { .. } => Self {
+                retry_after: Some(30),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "disk-full",
+                    refusal.to_string(),
+                )
+            },
         }
     }
 }
@@ -137,6 +145,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
                 .layer(DefaultBodyLimit::max(MAX_DEPLOY_BYTES)),
         )
         .route("/v1/agents/{name}/invoke", post(invoke))
+        .route("/v1/agents/{name}/resume", post(resume))
+        .route("/v1/suspensions", get(suspensions))
         .route("/v1/invocations/{id}", get(invocation))
         .route("/v1/keys", get(list_keys).post(add_key))
         .route("/v1/keys/{id}/rotate", post(rotate_key))
@@ -240,8 +250,57 @@ async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
             "Agents deployed.",
             vec![(String::new(), agents.len() as u64)],
         ),
+        (
+            "clawcage_suspensions",
+            "Model bindings and tool grants suspended after a blocked leak.",
+            vec![(String::new(), daemon.suspensions().len() as u64)],
+        ),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn suspensions(State(daemon): State<Arc<Daemon>>) -> Json<Value> {
+    Json(json!({"suspensions": daemon.suspensions()}))
+}
+
+/// What to resume: one binding (`model`), one grant (`tool`), or, with
+/// neither, everything suspended for the agent.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeRequest {
+    model: Option<String>,
+    tool: Option<String>,
+}
+
+async fn resume(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    request_actor: Option<axum::Extension<Actor>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: ResumeRequest = if body.is_empty() {
+        ResumeRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body is not {{\"model\": …}} or {{\"tool\": …}}: {e}"
+            ))
+        })?
+    };
+    let only = match (&request.model, &request.tool) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "name a model or a tool, not both".to_string(),
+            ));
+        }
+        (Some(model), None) => Some((crate::suspend::Capability::Model, model.as_str())),
+        (None, Some(tool)) => Some((crate::suspend::Capability::Tool, tool.as_str())),
+        (None, None) => None,
+    };
+    let resumed = daemon
+        .resume(&name, only, &actor(request_actor))
+        .map_err(ApiError::host)?;
+    Ok(Json(json!({"resumed": resumed})))
 }
 
 async fn list_agents(State(daemon): State<Arc<Daemon>>) -> Json<Value> {

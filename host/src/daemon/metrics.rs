@@ -43,6 +43,10 @@ const HELP: &[(&str, &str)] = &[
         "clawcage_webhooks_refused_total",
         "Webhook deliveries refused, by endpoint.",
     ),
+    (
+        "clawcage_leaks_blocked_total",
+        "Answers withheld because they carried their call's own credential, by agent and capability.",
+    ),
 ];
 
 /// Escapes a label value.

@@ -32,7 +32,8 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::db::Database;
 use crate::error::InvokeError;
 use crate::manifest::Manifest;
-use crate::providers::binding::Services;
+use crate::providers::binding::{LeakReport, Services};
+use crate::suspend::{Capability, Suspension};
 use crate::tools::connector::{Decision, DecisionSink};
 use crate::{Agent, Cage, EngineOptions, Event};
 
@@ -115,7 +116,13 @@ pub struct DaemonOptions {
     pub max_blob_bytes: u64,
     /// The engine's settings.
     pub engine: EngineOptions,
+    /// Free space the state directory's disk must keep: below it, new events
+    /// are refused with 503.
+    pub min_free_disk_bytes: u64,
 }
+
+/// The default reserve of free disk for the state directory: 256 MiB.
+pub const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 256 << 20;
 
 impl DaemonOptions {
     /// Defaults for a state directory. Compiled components are cached in
@@ -133,6 +140,7 @@ impl DaemonOptions {
             max_event_bytes: 1 << 20,
             max_blob_bytes: crate::registry::blobs::DEFAULT_MAX_BLOB_BYTES,
             engine,
+            min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_BYTES,
         }
     }
 }
@@ -284,6 +292,17 @@ pub enum Refusal {
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// The state directory's disk is nearly full: new events are refused
+    /// rather than fail halfway through writing their records.
+    #[error(
+        "the state directory's disk has {free_mib} MiB free, less than the {min_mib} MiB kept in reserve; new events wait until space is freed"
+    )]
+    DiskFull {
+        /// Free space, in MiB.
+        free_mib: u64,
+        /// The reserve (`--min-free-disk-mib`), in MiB.
+        min_mib: u64,
+    },
 }
 
 /// A finished invocation.
@@ -397,6 +416,7 @@ impl DecisionSink for AuditDecisions {
             resource: decision.resource.clone(),
             allowed: decision.allowed,
             reason: decision.reason.clone(),
+            event_id: decision.event_id.clone(),
         });
     }
 }
@@ -469,8 +489,31 @@ impl Daemon {
                         output_tokens: record.output_tokens,
                         cost_micros: record.cost_micros,
                         status: record.outcome.clone(),
+                        event_id: record.event_id.clone(),
                     });
                 }));
+        }
+        {
+            let audit = audit.clone();
+            let metrics = metrics.clone();
+            services.set_leak_hook(Arc::new(move |report: &LeakReport| {
+                metrics.add(
+                    "clawcage_leaks_blocked_total",
+                    &[
+                        ("agent", &report.agent),
+                        ("capability", report.capability.name()),
+                    ],
+                    1,
+                );
+                audit.append(AuditEvent::LeakBlocked {
+                    agent: report.agent.clone(),
+                    capability: report.capability.name().to_string(),
+                    name: report.name.clone(),
+                    key_id: report.key_id.clone(),
+                    event_id: report.event_id.clone(),
+                    view: report.view.to_string(),
+                });
+            }));
         }
         let services = Arc::new(services);
         let cage = Cage::new(options.engine.clone())
@@ -857,6 +900,65 @@ impl Daemon {
             .ok_or_else(|| "the agent vanished".to_string())
     }
 
+    /// Refuses a new event when the state directory's disk has less free
+    /// space than the reserve. One `statvfs` call: cheap next to an event.
+    fn check_disk(&self, agent: &str) -> Result<(), Refusal> {
+        let min = self.options.min_free_disk_bytes;
+        if min == 0 {
+            return Ok(());
+        }
+        let Ok(stats) = rustix::fs::statvfs(&self.options.state_dir) else {
+            return Ok(());
+        };
+        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        if free >= min {
+            return Ok(());
+        }
+        self.metrics.add(
+            "clawcage_rejections_total",
+            &[("agent", agent), ("reason", "disk-full")],
+            1,
+        );
+        tracing::warn!(
+            free_bytes = free,
+            min_free_bytes = min,
+            "refusing an event: the state directory's disk is nearly full"
+        );
+        Err(Refusal::DiskFull {
+            free_mib: free >> 20,
+            min_mib: min >> 20,
+        })
+    }
+
+    /// Every binding and grant suspended after a blocked leak.
+    pub fn suspensions(&self) -> Vec<Suspension> {
+        self.services.suspensions.list()
+    }
+
+    /// Resumes `agent`'s suspended bindings and grants (all, or the one
+    /// named), each an audit record. Returns what was resumed.
+    pub fn resume(
+        &self,
+        agent: &str,
+        only: Option<(Capability, &str)>,
+        actor: &str,
+    ) -> Result<Vec<Suspension>, String> {
+        let resumed = self
+            .services
+            .suspensions
+            .resume(agent, only)
+            .map_err(|e| e.to_string())?;
+        for suspension in &resumed {
+            self.audit.append(AuditEvent::Resumed {
+                agent: suspension.agent.clone(),
+                capability: suspension.capability.name().to_string(),
+                name: suspension.name.clone(),
+                actor: actor.to_string(),
+            });
+        }
+        Ok(resumed)
+    }
+
     /// Removes an agent; events in flight finish.
     pub fn remove(&self, name: &str, actor: &str) -> Result<(), String> {
         let _lifecycle = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
@@ -902,6 +1004,7 @@ impl Daemon {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(Refusal::ShuttingDown);
         }
+        self.check_disk(name)?;
         let deployed = self
             .agent(name)
             .ok_or_else(|| Refusal::UnknownAgent(name.to_string()))?;
@@ -978,6 +1081,7 @@ impl Daemon {
         if self.agent(name).is_none() {
             return Err(Refusal::UnknownAgent(name.to_string()));
         }
+        self.check_disk(name)?;
         if event.id.is_none() {
             event.id = Some(event_id());
         }

@@ -11,10 +11,14 @@
 //! 4. the request goes straight to the provider, with retries on rate limits,
 //!    overload and server errors that honour `retry-after` and end at the
 //!    event's deadline;
-//! 5. everything bound for the guest (text, tool inputs, error messages,
-//!    stream deltas) is scanned for every secret the host holds;
+//! 5. everything bound for the guest (text, tool inputs, ids, error
+//!    messages, stream deltas) is scanned for the key this call carried
+//!    (see [`crate::leak`]); an answer that holds it fails as a whole with
+//!    `leak-blocked` and suspends the binding for the agent;
 //! 6. the reservation is settled from the real usage (for streams, the final
-//!    usage event; a stream cut short is charged its reservation).
+//!    usage event; a stream cut short is charged its reservation). Usage
+//!    records name the model the operator configured, never an id the
+//!    provider reported.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -29,11 +33,12 @@ use crate::bindings::inference::{
 };
 use crate::bindings::types::{RateLimit, UpstreamError};
 use crate::inference::{CallContext, CompletionEvents, ModelBackend};
+use crate::leak::{HeldText, LeakDetected, LeakGuard, Scanner, SecretKind};
 use crate::ledger::{BudgetError, BudgetLimits, Ledger, Reservation, UsageRecord};
 use crate::pricing::PriceTable;
-use crate::redact::Redactor;
 use crate::secret::Secret;
-use crate::vault::{Vault, VaultError, VaultVersion};
+use crate::suspend::{Capability, Suspensions};
+use crate::vault::{Vault, VaultError};
 
 /// A provider kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +92,30 @@ pub struct Services {
     pub prices: PriceTable,
     /// The HTTP client.
     pub http: reqwest::Client,
-    redactor: Mutex<Option<(VaultVersion, Arc<Redactor>)>>,
+    /// Bindings and grants suspended after a blocked leak.
+    pub suspensions: Suspensions,
+    leaks_blocked: std::sync::atomic::AtomicU64,
+    leak_hook: Mutex<Option<LeakHook>>,
+}
+
+/// Called for every blocked leak (the daemon audits it).
+pub type LeakHook = Arc<dyn Fn(&LeakReport) + Send + Sync>;
+
+/// A blocked leak: metadata only, never the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakReport {
+    /// The agent.
+    pub agent: String,
+    /// A model binding or a tool grant.
+    pub capability: Capability,
+    /// The binding's or tool's name.
+    pub name: String,
+    /// The vault key id of the credential that came back.
+    pub key_id: Option<String>,
+    /// The event during which it happened.
+    pub event_id: Option<String>,
+    /// Which view of the text held it (see [`LeakDetected`]).
+    pub view: &'static str,
 }
 
 impl std::fmt::Debug for Services {
@@ -104,8 +132,71 @@ impl Services {
             ledger,
             prices,
             http: http::client()?,
-            redactor: Mutex::new(None),
+            suspensions: Suspensions::in_memory(),
+            leaks_blocked: std::sync::atomic::AtomicU64::new(0),
+            leak_hook: Mutex::new(None),
         })
+    }
+
+    /// Keeps suspensions in `suspensions` (the state directory's table)
+    /// instead of in memory only.
+    pub fn with_suspensions(mut self, suspensions: Suspensions) -> Self {
+        self.suspensions = suspensions;
+        self
+    }
+
+    /// Installs the function told of every blocked leak.
+    pub fn set_leak_hook(&self, hook: LeakHook) {
+        *self.leak_hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// How many leaks were blocked since this process started.
+    pub fn leaks_blocked(&self) -> u64 {
+        self.leaks_blocked
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records a blocked leak: suspends the binding or grant for the agent,
+    /// counts it, logs it and tells the hook. Returns the guest's message.
+    pub fn leak_blocked(&self, report: LeakReport) -> String {
+        self.leaks_blocked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let suspension = crate::suspend::now(
+            &report.agent,
+            report.capability,
+            &report.name,
+            report.event_id.as_deref(),
+            report.view,
+        );
+        if let Err(error) = self.suspensions.suspend(suspension) {
+            tracing::error!(%error, "storing a suspension failed; it holds until this process exits");
+        }
+        tracing::warn!(
+            agent = %report.agent,
+            capability = report.capability.name(),
+            name = %report.name,
+            key_id = report.key_id.as_deref().unwrap_or(""),
+            event_id = report.event_id.as_deref().unwrap_or(""),
+            view = report.view,
+            "blocked an answer that carried its own credential; suspended until an operator resumes it"
+        );
+        let hook = self
+            .leak_hook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(&report);
+        }
+        suspended_message(report.capability, &report.name)
+    }
+
+    /// The guest's message for a call to a suspended binding or grant, if
+    /// it is suspended.
+    pub fn suspended(&self, agent: &str, capability: Capability, name: &str) -> Option<String> {
+        self.suspensions
+            .is_suspended(agent, capability, name)
+            .then(|| suspended_message(capability, name))
     }
 
     /// The services of an initialised state directory: its vault, its
@@ -123,29 +214,41 @@ impl Services {
             Err(e) => return Err(format!("{}: {e}", prices_path.display())),
         };
         let ledger = Ledger::exclusive(db.clone(), state_dir).map_err(|e| e.to_string())?;
-        Ok((db, Self::new(Arc::new(vault), ledger, prices)?))
+        let suspensions = Suspensions::open(db.clone()).map_err(|e| e.to_string())?;
+        Ok((
+            db,
+            Self::new(Arc::new(vault), ledger, prices)?.with_suspensions(suspensions),
+        ))
     }
 
-    /// A redactor for every secret in the vault, rebuilt only when keys
-    /// change.
-    pub fn redactor(&self) -> Result<Arc<Redactor>, VaultError> {
-        let version = self.vault.version()?;
-        let mut cached = self.redactor.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cached_version, redactor)) = cached.as_ref()
-            && *cached_version == version
-        {
-            return Ok(redactor.clone());
+    /// A guard for the credential a call sends: its current value, and the
+    /// value before its last rotation.
+    pub fn guard_for(&self, key_id: &str, provider: &str, sent: &Secret) -> LeakGuard {
+        let kind = SecretKind::of_provider(provider);
+        let previous = self.vault.previous_secret(key_id, provider).ok().flatten();
+        let mut carried = vec![(kind, sent)];
+        if let Some(previous) = &previous {
+            carried.push((kind, previous));
         }
-        let secrets = self.vault.active_secrets()?;
-        let redactor = Arc::new(Redactor::new(secrets.iter()));
-        *cached = Some((version, redactor.clone()));
-        Ok(redactor)
+        LeakGuard::new(&carried)
     }
+}
+
+/// What a guest is told when its binding or grant is suspended.
+fn suspended_message(capability: Capability, name: &str) -> String {
+    let what = match capability {
+        Capability::Model => "binding",
+        Capability::Tool => "tool",
+    };
+    format!(
+        "an answer carried the credential of {what} {name:?} and was withheld; \
+         the {what} is suspended for this agent until an operator resumes it"
+    )
 }
 
 /// What [`BoundModel::begin`] sets up for one call.
 struct CallStart<'m> {
-    redactor: Arc<Redactor>,
+    guard: LeakGuard,
     /// The budget reservation, charged its worst case if the call is
     /// cancelled while in flight.
     hold: Hold<'m>,
@@ -273,15 +376,22 @@ impl BoundModel {
         Ok((reservation, input_bound + output_bound, cost))
     }
 
-    /// The common start of every call: caps, the budget reservation, the
-    /// key for this request only, and a redactor that covers it.
-    fn begin(&self, request: &CompletionRequest) -> Result<CallStart<'_>, InferenceError> {
+    /// The common start of every call: the suspension check, caps, the
+    /// budget reservation, the key for this request only, and a guard for
+    /// it.
+    fn begin(
+        &self,
+        request: &CompletionRequest,
+        call: &CallContext,
+    ) -> Result<CallStart<'_>, InferenceError> {
+        if let Some(message) =
+            self.services
+                .suspended(&self.agent, Capability::Model, &self.binding)
+        {
+            return Err(InferenceError::LeakBlocked(message));
+        }
         self.check_caps(request)?;
         let started = Instant::now();
-        let redactor = self
-            .services
-            .redactor()
-            .map_err(|e| unavailable(format!("key vault: {e}")))?;
         let (reservation, reserved_tokens, _) = self.reserve(request)?;
         let key = match self.key() {
             Ok(key) => key,
@@ -290,32 +400,34 @@ impl BoundModel {
                 return Err(error);
             }
         };
-        let redactor = self.redactor_covering(redactor, key.as_ref());
+        let guard = match (&self.key_id, &key) {
+            (Some(id), Some(key)) => self.services.guard_for(id, self.provider.name(), key),
+            _ => LeakGuard::default(),
+        };
         let max_output = u64::from(request.max_tokens);
         Ok(CallStart {
-            redactor,
+            guard,
             hold: Hold {
                 model: self,
                 reservation: Some(reservation),
                 worst: (reserved_tokens.saturating_sub(max_output), max_output),
                 started,
+                event_id: call.event_id.clone(),
             },
             key,
         })
     }
 
-    /// The redactor, made sure to cover the key this call sends (a rotation
-    /// between building the shared redactor and fetching the key would
-    /// otherwise leave it out).
-    fn redactor_covering(&self, redactor: Arc<Redactor>, key: Option<&Secret>) -> Arc<Redactor> {
-        match key {
-            Some(key) if !redactor.covers(key) => {
-                let mut secrets = self.services.vault.active_secrets().unwrap_or_default();
-                secrets.push(key.clone());
-                Arc::new(Redactor::new(secrets.iter()))
-            }
-            _ => redactor,
-        }
+    /// Records a blocked leak and returns the guest's error.
+    fn blocked(&self, leak: LeakDetected, event_id: &str) -> InferenceError {
+        InferenceError::LeakBlocked(self.services.leak_blocked(LeakReport {
+            agent: self.agent.to_string(),
+            capability: Capability::Model,
+            name: self.binding.clone(),
+            key_id: self.key_id.clone(),
+            event_id: Some(event_id.to_string()),
+            view: leak.view,
+        }))
     }
 
     fn key(&self) -> Result<Option<Secret>, InferenceError> {
@@ -396,8 +508,10 @@ impl BoundModel {
         &self,
         key: Option<&Secret>,
         body: &Value,
-        deadline: Instant,
+        guard: &LeakGuard,
+        call: &CallContext,
     ) -> Result<reqwest::Response, InferenceError> {
+        let deadline = call.deadline;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -412,9 +526,18 @@ impl BoundModel {
                     if http::retryable(response.status()) && attempt < http::MAX_ATTEMPTS =>
                 {
                     let wait = http::retry_after(response.headers());
-                    (self.error_from(response, deadline).await, wait)
+                    let error = self
+                        .error_from(response, deadline, guard)
+                        .await
+                        .map_err(|leak| self.blocked(leak, &call.event_id))?;
+                    (error, wait)
                 }
-                Ok(response) => return Err(self.error_from(response, deadline).await),
+                Ok(response) => {
+                    return Err(self
+                        .error_from(response, deadline, guard)
+                        .await
+                        .unwrap_or_else(|leak| self.blocked(leak, &call.event_id)));
+                }
                 Err(e) if attempt < http::MAX_ATTEMPTS && (e.is_connect() || e.is_timeout()) => (
                     unavailable(format!(
                         "cannot reach {}: {}",
@@ -440,18 +563,29 @@ impl BoundModel {
         }
     }
 
-    /// Turns an error response into the guest's error, reading a bounded body.
-    async fn error_from(&self, response: reqwest::Response, deadline: Instant) -> InferenceError {
+    /// Turns an error response into the guest's error, reading a bounded
+    /// body. The whole body is checked for the key before any of it is
+    /// quoted, whatever its content type, and the quote is cut only after.
+    async fn error_from(
+        &self,
+        response: reqwest::Response,
+        deadline: Instant,
+        guard: &LeakGuard,
+    ) -> Result<InferenceError, LeakDetected> {
         let status = response.status();
         let wait = http::retry_after(response.headers());
-        let body = read_bounded(response, deadline, 64 * 1024)
+        let body = read_bounded(response, deadline, MAX_ERROR_BODY_BYTES)
             .await
             .unwrap_or_default();
         let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        guard.scanner().feed(&body)?;
+        guard.check_value_strings(&parsed)?;
         let message = super::error_message(&parsed)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        let message =
+            crate::log::truncate_at_char_boundary(&message, MAX_ERROR_MESSAGE_BYTES).to_string();
         let code = status.as_u16();
-        match code {
+        Ok(match code {
             429 => InferenceError::RateLimited(RateLimit {
                 retry_after_ms: wait.map(|w| w.as_millis() as u64),
                 message,
@@ -464,49 +598,16 @@ impl BoundModel {
                 self.provider.name()
             )),
             _ => upstream(Some(code), message),
-        }
-    }
-
-    fn redact_completion(redactor: &Redactor, completion: &mut Completion) {
-        for part in &mut completion.content {
-            match part {
-                ContentPart::Text(text) => *text = redactor.redact(text).into_owned(),
-                ContentPart::ToolUse(tool_use) => {
-                    tool_use.input = redact_json(redactor, &tool_use.input);
-                    tool_use.name = redactor.redact(&tool_use.name).into_owned();
-                    tool_use.id = redactor.redact(&tool_use.id).into_owned();
-                }
-                ContentPart::ToolResult(result) => {
-                    result.content = redactor.redact(&result.content).into_owned()
-                }
-            }
-        }
-    }
-
-    fn redact_error(redactor: &Redactor, error: InferenceError) -> InferenceError {
-        let r = |m: String| redactor.redact(&m).into_owned();
-        match error {
-            InferenceError::Provider(e) => InferenceError::Provider(UpstreamError {
-                status: e.status,
-                message: r(e.message),
-            }),
-            InferenceError::RateLimited(l) => InferenceError::RateLimited(RateLimit {
-                retry_after_ms: l.retry_after_ms,
-                message: r(l.message),
-            }),
-            InferenceError::InvalidRequest(m) => InferenceError::InvalidRequest(r(m)),
-            InferenceError::Unavailable(m) => InferenceError::Unavailable(r(m)),
-            other => other,
-        }
+        })
     }
 
     fn record(
         &self,
-        model: &str,
         input: u64,
         output: u64,
         started: Instant,
         outcome: &str,
+        event_id: &str,
     ) -> UsageRecord {
         let cost = self
             .services
@@ -517,18 +618,77 @@ impl BoundModel {
             agent: self.agent.to_string(),
             binding: self.binding.clone(),
             provider: self.provider.name().to_string(),
-            model: model.to_string(),
+            model: self.model.clone(),
             key_id: self.key_id.clone(),
             input_tokens: input,
             output_tokens: output,
             cost_micros: cost,
             latency_ms: started.elapsed().as_millis() as u64,
             outcome: outcome.to_string(),
+            event_id: Some(event_id.to_string()),
         }
     }
 
     fn settle(&self, reservation: Reservation, record: &UsageRecord) {
         self.services.ledger.settle(reservation, record);
+    }
+}
+
+/// The most of an error response that is read (and checked for the key).
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The most of an error message that is quoted to the guest.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
+
+/// Feeds every string of a completion that the guest will see, in order,
+/// to `scanner`, so a key split across parts is found in their
+/// concatenation; tool inputs are also checked as JSON.
+fn scan_completion(
+    guard: &LeakGuard,
+    scanner: &mut Scanner,
+    completion: &Completion,
+) -> Result<(), LeakDetected> {
+    for part in &completion.content {
+        match part {
+            ContentPart::Text(text) => scanner.feed(text.as_bytes())?,
+            ContentPart::ToolUse(tool_use) => {
+                scanner.feed(tool_use.id.as_bytes())?;
+                scanner.feed(tool_use.name.as_bytes())?;
+                scanner.feed(tool_use.input.as_bytes())?;
+                guard.check_json(&tool_use.input)?;
+            }
+            ContentPart::ToolResult(result) => {
+                scanner.feed(result.tool_use_id.as_bytes())?;
+                scanner.feed(result.content.as_bytes())?;
+            }
+        }
+    }
+    scanner.feed(completion.model.as_bytes())?;
+    // Each string alone too: a run may sit in one part.
+    let alone = |text: &str| guard.check(text);
+    for part in &completion.content {
+        match part {
+            ContentPart::Text(text) => alone(text)?,
+            ContentPart::ToolUse(tool_use) => {
+                alone(&tool_use.id)?;
+                alone(&tool_use.name)?;
+            }
+            ContentPart::ToolResult(result) => alone(&result.content)?,
+        }
+    }
+    alone(&completion.model)
+}
+
+/// Checks an error's message before it reaches the guest.
+fn check_error(guard: &LeakGuard, error: &InferenceError) -> Result<(), LeakDetected> {
+    match error {
+        InferenceError::Provider(e) => guard.check(&e.message),
+        InferenceError::RateLimited(l) => guard.check(&l.message),
+        InferenceError::InvalidRequest(m)
+        | InferenceError::Unavailable(m)
+        | InferenceError::NotGranted(m)
+        | InferenceError::BudgetExceeded(m) => guard.check(m),
+        InferenceError::Timeout | InferenceError::LeakBlocked(_) => Ok(()),
     }
 }
 
@@ -541,6 +701,7 @@ struct Hold<'m> {
     reservation: Option<Reservation>,
     worst: (u64, u64),
     started: Instant,
+    event_id: Arc<str>,
 }
 
 impl Hold<'_> {
@@ -558,7 +719,7 @@ impl Drop for Hold<'_> {
             let (input, output) = self.worst;
             let record =
                 self.model
-                    .record(&self.model.model, input, output, self.started, "cancelled");
+                    .record(input, output, self.started, "cancelled", &self.event_id);
             self.model.settle(reservation, &record);
         }
     }
@@ -574,6 +735,7 @@ fn outcome_label(error: &InferenceError) -> &'static str {
         InferenceError::Provider(_) => "provider",
         InferenceError::Unavailable(_) => "unavailable",
         InferenceError::Timeout => "timeout",
+        InferenceError::LeakBlocked(_) => "leak-blocked",
     }
 }
 
@@ -588,40 +750,6 @@ fn error_kind(error: &reqwest::Error) -> &'static str {
     } else {
         "request failed"
     }
-}
-
-/// Redacts every string inside a JSON document, keeping it valid JSON.
-fn redact_json(redactor: &Redactor, json: &str) -> String {
-    match serde_json::from_str::<Value>(json) {
-        Ok(value) => redact_value(redactor, value).to_string(),
-        Err(_) => redactor.redact(json).into_owned(),
-    }
-}
-
-/// Redacts every string and object key inside a JSON value.
-pub fn redact_value(redactor: &Redactor, mut value: Value) -> Value {
-    fn walk(redactor: &Redactor, value: &mut Value) {
-        match value {
-            Value::String(s) => {
-                if let std::borrow::Cow::Owned(clean) = redactor.redact(s) {
-                    *s = clean;
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(|v| walk(redactor, v)),
-            Value::Object(map) => {
-                *map = std::mem::take(map)
-                    .into_iter()
-                    .map(|(key, mut v)| {
-                        walk(redactor, &mut v);
-                        (redactor.redact(&key).into_owned(), v)
-                    })
-                    .collect();
-            }
-            _ => {}
-        }
-    }
-    walk(redactor, &mut value);
-    value
 }
 
 async fn read_bounded(
@@ -669,10 +797,10 @@ impl ModelBackend for BoundModel {
         call: &CallContext,
     ) -> Result<Completion, InferenceError> {
         let CallStart {
-            redactor,
+            guard,
             mut hold,
             key,
-        } = self.begin(&request)?;
+        } = self.begin(&request, call)?;
         let (worst_input, max_output) = hold.worst;
         let started = hold.started;
         // Whether the provider may have done (and billed) the work: it
@@ -680,7 +808,7 @@ impl ModelBackend for BoundModel {
         let mut maybe_billed = false;
         let result = async {
             let body = self.body(&request, false);
-            let response = self.send(key.as_ref(), &body, call.deadline).await;
+            let response = self.send(key.as_ref(), &body, &guard, call).await;
             if matches!(response, Ok(_) | Err(InferenceError::Timeout)) {
                 maybe_billed = true;
             }
@@ -701,11 +829,6 @@ impl ModelBackend for BoundModel {
         let reservation = hold.take();
         match result {
             Ok((mut completion, has_usage)) => {
-                let model = if completion.model.is_empty() {
-                    self.model.clone()
-                } else {
-                    completion.model.clone()
-                };
                 // Without a usage report, charge the worst case, never zero.
                 let (input, output) = if has_usage {
                     (
@@ -715,11 +838,21 @@ impl ModelBackend for BoundModel {
                 } else {
                     (worst_input, max_output)
                 };
-                let record = self.record(&model, input, output, started, "ok");
+                if completion.model.is_empty() {
+                    completion.model = self.model.clone();
+                }
+                let checked = scan_completion(&guard, &mut guard.scanner(), &completion);
+                let label = if checked.is_ok() {
+                    "ok"
+                } else {
+                    "leak-blocked"
+                };
+                let record = self.record(input, output, started, label, &call.event_id);
                 self.settle(reservation, &record);
-                Self::redact_completion(&redactor, &mut completion);
-                completion.model = redactor.redact(&model).into_owned();
-                Ok(completion)
+                match checked {
+                    Ok(()) => Ok(completion),
+                    Err(leak) => Err(self.blocked(leak, &call.event_id)),
+                }
             }
             Err(error) => {
                 // A refused call is not billed; one that may have run is
@@ -729,10 +862,18 @@ impl ModelBackend for BoundModel {
                 } else {
                     (0, 0)
                 };
-                let record =
-                    self.record(&self.model, input, output, started, outcome_label(&error));
+                let record = self.record(
+                    input,
+                    output,
+                    started,
+                    outcome_label(&error),
+                    &call.event_id,
+                );
                 self.settle(reservation, &record);
-                Err(Self::redact_error(&redactor, error))
+                match check_error(&guard, &error) {
+                    Ok(()) => Err(error),
+                    Err(leak) => Err(self.blocked(leak, &call.event_id)),
+                }
             }
         }
     }
@@ -743,14 +884,14 @@ impl ModelBackend for BoundModel {
         call: &CallContext,
     ) -> Result<CompletionEvents, InferenceError> {
         let CallStart {
-            redactor,
+            guard,
             mut hold,
             key,
-        } = self.begin(&request)?;
+        } = self.begin(&request, call)?;
         let (worst_input, max_output) = hold.worst;
         let started = hold.started;
         let body = self.body(&request, true);
-        let sent = self.send(key.as_ref(), &body, call.deadline).await;
+        let sent = self.send(key.as_ref(), &body, &guard, call).await;
         let reservation = hold.take();
         let response = match sent {
             Ok(response) => response,
@@ -761,10 +902,18 @@ impl ModelBackend for BoundModel {
                 } else {
                     (0, 0)
                 };
-                let record =
-                    self.record(&self.model, input, output, started, outcome_label(&error));
+                let record = self.record(
+                    input,
+                    output,
+                    started,
+                    outcome_label(&error),
+                    &call.event_id,
+                );
                 self.settle(reservation, &record);
-                return Err(Self::redact_error(&redactor, error));
+                return Err(match check_error(&guard, &error) {
+                    Ok(()) => error,
+                    Err(leak) => self.blocked(leak, &call.event_id),
+                });
             }
         };
         drop(key);
@@ -780,7 +929,8 @@ impl ModelBackend for BoundModel {
             },
             response,
             deadline: call.deadline,
-            redactor,
+            event_id: call.event_id.clone(),
+            guard,
             reservation,
             reserved_tokens: worst_input + max_output,
             max_output,
@@ -805,24 +955,96 @@ struct StreamPump {
     model: BoundModelRef,
     response: reqwest::Response,
     deadline: Instant,
-    redactor: Arc<Redactor>,
+    event_id: Arc<str>,
+    guard: LeakGuard,
     reservation: Reservation,
     reserved_tokens: u64,
     max_output: u64,
     started: Instant,
 }
 
+/// Where the guest-visible pieces of a stream go: every string through one
+/// scanner in the order the guest sees them, text held back by a fixed
+/// tail, tool input passed on whole when its part ends (checked as JSON).
+struct GuardedStream {
+    guard: LeakGuard,
+    scanner: Scanner,
+    text: HeldText,
+    tool_json: String,
+}
+
+impl GuardedStream {
+    /// Turns one assembled event into what may be sent now.
+    fn admit(&mut self, event: StreamEvent) -> Result<Vec<StreamEvent>, LeakDetected> {
+        let mut out = Vec::new();
+        if !matches!(event, StreamEvent::ToolUseInputDelta(_)) {
+            self.end_tool_input(&mut out)?;
+        }
+        if !matches!(event, StreamEvent::TextDelta(_))
+            && let Some(rest) = self.text.flush()
+        {
+            out.push(StreamEvent::TextDelta(rest));
+        }
+        match event {
+            StreamEvent::TextDelta(delta) => {
+                self.scanner.feed(delta.as_bytes())?;
+                if let Some(ready) = self.text.push(&delta) {
+                    out.push(StreamEvent::TextDelta(ready));
+                }
+            }
+            StreamEvent::ToolUseInputDelta(delta) => self.tool_json.push_str(&delta),
+            StreamEvent::ToolUseStart(start) => {
+                self.scanner.feed(start.id.as_bytes())?;
+                self.scanner.feed(start.name.as_bytes())?;
+                self.guard.check(&start.id)?;
+                self.guard.check(&start.name)?;
+                out.push(StreamEvent::ToolUseStart(start));
+            }
+            StreamEvent::Finished(completion) => {
+                // The whole completion again, parts joined: what the deltas
+                // showed piece by piece, the guest now gets at once.
+                scan_completion(&self.guard, &mut self.guard.scanner(), &completion)?;
+                out.push(StreamEvent::Finished(completion));
+            }
+        }
+        Ok(out)
+    }
+
+    fn end_tool_input(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), LeakDetected> {
+        if self.tool_json.is_empty() {
+            return Ok(());
+        }
+        let json = std::mem::take(&mut self.tool_json);
+        self.scanner.feed(json.as_bytes())?;
+        self.guard.check_json(&json)?;
+        out.push(StreamEvent::ToolUseInputDelta(json));
+        Ok(())
+    }
+
+    /// What is still held when the stream ends early: already scanned, so
+    /// it is passed on before the error.
+    fn rest(&mut self) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        if let Some(rest) = self.text.flush() {
+            out.push(StreamEvent::TextDelta(rest));
+        }
+        out
+    }
+}
+
 impl StreamPump {
     async fn run(mut self, sender: tokio::sync::mpsc::Sender<Result<StreamEvent, InferenceError>>) {
         let mut parser = SseParser::new();
         let mut assembler = Assembler::new(&self.model.model);
-        let redactor = self.redactor.clone();
-        let mut text = redactor.stream();
-        // Tool input is JSON: escapes could hide a key from a text scan, so
-        // it is passed on whole, parsed and redacted, when its part ends.
-        let mut tool_json = String::new();
+        let mut guarded = GuardedStream {
+            guard: self.guard.clone(),
+            scanner: self.guard.scanner(),
+            text: HeldText::default(),
+            tool_json: String::new(),
+        };
         let mut stopped = false;
         let mut saw_final_usage = false;
+        let mut leak = None;
         let outcome: Result<(), InferenceError> = 'pump: loop {
             let chunk = tokio::select! {
                 // The guest dropped the stream, or its event ended.
@@ -869,37 +1091,24 @@ impl StreamPump {
                         _ => {}
                     }
                     let guest_event = match assembler.apply(increment) {
+                        Ok(Some(StreamEvent::Finished(mut completion))) => {
+                            if completion.model.is_empty() {
+                                completion.model = self.model.model.clone();
+                            }
+                            StreamEvent::Finished(completion)
+                        }
                         Ok(Some(event)) => event,
                         Ok(None) => continue,
                         Err(error) => break 'pump Err(error),
                     };
-                    let mut out = Vec::new();
-                    if !matches!(guest_event, StreamEvent::ToolUseInputDelta(_))
-                        && !tool_json.is_empty()
-                    {
-                        out.push(StreamEvent::ToolUseInputDelta(redact_json(
-                            &redactor,
-                            &std::mem::take(&mut tool_json),
-                        )));
-                    }
                     let finished = matches!(guest_event, StreamEvent::Finished(_));
-                    match guest_event {
-                        StreamEvent::TextDelta(delta) => {
-                            out.push(StreamEvent::TextDelta(text.push(&delta)))
+                    let out = match guarded.admit(guest_event) {
+                        Ok(out) => out,
+                        Err(detected) => {
+                            leak = Some(detected);
+                            break 'pump Ok(());
                         }
-                        StreamEvent::ToolUseInputDelta(delta) => tool_json.push_str(&delta),
-                        StreamEvent::ToolUseStart(start) => out.push(StreamEvent::ToolUseStart(
-                            crate::bindings::inference::ToolUseStart {
-                                id: redactor.redact(&start.id).into_owned(),
-                                name: redactor.redact(&start.name).into_owned(),
-                            },
-                        )),
-                        StreamEvent::Finished(mut completion) => {
-                            BoundModel::redact_completion(&redactor, &mut completion);
-                            completion.model = redactor.redact(&completion.model).into_owned();
-                            out.push(StreamEvent::Finished(completion));
-                        }
-                    }
+                    };
                     for event in out {
                         if sender.send(Ok(event)).await.is_err() {
                             break 'pump Err(InferenceError::Timeout);
@@ -913,12 +1122,6 @@ impl StreamPump {
             }
         };
         let usage = assembler.usage();
-        let completion = assembler.completion();
-        let model = if completion.model.is_empty() {
-            self.model.model.clone()
-        } else {
-            completion.model
-        };
         // Without the final usage event the real output is unknown: charge
         // the reservation's worst case rather than undercount.
         let (input, output) = if saw_final_usage && outcome.is_ok() {
@@ -931,9 +1134,10 @@ impl StreamPump {
                 self.max_output,
             )
         };
-        let label = match &outcome {
-            Ok(()) => "ok",
-            Err(error) => outcome_label(error),
+        let label = match (&outcome, leak) {
+            (_, Some(_)) => "leak-blocked",
+            (Ok(()), None) => "ok",
+            (Err(error), None) => outcome_label(error),
         };
         let cost = self
             .model
@@ -945,19 +1149,46 @@ impl StreamPump {
             agent: self.model.agent.to_string(),
             binding: self.model.binding.clone(),
             provider: self.model.provider.name().to_string(),
-            model,
+            model: self.model.model.clone(),
             key_id: self.model.key_id.clone(),
             input_tokens: input,
             output_tokens: output,
             cost_micros: cost,
             latency_ms: self.started.elapsed().as_millis() as u64,
             outcome: label.to_string(),
+            event_id: Some(self.event_id.to_string()),
         };
         self.model.services.ledger.settle(self.reservation, &record);
-        if let Err(error) = outcome {
-            let _ = sender
-                .send(Err(BoundModel::redact_error(&redactor, error)))
-                .await;
+        let error = match (outcome, leak) {
+            (_, Some(detected)) => Some(self.model.blocked(detected, &self.event_id)),
+            (Ok(()), None) => None,
+            (Err(error), None) => {
+                // Deltas held back are passed on first: they were scanned.
+                for event in guarded.rest() {
+                    let _ = sender.send(Ok(event)).await;
+                }
+                Some(match check_error(&self.guard, &error) {
+                    Ok(()) => error,
+                    Err(detected) => self.model.blocked(detected, &self.event_id),
+                })
+            }
+        };
+        if let Some(error) = error {
+            let _ = sender.send(Err(error)).await;
         }
+    }
+}
+
+impl BoundModelRef {
+    /// Records a blocked leak and returns the guest's error.
+    fn blocked(&self, leak: LeakDetected, event_id: &str) -> InferenceError {
+        InferenceError::LeakBlocked(self.services.leak_blocked(LeakReport {
+            agent: self.agent.to_string(),
+            capability: Capability::Model,
+            name: self.binding.clone(),
+            key_id: self.key_id.clone(),
+            event_id: Some(event_id.to_string()),
+            view: leak.view,
+        }))
     }
 }

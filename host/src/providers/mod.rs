@@ -1,7 +1,7 @@
 //! Model providers: the wire formats of Anthropic's Messages API and
 //! OpenAI's Chat Completions (and compatible servers), an HTTP client built
 //! on rustls with ring, and the bound-model backend that ties a binding to
-//! a provider, a vault key, the usage ledger and the redactor.
+//! a provider, a vault key, the usage ledger and the leak guard.
 
 pub mod anthropic;
 pub mod assemble;

@@ -4,8 +4,8 @@
 //!
 //! A cassette holds provider-neutral requests and completions, the WIT
 //! values the guest sent and received, never a header. Credentials cannot
-//! end up in it: requests carry none, and completions are recorded after
-//! the redactor has run.
+//! end up in it: requests carry none, and completions are recorded only
+//! after the leak guard passed them.
 //!
 //! ```json
 //! {"version": 1, "exchanges": [

@@ -1,6 +1,13 @@
 //! What every connector shares: the action table with validated schemas,
 //! the decision log, and one HTTP path that applies the egress policy,
-//! injects the credential, bounds the reply and scrubs it of secrets.
+//! injects the credential and bounds the reply.
+//!
+//! Key containment: every request that carries a credential registers a
+//! [`LeakGuard`] for it with the tool call being run ([`ConnectorTool`]
+//! sets that scope up; a credential is never sent outside one). Each reply
+//! body is checked whole as it is read, and the call's final result or error
+//! is checked again before the guest gets it. A hit fails the call with
+//! `leak-blocked` and suspends the grant for the agent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +19,9 @@ use serde_json::Value;
 use super::{ActionInfo, ToolBackend, ToolError};
 use crate::bindings::types::{RateLimit, UpstreamError};
 use crate::egress::{EgressPolicy, ReadError};
-use crate::providers::binding::Services;
-use crate::secret::Secret;
+use crate::leak::{LeakDetected, LeakGuard};
+use crate::providers::binding::{LeakReport, Services};
+use crate::suspend::Capability;
 
 /// One action a connector can offer.
 #[derive(Debug, Clone)]
@@ -41,7 +49,12 @@ pub struct Decision {
     pub allowed: bool,
     /// Why it was denied.
     pub reason: Option<String>,
+    /// The event during which the call was made.
+    pub event_id: Option<String>,
 }
+
+/// The longest guest- or upstream-chosen string a log line quotes.
+pub const MAX_QUOTED_BYTES: usize = 512;
 
 /// Where decisions go: the host's logs always, and any sink installed (the
 /// daemon's audit log, or a test).
@@ -52,14 +65,19 @@ pub trait DecisionSink: Send + Sync + 'static {
 
 /// Records a decision in the logs and the sink.
 pub fn record_decision(sink: Option<&Arc<dyn DecisionSink>>, decision: Decision) {
+    // The resource and reason can quote what the guest sent (a URL of
+    // kilobytes): the log line quotes a bounded prefix.
+    let bound =
+        |text: &str| crate::log::truncate_at_char_boundary(text, MAX_QUOTED_BYTES).to_string();
     tracing::info!(
         target: "clawcage::decision",
         agent = %decision.agent,
         tool = %decision.tool,
         action = %decision.action,
-        resource = %decision.resource,
+        resource = %bound(&decision.resource),
         allowed = decision.allowed,
-        reason = decision.reason.as_deref().unwrap_or(""),
+        reason = %bound(decision.reason.as_deref().unwrap_or("")),
+        event_id = decision.event_id.as_deref().unwrap_or(""),
         "tool call decision"
     );
     if let Some(sink) = sink {
@@ -82,8 +100,9 @@ pub trait Connector: Send + Sync + 'static {
     async fn run(&self, action: &str, input: Value) -> Result<Value, ToolError>;
 }
 
-/// A granted tool backed by a connector: checks the schema and the scope,
-/// records the decision, runs the action and scrubs the result.
+/// A granted tool backed by a connector: checks the suspension, the schema
+/// and the scope, records the decision, runs the action and checks the
+/// result for the credentials the call carried.
 pub struct ConnectorTool<C> {
     connector: C,
     actions: Vec<Action>,
@@ -100,6 +119,48 @@ pub struct Identity {
     pub tool: String,
     /// Where decisions go besides the logs.
     pub sink: Option<Arc<dyn DecisionSink>>,
+    /// The host's services: suspensions and leak reports. `None` when the
+    /// host holds no secrets.
+    pub services: Option<Arc<Services>>,
+}
+
+tokio::task_local! {
+    /// The guards of the credentials the tool call being run has sent, and
+    /// the first leak found in a reply.
+    static CARRIED: std::cell::RefCell<Carried>;
+}
+
+/// What one tool call's requests carried.
+#[derive(Default)]
+struct Carried {
+    guards: Vec<(String, LeakGuard)>,
+    leak: Option<(String, LeakDetected)>,
+}
+
+impl Carried {
+    /// Checks what the guest is about to get against every guard.
+    fn check(&self, result: &Result<String, ToolError>) -> Result<(), (String, LeakDetected)> {
+        for (key_id, guard) in &self.guards {
+            let checked = match result {
+                Ok(json) => guard.check_json(json),
+                Err(error) => guard.check(&error_text(error)),
+            };
+            checked.map_err(|leak| (key_id.clone(), leak))?;
+        }
+        Ok(())
+    }
+}
+
+/// The text of a tool error that the guest would read.
+fn error_text(error: &ToolError) -> String {
+    match error {
+        ToolError::NotGranted(m)
+        | ToolError::Denied(m)
+        | ToolError::InvalidInput(m)
+        | ToolError::LeakBlocked(m) => m.clone(),
+        ToolError::Upstream(e) => e.message.clone(),
+        ToolError::RateLimited(l) => l.message.clone(),
+    }
 }
 
 impl<C: Connector> ConnectorTool<C> {
@@ -155,6 +216,12 @@ impl<C: Connector> ToolBackend for ConnectorTool<C> {
     }
 
     async fn call(&self, action: &str, input: Value) -> Result<String, ToolError> {
+        let services = self.identity.services.as_ref();
+        if let Some(message) = services
+            .and_then(|s| s.suspended(&self.identity.agent, Capability::Tool, &self.identity.tool))
+        {
+            return Err(ToolError::LeakBlocked(message));
+        }
         let Some(spec) = self.actions.iter().find(|a| a.name == action) else {
             return Err(ToolError::NotGranted(format!(
                 "action {action:?} is not granted"
@@ -172,14 +239,44 @@ impl<C: Connector> ToolBackend for ConnectorTool<C> {
                 resource,
                 allowed: scope.is_ok(),
                 reason: scope.as_ref().err().cloned(),
+                event_id: super::current_event().map(|e| e.to_string()),
             },
         );
         scope.map_err(ToolError::Denied)?;
         if let Some(cassette) = &self.replay {
             return cassette.find_tool(&self.identity.tool, action, &input);
         }
-        let value = self.connector.run(action, input).await?;
-        Ok(value.to_string())
+        let (result, carried) = CARRIED
+            .scope(std::cell::RefCell::new(Carried::default()), async {
+                let result = self
+                    .connector
+                    .run(action, input)
+                    .await
+                    .map(|value| value.to_string());
+                (result, CARRIED.with(std::cell::RefCell::take))
+            })
+            .await;
+        let leak = match carried.leak.clone() {
+            Some(leak) => Some(leak),
+            None => carried.check(&result).err(),
+        };
+        match (leak, services) {
+            (None, _) => result,
+            (Some((key_id, leak)), Some(services)) => {
+                Err(ToolError::LeakBlocked(services.leak_blocked(LeakReport {
+                    agent: self.identity.agent.to_string(),
+                    capability: Capability::Tool,
+                    name: self.identity.tool.clone(),
+                    key_id: Some(key_id),
+                    event_id: super::current_event().map(|e| e.to_string()),
+                    view: leak.view,
+                })))
+            }
+            // Unreachable: a credential is only sent with services.
+            (Some(_), None) => Err(ToolError::LeakBlocked(
+                "the answer carried the tool's credential and was withheld".into(),
+            )),
+        }
     }
 }
 
@@ -210,7 +307,7 @@ pub struct Endpoint {
     pub fixed_headers: Vec<(HeaderName, HeaderValue)>,
     /// Largest reply read.
     pub max_response_bytes: usize,
-    /// Vault and redactor; `None` when the host holds no secrets.
+    /// Vault and leak reports; `None` when the host holds no secrets.
     pub services: Option<Arc<Services>>,
 }
 
@@ -220,34 +317,14 @@ pub struct Reply {
     pub status: StatusCode,
     /// The headers.
     pub headers: HeaderMap,
-    /// The body.
+    /// The body, already checked whole for the credential it carried.
     pub body: Vec<u8>,
-    /// Covers every secret the host holds and the credential this request
-    /// carried (even if it was rotated or revoked meanwhile). `None` when
-    /// the host holds no secrets.
-    redactor: Option<Arc<crate::redact::Redactor>>,
 }
 
 impl Reply {
     /// The body as JSON (`null` when it is not JSON).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// Scrubs every secret out of a value bound for the guest.
-    pub fn scrub(&self, value: Value) -> Value {
-        match &self.redactor {
-            Some(redactor) => crate::providers::binding::redact_value(redactor, value),
-            None => value,
-        }
-    }
-
-    /// Scrubs a message bound for the guest.
-    pub fn scrub_text(&self, text: &str) -> String {
-        match &self.redactor {
-            Some(redactor) => redactor.redact(text).into_owned(),
-            None => text.to_string(),
-        }
     }
 }
 
@@ -321,7 +398,7 @@ impl Endpoint {
         for (name, value) in extra_headers {
             request = request.header(name, value);
         }
-        let mut sent = None;
+        let mut guard = None;
         if let Some(credential) = &self.credential {
             let services = self
                 .services
@@ -339,14 +416,18 @@ impl Endpoint {
                 .map_err(|_| unavailable("the credential is not a valid header value"))?;
             header.set_sensitive(true);
             request = request.header(self.auth_header.0.clone(), header);
-            sent = Some(secret);
+            let carried = services.guard_for(&credential.key_id, credential.kind, &secret);
+            // Fail closed: a credential goes out only where its answer
+            // will be checked.
+            CARRIED
+                .try_with(|c| {
+                    c.borrow_mut()
+                        .guards
+                        .push((credential.key_id.clone(), carried.clone()))
+                })
+                .map_err(|_| unavailable("a credential may only be sent inside a tool call"))?;
+            guard = Some((credential.key_id.clone(), carried));
         }
-        let redactor = self.redactor(sent.as_ref())?;
-        drop(sent);
-        let scrub = |text: String| match &redactor {
-            Some(redactor) => redactor.redact(&text).into_owned(),
-            None => text,
-        };
         if let Some(body) = body {
             if !has_content_type {
                 request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
@@ -371,9 +452,9 @@ impl Endpoint {
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok());
-            return Err(ToolError::Denied(scrub(
+            return Err(ToolError::Denied(
                 self.policy.check_redirect(&url, location).0,
-            )));
+            ));
         }
         let headers = response.headers().clone();
         let body = crate::egress::read_bounded(response, self.max_response_bytes)
@@ -385,34 +466,29 @@ impl Endpoint {
                 }),
                 ReadError::Failed(_) => unavailable(e.to_string()),
             })?;
+        if let Some((key_id, guard)) = &guard {
+            // The whole body, not only what the connector passes on: a quote
+            // cut at some length must not leave a key's first bytes in it.
+            let whole = guard.scanner().feed(&body).and_then(|()| {
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(value) => guard.check_value_strings(&value),
+                    Err(_) => Ok(()),
+                }
+            });
+            if let Err(leak) = whole {
+                let _ = CARRIED.try_with(|c| {
+                    c.borrow_mut().leak.get_or_insert((key_id.clone(), leak));
+                });
+                return Err(ToolError::LeakBlocked(
+                    "the answer carried the tool's credential and was withheld".into(),
+                ));
+            }
+        }
         Ok(Reply {
             status,
             headers,
             body,
-            redactor,
         })
-    }
-
-    /// A redactor for every secret the host holds, made sure to cover
-    /// `sent`, the credential this request carries.
-    fn redactor(
-        &self,
-        sent: Option<&Secret>,
-    ) -> Result<Option<Arc<crate::redact::Redactor>>, ToolError> {
-        let Some(services) = &self.services else {
-            return Ok(None);
-        };
-        let redactor = services
-            .redactor()
-            .map_err(|e| unavailable(format!("key vault: {e}")))?;
-        Ok(Some(match sent {
-            Some(secret) if !redactor.covers(secret) => {
-                let mut secrets = services.vault.active_secrets().unwrap_or_default();
-                secrets.push(secret.clone());
-                Arc::new(crate::redact::Redactor::new(secrets.iter()))
-            }
-            _ => redactor,
-        }))
     }
 }
 

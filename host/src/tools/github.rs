@@ -109,15 +109,16 @@ impl GitHub {
             } else {
                 reply.json()
             };
-            return Ok((reply.scrub(value), reply.headers));
+            return Ok((value, reply.headers));
         }
         Err(self.error(&reply))
     }
 
     fn error(&self, reply: &super::connector::Reply) -> ToolError {
         let body = reply.json();
-        let message = reply
-            .scrub_text(str_field(&body, &["message"]).unwrap_or("GitHub answered with an error"));
+        let message = str_field(&body, &["message"])
+            .unwrap_or("GitHub answered with an error")
+            .to_string();
         let status = reply.status.as_u16();
         if status == 403 || status == 429 {
             let header = |name: &str| {
@@ -173,7 +174,7 @@ impl GitHub {
                 }));
             };
             let page_was_empty = page.is_empty();
-            for item in page.into_iter().map(|item| reply.scrub(item)) {
+            for item in page {
                 if items.len() as u64 >= max_items {
                     break;
                 }

@@ -196,6 +196,7 @@ fn build_one(
         agent: Arc::from(agent),
         tool: name.to_string(),
         sink,
+        services: services.cloned(),
     };
     let tool: Arc<dyn ToolBackend> = match kind {
         "github" => {

@@ -55,6 +55,17 @@ pub type ToolGrants = BTreeMap<String, Arc<dyn ToolBackend>>;
 pub struct ToolsCtx {
     grants: Arc<ToolGrants>,
     open_tools: usize,
+    event_id: Option<Arc<str>>,
+}
+
+tokio::task_local! {
+    /// The event whose tool call is running, for decisions and leak reports.
+    static CURRENT_EVENT: Arc<str>;
+}
+
+/// The event whose tool call is running, if any.
+pub fn current_event() -> Option<Arc<str>> {
+    CURRENT_EVENT.try_with(Arc::clone).ok()
 }
 
 impl std::fmt::Debug for ToolsCtx {
@@ -72,6 +83,15 @@ impl ToolsCtx {
         Self {
             grants,
             open_tools: 0,
+            event_id: None,
+        }
+    }
+
+    /// The same, for calls made while handling event `event_id`.
+    pub fn for_event(grants: Arc<ToolGrants>, event_id: Arc<str>) -> Self {
+        Self {
+            event_id: Some(event_id),
+            ..Self::new(grants)
         }
     }
 }
@@ -170,7 +190,14 @@ impl HostTool for ToolsView<'_> {
                 ))));
             }
         };
-        Ok(backend.call(&action, input).await)
+        Ok(match self.ctx.event_id.clone() {
+            Some(event_id) => {
+                CURRENT_EVENT
+                    .scope(event_id, backend.call(&action, input))
+                    .await
+            }
+            None => backend.call(&action, input).await,
+        })
     }
 
     async fn drop(&mut self, tool: Resource<ToolHandle>) -> wasmtime::Result<()> {

@@ -85,13 +85,13 @@ impl Notion {
         let reply = self.endpoint.send_json(method, segments, &[], body).await?;
         let value = reply.json();
         if reply.status.is_success() {
-            return Ok(reply.scrub(value));
+            return Ok(value);
         }
-        let message = reply.scrub_text(&format!(
+        let message = format!(
             "{}: {}",
             str_field(&value, &["code"]).unwrap_or("error"),
             str_field(&value, &["message"]).unwrap_or("Notion answered with an error")
-        ));
+        );
         if reply.status.as_u16() == 429 {
             return Err(rate_limited(retry_after_header(&reply.headers), message));
         }

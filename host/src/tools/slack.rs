@@ -73,10 +73,10 @@ impl Slack {
                 .unwrap_or("Slack answered with an error");
             return Err(ToolError::Upstream(UpstreamError {
                 status: Some(reply.status.as_u16()),
-                message: reply.scrub_text(&format!("{method}: {error}")),
+                message: format!("{method}: {error}"),
             }));
         }
-        Ok(reply.scrub(value))
+        Ok(value)
     }
 }
 

@@ -1,0 +1,18 @@
+-- Key containment.
+-- A binding or grant suspended for one agent after a blocked leak, until an
+-- operator resumes it. `kind` is `model` or `tool`; `name` the binding or
+-- the tool as granted.
+CREATE TABLE suspensions (
+    agent TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    event_id TEXT,
+    view TEXT NOT NULL,
+    PRIMARY KEY (agent, kind, name)
+);
+-- A key's value before its last rotation, sealed like the current one, so
+-- a call still in flight with the old value is scanned for it too. Cleared
+-- by revocation and replaced by the next rotation.
+ALTER TABLE keys ADD COLUMN previous_nonce BLOB;
+ALTER TABLE keys ADD COLUMN previous_ciphertext BLOB;
