@@ -1,6 +1,6 @@
 //! Host-added latency on the inference path: `BoundModel::complete` (caps,
-//! budget reservation and settlement, vault decryption, adapter,
-//! redaction) against a direct reqwest call with the same body to the same
+//! budget reservation and settlement, vault decryption, adapter, the leak
+//! guard's checks) against a direct reqwest call with the same body to the same
 //! fake Anthropic server on loopback, with 1 KiB and 32 KiB prompts.
 //! Criterion reports means; the run then prints p50/p99 of both paths from
 //! interleaved samples, and the streaming time to first delta.
@@ -187,8 +187,9 @@ fn parts(c: &mut Criterion) {
     let setup = rt.block_on(setup());
     let services = setup.model.services.clone();
     let mut group = c.benchmark_group("inference_parts");
-    group.bench_function("redactor_cached", |b| {
-        b.iter(|| services.redactor().unwrap())
+    let key = services.vault.secret("main", "anthropic").unwrap();
+    group.bench_function("leak_guard_for_a_call", |b| {
+        b.iter(|| Services::guard_for("anthropic", &key, None))
     });
     group.bench_function("vault_secret", |b| {
         b.iter(|| services.vault.secret("main", "anthropic").unwrap())
@@ -208,6 +209,7 @@ fn parts(c: &mut Criterion) {
         cost_micros: 1,
         latency_ms: 1,
         outcome: "ok".into(),
+        event_id: None,
     };
     group.bench_function("ledger_reserve_settle", |b| {
         b.iter(|| {
@@ -218,11 +220,15 @@ fn parts(c: &mut Criterion) {
             services.ledger.settle(reservation, &record)
         })
     });
-    let redactor = services.redactor().unwrap();
+    let guard = Services::guard_for("anthropic", &key, None);
     let text = "Hello there, this is a short answer.".repeat(4);
-    group.bench_function("redact_150_bytes", |b| {
-        b.iter(|| redactor.redact(&text).len())
+    group.bench_function("check_150_bytes", |b| {
+        b.iter(|| guard.check(&text).is_ok())
     });
+    // Ordinary prose with JSON and base64-looking runs, 32 KiB.
+    let long = "The quick brown fox {\"jumps\": \"over\"} the lazy dog, id QmFzZTY0IHRleHQ= ok. "
+        .repeat(32 * 1024 / 80);
+    group.bench_function("check_32KiB", |b| b.iter(|| guard.check(&long).is_ok()));
     group.finish();
 }
 

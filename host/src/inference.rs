@@ -63,6 +63,11 @@ pub trait ModelBackend: Send + Sync + 'static {
     fn provider(&self) -> &str;
     /// The model id the operator configured.
     fn model(&self) -> &str;
+    /// The model id as `describe()` shows it to the guest: the configured
+    /// one, unless it holds the binding's own key (then a placeholder).
+    fn described_model(&self) -> String {
+        self.model().to_string()
+    }
     /// Runs a validated request to completion.
     async fn complete(
         &self,
@@ -343,7 +348,7 @@ impl HostModel for InferenceView<'_> {
         Ok(ModelInfo {
             binding: handle.binding.clone(),
             provider: handle.backend.provider().to_string(),
-            model: handle.backend.model().to_string(),
+            model: handle.backend.described_model(),
         })
     }
 

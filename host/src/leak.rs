@@ -18,6 +18,7 @@
 //!   percent-escapes (`%41`) decoded;
 //! - that decoded text less every byte that is not in the secret's alphabet
 //!   (a key broken up by spaces, quotes or commas);
+//! - that decoded text in ASCII lower case (a key an upstream upper-cased);
 //! - base64 (standard and URL-safe, at every alignment, line breaks
 //!   skipped) and hex runs of the decoded text, decoded;
 //! - for JSON documents, also every string value concatenated (a key split
@@ -164,14 +165,19 @@ pub fn private_segments(kind: SecretKind, secret: &[u8]) -> Vec<Range<usize>> {
     {
         start = start.max(last_dash + 1);
     }
-    let mut segments = vec![start..secret.len()];
+    let mut end = secret.len();
+    // Anthropic keys end in a constant `AA`.
+    if kind == SecretKind::Anthropic && secret.ends_with(b"AA") && end >= start + 2 {
+        end -= 2;
+    }
+    let mut segments = vec![start..end];
     if matches!(kind, SecretKind::OpenAi | SecretKind::OpenAiCompatible)
         && let Some(at) = secret[start..]
             .windows(OPENAI_MARKER.len())
             .position(|w| w == OPENAI_MARKER)
     {
         let at = start + at;
-        segments = vec![start..at, at + OPENAI_MARKER.len()..secret.len()];
+        segments = vec![start..at, at + OPENAI_MARKER.len()..end];
     }
     segments.retain(|r| !r.is_empty());
     segments
@@ -242,7 +248,8 @@ fn kind_label(kind: SecretKind) -> &'static str {
 /// A detected leak: which view of the text held it. Metadata only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeakDetected {
-    /// `raw`, `unescaped`, `skeleton`, `base64`, `hex` or `json-joined`.
+    /// `raw`, `unescaped`, `folded`, `skeleton`, `base64`, `hex` or
+    /// `json-joined`.
     pub view: &'static str,
 }
 
@@ -262,20 +269,24 @@ struct Matcher {
     windows: Vec<u64>,
     /// One bit per possible first two bytes of a window.
     first_two: Box<[u64; 1024]>,
-    /// Bytes that occur in some private segment, for the skeleton view.
-    alphabet: [bool; 256],
+    /// The windows in ASCII lower case, and their filter.
+    folded: Vec<u64>,
+    folded_first_two: Box<[u64; 1024]>,
+    /// Bytes that occur in some private segment, in lower case, for the
+    /// skeleton view.
+    folded_alphabet: [bool; 256],
 }
 
 impl Matcher {
     fn new(secrets: &[(SecretKind, &Secret)]) -> Option<Self> {
         let mut windows = Vec::new();
-        let mut alphabet = [false; 256];
+        let mut folded_alphabet = [false; 256];
         for (kind, secret) in secrets {
             let bytes = secret.expose();
             for range in private_segments(*kind, bytes) {
                 let segment = &bytes[range];
                 for &b in segment {
-                    alphabet[usize::from(b)] = true;
+                    folded_alphabet[usize::from(b.to_ascii_lowercase())] = true;
                 }
                 windows.extend(segment.windows(WINDOW).map(window_value));
             }
@@ -285,16 +296,24 @@ impl Matcher {
         }
         windows.sort_unstable();
         windows.dedup();
-        let mut first_two = Box::new([0u64; 1024]);
-        for w in &windows {
-            let index = (*w & 0xffff) as usize;
-            first_two[index / 64] |= 1 << (index % 64);
-        }
+        let mut folded: Vec<u64> = windows.iter().map(|w| fold_window(*w)).collect();
+        folded.sort_unstable();
+        folded.dedup();
         Some(Self {
+            first_two: filter(&windows),
+            folded_first_two: filter(&folded),
             windows,
-            first_two,
-            alphabet,
+            folded,
+            folded_alphabet,
         })
+    }
+
+    /// Whether a window of lower-cased text is a secret's, lower-cased.
+    #[inline]
+    fn hit_folded(&self, window: u64) -> bool {
+        let index = (window & 0xffff) as usize;
+        self.folded_first_two[index / 64] & (1 << (index % 64)) != 0
+            && self.folded.binary_search(&window).is_ok()
     }
 
     /// Whether a window (as a little-endian `u64`) is a secret's.
@@ -304,6 +323,21 @@ impl Matcher {
         self.first_two[index / 64] & (1 << (index % 64)) != 0
             && self.windows.binary_search(&window).is_ok()
     }
+}
+
+/// The filter of a window set: one bit per first two bytes.
+fn filter(windows: &[u64]) -> Box<[u64; 1024]> {
+    let mut bits = Box::new([0u64; 1024]);
+    for w in windows {
+        let index = (*w & 0xffff) as usize;
+        bits[index / 64] |= 1 << (index % 64);
+    }
+    bits
+}
+
+/// A window with its ASCII letters in lower case.
+fn fold_window(window: u64) -> u64 {
+    u64::from_le_bytes(window.to_le_bytes().map(|b| b.to_ascii_lowercase()))
 }
 
 fn window_value(window: &[u8]) -> u64 {
@@ -473,6 +507,7 @@ impl RunDecoder {
     }
 
     /// Takes one symbol of `width` bits; returns whether a window matched.
+    #[inline]
     fn push(&mut self, matcher: &Matcher, symbol: u8, width: u32) -> bool {
         if self.skip > 0 {
             self.skip -= 1;
@@ -490,40 +525,110 @@ impl RunDecoder {
     }
 }
 
+/// The decoders of every alignment of one kind of run (base64: 4 of 6-bit
+/// symbols; hex: 2 of 4-bit symbols). A run too short to hold a window is
+/// only buffered, so ordinary words cost a store, not a decode.
+#[derive(Clone)]
+struct Runs<const ALIGNMENTS: usize> {
+    width: u32,
+    /// Symbols needed before a window can be decoded.
+    shortest: usize,
+    pending: [u8; 16],
+    len: usize,
+    decoders: [RunDecoder; ALIGNMENTS],
+}
+
+impl<const ALIGNMENTS: usize> Runs<ALIGNMENTS> {
+    fn new(width: u32) -> Self {
+        let mut runs = Self {
+            width,
+            shortest: (WINDOW * 8).div_ceil(width as usize),
+            pending: [0; 16],
+            len: 0,
+            decoders: std::array::from_fn(|_| RunDecoder::default()),
+        };
+        runs.reset_decoders();
+        runs
+    }
+
+    fn reset_decoders(&mut self) {
+        for (skip, decoder) in self.decoders.iter_mut().enumerate() {
+            decoder.reset(skip as u8);
+        }
+    }
+
+    /// One more symbol of the current run.
+    #[inline]
+    fn push(&mut self, matcher: &Matcher, symbol: u8) -> bool {
+        self.len += 1;
+        if self.len < self.shortest {
+            self.pending[self.len - 1] = symbol;
+            return false;
+        }
+        if self.len == self.shortest {
+            self.pending[self.len - 1] = symbol;
+            let pending = self.pending;
+            return pending[..self.len]
+                .iter()
+                .any(|&s| self.decode(matcher, s));
+        }
+        self.decode(matcher, symbol)
+    }
+
+    fn decode(&mut self, matcher: &Matcher, symbol: u8) -> bool {
+        let width = self.width;
+        let mut found = false;
+        for decoder in &mut self.decoders {
+            found |= decoder.push(matcher, symbol, width);
+        }
+        found
+    }
+
+    /// The run ended. Decoders are reset only if the run reached them.
+    #[inline]
+    fn end(&mut self) {
+        if self.len >= self.shortest {
+            self.reset_decoders();
+        }
+        self.len = 0;
+    }
+}
+
 /// Scans text that reaches the guest in pieces, in every view at once.
+///
+/// One view is searched per byte: the decoded text, lower-cased, less every
+/// byte outside the secret's (lower-cased) alphabet. A secret's window is
+/// made of alphabet bytes only, so any window found raw, decoded or
+/// lower-cased is found there too; the other views' tails are only kept,
+/// to name the view when something is found. The raw text is searched on
+/// its own only once an escape made the decoded text differ (a secret
+/// that itself holds `%41` or `\u` sequences), and base64 and hex runs are
+/// decoded separately.
 #[derive(Clone)]
 pub struct Scanner {
     matcher: Option<Arc<Matcher>>,
     raw: ViewTail,
     unescape: Unescape,
-    /// Whether any escape was decoded yet: until then the decoded view is
-    /// the raw one, and is not scanned twice.
+    /// Whether any escape was decoded yet.
     decoded_differs: bool,
     decoded: ViewTail,
     skeleton: ViewTail,
-    base64: [RunDecoder; 4],
-    base64_len: u64,
-    hex: [RunDecoder; 2],
-    hex_len: u64,
+    base64: Runs<4>,
+    hex: Runs<2>,
 }
 
 impl Scanner {
     fn new(matcher: Option<Arc<Matcher>>) -> Self {
-        let mut scanner = Self {
+        Self {
             matcher,
             raw: ViewTail::default(),
             unescape: Unescape::Plain,
             decoded_differs: false,
             decoded: ViewTail::default(),
             skeleton: ViewTail::default(),
-            base64: Default::default(),
-            base64_len: 0,
-            hex: Default::default(),
-            hex_len: 0,
-        };
-        scanner.end_base64_run();
-        scanner.end_hex_run();
-        scanner
+            base64: Runs::new(6),
+            hex: Runs::new(4),
+        }
     }
 
     /// Scans the next piece of text.
@@ -532,10 +637,18 @@ impl Scanner {
             return Ok(());
         };
         for &byte in data {
-            if self.raw.push(&matcher, byte) {
-                return Err(LeakDetected { view: "raw" });
+            if self.decoded_differs {
+                if self.raw.push(&matcher, byte) {
+                    return Err(LeakDetected { view: "raw" });
+                }
+            } else {
+                self.raw.push_quiet(byte);
             }
-            self.decode(&matcher, byte)?;
+            if matches!(self.unescape, Unescape::Plain) && byte != b'\\' && byte != b'%' {
+                self.decoded_byte(&matcher, byte, false)?;
+            } else {
+                self.decode(&matcher, byte)?;
+            }
         }
         Ok(())
     }
@@ -613,8 +726,9 @@ impl Scanner {
         Ok(())
     }
 
-    /// One byte of the decoded text, into the decoded, skeleton, base64 and
-    /// hex views.
+    /// One byte of the decoded text, into the decoded, folded, skeleton,
+    /// base64 and hex views.
+    #[inline(always)]
     fn decoded_byte(
         &mut self,
         matcher: &Matcher,
@@ -624,80 +738,110 @@ impl Scanner {
         if from_escape {
             self.decoded_differs = true;
         }
-        if self.decoded_differs {
-            if self.decoded.push(matcher, byte) {
-                return Err(LeakDetected { view: "unescaped" });
-            }
-        } else {
-            // The same as the raw view so far: kept in step, not searched.
-            self.decoded.push_quiet(byte);
-        }
-        if matcher.alphabet[usize::from(byte)] && self.skeleton.push(matcher, byte) {
-            return Err(LeakDetected { view: "skeleton" });
+        self.decoded.push_quiet(byte);
+        let folded = byte.to_ascii_lowercase();
+        // Without a branch on the byte (prose alternates letters and
+        // spaces, which a branch would mispredict): a byte outside the
+        // alphabet leaves the skeleton as it was, and looking again at an
+        // unchanged window finds nothing new.
+        let keep = u64::from(matcher.folded_alphabet[usize::from(folded)]);
+        let mask = keep.wrapping_neg();
+        let shifted = (self.skeleton.value >> 8) | (u64::from(folded) << 56);
+        self.skeleton.value = (shifted & mask) | (self.skeleton.value & !mask);
+        self.skeleton.len = (self.skeleton.len + keep as u8).min(WINDOW as u8);
+        if self.skeleton.len as usize == WINDOW && matcher.hit_folded(self.skeleton.value) {
+            return Err(LeakDetected {
+                view: self.view_found(matcher),
+            });
         }
         match base64_value(byte) {
             Some(value) => {
-                self.base64_len += 1;
-                for decoder in &mut self.base64 {
-                    if decoder.push(matcher, value, 6) {
-                        return Err(LeakDetected { view: "base64" });
-                    }
+                if self.base64.push(matcher, value) {
+                    return Err(LeakDetected { view: "base64" });
                 }
             }
-            None if matches!(byte, b'\n' | b'\r' | b' ' | b'\t') => {}
-            None => self.end_base64_run(),
+            // Line breaks inside base64 (MIME, PEM) do not end the run.
+            None if matches!(byte, b'\n' | b'\r') => {}
+            None => self.base64.end(),
         }
         match hex_value(byte) {
             Some(value) => {
-                self.hex_len += 1;
-                for decoder in &mut self.hex {
-                    if decoder.push(matcher, value, 4) {
-                        return Err(LeakDetected { view: "hex" });
-                    }
+                if self.hex.push(matcher, value) {
+                    return Err(LeakDetected { view: "hex" });
                 }
             }
-            None => self.end_hex_run(),
+            None => self.hex.end(),
         }
         Ok(())
     }
+}
 
-    fn end_base64_run(&mut self) {
-        if self.base64_len > 0 || self.base64[1].skip != 1 {
-            for (skip, decoder) in self.base64.iter_mut().enumerate() {
-                decoder.reset(skip as u8);
-            }
+impl Scanner {
+    /// Which view a window found in the folded skeleton shows most
+    /// plainly, for the operator.
+    fn view_found(&self, matcher: &Matcher) -> &'static str {
+        let full = |tail: &ViewTail| tail.len as usize == WINDOW;
+        if full(&self.raw) && matcher.hit(self.raw.value) {
+            "raw"
+        } else if full(&self.decoded) && matcher.hit(self.decoded.value) {
+            if self.decoded_differs { "unescaped" } else { "raw" }
+        } else if full(&self.decoded) && matcher.hit_folded(fold_window(self.decoded.value)) {
+            "folded"
+        } else {
+            "skeleton"
         }
-        self.base64_len = 0;
-    }
-
-    fn end_hex_run(&mut self) {
-        if self.hex_len > 0 || self.hex[1].skip != 1 {
-            for (skip, decoder) in self.hex.iter_mut().enumerate() {
-                decoder.reset(skip as u8);
-            }
-        }
-        self.hex_len = 0;
     }
 }
 
+/// Marks a byte that is no symbol in [`HEX`] and [`BASE64`].
+const NOT_A_SYMBOL: u8 = 0xff;
+
+/// Each byte's value as a hex digit.
+const HEX: [u8; 256] = {
+    let mut table = [NOT_A_SYMBOL; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Each byte's value as a base64 symbol (standard and URL-safe alphabets).
+const BASE64: [u8; 256] = {
+    let mut table = [NOT_A_SYMBOL; 256];
+    let mut i = 0;
+    while i < 26 {
+        table[b'A' as usize + i] = i as u8;
+        table[b'a' as usize + i] = 26 + i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = 52 + i as u8;
+        i += 1;
+    }
+    table[b'+' as usize] = 62;
+    table[b'-' as usize] = 62;
+    table[b'/' as usize] = 63;
+    table[b'_' as usize] = 63;
+    table
+};
+
+#[inline(always)]
 fn hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
+    Some(HEX[usize::from(byte)]).filter(|v| *v != NOT_A_SYMBOL)
 }
 
+#[inline(always)]
 fn base64_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'A'..=b'Z' => Some(byte - b'A'),
-        b'a'..=b'z' => Some(byte - b'a' + 26),
-        b'0'..=b'9' => Some(byte - b'0' + 52),
-        b'+' | b'-' => Some(62),
-        b'/' | b'_' => Some(63),
-        _ => None,
-    }
+    Some(BASE64[usize::from(byte)]).filter(|v| *v != NOT_A_SYMBOL)
 }
 
 /// Text of a stream on its way to the guest: scanned as it arrives, with
@@ -751,7 +895,7 @@ mod tests {
         let key = ANTHROPIC.as_bytes();
         assert_eq!(
             private_segments(SecretKind::Anthropic, key),
-            vec![13..key.len()]
+            vec![13..key.len() - 2]
         );
         let slack = b"xoxb-1234567890-9876543210-AbCdEfGhIjKlMnOpQrStUvWx";
         assert_eq!(
@@ -782,6 +926,10 @@ mod tests {
         assert_eq!(g.check(&percent).unwrap_err().view, "unescaped");
         let spaced: String = run.chars().map(|c| format!("{c} ")).collect();
         assert_eq!(g.check(&spaced).unwrap_err().view, "skeleton");
+        assert_eq!(
+            g.check(&run.to_ascii_uppercase()).unwrap_err().view,
+            "folded"
+        );
         let hex: String = run.bytes().map(|b| format!("{b:02x}")).collect();
         assert!(g.check(&format!("0x{hex}!")).is_err());
         for prefix in ["", "a", "ab", "abc", "Basic "] {

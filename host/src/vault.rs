@@ -477,36 +477,40 @@ impl Vault {
     /// Decrypts a key for one use. `provider` must match the key's own: a
     /// key added for one provider is never sent to another.
     pub fn secret(&self, id: &str, provider: &str) -> Result<Secret, VaultError> {
-        self.decrypt(
-            id,
-            provider,
-            "SELECT provider, nonce, ciphertext FROM keys WHERE id = ?1",
-        )
+        self.secret_and_previous(id, provider).map(|(secret, _)| secret)
     }
 
     /// The key's value before its last rotation, if it was rotated and not
-    /// revoked since: a call in flight may still carry it, so answers are
-    /// checked for it too. Never sent anywhere.
+    /// revoked since. Never sent anywhere.
     pub fn previous_secret(&self, id: &str, provider: &str) -> Result<Option<Secret>, VaultError> {
-        match self.decrypt(
-            id,
-            provider,
-            "SELECT provider, previous_nonce, previous_ciphertext FROM keys WHERE id = ?1",
-        ) {
-            Ok(secret) => Ok(Some(secret)),
+        match self.secret_and_previous(id, provider) {
+            Ok((_, previous)) => Ok(previous),
+            // Revocation wipes the previous value with the current one.
             Err(VaultError::Revoked(_)) => Ok(None),
             Err(other) => Err(other),
         }
     }
 
-    fn decrypt(&self, id: &str, provider: &str, query: &str) -> Result<Secret, VaultError> {
+    /// The key for one use, and its value before its last rotation (a call
+    /// still in flight may carry that one, so answers are checked for it
+    /// too), in one read.
+    pub fn secret_and_previous(
+        &self,
+        id: &str,
+        provider: &str,
+    ) -> Result<(Secret, Option<Secret>), VaultError> {
         let row: Option<StoredKey> = self
             .db
             .lock()
-            .prepare_cached(query)?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .prepare_cached(
+                "SELECT provider, nonce, ciphertext, previous_nonce, previous_ciphertext FROM keys WHERE id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .optional()?;
-        let Some((stored_provider, nonce, ciphertext)) = row else {
+        let Some((stored_provider, nonce, ciphertext, previous_nonce, previous_ciphertext)) = row
+        else {
             return Err(VaultError::UnknownKey(id.into()));
         };
         if stored_provider != provider {
@@ -517,8 +521,25 @@ impl Vault {
         let (Some(nonce), Some(ciphertext)) = (nonce, ciphertext) else {
             return Err(VaultError::Revoked(id.into()));
         };
-        let nonce = Nonce::try_assume_unique_for_key(&nonce)
-            .map_err(|_| VaultError::Tampered(id.into()))?;
+        let current = self.open_sealed(id, provider, &nonce, ciphertext)?;
+        let previous = match (previous_nonce, previous_ciphertext) {
+            (Some(nonce), Some(ciphertext)) => {
+                Some(self.open_sealed(id, provider, &nonce, ciphertext)?)
+            }
+            _ => None,
+        };
+        Ok((current, previous))
+    }
+
+    fn open_sealed(
+        &self,
+        id: &str,
+        provider: &str,
+        nonce: &[u8],
+        ciphertext: Vec<u8>,
+    ) -> Result<Secret, VaultError> {
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| VaultError::Tampered(id.into()))?;
         let key = self.master.aead_key(&[b"key", id.as_bytes()]);
         let mut buffer = Zeroizing::new(ciphertext);
         let plain = key
@@ -528,8 +549,15 @@ impl Vault {
     }
 }
 
-/// A key's provider, nonce and ciphertext (the last two `NULL` once revoked).
-type StoredKey = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+/// A key's provider, nonce and ciphertext (`NULL` once revoked), and the
+/// nonce and ciphertext of its value before the last rotation.
+type StoredKey = (
+    String,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
 
 fn key_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyInfo> {
     Ok(KeyInfo {

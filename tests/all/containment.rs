@@ -174,9 +174,13 @@ async fn api(agent: &Agent, path: &str, port: u16) -> Value {
 }
 
 /// The private part of a test key: what follows its public prefix (a
-/// Slack token's team and bot ids are public too).
+/// Slack token's team and bot ids are public too, and so is the `AA` that
+/// ends every Anthropic key).
 fn private_part(key: &str) -> &str {
-    for prefix in ["sk-ant-api03-", "sk-proj-", "secret_", "ghp_", "wx-"] {
+    if let Some(rest) = key.strip_prefix("sk-ant-api03-") {
+        return rest.strip_suffix("AA").unwrap_or(rest);
+    }
+    for prefix in ["sk-proj-", "secret_", "ghp_", "wx-"] {
         if let Some(rest) = key.strip_prefix(prefix) {
             return rest;
         }
@@ -389,11 +393,12 @@ async fn guessing_teaches_nothing_beyond_the_public_prefix() {
     );
     // Even knowing seven private bytes, the eighth can be guessed only by
     // getting the binding suspended, and from then on every answer is the
-    // same, right guess or wrong.
+    // same, right guess or wrong. (A guess right but for its case counts
+    // as right: an upper-cased echo is caught too.)
     let known = &private[..RUN - 1];
     let wrong: String = alphabet
         .iter()
-        .filter(|c| **c != private.as_bytes()[RUN - 1] as char)
+        .filter(|c| !c.eq_ignore_ascii_case(&(private.as_bytes()[RUN - 1] as char)))
         .map(|c| format!("{known}{c} "))
         .collect::<String>()
         .trim_end()
@@ -640,4 +645,27 @@ async fn a_nearly_full_disk_refuses_new_events_with_503() {
     assert_eq!(body["error"]["code"], "disk-full", "{body}");
     // Nothing ran, so nothing was recorded about it.
     assert!(!daemon.audit_text().contains(r#""kind":"invocation""#));
+}
+
+#[tokio::test]
+async fn describe_never_shows_a_key_pasted_as_the_model_id() {
+    let keys = suite_keys();
+    let host = host(&keys).await;
+    let text = format!(
+        "name = \"describer\"\n[component]\npath = {HOSTILE:?}\n[models.default]\nprovider = \"openai\"\nmodel = {:?}\nkey = \"openai-b\"\nbase_url = \"{}\"\n",
+        keys.openai,
+        host.provider.openai_url()
+    );
+    let agent = Cage::new(test_options())
+        .unwrap()
+        .with_services(host.services.clone())
+        .load_manifest(&Manifest::from_toml(&text).unwrap(), Path::new("/"))
+        .unwrap();
+    let info = run(&agent, "describe", json!("default")).await;
+    assert_eq!(info["provider"], "openai");
+    assert!(info["model"].as_str().unwrap().starts_with("[withheld"), "{info}");
+    assert_no_run(&info, &keys.openai, "describe");
+    let agent = host.agent("plain");
+    let info = run(&agent, "describe", json!("openai")).await;
+    assert_eq!(info["model"], "gpt-4o-mini");
 }

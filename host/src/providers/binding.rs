@@ -221,13 +221,12 @@ impl Services {
         ))
     }
 
-    /// A guard for the credential a call sends: its current value, and the
-    /// value before its last rotation.
-    pub fn guard_for(&self, key_id: &str, provider: &str, sent: &Secret) -> LeakGuard {
+    /// A guard for the credential a call sends, `sent`, and its value
+    /// before its last rotation (see [`Vault::secret_and_previous`]).
+    pub fn guard_for(provider: &str, sent: &Secret, previous: Option<&Secret>) -> LeakGuard {
         let kind = SecretKind::of_provider(provider);
-        let previous = self.vault.previous_secret(key_id, provider).ok().flatten();
         let mut carried = vec![(kind, sent)];
-        if let Some(previous) = &previous {
+        if let Some(previous) = previous {
             carried.push((kind, previous));
         }
         LeakGuard::new(&carried)
@@ -393,16 +392,12 @@ impl BoundModel {
         self.check_caps(request)?;
         let started = Instant::now();
         let (reservation, reserved_tokens, _) = self.reserve(request)?;
-        let key = match self.key() {
+        let (key, guard) = match self.key() {
             Ok(key) => key,
             Err(error) => {
                 drop(reservation);
                 return Err(error);
             }
-        };
-        let guard = match (&self.key_id, &key) {
-            (Some(id), Some(key)) => self.services.guard_for(id, self.provider.name(), key),
-            _ => LeakGuard::default(),
         };
         let max_output = u64::from(request.max_tokens);
         Ok(CallStart {
@@ -430,14 +425,19 @@ impl BoundModel {
         }))
     }
 
-    fn key(&self) -> Result<Option<Secret>, InferenceError> {
+    /// The key for this request, and a guard for it (and for its value
+    /// before the last rotation).
+    fn key(&self) -> Result<(Option<Secret>, LeakGuard), InferenceError> {
         let Some(id) = &self.key_id else {
-            return Ok(None);
+            return Ok((None, LeakGuard::default()));
         };
         self.services
             .vault
-            .secret(id, self.provider.name())
-            .map(Some)
+            .secret_and_previous(id, self.provider.name())
+            .map(|(key, previous)| {
+                let guard = Services::guard_for(self.provider.name(), &key, previous.as_ref());
+                (Some(key), guard)
+            })
             .map_err(|e| match e {
                 VaultError::Revoked(_) => unavailable(format!(
                     "key {id:?} for binding {:?} was revoked",
@@ -789,6 +789,18 @@ impl ModelBackend for BoundModel {
 
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn described_model(&self) -> String {
+        // Operator configuration, not upstream text, so no guest can steer
+        // this check; it only keeps a key pasted into the wrong field out.
+        let Ok((_, guard)) = self.key() else {
+            return self.model.clone();
+        };
+        match guard.check(&self.model) {
+            Ok(()) => self.model.clone(),
+            Err(_) => "[withheld: the configured model id holds the binding's key]".into(),
+        }
     }
 
     async fn complete(

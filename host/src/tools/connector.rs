@@ -404,9 +404,9 @@ impl Endpoint {
                 .services
                 .as_ref()
                 .ok_or_else(|| unavailable("no key vault holds the credential"))?;
-            let secret = services
+            let (secret, previous) = services
                 .vault
-                .secret(&credential.key_id, credential.kind)
+                .secret_and_previous(&credential.key_id, credential.kind)
                 .map_err(|e| unavailable(format!("credential {:?}: {e}", credential.key_id)))?;
             let token = secret
                 .expose_str()
@@ -416,7 +416,7 @@ impl Endpoint {
                 .map_err(|_| unavailable("the credential is not a valid header value"))?;
             header.set_sensitive(true);
             request = request.header(self.auth_header.0.clone(), header);
-            let carried = services.guard_for(&credential.key_id, credential.kind, &secret);
+            let carried = Services::guard_for(credential.kind, &secret, previous.as_ref());
             // Fail closed: a credential goes out only where its answer
             // will be checked.
             CARRIED
