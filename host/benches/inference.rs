@@ -222,9 +222,7 @@ fn parts(c: &mut Criterion) {
     });
     let guard = Services::guard_for("anthropic", &key, None);
     let text = "Hello there, this is a short answer.".repeat(4);
-    group.bench_function("check_150_bytes", |b| {
-        b.iter(|| guard.check(&text).is_ok())
-    });
+    group.bench_function("check_150_bytes", |b| b.iter(|| guard.check(&text).is_ok()));
     // Ordinary prose with JSON and base64-looking runs, 32 KiB.
     let long = "The quick brown fox {\"jumps\": \"over\"} the lazy dog, id QmFzZTY0IHRleHQ= ok. "
         .repeat(32 * 1024 / 80);

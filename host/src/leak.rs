@@ -170,17 +170,18 @@ pub fn private_segments(kind: SecretKind, secret: &[u8]) -> Vec<Range<usize>> {
     if kind == SecretKind::Anthropic && secret.ends_with(b"AA") && end >= start + 2 {
         end -= 2;
     }
-    let mut segments = vec![start..end];
-    if matches!(kind, SecretKind::OpenAi | SecretKind::OpenAiCompatible)
-        && let Some(at) = secret[start..]
-            .windows(OPENAI_MARKER.len())
-            .position(|w| w == OPENAI_MARKER)
-    {
-        let at = start + at;
-        segments = vec![start..at, at + OPENAI_MARKER.len()..end];
-    }
-    segments.retain(|r| !r.is_empty());
-    segments
+    let marker = matches!(kind, SecretKind::OpenAi | SecretKind::OpenAiCompatible)
+        .then(|| {
+            secret[start..end]
+                .windows(OPENAI_MARKER.len())
+                .position(|w| w == OPENAI_MARKER)
+        })
+        .flatten();
+    let segments = match marker {
+        Some(at) => [start..start + at, start + at + OPENAI_MARKER.len()..end],
+        None => [start..end, end..end],
+    };
+    segments.into_iter().filter(|r| !r.is_empty()).collect()
 }
 
 /// Checks that a secret is fit to hold: long enough for its kind, with
@@ -568,9 +569,7 @@ impl<const ALIGNMENTS: usize> Runs<ALIGNMENTS> {
         if self.len == self.shortest {
             self.pending[self.len - 1] = symbol;
             let pending = self.pending;
-            return pending[..self.len]
-                .iter()
-                .any(|&s| self.decode(matcher, s));
+            return pending[..self.len].iter().any(|&s| self.decode(matcher, s));
         }
         self.decode(matcher, symbol)
     }
@@ -784,7 +783,11 @@ impl Scanner {
         if full(&self.raw) && matcher.hit(self.raw.value) {
             "raw"
         } else if full(&self.decoded) && matcher.hit(self.decoded.value) {
-            if self.decoded_differs { "unescaped" } else { "raw" }
+            if self.decoded_differs {
+                "unescaped"
+            } else {
+                "raw"
+            }
         } else if full(&self.decoded) && matcher.hit_folded(fold_window(self.decoded.value)) {
             "folded"
         } else {

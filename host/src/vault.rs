@@ -477,7 +477,8 @@ impl Vault {
     /// Decrypts a key for one use. `provider` must match the key's own: a
     /// key added for one provider is never sent to another.
     pub fn secret(&self, id: &str, provider: &str) -> Result<Secret, VaultError> {
-        self.secret_and_previous(id, provider).map(|(secret, _)| secret)
+        self.secret_and_previous(id, provider)
+            .map(|(secret, _)| secret)
     }
 
     /// The key's value before its last rotation, if it was rotated and not

@@ -232,14 +232,15 @@ fn decode(text: &str) -> String {
             text.get(from..from + len)
                 .and_then(|h| u32::from_str_radix(h, 16).ok())
         };
-        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'u') {
-            if let Some(code) = hex(i + 2, 4) {
-                let mut buffer = [0; 4];
-                let c = char::from_u32(code).unwrap_or('?');
-                out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
-                i += 6;
-                continue;
-            }
+        if bytes[i] == b'\\'
+            && bytes.get(i + 1) == Some(&b'u')
+            && let Some(code) = hex(i + 2, 4)
+        {
+            let mut buffer = [0; 4];
+            let c = char::from_u32(code).unwrap_or('?');
+            out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
+            i += 6;
+            continue;
         }
         if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'/') {
             out.push(b'/');
@@ -538,15 +539,40 @@ async fn a_blocked_leak_is_audited_counted_and_resumed_by_an_operator() {
     );
     assert!(metrics.contains("clawcage_suspensions 1"), "{metrics}");
 
-    let (status, resumed) = daemon
-        .call(
-            reqwest::Method::POST,
-            "/v1/agents/asker/resume",
-            Some(json!({"model": "default"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{resumed}");
-    assert_eq!(resumed["resumed"].as_array().unwrap().len(), 1);
+    // The operator's commands: list, then resume the one binding.
+    let agent_cli = |args: &[&str]| -> Result<String, String> {
+        let mut argv = vec![
+            "clawcage",
+            "agent",
+            "--remote",
+            &daemon.url,
+            "--token",
+            daemon.token.trim(),
+        ];
+        argv.extend_from_slice(args);
+        let cli = <clawcage::cli::Cli as clap::Parser>::try_parse_from(argv)
+            .map_err(|e| e.to_string())?;
+        let clawcage::cli::Command::Agent(agent) = cli.command else {
+            unreachable!()
+        };
+        let mut out = Vec::new();
+        agent.run(&mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    };
+    let listed = tokio::task::block_in_place(|| agent_cli(&["suspensions"])).unwrap();
+    assert!(
+        listed.contains("\"asker\"") && listed.contains("\"raw\""),
+        "{listed}"
+    );
+    let wrong = tokio::task::block_in_place(|| {
+        agent_cli(&["resume", "asker", "--model", "default", "--tool", "x"])
+    });
+    assert!(wrong.is_err());
+    let resumed =
+        tokio::task::block_in_place(|| agent_cli(&["resume", "asker", "--model", "default"]))
+            .unwrap();
+    let resumed: Value = serde_json::from_str(&resumed).unwrap();
+    assert_eq!(resumed["resumed"].as_array().unwrap().len(), 1, "{resumed}");
     let (_, outcome) = daemon.invoke("asker", ask("hello")).await;
     let report: Value = serde_json::from_str(outcome["result"].as_str().unwrap()).unwrap();
     assert_eq!(report["text"], "Hello from anthropic", "{report}");
@@ -663,7 +689,10 @@ async fn describe_never_shows_a_key_pasted_as_the_model_id() {
         .unwrap();
     let info = run(&agent, "describe", json!("default")).await;
     assert_eq!(info["provider"], "openai");
-    assert!(info["model"].as_str().unwrap().starts_with("[withheld"), "{info}");
+    assert!(
+        info["model"].as_str().unwrap().starts_with("[withheld"),
+        "{info}"
+    );
     assert_no_run(&info, &keys.openai, "describe");
     let agent = host.agent("plain");
     let info = run(&agent, "describe", json!("openai")).await;
