@@ -415,14 +415,14 @@ impl BoundModel {
 
     /// Records a blocked leak and returns the guest's error.
     fn blocked(&self, leak: LeakDetected, event_id: &str) -> InferenceError {
-        InferenceError::LeakBlocked(self.services.leak_blocked(LeakReport {
-            agent: self.agent.to_string(),
-            capability: Capability::Model,
-            name: self.binding.clone(),
-            key_id: self.key_id.clone(),
-            event_id: Some(event_id.to_string()),
-            view: leak.view,
-        }))
+        model_leak_blocked(
+            &self.services,
+            &self.agent,
+            &self.binding,
+            self.key_id.as_deref(),
+            event_id,
+            leak,
+        )
     }
 
     /// The key for this request, and a guard for it (and for its value
@@ -677,6 +677,26 @@ fn scan_completion(
         }
     }
     alone(&completion.model)
+}
+
+/// Records a blocked leak of a model binding (suspending it for the
+/// agent) and returns the guest's error.
+fn model_leak_blocked(
+    services: &Services,
+    agent: &str,
+    binding: &str,
+    key_id: Option<&str>,
+    event_id: &str,
+    leak: LeakDetected,
+) -> InferenceError {
+    InferenceError::LeakBlocked(services.leak_blocked(LeakReport {
+        agent: agent.to_string(),
+        capability: Capability::Model,
+        name: binding.to_string(),
+        key_id: key_id.map(str::to_string),
+        event_id: Some(event_id.to_string()),
+        view: leak.view,
+    }))
 }
 
 /// Checks an error's message before it reaches the guest.
@@ -1194,13 +1214,13 @@ impl StreamPump {
 impl BoundModelRef {
     /// Records a blocked leak and returns the guest's error.
     fn blocked(&self, leak: LeakDetected, event_id: &str) -> InferenceError {
-        InferenceError::LeakBlocked(self.services.leak_blocked(LeakReport {
-            agent: self.agent.to_string(),
-            capability: Capability::Model,
-            name: self.binding.clone(),
-            key_id: self.key_id.clone(),
-            event_id: Some(event_id.to_string()),
-            view: leak.view,
-        }))
+        model_leak_blocked(
+            &self.services,
+            &self.agent,
+            &self.binding,
+            self.key_id.as_deref(),
+            event_id,
+            leak,
+        )
     }
 }
