@@ -9,6 +9,9 @@ CREATE TABLE suspensions (
     since INTEGER NOT NULL,
     event_id TEXT,
     view TEXT NOT NULL,
+    -- The vault key that came back: every binding or grant of the agent
+    -- that sends it is suspended with this one.
+    key_id TEXT,
     PRIMARY KEY (agent, kind, name)
 );
 -- A key's value before its last rotation, sealed like the current one, so

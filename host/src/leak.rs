@@ -40,8 +40,6 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use crate::secret::Secret;
 
 /// The shortest run of a secret's private bytes that counts as a leak.
@@ -113,70 +111,92 @@ impl SecretKind {
     }
 }
 
-/// Known public prefixes, longest first within a family.
-const PUBLIC_PREFIXES: &[(SecretKind, &str)] = &[
-    (SecretKind::Anthropic, "sk-ant-api03-"),
-    (SecretKind::Anthropic, "sk-ant-admin01-"),
-    (SecretKind::Anthropic, "sk-ant-"),
-    (SecretKind::OpenAi, "sk-proj-"),
-    (SecretKind::OpenAi, "sk-svcacct-"),
-    (SecretKind::OpenAi, "sk-admin-"),
-    (SecretKind::OpenAi, "sk-None-"),
-    (SecretKind::OpenAi, "sk-"),
-    (SecretKind::GitHub, "github_pat_"),
-    (SecretKind::GitHub, "ghp_"),
-    (SecretKind::GitHub, "gho_"),
-    (SecretKind::GitHub, "ghu_"),
-    (SecretKind::GitHub, "ghs_"),
-    (SecretKind::GitHub, "ghr_"),
-    (SecretKind::Notion, "secret_"),
-    (SecretKind::Notion, "ntn_"),
+/// Public prefixes of the credentials people hold, longest first where one
+/// starts another. They are public whatever kind a secret is stored as (a
+/// Stripe key held as an `http` credential has the same known start).
+const PUBLIC_PREFIXES: &[&str] = &[
+    // Anthropic (`sk-ant-<kind><version>-` in general, see below).
+    "sk-ant-api03-",
+    "sk-ant-admin01-",
+    // OpenAI.
+    "sk-proj-",
+    "sk-svcacct-",
+    "sk-admin-",
+    "sk-None-",
+    // OpenRouter.
+    "sk-or-v1-",
+    // GitHub.
+    "github_pat_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    // GitLab.
+    "glpat-",
+    // Notion.
+    "secret_",
+    "ntn_",
+    // Stripe.
+    "sk_live_",
+    "sk_test_",
+    "rk_live_",
+    "rk_test_",
+    // Hugging Face, Groq, Replicate, Perplexity, Google.
+    "hf_",
+    "gsk_",
+    "r8_",
+    "pplx-",
+    "AIza",
+    // The shortest last.
+    "sk-",
 ];
 
 /// A marker OpenAI puts in the middle of its keys (`OpenAI`, base64).
 const OPENAI_MARKER: &[u8] = b"T3BlbkFJ";
 
 /// The parts of `secret` a guest could not know: the whole secret less its
-/// public prefix and any constant marker inside it. A Slack token's team
-/// and bot ids are public (events carry them), so only its last segment is
-/// private.
+/// public prefix and any constant inside it.
+///
+/// - A known prefix ([`PUBLIC_PREFIXES`], and `sk-ant-<word>-`) is public.
+/// - A Slack token's team, user and bot ids are public (events carry them):
+///   only what follows its last `-` is private.
+/// - A JSON Web Token's header and claims are readable by anyone who sees
+///   one: only its signature is private.
+/// - Anthropic keys end in a constant `AA`; OpenAI's older keys hold the
+///   constant `T3BlbkFJ`.
 pub fn private_segments(kind: SecretKind, secret: &[u8]) -> Vec<Range<usize>> {
-    let mut start = 0;
-    for (family, prefix) in PUBLIC_PREFIXES {
-        let same_family = *family == kind
-            || matches!(
-                (kind, family),
-                (
-                    SecretKind::OpenAiCompatible | SecretKind::Http,
-                    SecretKind::OpenAi | SecretKind::Anthropic
-                )
-            );
-        if same_family && secret.starts_with(prefix.as_bytes()) {
-            start = prefix.len();
-            break;
-        }
+    let mut start = PUBLIC_PREFIXES
+        .iter()
+        .find(|prefix| secret.starts_with(prefix.as_bytes()))
+        .map_or(0, |prefix| prefix.len());
+    if let Some(rest) = secret.strip_prefix(b"sk-ant-")
+        && let Some(dash) = rest.iter().position(|&b| b == b'-')
+        && dash <= 12
+        && rest[..dash].iter().all(u8::is_ascii_alphanumeric)
+    {
+        start = start.max(b"sk-ant-".len() + dash + 1);
     }
-    if kind == SecretKind::Slack
-        && secret.len() > 5
-        && secret[..5]
-            .iter()
-            .all(|b| b.is_ascii_alphabetic() || *b == b'-')
+    let slack_like = secret.starts_with(b"xox") || secret.starts_with(b"xapp-");
+    if (kind == SecretKind::Slack || slack_like)
         && let Some(last_dash) = secret.iter().rposition(|&b| b == b'-')
     {
         start = start.max(last_dash + 1);
     }
+    if secret.starts_with(b"eyJ")
+        && secret.iter().filter(|&&b| b == b'.').count() == 2
+        && let Some(last_dot) = secret.iter().rposition(|&b| b == b'.')
+    {
+        start = start.max(last_dot + 1);
+    }
     let mut end = secret.len();
-    // Anthropic keys end in a constant `AA`.
-    if kind == SecretKind::Anthropic && secret.ends_with(b"AA") && end >= start + 2 {
+    if secret.starts_with(b"sk-ant-") && secret.ends_with(b"AA") && end >= start + 2 {
         end -= 2;
     }
-    let marker = matches!(kind, SecretKind::OpenAi | SecretKind::OpenAiCompatible)
-        .then(|| {
-            secret[start..end]
-                .windows(OPENAI_MARKER.len())
-                .position(|w| w == OPENAI_MARKER)
-        })
-        .flatten();
+    let marker = secret[start..end]
+        .windows(OPENAI_MARKER.len())
+        .position(|w| w == OPENAI_MARKER)
+        .filter(|_| secret.starts_with(b"sk-"));
     let segments = match marker {
         Some(at) => [start..start + at, start + at + OPENAI_MARKER.len()..end],
         None => [start..end, end..end],
@@ -264,15 +284,12 @@ impl std::fmt::Display for LeakDetected {
     }
 }
 
-/// The windows of the carried secrets, and a quick filter in front of them.
+/// The windows of the carried secrets.
 struct Matcher {
-    /// Every private window as a little-endian `u64`, sorted.
-    windows: Vec<u64>,
-    /// One bit per possible first two bytes of a window.
-    first_two: Box<[u64; 1024]>,
-    /// The windows in ASCII lower case, and their filter.
-    folded: Vec<u64>,
-    folded_first_two: Box<[u64; 1024]>,
+    /// Every private window as a little-endian `u64`.
+    windows: WindowSet,
+    /// The same windows in ASCII lower case.
+    folded: WindowSet,
     /// Bytes that occur in some private segment, in lower case, for the
     /// skeleton view.
     folded_alphabet: [bool; 256],
@@ -295,45 +312,102 @@ impl Matcher {
         if windows.is_empty() {
             return None;
         }
-        windows.sort_unstable();
-        windows.dedup();
-        let mut folded: Vec<u64> = windows.iter().map(|w| fold_window(*w)).collect();
-        folded.sort_unstable();
-        folded.dedup();
+        let folded: Vec<u64> = windows.iter().map(|w| fold_window(*w)).collect();
         Some(Self {
-            first_two: filter(&windows),
-            folded_first_two: filter(&folded),
-            windows,
-            folded,
+            windows: WindowSet::new(&windows),
+            folded: WindowSet::new(&folded),
             folded_alphabet,
         })
     }
 
     /// Whether a window of lower-cased text is a secret's, lower-cased.
-    #[inline]
+    #[inline(always)]
     fn hit_folded(&self, window: u64) -> bool {
-        let index = (window & 0xffff) as usize;
-        self.folded_first_two[index / 64] & (1 << (index % 64)) != 0
-            && self.folded.binary_search(&window).is_ok()
+        self.folded.contains(window)
     }
 
     /// Whether a window (as a little-endian `u64`) is a secret's.
-    #[inline]
+    #[inline(always)]
     fn hit(&self, window: u64) -> bool {
-        let index = (window & 0xffff) as usize;
-        self.first_two[index / 64] & (1 << (index % 64)) != 0
-            && self.windows.binary_search(&window).is_ok()
+        self.windows.contains(window)
     }
 }
 
-/// The filter of a window set: one bit per first two bytes.
-fn filter(windows: &[u64]) -> Box<[u64; 1024]> {
-    let mut bits = Box::new([0u64; 1024]);
-    for w in windows {
-        let index = (*w & 0xffff) as usize;
-        bits[index / 64] |= 1 << (index % 64);
+/// A set of windows, looked up with the same work whether or not a window
+/// is in it: a hash with a secret per-process seed picks a slot of an
+/// open-addressed table kept at most 1/8 full. (A filter on a window's
+/// first bytes, or a search run only when it passes, would make the time a
+/// long echo takes depend on which pairs of bytes the key holds.)
+struct WindowSet {
+    slots: Box<[u64]>,
+    shift: u32,
+    /// Whether the all-zero window, which marks an empty slot, is a member.
+    has_zero: bool,
+    members: usize,
+}
+
+impl WindowSet {
+    fn new(windows: &[u64]) -> Self {
+        let capacity = (windows.len() * 8).next_power_of_two().max(64);
+        let mut set = Self {
+            slots: vec![0; capacity].into_boxed_slice(),
+            shift: 64 - capacity.trailing_zeros(),
+            has_zero: false,
+            members: 0,
+        };
+        for &window in windows {
+            if window == 0 {
+                set.has_zero = true;
+                continue;
+            }
+            let mask = set.slots.len() - 1;
+            let mut slot = set.slot(window);
+            while set.slots[slot] != 0 && set.slots[slot] != window {
+                slot = (slot + 1) & mask;
+            }
+            if set.slots[slot] == 0 {
+                set.slots[slot] = window;
+                set.members += 1;
+            }
+        }
+        set
     }
-    bits
+
+    #[inline(always)]
+    fn slot(&self, window: u64) -> usize {
+        ((window ^ hash_seed()).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    #[inline(always)]
+    fn contains(&self, window: u64) -> bool {
+        if window == 0 {
+            return self.has_zero;
+        }
+        let mask = self.slots.len() - 1;
+        let mut slot = self.slot(window);
+        loop {
+            let found = self.slots[slot];
+            if found == window {
+                return true;
+            }
+            if found == 0 {
+                return false;
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+}
+
+/// A random seed for [`WindowSet`]'s hash, chosen once per process.
+fn hash_seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // Should the OS have no randomness to give, the slots are still
+        // spread, only predictably; lookups stay as fast either way.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+        u64::from_le_bytes(bytes)
+    })
 }
 
 /// A window with its ASCII letters in lower case.
@@ -358,7 +432,7 @@ impl std::fmt::Debug for LeakGuard {
         f.debug_struct("LeakGuard")
             .field(
                 "windows",
-                &self.matcher.as_ref().map_or(0, |m| m.windows.len()),
+                &self.matcher.as_ref().map_or(0, |m| m.windows.members),
             )
             .finish()
     }
@@ -398,22 +472,23 @@ impl LeakGuard {
             return Ok(());
         }
         self.check(json)?;
-        if let Ok(value) = serde_json::from_str::<Value>(json) {
-            self.check_value_strings(&value)?;
-        }
-        Ok(())
+        self.check_json_strings(json)
     }
 
-    /// Checks the strings of a JSON value, joined in order (object keys,
-    /// then values). The text of the document itself is the caller's to
-    /// check.
-    pub fn check_value_strings(&self, value: &Value) -> Result<(), LeakDetected> {
+    /// If `json` is a JSON document, checks its strings joined in document
+    /// order: all values, and all object keys, each as one text (a secret
+    /// split across fields is whole there). The text of the document itself
+    /// is the caller's to check.
+    pub fn check_json_strings(&self, json: &str) -> Result<(), LeakDetected> {
         let Some(matcher) = &self.matcher else {
             return Ok(());
         };
+        if serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {
+            return Ok(());
+        }
         let mut values = Scanner::new(Some(matcher.clone()));
         let mut keys = Scanner::new(Some(matcher.clone()));
-        walk_strings(value, &mut |text, is_key| {
+        json_strings(json, &mut |text, is_key| {
             let scanner = if is_key { &mut keys } else { &mut values };
             scanner.feed(text.as_bytes())
         })
@@ -427,19 +502,37 @@ impl LeakGuard {
     }
 }
 
-fn walk_strings(
-    value: &Value,
+/// Visits every string literal of a valid JSON text, decoded, in document
+/// order (a parsed `Value` would give object keys sorted, and drop repeated
+/// keys), with whether it is an object key.
+fn json_strings(
+    json: &str,
     visit: &mut dyn FnMut(&str, bool) -> Result<(), LeakDetected>,
 ) -> Result<(), LeakDetected> {
-    match value {
-        Value::String(s) => visit(s, false),
-        Value::Array(items) => items.iter().try_for_each(|v| walk_strings(v, visit)),
-        Value::Object(map) => map.iter().try_for_each(|(key, v)| {
-            visit(key, true)?;
-            walk_strings(v, visit)
-        }),
-        _ => Ok(()),
+    let bytes = json.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'"' {
+            at += 1;
+            continue;
+        }
+        let start = at;
+        at += 1;
+        while at < bytes.len() && bytes[at] != b'"' {
+            at += if bytes[at] == b'\\' { 2 } else { 1 };
+        }
+        let end = (at + 1).min(bytes.len());
+        at = end;
+        let is_key = bytes[end..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b':');
+        // Quotes are ASCII, so both ends are character boundaries.
+        if let Ok(text) = serde_json::from_str::<String>(&json[start..end]) {
+            visit(&text, is_key)?;
+        }
     }
+    Ok(())
 }
 
 /// The last [`WINDOW`] bytes of one view as a rolling little-endian `u64`,
@@ -474,19 +567,20 @@ impl ViewTail {
     }
 }
 
-/// The decoder of JSON and percent escapes: its pending escape.
+/// The decoder of JSON and percent escapes: its pending escape, with the
+/// raw digits read so far (an escape that turns out not to be one gives
+/// them back, so the decoded text never loses a byte of the raw one).
 #[derive(Default, Clone)]
 enum Unescape {
     #[default]
     Plain,
     Backslash,
     Unicode {
-        digits: u8,
-        value: u32,
+        digits: [u8; 3],
+        len: u8,
     },
     Percent {
-        digits: u8,
-        value: u8,
+        first: Option<u8>,
     },
 }
 
@@ -657,20 +751,15 @@ impl Scanner {
         match std::mem::take(&mut self.unescape) {
             Unescape::Plain => match byte {
                 b'\\' => self.unescape = Unescape::Backslash,
-                b'%' => {
-                    self.unescape = Unescape::Percent {
-                        digits: 0,
-                        value: 0,
-                    }
-                }
+                b'%' => self.unescape = Unescape::Percent { first: None },
                 _ => self.decoded_byte(matcher, byte, false)?,
             },
             Unescape::Backslash => {
                 let decoded = match byte {
                     b'u' => {
                         self.unescape = Unescape::Unicode {
-                            digits: 0,
-                            value: 0,
+                            digits: [0; 3],
+                            len: 0,
                         };
                         return Ok(());
                     }
@@ -683,41 +772,45 @@ impl Scanner {
                 };
                 self.decoded_byte(matcher, decoded, true)?;
             }
-            Unescape::Unicode { digits, value } => match hex_value(byte) {
-                Some(nibble) => {
-                    let value = (value << 4) | u32::from(nibble);
-                    if digits == 3 {
-                        let c = char::from_u32(value).unwrap_or('\u{fffd}');
-                        let mut buffer = [0u8; 4];
-                        for &b in c.encode_utf8(&mut buffer).as_bytes() {
-                            self.decoded_byte(matcher, b, true)?;
-                        }
-                    } else {
-                        self.unescape = Unescape::Unicode {
-                            digits: digits + 1,
-                            value,
-                        };
+            Unescape::Unicode { mut digits, len } => match hex_value(byte) {
+                Some(_) if len == 3 => {
+                    let value = digits
+                        .iter()
+                        .chain(std::iter::once(&byte))
+                        .filter_map(|d| hex_value(*d))
+                        .fold(0u32, |value, nibble| (value << 4) | u32::from(nibble));
+                    let c = char::from_u32(value).unwrap_or('\u{fffd}');
+                    let mut buffer = [0u8; 4];
+                    for &b in c.encode_utf8(&mut buffer).as_bytes() {
+                        self.decoded_byte(matcher, b, true)?;
                     }
+                }
+                Some(_) => {
+                    digits[usize::from(len)] = byte;
+                    self.unescape = Unescape::Unicode {
+                        digits,
+                        len: len + 1,
+                    };
                 }
                 None => {
                     // Not an escape after all: the text goes on as it was.
-                    self.decoded_byte(matcher, byte, false)?;
+                    for &b in [b'\\', b'u'].iter().chain(&digits[..usize::from(len)]) {
+                        self.decoded_byte(matcher, b, false)?;
+                    }
+                    self.decode(matcher, byte)?;
                 }
             },
-            Unescape::Percent { digits, value } => match hex_value(byte) {
-                Some(nibble) => {
-                    let value = (value << 4) | nibble;
-                    if digits == 1 {
-                        self.decoded_byte(matcher, value, true)?;
-                    } else {
-                        self.unescape = Unescape::Percent {
-                            digits: digits + 1,
-                            value,
-                        };
-                    }
+            Unescape::Percent { first } => match (hex_value(byte), first) {
+                (Some(low), Some(high)) => {
+                    let high = hex_value(high).unwrap_or(0);
+                    self.decoded_byte(matcher, (high << 4) | low, true)?;
                 }
-                None => {
+                (Some(_), None) => self.unescape = Unescape::Percent { first: Some(byte) },
+                (None, first) => {
                     self.decoded_byte(matcher, b'%', false)?;
+                    if let Some(first) = first {
+                        self.decoded_byte(matcher, first, false)?;
+                    }
                     self.decode(matcher, byte)?;
                 }
             },
@@ -910,6 +1003,29 @@ mod tests {
             private_segments(SecretKind::OpenAi, openai),
             vec![3..23, 31..openai.len()]
         );
+        // Known starts are public whatever the secret is stored as.
+        let stripe = b"sk_live_51HxYzAbCdEfGhIjKlMnOpQr";
+        assert_eq!(
+            private_segments(SecretKind::Http, stripe),
+            vec![8..stripe.len()]
+        );
+        let oauth = b"sk-ant-oat01-AbCdEfGhIjKlMnOpQrStUvWx";
+        assert_eq!(
+            private_segments(SecretKind::Http, oauth),
+            vec![13..oauth.len()]
+        );
+        let user = b"xoxp-1111222233-4444555566-7777888899-0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+        assert_eq!(
+            private_segments(SecretKind::Http, user),
+            vec![38..user.len()]
+        );
+        let jwt = b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlLWJ5dGVzLWhlcmU";
+        assert_eq!(private_segments(SecretKind::Http, jwt), vec![41..jwt.len()]);
+        let random = b"Zx9QkT4mW2pL8vRb6NcY1aDf";
+        assert_eq!(
+            private_segments(SecretKind::Http, random),
+            vec![0..random.len()]
+        );
     }
 
     #[test]
@@ -933,6 +1049,15 @@ mod tests {
             g.check(&run.to_ascii_uppercase()).unwrap_err().view,
             "folded"
         );
+        // An escape that is not one gives its bytes back.
+        let tail = &private(ANTHROPIC)[2..10];
+        for broken in [
+            format!("%{tail}"),
+            format!("\\u{tail}"),
+            format!("\\u{}", &private(ANTHROPIC)[..10]),
+        ] {
+            assert!(g.check(&broken).is_err(), "{broken}");
+        }
         let hex: String = run.bytes().map(|b| format!("{b:02x}")).collect();
         assert!(g.check(&format!("0x{hex}!")).is_err());
         for prefix in ["", "a", "ab", "abc", "Basic "] {
@@ -957,6 +1082,12 @@ mod tests {
         let json = serde_json::json!({"a": &p[0..5], "b": &p[5..10], "note": "x"}).to_string();
         assert!(g.check(&json).is_ok());
         assert_eq!(g.check_json(&json).unwrap_err().view, "json-joined");
+        // In the order the guest reads them, not sorted.
+        let reordered = format!(r#"{{"z": "{}", "a": "{}"}}"#, &p[0..5], &p[5..10]);
+        assert!(g.check(&reordered).is_ok());
+        assert!(g.check_json(&reordered).is_err());
+        let keys = format!(r#"{{"{}": 1, "{}": 2}}"#, &p[0..5], &p[5..10]);
+        assert!(g.check_json(&keys).is_err());
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub struct Suspension {
     pub event_id: Option<String>,
     /// Which view of the text held the credential.
     pub view: String,
+    /// The vault key that came back. Every binding or grant of the agent
+    /// that sends it is suspended too (a second binding naming the same key
+    /// is no way around the suspension), and resuming may require it to be
+    /// rotated first.
+    pub key_id: Option<String>,
 }
 
 type SuspensionKey = (String, Capability, String);
@@ -85,7 +90,7 @@ impl Suspensions {
         {
             let conn = db.lock();
             let mut statement = conn.prepare(
-                "SELECT agent, kind, name, since, event_id, view FROM suspensions ORDER BY since",
+                "SELECT agent, kind, name, since, event_id, view, key_id FROM suspensions ORDER BY since",
             )?;
             let rows = statement.query_map([], |r| {
                 Ok((
@@ -95,10 +100,11 @@ impl Suspensions {
                     r.get::<_, i64>(3)?,
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })?;
             for row in rows {
-                let (agent, kind, name, since, event_id, view) = row?;
+                let (agent, kind, name, since, event_id, view, key_id) = row?;
                 let Some(capability) = Capability::parse(&kind) else {
                     continue;
                 };
@@ -111,6 +117,7 @@ impl Suspensions {
                         since,
                         event_id,
                         view,
+                        key_id,
                     },
                 );
             }
@@ -134,11 +141,24 @@ impl Suspensions {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `name` is suspended for `agent`.
-    pub fn is_suspended(&self, agent: &str, capability: Capability, name: &str) -> bool {
+    /// Whether `name`, which sends the vault key `key_id`, is suspended for
+    /// `agent`: by its own suspension, or by one of the same key.
+    pub fn is_suspended(
+        &self,
+        agent: &str,
+        capability: Capability,
+        name: &str,
+        key_id: Option<&str>,
+    ) -> bool {
         let current = self.current();
         !current.is_empty()
-            && current.contains_key(&(agent.to_string(), capability, name.to_string()))
+            && current
+                .range((agent.to_string(), Capability::Model, String::new())..)
+                .take_while(|((a, _, _), _)| a == agent)
+                .any(|((_, c, n), s)| {
+                    (*c == capability && n == name)
+                        || (key_id.is_some() && s.key_id.as_deref() == key_id)
+                })
     }
 
     /// Suspends `name` for `agent`. The memory copy changes even if the
@@ -153,19 +173,31 @@ impl Suspensions {
         self.current().entry(key).or_insert(suspension);
         if let Some(db) = &self.db {
             db.lock().execute(
-                "INSERT INTO suspensions (agent, kind, name, since, event_id, view)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                "INSERT INTO suspensions (agent, kind, name, since, event_id, view, key_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
                 rusqlite::params![
                     stored.agent,
                     stored.capability.name(),
                     stored.name,
                     stored.since,
                     stored.event_id,
-                    stored.view
+                    stored.view,
+                    stored.key_id
                 ],
             )?;
         }
         Ok(())
+    }
+
+    /// The suspensions `resume` with these arguments would lift.
+    pub fn matching(&self, agent: &str, only: Option<(Capability, &str)>) -> Vec<Suspension> {
+        self.current()
+            .values()
+            .filter(|s| {
+                s.agent == agent && only.is_none_or(|(c, n)| c == s.capability && n == s.name)
+            })
+            .cloned()
+            .collect()
     }
 
     /// Resumes `agent`'s suspended bindings and grants: all of them, or only
@@ -211,6 +243,7 @@ pub fn now(
     agent: &str,
     capability: Capability,
     name: &str,
+    key_id: Option<&str>,
     event_id: Option<&str>,
     view: &str,
 ) -> Suspension {
@@ -221,6 +254,7 @@ pub fn now(
         since: now_unix(),
         event_id: event_id.map(str::to_string),
         view: view.to_string(),
+        key_id: key_id.map(str::to_string),
     }
 }
 
@@ -235,21 +269,32 @@ mod tests {
         let db = Arc::new(Database::create(&dir.path().join("s")).unwrap());
         let store = Suspensions::open(db.clone()).unwrap();
         store
-            .suspend(now("a", Capability::Model, "default", Some("evt"), "raw"))
+            .suspend(now(
+                "a",
+                Capability::Model,
+                "default",
+                Some("main"),
+                Some("evt"),
+                "raw",
+            ))
             .unwrap();
         store
-            .suspend(now("a", Capability::Tool, "github", None, "base64"))
+            .suspend(now("a", Capability::Tool, "github", None, None, "base64"))
             .unwrap();
-        assert!(store.is_suspended("a", Capability::Model, "default"));
-        assert!(!store.is_suspended("b", Capability::Model, "default"));
+        assert!(store.is_suspended("a", Capability::Model, "default", Some("main")));
+        assert!(!store.is_suspended("b", Capability::Model, "default", Some("main")));
+        // Another binding of the agent that sends the same key.
+        assert!(store.is_suspended("a", Capability::Model, "fast", Some("main")));
+        assert!(!store.is_suspended("a", Capability::Model, "fast", Some("other")));
+        assert!(!store.is_suspended("a", Capability::Model, "fast", None));
         let again = Suspensions::open(db.clone()).unwrap();
         assert_eq!(again.list().len(), 2);
         let resumed = again
             .resume("a", Some((Capability::Tool, "github")))
             .unwrap();
         assert_eq!(resumed.len(), 1);
-        assert!(!again.is_suspended("a", Capability::Tool, "github"));
-        assert!(again.is_suspended("a", Capability::Model, "default"));
+        assert!(!again.is_suspended("a", Capability::Tool, "github", None));
+        assert!(again.is_suspended("a", Capability::Model, "default", None));
         assert_eq!(again.resume("a", None).unwrap().len(), 1);
         assert!(Suspensions::open(db).unwrap().list().is_empty());
     }

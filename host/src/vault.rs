@@ -42,6 +42,10 @@ pub const MAX_KEY_ID_BYTES: usize = 64;
 pub const MIN_SECRET_BYTES: usize = 16;
 /// Largest secret the vault stores.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;
+/// How long after a rotation answers are still checked for a key's old
+/// value: longer than any event may run.
+pub const PREVIOUS_KEY_GRACE_SECS: i64 = 2 * 3600;
+
 /// Providers (and tool credential kinds) a key may belong to.
 pub const PROVIDERS: &[&str] = &[
     "anthropic",
@@ -500,17 +504,23 @@ impl Vault {
         id: &str,
         provider: &str,
     ) -> Result<(Secret, Option<Secret>), VaultError> {
-        let row: Option<StoredKey> = self
+        let row: Option<(StoredKey, Option<i64>)> = self
             .db
             .lock()
             .prepare_cached(
-                "SELECT provider, nonce, ciphertext, previous_nonce, previous_ciphertext FROM keys WHERE id = ?1",
+                "SELECT provider, nonce, ciphertext, previous_nonce, previous_ciphertext, rotated_at FROM keys WHERE id = ?1",
             )?
             .query_row([id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+                    r.get::<_, Option<i64>>(5)?,
+                ))
             })
             .optional()?;
-        let Some((stored_provider, nonce, ciphertext, previous_nonce, previous_ciphertext)) = row
+        let Some((
+            (stored_provider, nonce, ciphertext, previous_nonce, previous_ciphertext),
+            rotated_at,
+        )) = row
         else {
             return Err(VaultError::UnknownKey(id.into()));
         };
@@ -523,8 +533,11 @@ impl Vault {
             return Err(VaultError::Revoked(id.into()));
         };
         let current = self.open_sealed(id, provider, &nonce, ciphertext)?;
+        // Only calls in flight at the rotation can carry the old value;
+        // after the grace it is an unrelated secret, not checked for.
+        let in_grace = rotated_at.is_some_and(|at| now_unix() - at <= PREVIOUS_KEY_GRACE_SECS);
         let previous = match (previous_nonce, previous_ciphertext) {
-            (Some(nonce), Some(ciphertext)) => {
+            (Some(nonce), Some(ciphertext)) if in_grace => {
                 Some(self.open_sealed(id, provider, &nonce, ciphertext)?)
             }
             _ => None,

@@ -318,7 +318,8 @@ async fn echoed_keys_fail_the_call_and_no_private_byte_reaches_the_guest() {
                 assert!(host.services.suspensions.is_suspended(
                     "prober",
                     Capability::Model,
-                    binding
+                    binding,
+                    None
                 ));
                 host.resume("prober");
                 let resumed = ask(&agent, binding, "hello", stream).await;
@@ -386,12 +387,12 @@ async fn guessing_teaches_nothing_beyond_the_public_prefix() {
     let report = ask(&agent, "anthropic", &prompt, false).await;
     // The answer is exactly what was echoed: nothing marks the right guess.
     assert_eq!(report["text"].as_str().unwrap(), guesses);
-    assert!(
-        !host
-            .services
-            .suspensions
-            .is_suspended("guesser", Capability::Model, "anthropic")
-    );
+    assert!(!host.services.suspensions.is_suspended(
+        "guesser",
+        Capability::Model,
+        "anthropic",
+        None
+    ));
     // Even knowing seven private bytes, the eighth can be guessed only by
     // getting the binding suspended, and from then on every answer is the
     // same, right guess or wrong. (A guess right but for its case counts
@@ -472,6 +473,68 @@ async fn tool_credentials_echoed_in_any_encoding_fail_the_call() {
         assert_eq!(resumed["ok"]["status"], 200, "{path}, resumed: {resumed}");
     }
     assert_eq!(host.services.leaks_blocked(), 7);
+    // Compressed or partial answers are not taken (the check reads bodies
+    // as sent), and the agent may not ask for them.
+    for path in ["echo-gzip", "echo-range"] {
+        let report = api(&agent, path, port).await;
+        assert_eq!(report["error"], "upstream", "{path}: {report}");
+        assert!(
+            report["message"]
+                .as_str()
+                .unwrap()
+                .contains("not asked for"),
+            "{report}"
+        );
+        assert_no_run(&report, &keys.api, path);
+    }
+    for header in ["accept-encoding", "range", "if-range"] {
+        let report = run(
+            &agent,
+            "tool-call",
+            json!({"tool": "api", "action": "request", "input": {
+                "method": "GET",
+                "url": format!("http://127.0.0.1:{port}/api/v1/echo-key"),
+                "headers": {header: "gzip"},
+            }}),
+        )
+        .await;
+        assert_eq!(report["error"], "invalid-input", "{header}: {report}");
+    }
+    let sent = host.tools.received();
+    assert!(
+        sent.iter()
+            .all(|r| r.header("accept-encoding") == Some("identity")),
+        "every request asks for an uncompressed answer"
+    );
+}
+
+#[tokio::test]
+async fn every_binding_that_sends_the_key_is_suspended_with_the_one_that_leaked() {
+    let keys = suite_keys();
+    let host = host(&keys).await;
+    let text = format!(
+        "name = \"twins\"\n[component]\npath = {HOSTILE:?}\n[models.one]\nprovider = \"anthropic\"\nmodel = \"claude-haiku-4-5\"\nkey = \"anthropic-a\"\nbase_url = \"{url}\"\n[models.two]\nprovider = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\nkey = \"anthropic-a\"\nbase_url = \"{url}\"\n[models.other]\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\nkey = \"openai-b\"\nbase_url = \"{openai}\"\n",
+        url = host.provider.anthropic_url(),
+        openai = host.provider.openai_url(),
+    );
+    let agent = Cage::new(test_options())
+        .unwrap()
+        .with_services(host.services.clone())
+        .load_manifest(&Manifest::from_toml(&text).unwrap(), Path::new("/"))
+        .unwrap();
+    assert_blocked(&ask(&agent, "one", "echo-key", false).await, "one");
+    // A second binding naming the same key is no way around it; a binding
+    // with another key is untouched.
+    assert_blocked(&ask(&agent, "two", "hello", false).await, "two");
+    assert_eq!(
+        ask(&agent, "other", "hello", false).await["text"],
+        "Hello from openai"
+    );
+    host.resume("twins");
+    assert_eq!(
+        ask(&agent, "two", "hello", false).await["text"],
+        "Hello from anthropic"
+    );
 }
 
 #[tokio::test]
@@ -564,6 +627,22 @@ async fn a_blocked_leak_is_audited_counted_and_resumed_by_an_operator() {
         listed.contains("\"asker\"") && listed.contains("\"raw\""),
         "{listed}"
     );
+    // The key came back: it must be rotated before the binding resumes.
+    let refused =
+        tokio::task::block_in_place(|| agent_cli(&["resume", "asker", "--model", "default"]))
+            .unwrap_err();
+    assert!(
+        refused.contains("409") && refused.contains("rotate"),
+        "{refused}"
+    );
+    let (status, _) = daemon
+        .call(
+            reqwest::Method::POST,
+            "/v1/keys/main/rotate",
+            Some(json!({"secret": keys::anthropic(22)})),
+        )
+        .await;
+    assert_eq!(status, 200);
     let wrong = tokio::task::block_in_place(|| {
         agent_cli(&["resume", "asker", "--model", "default", "--tool", "x"])
     });
@@ -697,4 +776,24 @@ async fn describe_never_shows_a_key_pasted_as_the_model_id() {
     let agent = host.agent("plain");
     let info = run(&agent, "describe", json!("openai")).await;
     assert_eq!(info["model"], "gpt-4o-mini");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_when_a_leak_is_blocked_answer_like_calls_after_it() {
+    let keys = suite_keys();
+    let host = host(&keys).await;
+    let agent = Arc::new(host.agent("racer"));
+    for stream in [false, true] {
+        // A slow call is under way when another event's answer carries the
+        // key; the slow call's answer, harmless as it is, is not delivered.
+        let slow = {
+            let agent = agent.clone();
+            tokio::spawn(async move { ask(&agent, "openai", "slow", stream).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_blocked(&ask(&agent, "openai", "echo-key", stream).await, "hit");
+        let slow = slow.await.unwrap();
+        assert_blocked(&slow, &format!("in flight, stream={stream}"));
+        host.resume("racer");
+    }
 }

@@ -636,13 +636,15 @@ async fn credentials_reach_only_their_host_and_never_the_guest() {
         assert!(host.services.suspensions.is_suspended(
             "toolbox",
             clawcage::suspend::Capability::Tool,
-            tool
+            tool,
+            None
         ));
     }
     assert!(!host.services.suspensions.is_suspended(
         "toolbox",
         clawcage::suspend::Capability::Tool,
-        "notion"
+        "notion",
+        None
     ));
     for report in [&echoed, &slack, &api] {
         let text = report.to_string();

@@ -449,6 +449,26 @@ fn generic(request: &ToolRequest, rest: &str) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{}{key} (trace)", "x".repeat(500)),
         ),
+        // What an echo server with compression on sends (whatever was
+        // asked for), and one that honours ranges.
+        "v1/echo-gzip" => (
+            StatusCode::OK,
+            [
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            key.clone(),
+        )
+            .into_response(),
+        "v1/echo-range" => (
+            StatusCode::PARTIAL_CONTENT,
+            [
+                ("content-type", "text/plain"),
+                ("content-range", "bytes 0-6/40"),
+            ],
+            key[..7].to_string(),
+        )
+            .into_response(),
         "v1/echo" => {
             let query = request.uri.split_once('?').map_or("", |(_, q)| q);
             let said = query

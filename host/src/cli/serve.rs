@@ -412,6 +412,10 @@ pub enum AgentAction {
         /// Only this tool grant.
         #[arg(long)]
         tool: Option<String>,
+        /// Resume although the key that came back was not rotated since
+        /// (a guest that was guessing at it gets another answer).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -446,8 +450,16 @@ impl AgentCommand {
                 "/v1/suspensions",
                 None,
             ))?,
-            AgentAction::Resume { name, model, tool } => {
+            AgentAction::Resume {
+                name,
+                model,
+                tool,
+                force,
+            } => {
                 let mut body = serde_json::Map::new();
+                if *force {
+                    body.insert("force".into(), json!(true));
+                }
                 if let Some(model) = model {
                     body.insert("model".into(), json!(model));
                 }

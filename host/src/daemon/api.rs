@@ -270,6 +270,9 @@ async fn suspensions(State(daemon): State<Arc<Daemon>>) -> Json<Value> {
 struct ResumeRequest {
     model: Option<String>,
     tool: Option<String>,
+    /// Resume although the key that came back was not rotated since.
+    #[serde(default)]
+    force: bool,
 }
 
 async fn resume(
@@ -298,8 +301,13 @@ async fn resume(
         (None, None) => None,
     };
     let resumed = daemon
-        .resume(&name, only, &actor(request_actor))
-        .map_err(ApiError::host)?;
+        .resume(&name, only, request.force, &actor(request_actor))
+        .map_err(|e| match e {
+            super::ResumeError::NotRotated(message) => {
+                ApiError::new(StatusCode::CONFLICT, "rotate-first", message)
+            }
+            super::ResumeError::Failed(message) => ApiError::host(message),
+        })?;
     Ok(Json(json!({"resumed": resumed})))
 }
 

@@ -305,6 +305,18 @@ pub enum Refusal {
     },
 }
 
+/// Why suspensions were not resumed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The key that came back was not rotated since, and `force` was not
+    /// given.
+    #[error("{0}")]
+    NotRotated(String),
+    /// The suspension store failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A finished invocation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -907,10 +919,10 @@ impl Daemon {
         if min == 0 {
             return Ok(());
         }
-        let Ok(stats) = rustix::fs::statvfs(&self.options.state_dir) else {
-            return Ok(());
-        };
-        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        // A state directory whose disk cannot even be asked about cannot be
+        // counted on to take the event's records either: refuse (free 0).
+        let free = rustix::fs::statvfs(&self.options.state_dir)
+            .map_or(0, |stats| stats.f_bavail.saturating_mul(stats.f_frsize));
         if free >= min {
             return Ok(());
         }
@@ -937,17 +949,46 @@ impl Daemon {
 
     /// Resumes `agent`'s suspended bindings and grants (all, or the one
     /// named), each an audit record. Returns what was resumed.
+    ///
+    /// A key that came back in an answer must have been rotated (or
+    /// revoked) since, unless `force`: whoever made it come back learned
+    /// something of it, and a guest guessing at it would otherwise get
+    /// another answer with its knowledge intact.
     pub fn resume(
         &self,
         agent: &str,
         only: Option<(Capability, &str)>,
+        force: bool,
         actor: &str,
-    ) -> Result<Vec<Suspension>, String> {
+    ) -> Result<Vec<Suspension>, ResumeError> {
+        if !force {
+            for suspension in self.services.suspensions.matching(agent, only) {
+                let Some(key_id) = &suspension.key_id else {
+                    continue;
+                };
+                let changed = match self.services.vault.info(key_id) {
+                    Ok(info) => {
+                        info.revoked_at.is_some()
+                            || info.rotated_at.is_some_and(|at| at >= suspension.since)
+                    }
+                    // A key that is gone cannot be sent again.
+                    Err(crate::vault::VaultError::UnknownKey(_)) => true,
+                    Err(e) => return Err(ResumeError::Failed(e.to_string())),
+                };
+                if !changed {
+                    return Err(ResumeError::NotRotated(format!(
+                        "key {key_id:?} came back in an answer to {} {:?} and has not been rotated since; rotate it (`clawcage key rotate {key_id}`), or resume with --force",
+                        suspension.capability.name(),
+                        suspension.name
+                    )));
+                }
+            }
+        }
         let resumed = self
             .services
             .suspensions
             .resume(agent, only)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ResumeError::Failed(e.to_string()))?;
         for suspension in &resumed {
             self.audit.append(AuditEvent::Resumed {
                 agent: suspension.agent.clone(),

@@ -165,6 +165,7 @@ impl Services {
             &report.agent,
             report.capability,
             &report.name,
+            report.key_id.as_deref(),
             report.event_id.as_deref(),
             report.view,
         );
@@ -191,11 +192,17 @@ impl Services {
         suspended_message(report.capability, &report.name)
     }
 
-    /// The guest's message for a call to a suspended binding or grant, if
-    /// it is suspended.
-    pub fn suspended(&self, agent: &str, capability: Capability, name: &str) -> Option<String> {
+    /// The guest's message for a call to a suspended binding or grant (one
+    /// suspended itself, or one that sends a suspended key), if it is.
+    pub fn suspended(
+        &self,
+        agent: &str,
+        capability: Capability,
+        name: &str,
+        key_id: Option<&str>,
+    ) -> Option<String> {
         self.suspensions
-            .is_suspended(agent, capability, name)
+            .is_suspended(agent, capability, name, key_id)
             .then(|| suspended_message(capability, name))
     }
 
@@ -383,12 +390,7 @@ impl BoundModel {
         request: &CompletionRequest,
         call: &CallContext,
     ) -> Result<CallStart<'_>, InferenceError> {
-        if let Some(message) =
-            self.services
-                .suspended(&self.agent, Capability::Model, &self.binding)
-        {
-            return Err(InferenceError::LeakBlocked(message));
-        }
+        self.check_suspended()?;
         self.check_caps(request)?;
         let started = Instant::now();
         let (reservation, reserved_tokens, _) = self.reserve(request)?;
@@ -411,6 +413,22 @@ impl BoundModel {
             },
             key,
         })
+    }
+
+    /// Fails with `leak-blocked` if the binding is suspended. Checked when
+    /// a call starts and again before its answer is delivered, so calls in
+    /// flight when another hit suspended the binding answer like any call
+    /// after it: one answer per suspension, however many calls race.
+    fn check_suspended(&self) -> Result<(), InferenceError> {
+        match self.services.suspended(
+            &self.agent,
+            Capability::Model,
+            &self.binding,
+            self.key_id.as_deref(),
+        ) {
+            Some(message) => Err(InferenceError::LeakBlocked(message)),
+            None => Ok(()),
+        }
     }
 
     /// Records a blocked leak and returns the guest's error.
@@ -488,6 +506,8 @@ impl BoundModel {
         }
         Ok(builder
             .header("content-type", "application/json")
+            // The leak check reads answers as sent: ask for them uncompressed.
+            .header("accept-encoding", "identity")
             .body(body.to_string()))
     }
 
@@ -521,7 +541,16 @@ impl BoundModel {
                 Ok(outcome) => outcome,
             };
             let (error, server_wait) = match outcome {
-                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) if response.status().is_success() => {
+                    let status = response.status();
+                    return match crate::tools::connector::unreadable_body(
+                        status,
+                        response.headers(),
+                    ) {
+                        Some(refused) => Err(upstream(Some(status.as_u16()), refused)),
+                        None => Ok(response),
+                    };
+                }
                 Ok(response)
                     if http::retryable(response.status()) && attempt < http::MAX_ATTEMPTS =>
                 {
@@ -574,12 +603,21 @@ impl BoundModel {
     ) -> Result<InferenceError, LeakDetected> {
         let status = response.status();
         let wait = http::retry_after(response.headers());
-        let body = read_bounded(response, deadline, MAX_ERROR_BODY_BYTES)
-            .await
-            .unwrap_or_default();
+        // A body in an encoding nobody asked for is not quoted at all.
+        let readable =
+            crate::tools::connector::unreadable_body(status, response.headers()).is_none();
+        let body = if readable {
+            read_bounded(response, deadline, MAX_ERROR_BODY_BYTES)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         guard.scanner().feed(&body)?;
-        guard.check_value_strings(&parsed)?;
+        if let Ok(text) = std::str::from_utf8(&body) {
+            guard.check_json_strings(text)?;
+        }
         let message = super::error_message(&parsed)
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         let message =
@@ -699,17 +737,23 @@ fn model_leak_blocked(
     }))
 }
 
-/// Checks an error's message before it reaches the guest.
-fn check_error(guard: &LeakGuard, error: &InferenceError) -> Result<(), LeakDetected> {
+/// The text of an error that the guest reads.
+fn error_text(error: &InferenceError) -> &str {
     match error {
-        InferenceError::Provider(e) => guard.check(&e.message),
-        InferenceError::RateLimited(l) => guard.check(&l.message),
+        InferenceError::Provider(e) => &e.message,
+        InferenceError::RateLimited(l) => &l.message,
         InferenceError::InvalidRequest(m)
         | InferenceError::Unavailable(m)
         | InferenceError::NotGranted(m)
-        | InferenceError::BudgetExceeded(m) => guard.check(m),
-        InferenceError::Timeout | InferenceError::LeakBlocked(_) => Ok(()),
+        | InferenceError::BudgetExceeded(m)
+        | InferenceError::LeakBlocked(m) => m,
+        InferenceError::Timeout => "",
     }
+}
+
+/// Checks an error's message before it reaches the guest.
+fn check_error(guard: &LeakGuard, error: &InferenceError) -> Result<(), LeakDetected> {
+    guard.check(error_text(error))
 }
 
 /// A reservation held across a provider call. Dropped with the call still
@@ -882,7 +926,7 @@ impl ModelBackend for BoundModel {
                 let record = self.record(input, output, started, label, &call.event_id);
                 self.settle(reservation, &record);
                 match checked {
-                    Ok(()) => Ok(completion),
+                    Ok(()) => self.check_suspended().map(|()| completion),
                     Err(leak) => Err(self.blocked(leak, &call.event_id)),
                 }
             }
@@ -1141,6 +1185,13 @@ impl StreamPump {
                             break 'pump Ok(());
                         }
                     };
+                    if !out.is_empty()
+                        && let Err(suspended) = self.model.check_suspended()
+                    {
+                        // Another call's hit suspended the binding: this
+                        // stream ends like any call after it.
+                        break 'pump Err(suspended);
+                    }
                     for event in out {
                         if sender.send(Ok(event)).await.is_err() {
                             break 'pump Err(InferenceError::Timeout);
@@ -1194,15 +1245,24 @@ impl StreamPump {
         let error = match (outcome, leak) {
             (_, Some(detected)) => Some(self.model.blocked(detected, &self.event_id)),
             (Ok(()), None) => None,
+            // Suspended meanwhile: nothing more, as for a call after it.
+            (Err(error @ InferenceError::LeakBlocked(_)), None) => Some(error),
             (Err(error), None) => {
-                // Deltas held back are passed on first: they were scanned.
-                for event in guarded.rest() {
-                    let _ = sender.send(Ok(event)).await;
+                // The guest reads the held text and then the error: they are
+                // checked as one text, and alone.
+                let checked = guarded
+                    .scanner
+                    .feed(error_text(&error).as_bytes())
+                    .and_then(|()| check_error(&self.guard, &error));
+                match checked {
+                    Ok(()) => {
+                        for event in guarded.rest() {
+                            let _ = sender.send(Ok(event)).await;
+                        }
+                        Some(error)
+                    }
+                    Err(detected) => Some(self.model.blocked(detected, &self.event_id)),
                 }
-                Some(match check_error(&self.guard, &error) {
-                    Ok(()) => error,
-                    Err(detected) => self.model.blocked(detected, &self.event_id),
-                })
             }
         };
         if let Some(error) = error {
@@ -1212,6 +1272,19 @@ impl StreamPump {
 }
 
 impl BoundModelRef {
+    /// As [`BoundModel`]'s: the stream checks before every event it passes on.
+    fn check_suspended(&self) -> Result<(), InferenceError> {
+        match self.services.suspended(
+            &self.agent,
+            Capability::Model,
+            &self.binding,
+            self.key_id.as_deref(),
+        ) {
+            Some(message) => Err(InferenceError::LeakBlocked(message)),
+            None => Ok(()),
+        }
+    }
+
     /// Records a blocked leak and returns the guest's error.
     fn blocked(&self, leak: LeakDetected, event_id: &str) -> InferenceError {
         model_leak_blocked(

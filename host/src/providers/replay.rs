@@ -248,6 +248,10 @@ impl ModelBackend for RecordingModel {
         self.inner.model()
     }
 
+    fn described_model(&self) -> String {
+        self.inner.described_model()
+    }
+
     async fn complete(
         &self,
         request: CompletionRequest,

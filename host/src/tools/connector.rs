@@ -122,6 +122,8 @@ pub struct Identity {
     /// The host's services: suspensions and leak reports. `None` when the
     /// host holds no secrets.
     pub services: Option<Arc<Services>>,
+    /// The vault key id of the grant's credential, if it has one.
+    pub credential: Option<String>,
 }
 
 tokio::task_local! {
@@ -217,11 +219,7 @@ impl<C: Connector> ToolBackend for ConnectorTool<C> {
 
     async fn call(&self, action: &str, input: Value) -> Result<String, ToolError> {
         let services = self.identity.services.as_ref();
-        if let Some(message) = services
-            .and_then(|s| s.suspended(&self.identity.agent, Capability::Tool, &self.identity.tool))
-        {
-            return Err(ToolError::LeakBlocked(message));
-        }
+        self.check_suspended()?;
         let Some(spec) = self.actions.iter().find(|a| a.name == action) else {
             return Err(ToolError::NotGranted(format!(
                 "action {action:?} is not granted"
@@ -261,7 +259,10 @@ impl<C: Connector> ToolBackend for ConnectorTool<C> {
             None => carried.check(&result).err(),
         };
         match (leak, services) {
-            (None, _) => result,
+            // Checked again before the answer is delivered: a call in flight
+            // when another call's hit suspended the grant answers like any
+            // call after it.
+            (None, _) => self.check_suspended().and(result),
             (Some((key_id, leak)), Some(services)) => {
                 Err(ToolError::LeakBlocked(services.leak_blocked(LeakReport {
                     agent: self.identity.agent.to_string(),
@@ -276,6 +277,25 @@ impl<C: Connector> ToolBackend for ConnectorTool<C> {
             (Some(_), None) => Err(ToolError::LeakBlocked(
                 "the answer carried the tool's credential and was withheld".into(),
             )),
+        }
+    }
+}
+
+impl<C> ConnectorTool<C> {
+    /// Fails with `leak-blocked` if the grant, or its credential, is
+    /// suspended for the agent.
+    fn check_suspended(&self) -> Result<(), ToolError> {
+        let identity = &self.identity;
+        match identity.services.as_ref().and_then(|s| {
+            s.suspended(
+                &identity.agent,
+                Capability::Tool,
+                &identity.tool,
+                identity.credential.as_deref(),
+            )
+        }) {
+            Some(message) => Err(ToolError::LeakBlocked(message)),
+            None => Ok(()),
         }
     }
 }
@@ -398,6 +418,8 @@ impl Endpoint {
         for (name, value) in extra_headers {
             request = request.header(name, value);
         }
+        // The leak check reads the body as sent: ask for it uncompressed.
+        request = request.header(reqwest::header::ACCEPT_ENCODING, "identity");
         let mut guard = None;
         if let Some(credential) = &self.credential {
             let services = self
@@ -457,6 +479,14 @@ impl Endpoint {
             ));
         }
         let headers = response.headers().clone();
+        // A compressed or partial body could carry the credential in a form
+        // no check reads; neither was asked for, so neither is taken.
+        if let Some(refused) = unreadable_body(status, &headers) {
+            return Err(ToolError::Upstream(UpstreamError {
+                status: Some(status.as_u16()),
+                message: refused.into(),
+            }));
+        }
         let body = crate::egress::read_bounded(response, self.max_response_bytes)
             .await
             .map_err(|e| match e {
@@ -469,12 +499,14 @@ impl Endpoint {
         if let Some((key_id, guard)) = &guard {
             // The whole body, not only what the connector passes on: a quote
             // cut at some length must not leave a key's first bytes in it.
-            let whole = guard.scanner().feed(&body).and_then(|()| {
-                match serde_json::from_slice::<Value>(&body) {
-                    Ok(value) => guard.check_value_strings(&value),
-                    Err(_) => Ok(()),
-                }
-            });
+            let whole =
+                guard
+                    .scanner()
+                    .feed(&body)
+                    .and_then(|()| match std::str::from_utf8(&body) {
+                        Ok(text) => guard.check_json_strings(text),
+                        Err(_) => Ok(()),
+                    });
             if let Err(leak) = whole {
                 let _ = CARRIED.try_with(|c| {
                     c.borrow_mut().leak.get_or_insert((key_id.clone(), leak));
@@ -489,6 +521,27 @@ impl Endpoint {
             headers,
             body,
         })
+    }
+}
+
+/// Why a reply's body cannot be checked for a credential as it is: it is
+/// compressed, or only part of a resource.
+pub fn unreadable_body(status: StatusCode, headers: &HeaderMap) -> Option<&'static str> {
+    let encoded = headers
+        .get_all(reqwest::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            !v.to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+        });
+    if encoded {
+        Some("the service answered with a compressed body, which was not asked for")
+    } else if status == StatusCode::PARTIAL_CONTENT
+        || headers.contains_key(reqwest::header::CONTENT_RANGE)
+    {
+        Some("the service answered with part of a body, which was not asked for")
+    } else {
+        None
     }
 }
 

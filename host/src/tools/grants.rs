@@ -182,6 +182,7 @@ fn build_one(
         "notion" => vec![header("notion-version", super::notion::API_VERSION)],
         _ => vec![],
     };
+    let credential_key_id = credential.as_ref().map(|c| c.key_id.clone());
     let endpoint = Endpoint {
         base,
         policy,
@@ -197,6 +198,7 @@ fn build_one(
         tool: name.to_string(),
         sink,
         services: services.cloned(),
+        credential: credential_key_id,
     };
     let tool: Arc<dyn ToolBackend> = match kind {
         "github" => {

@@ -18,11 +18,16 @@ use crate::bindings::types::UpstreamError;
 
 /// Most headers a guest may set on one request.
 pub const MAX_HEADERS: usize = 32;
-/// Headers a guest may never set: framing, routing, hop-by-hop and
-/// ambient credentials. Besides these: `proxy-*`, `x-forwarded-*`,
+/// Headers a guest may never set: framing, routing, hop-by-hop, ambient
+/// credentials, and what would change the bytes of the answer (a
+/// compressed or partial body would carry an echoed credential past the
+/// leak check). Besides these: `proxy-*`, `x-forwarded-*`,
 /// `x-original-*`, `x-rewrite-*` and method overrides, which gateways honour
 /// to change the method or path the rules checked.
 const FORBIDDEN_HEADERS: &[&str] = &[
+    "accept-encoding",
+    "range",
+    "if-range",
     "host",
     "content-length",
     "transfer-encoding",
