@@ -335,7 +335,7 @@ impl Matcher {
 
 /// A set of windows, looked up with the same work whether or not a window
 /// is in it: a hash with a secret per-process seed picks a slot of an
-/// open-addressed table kept at most 1/8 full. (A filter on a window's
+/// open-addressed table kept at most 1/4 full. (A filter on a window's
 /// first bytes, or a search run only when it passes, would make the time a
 /// long echo takes depend on which pairs of bytes the key holds.)
 struct WindowSet {
@@ -348,7 +348,7 @@ struct WindowSet {
 
 impl WindowSet {
     fn new(windows: &[u64]) -> Self {
-        let capacity = (windows.len() * 8).next_power_of_two().max(64);
+        let capacity = (windows.len() * 4).next_power_of_two().max(64);
         let mut set = Self {
             slots: vec![0; capacity].into_boxed_slice(),
             shift: 64 - capacity.trailing_zeros(),

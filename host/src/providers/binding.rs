@@ -415,34 +415,6 @@ impl BoundModel {
         })
     }
 
-    /// Fails with `leak-blocked` if the binding is suspended. Checked when
-    /// a call starts and again before its answer is delivered, so calls in
-    /// flight when another hit suspended the binding answer like any call
-    /// after it: one answer per suspension, however many calls race.
-    fn check_suspended(&self) -> Result<(), InferenceError> {
-        match self.services.suspended(
-            &self.agent,
-            Capability::Model,
-            &self.binding,
-            self.key_id.as_deref(),
-        ) {
-            Some(message) => Err(InferenceError::LeakBlocked(message)),
-            None => Ok(()),
-        }
-    }
-
-    /// Records a blocked leak and returns the guest's error.
-    fn blocked(&self, leak: LeakDetected, event_id: &str) -> InferenceError {
-        model_leak_blocked(
-            &self.services,
-            &self.agent,
-            &self.binding,
-            self.key_id.as_deref(),
-            event_id,
-            leak,
-        )
-    }
-
     /// The key for this request, and a guard for it (and for its value
     /// before the last rotation).
     fn key(&self) -> Result<(Option<Secret>, LeakGuard), InferenceError> {
@@ -717,24 +689,49 @@ fn scan_completion(
     alone(&completion.model)
 }
 
-/// Records a blocked leak of a model binding (suspending it for the
-/// agent) and returns the guest's error.
-fn model_leak_blocked(
-    services: &Services,
-    agent: &str,
-    binding: &str,
-    key_id: Option<&str>,
-    event_id: &str,
-    leak: LeakDetected,
-) -> InferenceError {
-    InferenceError::LeakBlocked(services.leak_blocked(LeakReport {
-        agent: agent.to_string(),
-        capability: Capability::Model,
-        name: binding.to_string(),
-        key_id: key_id.map(str::to_string),
-        event_id: Some(event_id.to_string()),
-        view: leak.view,
-    }))
+/// A binding as suspensions and leak reports know it; the model, and the
+/// part of it a stream's task keeps.
+trait Binding {
+    /// The services, the agent, the binding's name and its key id.
+    fn identity(&self) -> (&Services, &str, &str, Option<&str>);
+
+    /// Fails with `leak-blocked` if the binding (or its key) is suspended.
+    /// Checked when a call starts and again before any answer or stream
+    /// event is delivered, so calls in flight when another hit suspended
+    /// the binding answer like any call after it: one answer per
+    /// suspension, however many calls race.
+    fn check_suspended(&self) -> Result<(), InferenceError> {
+        let (services, agent, binding, key_id) = self.identity();
+        match services.suspended(agent, Capability::Model, binding, key_id) {
+            Some(message) => Err(InferenceError::LeakBlocked(message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a blocked leak (suspending the binding for the agent) and
+    /// returns the guest's error.
+    fn blocked(&self, leak: LeakDetected, event_id: &str) -> InferenceError {
+        let (services, agent, binding, key_id) = self.identity();
+        InferenceError::LeakBlocked(services.leak_blocked(LeakReport {
+            agent: agent.to_string(),
+            capability: Capability::Model,
+            name: binding.to_string(),
+            key_id: key_id.map(str::to_string),
+            event_id: Some(event_id.to_string()),
+            view: leak.view,
+        }))
+    }
+}
+
+impl Binding for BoundModel {
+    fn identity(&self) -> (&Services, &str, &str, Option<&str>) {
+        (
+            &self.services,
+            &self.agent,
+            &self.binding,
+            self.key_id.as_deref(),
+        )
+    }
 }
 
 /// The text of an error that the guest reads.
@@ -1271,29 +1268,13 @@ impl StreamPump {
     }
 }
 
-impl BoundModelRef {
-    /// As [`BoundModel`]'s: the stream checks before every event it passes on.
-    fn check_suspended(&self) -> Result<(), InferenceError> {
-        match self.services.suspended(
-            &self.agent,
-            Capability::Model,
-            &self.binding,
-            self.key_id.as_deref(),
-        ) {
-            Some(message) => Err(InferenceError::LeakBlocked(message)),
-            None => Ok(()),
-        }
-    }
-
-    /// Records a blocked leak and returns the guest's error.
-    fn blocked(&self, leak: LeakDetected, event_id: &str) -> InferenceError {
-        model_leak_blocked(
+impl Binding for BoundModelRef {
+    fn identity(&self) -> (&Services, &str, &str, Option<&str>) {
+        (
             &self.services,
             &self.agent,
             &self.binding,
             self.key_id.as_deref(),
-            event_id,
-            leak,
         )
     }
 }
