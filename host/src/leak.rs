@@ -447,11 +447,6 @@ impl LeakGuard {
         }
     }
 
-    /// Whether the call carried any secret at all.
-    pub fn is_armed(&self) -> bool {
-        self.matcher.is_some()
-    }
-
     /// A scanner for text that reaches the guest in pieces, in order.
     pub fn scanner(&self) -> Scanner {
         Scanner::new(self.matcher.clone())

@@ -239,15 +239,6 @@ pub struct Vault {
     db: std::sync::Arc<Database>,
     master: MasterKey,
     rng: SystemRandom,
-    /// Bumped by every change made through this vault.
-    generation: std::sync::atomic::AtomicU64,
-}
-
-/// Identifies the state of the vault's keys; see [`Vault::version`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VaultVersion {
-    local: u64,
-    data_version: i64,
 }
 
 fn aad(id: &str, provider: &str) -> Vec<u8> {
@@ -271,7 +262,6 @@ impl Vault {
             db,
             master,
             rng: SystemRandom::new(),
-            generation: std::sync::atomic::AtomicU64::new(0),
         };
         let check_key = vault.master.aead_key(&[b"check"]);
         let conn = vault.db.lock();
@@ -368,7 +358,6 @@ impl Vault {
         if inserted == 0 {
             return Err(VaultError::Exists(id.to_string()));
         }
-        self.changed();
         Ok(KeyInfo {
             id: id.into(),
             provider: provider.into(),
@@ -399,7 +388,6 @@ impl Vault {
         if updated == 0 {
             return Err(VaultError::Revoked(id.into()));
         }
-        self.changed();
         Ok(KeyInfo {
             fingerprint,
             rotated_at: Some(now),
@@ -425,7 +413,6 @@ impl Vault {
         // freed pages `secure_delete` zeroes.
         let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
         drop(conn);
-        self.changed();
         Ok(KeyInfo {
             revoked_at: Some(now),
             ..info
@@ -454,28 +441,6 @@ impl Vault {
             .query_map([], key_info)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(keys)
-    }
-
-    /// A value that changes whenever a key is added, rotated or revoked (in
-    /// any process), for caches derived from the keys. Cheap: an atomic
-    /// counter for changes made through this vault, and SQLite's
-    /// `data_version`, which moves when another connection commits.
-    pub fn version(&self) -> Result<VaultVersion, VaultError> {
-        let data_version: i64 = self
-            .db
-            .lock()
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |r| r.get(0))?;
-        Ok(VaultVersion {
-            local: self.generation.load(std::sync::atomic::Ordering::Acquire),
-            data_version,
-        })
-    }
-
-    /// Marks a change made through this vault, for [`Vault::version`].
-    fn changed(&self) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Decrypts a key for one use. `provider` must match the key's own: a

@@ -650,14 +650,11 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// The most of an error message that is quoted to the guest.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
 
-/// Feeds every string of a completion that the guest will see, in order,
-/// to `scanner`, so a key split across parts is found in their
-/// concatenation; tool inputs are also checked as JSON.
-fn scan_completion(
-    guard: &LeakGuard,
-    scanner: &mut Scanner,
-    completion: &Completion,
-) -> Result<(), LeakDetected> {
+/// Checks every string of a completion that the guest will see: all of
+/// them in order through one scanner, so a key split across parts is found
+/// in their concatenation; each alone; tool inputs also as JSON.
+fn scan_completion(guard: &LeakGuard, completion: &Completion) -> Result<(), LeakDetected> {
+    let mut scanner = guard.scanner();
     for part in &completion.content {
         match part {
             ContentPart::Text(text) => scanner.feed(text.as_bytes())?,
@@ -914,7 +911,7 @@ impl ModelBackend for BoundModel {
                 if completion.model.is_empty() {
                     completion.model = self.model.clone();
                 }
-                let checked = scan_completion(&guard, &mut guard.scanner(), &completion);
+                let checked = scan_completion(&guard, &completion);
                 let label = if checked.is_ok() {
                     "ok"
                 } else {
@@ -1076,7 +1073,7 @@ impl GuardedStream {
             StreamEvent::Finished(completion) => {
                 // The whole completion again, parts joined: what the deltas
                 // showed piece by piece, the guest now gets at once.
-                scan_completion(&self.guard, &mut self.guard.scanner(), &completion)?;
+                scan_completion(&self.guard, &completion)?;
                 out.push(StreamEvent::Finished(completion));
             }
         }
