@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use crate::wit::clawcage::agent::{inference, tools, types};
 
+pub use inference::TimeoutKind;
+
 /// Why an inference call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InferenceError {
@@ -30,8 +32,9 @@ pub enum InferenceError {
     },
     /// The provider could not be reached, or the key was revoked.
     Unavailable(String),
-    /// The call did not finish before the event's deadline.
-    Timeout,
+    /// The provider did not answer in time; the kind says which limit ran
+    /// out. Stream events received before it stay valid.
+    Timeout(TimeoutKind),
     /// The answer carried the binding's key and was withheld; the binding
     /// stays suspended for this agent until an operator resumes it.
     LeakBlocked(String),
@@ -101,7 +104,12 @@ impl fmt::Display for InferenceError {
             Self::InvalidRequest(m) => write!(f, "invalid request: {m}"),
             Self::Provider { status, message } => upstream(f, "provider", status, message),
             Self::Unavailable(m) => write!(f, "unavailable: {m}"),
-            Self::Timeout => f.write_str("timed out before the event's deadline"),
+            Self::Timeout(kind) => f.write_str(match kind {
+                TimeoutKind::Connect => "timed out connecting to the provider",
+                TimeoutKind::FirstByte => "timed out waiting for the provider's answer",
+                TimeoutKind::Idle => "timed out: the provider's stream went quiet",
+                TimeoutKind::Deadline => "timed out before the event's deadline",
+            }),
             Self::LeakBlocked(m) => write!(f, "leak blocked: {m}"),
         }
     }
@@ -146,7 +154,7 @@ impl From<inference::Error> for InferenceError {
                 message: e.message,
             },
             E::Unavailable(m) => Self::Unavailable(m),
-            E::Timeout => Self::Timeout,
+            E::Timeout(kind) => Self::Timeout(kind),
             E::LeakBlocked(m) => Self::LeakBlocked(m),
         }
     }

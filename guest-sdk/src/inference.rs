@@ -14,8 +14,8 @@ pub use crate::errors::InferenceError;
 use crate::wit::clawcage::agent::inference as wit;
 
 pub use wit::{
-    Completion, CompletionRequest, ContentPart, Message, ModelInfo, Role, StopReason, StreamEvent,
-    ToolChoice, ToolResult, ToolSpec, ToolUse, ToolUseStart, Usage,
+    CacheTtl, Completion, CompletionRequest, ContentPart, Message, ModelInfo, Role, StopReason,
+    StreamEvent, ToolChoice, ToolResult, ToolSpec, ToolUse, ToolUseStart, Usage,
 };
 
 /// The `max-tokens` of a new [`CompletionRequest`].
@@ -108,6 +108,7 @@ impl CompletionRequest {
     pub fn new() -> Self {
         Self {
             system: None,
+            system_cache: None,
             messages: Vec::new(),
             max_tokens: DEFAULT_MAX_TOKENS,
             temperature: None,
@@ -120,6 +121,24 @@ impl CompletionRequest {
     /// Sets the system prompt.
     pub fn system(mut self, system: impl Into<String>) -> Self {
         self.system = Some(system.into());
+        self
+    }
+
+    /// Marks the system prompt (with the tools before it) as a prompt-cache
+    /// breakpoint; see [`Message::cached`].
+    pub fn cache_system(mut self, ttl: CacheTtl) -> Self {
+        self.system_cache = Some(ttl);
+        self
+    }
+
+    /// Marks the last message so far as a prompt-cache breakpoint: the
+    /// provider may cache the prompt up to it and bill later reads at its
+    /// cached rate. Anthropic takes up to 4 breakpoints per request; OpenAI
+    /// caches long prefixes by itself.
+    pub fn cache_here(mut self, ttl: CacheTtl) -> Self {
+        if let Some(last) = self.messages.last_mut() {
+            last.cache = Some(ttl);
+        }
         self
     }
 
@@ -178,6 +197,7 @@ impl Message {
         Self {
             role: Role::User,
             content: vec![ContentPart::Text(text.into())],
+            cache: None,
         }
     }
 
@@ -186,6 +206,7 @@ impl Message {
         Self {
             role: Role::Assistant,
             content: vec![ContentPart::Text(text.into())],
+            cache: None,
         }
     }
 
@@ -194,7 +215,14 @@ impl Message {
         Self {
             role: Role::User,
             content: results.into_iter().map(ContentPart::ToolResult).collect(),
+            cache: None,
         }
+    }
+
+    /// This message, marked as a prompt-cache breakpoint.
+    pub fn cached(mut self, ttl: CacheTtl) -> Self {
+        self.cache = Some(ttl);
+        self
     }
 }
 
@@ -209,7 +237,15 @@ impl ToolSpec {
             name: name.into(),
             description: description.into(),
             input_schema: input_schema.to_string(),
+            cache: None,
         }
+    }
+
+    /// This tool, marked as a prompt-cache breakpoint: the tool definitions
+    /// up to and including it may be cached.
+    pub fn cached(mut self, ttl: CacheTtl) -> Self {
+        self.cache = Some(ttl);
+        self
     }
 }
 
@@ -238,6 +274,7 @@ impl Completion {
         Message {
             role: Role::Assistant,
             content: self.content.clone(),
+            cache: None,
         }
     }
 }

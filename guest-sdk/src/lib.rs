@@ -32,9 +32,11 @@ pub mod tools;
 pub use clawcage_sdk_macros::handler;
 pub use error::{Error, Result};
 pub use event::Event;
+pub use errors::TimeoutKind;
 pub use inference::{
-    Completion, CompletionRequest, CompletionStream, ContentPart, InferenceError, Message, Model,
-    ModelInfo, Role, StopReason, StreamEvent, ToolChoice, ToolResult, ToolSpec, ToolUse, Usage,
+    CacheTtl, Completion, CompletionRequest, CompletionStream, ContentPart, InferenceError,
+    Message, Model, ModelInfo, Role, StopReason, StreamEvent, ToolChoice, ToolResult, ToolSpec,
+    ToolUse, Usage,
 };
 pub use serde_json;
 pub use tools::{ActionInfo, Tool, ToolError, ToolInfo};

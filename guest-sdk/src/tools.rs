@@ -66,6 +66,7 @@ impl ActionInfo {
             name: format!("{tool}_{}", self.name.replace('.', "_")),
             description: self.description.clone(),
             input_schema: self.input_schema.clone(),
+            cache: None,
         }
     }
 }

@@ -21,7 +21,8 @@ use clawcage::db::Database;
 use clawcage::inference::{CallContext, ModelBackend};
 use clawcage::ledger::{BudgetLimits, Ledger};
 use clawcage::pricing::PriceTable;
-use clawcage::providers::binding::{BoundModel, ProviderKind, Services};
+use clawcage::providers::binding::Services;
+use clawcage::providers::model::BoundModel;
 use clawcage::secret::Secret;
 use clawcage::vault::{MasterKey, Vault};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -84,9 +85,11 @@ async fn fake_server() -> String {
 fn request(prompt_bytes: usize) -> CompletionRequest {
     CompletionRequest {
         system: Some("You are terse.".into()),
+        system_cache: None,
         messages: vec![Message {
             role: Role::User,
             content: vec![ContentPart::Text("x".repeat(prompt_bytes))],
+            cache: None,
         }],
         max_tokens: 256,
         temperature: Some(0.0),
@@ -116,21 +119,22 @@ async fn setup() -> Setup {
         .unwrap();
     let services = Arc::new(Services::new(vault, Ledger::new(db), PriceTable::builtin()).unwrap());
     let url = fake_server().await;
-    let model = BoundModel {
-        agent: "bench".into(),
-        binding: "default".into(),
-        provider: ProviderKind::Anthropic,
-        base_url: url.clone(),
-        model: "claude-haiku-4-5".into(),
-        key_id: Some("main".into()),
-        max_tokens: None,
-        temperature: None,
-        budget: BudgetLimits {
+    let spec: clawcage::manifest::ModelBinding = toml::from_str(&format!(
+        "provider = \"anthropic\"\nmodel = \"claude-haiku-4-5\"\nkey = \"main\"\nbase_url = \"{url}\"\n"
+    ))
+    .unwrap();
+    let model = BoundModel::from_manifest(
+        "bench",
+        "default",
+        &spec,
+        &BudgetLimits {
             usd_micros_per_day: Some(u64::MAX / 4),
             ..BudgetLimits::default()
         },
-        services: services.clone(),
-    };
+        Duration::from_secs(30),
+        &services,
+    )
+    .unwrap();
     Setup {
         _dir: dir,
         model,
@@ -210,6 +214,7 @@ fn parts(c: &mut Criterion) {
         latency_ms: 1,
         outcome: "ok".into(),
         event_id: None,
+        ..Default::default()
     };
     group.bench_function("ledger_reserve_settle", |b| {
         b.iter(|| {

@@ -23,7 +23,8 @@ use crate::limits::{
 };
 use crate::log::LogLine;
 use crate::manifest::Manifest;
-use crate::providers::binding::{BoundModel, ProviderKind, Services};
+use crate::providers::binding::Services;
+use crate::providers::model::BoundModel;
 use crate::providers::replay::{Cassette, ReplayModel};
 use crate::state::{AgentState, AgentStateBuilder};
 use crate::tools::ToolGrants;
@@ -42,7 +43,7 @@ const ALLOWED_IMPORT_PACKAGES: &[&str] = &[
 ];
 
 /// The export every agent must have.
-const HANDLER_EXPORT: &str = "clawcage:agent/handler@0.1.0";
+const HANDLER_EXPORT: &str = "clawcage:agent/handler@0.2.0";
 
 /// Extra time granted past the deadline for the host to notice a guest that
 /// is blocked in a host call (where epochs cannot interrupt it).
@@ -131,61 +132,15 @@ impl Cage {
                     spec.provider
                 )));
             };
-            let provider = ProviderKind::parse(&spec.provider).ok_or_else(|| {
-                LoadError::Manifest(format!(
-                    "models.{name}.provider {:?} is not anthropic, openai or openai-compatible",
-                    spec.provider
-                ))
-            })?;
-            let base_url = match (&spec.base_url, provider.default_base_url()) {
-                (Some(url), _) => url.clone(),
-                (None, Some(url)) => url.to_string(),
-                (None, None) => {
-                    return Err(LoadError::Manifest(format!(
-                        "models.{name}.base_url is required for {}",
-                        provider.name()
-                    )));
-                }
-            };
-            if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-                return Err(LoadError::Manifest(format!(
-                    "models.{name}.base_url {base_url:?} is not an http(s) URL"
-                )));
-            }
-            match &spec.key {
-                Some(key) => {
-                    let info = services
-                        .vault
-                        .info(key)
-                        .map_err(|e| LoadError::Manifest(format!("models.{name}.key: {e}")))?;
-                    if info.provider != provider.name() {
-                        return Err(LoadError::Manifest(format!(
-                            "models.{name}.key {key:?} belongs to {}, not {}",
-                            info.provider,
-                            provider.name()
-                        )));
-                    }
-                }
-                None if provider != ProviderKind::OpenAiCompatible => {
-                    return Err(LoadError::Manifest(format!(
-                        "models.{name}.key is required for {}",
-                        provider.name()
-                    )));
-                }
-                None => {}
-            }
-            let model = BoundModel {
-                agent: manifest.name.as_str().into(),
-                binding: name.clone(),
-                provider,
-                base_url,
-                model: spec.model.clone(),
-                key_id: spec.key.clone(),
-                max_tokens: spec.max_tokens,
-                temperature: spec.temperature,
-                budget: manifest.budget.clone(),
-                services: services.clone(),
-            };
+            let model = BoundModel::from_manifest(
+                &manifest.name,
+                name,
+                spec,
+                &manifest.budget,
+                manifest.limits.deadline(),
+                services,
+            )
+            .map_err(LoadError::Manifest)?;
             bindings.insert(name.clone(), Arc::new(model));
         }
         Ok(Arc::new(bindings))
@@ -314,8 +269,17 @@ impl Cage {
             } else {
                 exports.iter().copied().collect::<Vec<_>>().join(", ")
             };
+            // An agent built against an older contract gets told what to do.
+            let hint = if exports
+                .iter()
+                .any(|name| name.starts_with("clawcage:agent/handler@"))
+            {
+                " (it was built for another version of the `clawcage:agent` contract: rebuild it with the current SDK; the README's \"Migrating from 0.1\" says what changed)"
+            } else {
+                ""
+            };
             return Err(LoadError::WrongWorld(format!(
-                "it must export `{HANDLER_EXPORT}`, but exports {found}"
+                "it must export `{HANDLER_EXPORT}`, but exports {found}{hint}"
             )));
         };
         check_handler_type(engine, handler.ty)

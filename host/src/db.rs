@@ -31,6 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_containment",
         include_str!("../migrations/0006_containment.sql"),
     ),
+    (
+        "0007_inference_usage",
+        include_str!("../migrations/0007_inference_usage.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

@@ -194,9 +194,39 @@ fn is_json_object(text: &str) -> bool {
     )
 }
 
-/// Validates a guest's request before any backend sees it.
+/// Checks a tool's name: 1 to [`MAX_TOOL_NAME_BYTES`] of `[A-Za-z0-9_-]`,
+/// what both Anthropic and OpenAI accept.
+fn validate_tool_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_TOOL_NAME_BYTES {
+        return Err(format!(
+            "tool name {} must be 1 to {MAX_TOOL_NAME_BYTES} bytes long",
+            quote(name)
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    {
+        return Err(format!(
+            "tool name {} may only contain letters, digits, `_` and `-`",
+            quote(name)
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a guest's request before any backend sees it: the rules every
+/// provider shares. What only some providers refuse is checked by the
+/// binding (see [`crate::providers::rules`]). Nothing is dropped, joined or
+/// reordered silently: a request that would need it is refused instead.
 pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
     let mut total = request.system.as_ref().map_or(0, String::len);
+    if request.system.as_deref() == Some("") {
+        return Err("system must not be empty when given (leave it out instead)".into());
+    }
+    if request.system_cache.is_some() && request.system.is_none() {
+        return Err("system-cache is set but there is no system prompt".into());
+    }
     if request.messages.is_empty() {
         return Err("messages must not be empty".into());
     }
@@ -213,15 +243,28 @@ pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
         if message.content.is_empty() {
             return Err(format!("messages[{i}].content must not be empty"));
         }
+        let mut seen_text = false;
         for (j, part) in message.content.iter().enumerate() {
             match part {
-                ContentPart::Text(text) => total += text.len(),
+                ContentPart::Text(text) => {
+                    if text.is_empty() {
+                        return Err(format!(
+                            "messages[{i}].content[{j}] is an empty text part (providers refuse them; leave it out)"
+                        ));
+                    }
+                    seen_text = true;
+                    total += text.len();
+                }
                 ContentPart::ToolUse(tool_use) => {
                     if message.role != Role::Assistant {
                         return Err(format!(
                             "messages[{i}].content[{j}]: tool-use only belongs in assistant messages"
                         ));
                     }
+                    check_tool_use_id(&tool_use.id)
+                        .map_err(|e| format!("messages[{i}].content[{j}].id {e}"))?;
+                    validate_tool_name(&tool_use.name)
+                        .map_err(|e| format!("messages[{i}].content[{j}]: {e}"))?;
                     if !is_json_object(&tool_use.input) {
                         return Err(format!(
                             "messages[{i}].content[{j}].input is not a JSON object"
@@ -235,11 +278,19 @@ pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
                             "messages[{i}].content[{j}]: tool-result only belongs in user messages"
                         ));
                     }
+                    if seen_text {
+                        return Err(format!(
+                            "messages[{i}].content[{j}]: tool results must come before any text in a message"
+                        ));
+                    }
+                    check_tool_use_id(&result.tool_use_id)
+                        .map_err(|e| format!("messages[{i}].content[{j}].tool-use-id {e}"))?;
                     total += result.tool_use_id.len() + result.content.len();
                 }
             }
         }
     }
+    check_tool_pairs(request)?;
     if request.max_tokens == 0 {
         return Err("max-tokens must be at least 1".into());
     }
@@ -266,8 +317,7 @@ pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
     }
     let mut names = std::collections::BTreeSet::new();
     for (i, tool) in request.tools.iter().enumerate() {
-        validate_name("tool name", &tool.name, MAX_TOOL_NAME_BYTES)
-            .map_err(|e| format!("tools[{i}]: {e}"))?;
+        validate_tool_name(&tool.name).map_err(|e| format!("tools[{i}]: {e}"))?;
         if !names.insert(tool.name.as_str()) {
             return Err(format!(
                 "tools[{i}]: tool name {} is used twice",
@@ -295,6 +345,86 @@ pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
         return Err(format!(
             "request text is {total} bytes, more than {MAX_REQUEST_BYTES}"
         ));
+    }
+    Ok(())
+}
+
+/// Longest tool-use id (providers' ids are under 64 bytes).
+pub const MAX_TOOL_USE_ID_BYTES: usize = 256;
+
+fn check_tool_use_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_TOOL_USE_ID_BYTES {
+        return Err(format!(
+            "{} must be 1 to {MAX_TOOL_USE_ID_BYTES} bytes long",
+            quote(id)
+        ));
+    }
+    Ok(())
+}
+
+/// Both providers refuse a conversation whose tool uses and results do not
+/// pair up: every tool use of an assistant message is answered in the very
+/// next message (when there is one), and every tool result answers a tool
+/// use of the message just before it.
+fn check_tool_pairs(request: &CompletionRequest) -> Result<(), String> {
+    use std::collections::BTreeSet;
+    fn uses(m: &crate::bindings::inference::Message) -> BTreeSet<&str> {
+        m.content
+            .iter()
+            .filter_map(|p| match p {
+                ContentPart::ToolUse(t) => Some(t.id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+    for (i, message) in request.messages.iter().enumerate() {
+        let asked = uses(message);
+        let count = message
+            .content
+            .iter()
+            .filter(|p| matches!(p, ContentPart::ToolUse(_)))
+            .count();
+        if asked.len() != count {
+            return Err(format!("messages[{i}] uses the same tool-use id twice"));
+        }
+        let answered_before: BTreeSet<&str> = match i.checked_sub(1) {
+            Some(prev) => uses(&request.messages[prev]),
+            None => BTreeSet::new(),
+        };
+        let mut answered = BTreeSet::new();
+        for (j, part) in message.content.iter().enumerate() {
+            if let ContentPart::ToolResult(result) = part {
+                if !answered_before.contains(result.tool_use_id.as_str()) {
+                    return Err(format!(
+                        "messages[{i}].content[{j}] answers tool use {}, which the message before does not ask for",
+                        quote(&result.tool_use_id)
+                    ));
+                }
+                if !answered.insert(result.tool_use_id.as_str()) {
+                    return Err(format!(
+                        "messages[{i}].content[{j}] answers tool use {} a second time",
+                        quote(&result.tool_use_id)
+                    ));
+                }
+            }
+        }
+        if let Some(next) = request.messages.get(i + 1) {
+            let results: BTreeSet<&str> = next
+                .content
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::ToolResult(r) => Some(r.tool_use_id.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(missing) = asked.iter().find(|id| !results.contains(**id)) {
+                return Err(format!(
+                    "messages[{i}] asks for tool use {}, which messages[{}] does not answer with a tool-result",
+                    quote(missing),
+                    i + 1
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -438,9 +568,11 @@ mod tests {
     fn valid() -> CompletionRequest {
         CompletionRequest {
             system: Some("be brief".into()),
+            system_cache: None,
             messages: vec![Message {
                 role: Role::User,
                 content: vec![ContentPart::Text("hi".into())],
+                cache: None,
             }],
             max_tokens: 100,
             temperature: Some(0.2),
@@ -449,6 +581,7 @@ mod tests {
                 name: "lookup".into(),
                 description: "d".into(),
                 input_schema: "{}".into(),
+                cache: None,
             }],
             tool_choice: None,
         }
@@ -488,9 +621,38 @@ mod tests {
         assert!(message.len() < 200, "{} bytes", message.len());
     }
 
+    fn assistant_using(id: &str) -> Message {
+        Message {
+            role: Role::Assistant,
+            content: vec![ContentPart::ToolUse(ToolUse {
+                id: id.into(),
+                name: "lookup".into(),
+                input: "{}".into(),
+            })],
+            cache: None,
+        }
+    }
+
+    fn result_for(id: &str) -> ContentPart {
+        ContentPart::ToolResult(ToolResult {
+            tool_use_id: id.into(),
+            content: "42".into(),
+            is_error: false,
+        })
+    }
+
     #[test]
     fn a_valid_request_passes() {
         assert_eq!(validate_request(&valid()), Ok(()));
+        // A whole tool round trip, answered, with text after the results.
+        let mut round = valid();
+        round.messages.push(assistant_using("t1"));
+        round.messages.push(Message {
+            role: Role::User,
+            content: vec![result_for("t1"), ContentPart::Text("and?".into())],
+            cache: None,
+        });
+        assert_eq!(validate_request(&round), Ok(()));
     }
 
     #[test]
@@ -557,6 +719,7 @@ mod tests {
                             content: "x".into(),
                             is_error: false,
                         })],
+                        cache: None,
                     })
                 }),
                 "messages[1].content[0]: tool-result only belongs in user messages",
@@ -564,6 +727,61 @@ mod tests {
             (
                 Box::new(|r| r.system = Some("x".repeat(MAX_REQUEST_BYTES + 1))),
                 "request text is",
+            ),
+            (
+                Box::new(|r| r.messages[0].content.push(ContentPart::Text(String::new()))),
+                "messages[0].content[1] is an empty text part",
+            ),
+            (Box::new(|r| r.system = Some(String::new())), "system must not be empty"),
+            (
+                Box::new(|r| {
+                    r.system = None;
+                    r.system_cache = Some(crate::bindings::inference::CacheTtl::FiveMinutes);
+                }),
+                "system-cache is set but there is no system prompt",
+            ),
+            (
+                Box::new(|r| r.tools[0].name = "issues.get".into()),
+                "tools[0]: tool name \"issues.get\" may only contain letters, digits, `_` and `-`",
+            ),
+            (
+                Box::new(|r| {
+                    r.messages.push(assistant_using("t1"));
+                    r.messages.push(Message {
+                        role: Role::User,
+                        content: vec![ContentPart::Text("hm".into()), result_for("t1")],
+                        cache: None,
+                    });
+                }),
+                "messages[2].content[1]: tool results must come before any text",
+            ),
+            (
+                Box::new(|r| {
+                    r.messages.push(assistant_using("t1"));
+                    r.messages.push(Message {
+                        role: Role::User,
+                        content: vec![ContentPart::Text("never mind".into())],
+                        cache: None,
+                    });
+                }),
+                "messages[1] asks for tool use \"t1\", which messages[2] does not answer",
+            ),
+            (
+                Box::new(|r| {
+                    r.messages.push(assistant_using("t1"));
+                    r.messages.push(Message {
+                        role: Role::User,
+                        content: vec![result_for("t1"), result_for("t9")],
+                        cache: None,
+                    });
+                }),
+                "messages[2].content[1] answers tool use \"t9\", which the message before does not ask for",
+            ),
+            (
+                Box::new(|r| {
+                    r.messages.push(assistant_using(""));
+                }),
+                "messages[1].content[0].id \"\" must be 1 to",
             ),
         ];
         for (mutate, expected) in cases {

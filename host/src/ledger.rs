@@ -129,7 +129,7 @@ impl Drop for Reservation {
 }
 
 /// One call's actual usage. Metadata only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UsageRecord {
     /// The agent.
     pub agent: String,
@@ -146,6 +146,15 @@ pub struct UsageRecord {
     pub input_tokens: u64,
     /// Output tokens.
     pub output_tokens: u64,
+    /// The part of `input_tokens` read from the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    /// The part of `input_tokens` written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
+    /// The provider reported no token counts; they were estimated.
+    pub estimated: bool,
+    /// Which model of the binding's chain this was: 0 for the binding's
+    /// own, 1 for its first fallback, …
+    pub fallback: u32,
     /// Cost in micro-dollars.
     pub cost_micros: u64,
     /// Wall time of the call.
@@ -174,6 +183,13 @@ pub struct UsageSummary {
     pub input_tokens: u64,
     /// Output tokens.
     pub output_tokens: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_write_tokens: u64,
+    /// Calls whose token counts the host estimated (the provider reported
+    /// none): their tokens and cost are estimates too.
+    pub estimated_calls: u64,
     /// Cost in micro-dollars.
     pub cost_micros: u64,
 }
@@ -668,7 +684,8 @@ impl Ledger {
         self.flush();
         let conn = self.shared.db.lock();
         let mut statement = conn.prepare(
-            "SELECT agent, provider, model, key_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_micros)
+            "SELECT agent, provider, model, key_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_micros),
+                    SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(estimated)
              FROM usage WHERE at >= ?1 AND (?2 IS NULL OR agent = ?2)
              GROUP BY agent, provider, model, key_id ORDER BY agent, provider, model, key_id",
         )?;
@@ -683,6 +700,9 @@ impl Ledger {
                     input_tokens: r.get::<_, i64>(5)? as u64,
                     output_tokens: r.get::<_, i64>(6)? as u64,
                     cost_micros: r.get::<_, i64>(7)? as u64,
+                    cache_read_tokens: r.get::<_, i64>(8)? as u64,
+                    cache_write_tokens: r.get::<_, i64>(9)? as u64,
+                    estimated_calls: r.get::<_, i64>(10)? as u64,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -769,8 +789,9 @@ fn write_batch(
             upsert.execute(rusqlite::params![agent, window, start, tokens, cost])?;
         }
         let mut insert = tx.prepare_cached(
-            "INSERT INTO usage (at, agent, binding, provider, model, key_id, input_tokens, output_tokens, cost_micros, latency_ms, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO usage (at, agent, binding, provider, model, key_id, input_tokens, output_tokens, cost_micros, latency_ms, outcome,
+                                cache_read_tokens, cache_write_tokens, estimated, fallback)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
         for (record, at) in batch {
             insert.execute(rusqlite::params![
@@ -785,6 +806,10 @@ fn write_batch(
                 to_i64(record.cost_micros),
                 to_i64(record.latency_ms),
                 record.outcome,
+                to_i64(record.cache_read_tokens),
+                to_i64(record.cache_write_tokens),
+                record.estimated,
+                record.fallback,
             ])?;
         }
     }
@@ -810,6 +835,10 @@ mod tests {
             input_tokens: tokens / 2,
             output_tokens: tokens - tokens / 2,
             cost_micros: cost,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            estimated: false,
+            fallback: 0,
             latency_ms: 5,
             outcome: "ok".into(),
             event_id: None,

@@ -160,8 +160,12 @@ pub struct ModelBinding {
     pub model: String,
     /// Id of the API key in the host's key vault (never the key itself).
     pub key: Option<String>,
-    /// The provider's base URL: required for `openai-compatible` servers,
-    /// optional for the others (tests point it at loopback).
+    /// The provider's API root, version path included, for every provider:
+    /// `https://api.anthropic.com/v1` (the default for `anthropic`),
+    /// `https://api.openai.com/v1` (for `openai`), `http://127.0.0.1:8080/v1`.
+    /// A URL with no path gets `/v1`; the host appends `/messages` or
+    /// `/chat/completions`. Required for `openai-compatible`. Plain http only
+    /// to loopback, unless `allow_http`.
     #[serde(default)]
     pub base_url: Option<String>,
     /// For `replay`: the cassette file, relative to the manifest.
@@ -173,6 +177,66 @@ pub struct ModelBinding {
     /// Allowed temperature range, `[min, max]`.
     #[serde(default)]
     pub temperature: Option<[f32; 2]>,
+    /// Plain `http://` to a host that is not loopback. Default: refused,
+    /// since the key and every prompt would cross the network in clear.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// For `openai-compatible`: `classic` (the default) sends
+    /// `max_tokens`, which every server knows; `openai` speaks exactly as
+    /// OpenAI does (`max_completion_tokens`), for servers that want that.
+    #[serde(default)]
+    pub dialect: Option<String>,
+    /// Time limits of a call; see [`ModelTimeouts`].
+    #[serde(default)]
+    pub timeouts: ModelTimeouts,
+    /// Models tried in order when this one answers 429 or 5xx, times out,
+    /// cannot be reached or refuses its key. Each attempt is charged to the
+    /// agent's budget and recorded; all share the event's deadline.
+    /// Default: none.
+    #[serde(default)]
+    pub fallbacks: Vec<ModelFallback>,
+}
+
+/// Time limits of a model call, in milliseconds. Each must be below the
+/// agent's `limits.deadline_ms`; the event's deadline bounds them all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelTimeouts {
+    /// Connecting (TCP and TLS). Default 5 000.
+    #[serde(default)]
+    pub connect_ms: Option<u64>,
+    /// From sending the request to the answer's first byte: an unstreamed
+    /// completion's whole answer, a stream's first event. Default 20 000.
+    #[serde(default)]
+    pub first_byte_ms: Option<u64>,
+    /// Longest quiet time between two chunks of an answer. Default 10 000.
+    #[serde(default)]
+    pub idle_ms: Option<u64>,
+}
+
+/// A fallback of a model binding: another provider, model or key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFallback {
+    /// Provider kind: `anthropic`, `openai` or `openai-compatible`.
+    pub provider: String,
+    /// The provider's model id.
+    pub model: String,
+    /// Id of the API key in the host's key vault.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The provider's base URL (see [`ModelBinding::base_url`]).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// See [`ModelBinding::allow_http`].
+    #[serde(default)]
+    pub allow_http: bool,
+    /// See [`ModelBinding::dialect`].
+    #[serde(default)]
+    pub dialect: Option<String>,
+    /// See [`ModelBinding::timeouts`].
+    #[serde(default)]
+    pub timeouts: ModelTimeouts,
 }
 
 /// A tool grant: what `tool.open(<name>)` gives the agent. See

@@ -13,46 +13,152 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
-    /// Per million input tokens.
+    /// Per million input tokens read without the prompt cache.
     pub input: u64,
     /// Per million output tokens.
     pub output: u64,
+    /// Per million input tokens read from the prompt cache.
+    pub cache_read: u64,
+    /// Per million input tokens written to a five-minute cache entry.
+    pub cache_write: u64,
+    /// Per million input tokens written to a one-hour cache entry.
+    pub cache_write_1h: u64,
 }
 
-impl Price {
-    /// The cost of a call in micro-dollars, rounded up.
-    pub fn cost_micros(&self, input_tokens: u64, output_tokens: u64) -> u64 {
-        let total = (u128::from(input_tokens) * u128::from(self.input))
-            .saturating_add(u128::from(output_tokens) * u128::from(self.output));
-        u64::try_from(total.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+/// The tokens of one call, as the provider counted them (or the host
+/// estimated them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tokens {
+    /// Every input token, cached or not.
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+    /// The part of `input` read from the prompt cache.
+    pub cache_read: u64,
+    /// The part of `input` written to the prompt cache (any lifetime).
+    pub cache_write: u64,
+    /// The part of `cache_write` written to one-hour entries.
+    pub cache_write_1h: u64,
+}
+
+impl Tokens {
+    /// Input and output only, nothing cached.
+    pub fn plain(input: u64, output: u64) -> Self {
+        Self {
+            input,
+            output,
+            ..Self::default()
+        }
+    }
+
+    /// Input plus output, what token budgets count.
+    pub fn total(&self) -> u64 {
+        self.input.saturating_add(self.output)
     }
 }
 
-/// A price from micro-dollars per million input and output tokens.
-const fn usd(input: u64, output: u64) -> Price {
-    Price { input, output }
+impl Price {
+    /// A price with no cache discount or surcharge.
+    pub const fn flat(input: u64, output: u64) -> Self {
+        Self {
+            input,
+            output,
+            cache_read: input,
+            cache_write: input,
+            cache_write_1h: input,
+        }
+    }
+
+    /// Anthropic's list price: cache reads at a tenth of the input price,
+    /// five-minute writes at 1.25 times and one-hour writes at twice it.
+    pub const fn anthropic(input: u64, output: u64) -> Self {
+        Self {
+            input,
+            output,
+            cache_read: input / 10,
+            cache_write: input / 4 * 5,
+            cache_write_1h: input * 2,
+        }
+    }
+
+    /// OpenAI's list price: cached input at `cached`, writes at the input
+    /// price (OpenAI charges nothing extra to cache).
+    pub const fn openai(input: u64, output: u64, cached: u64) -> Self {
+        Self {
+            input,
+            output,
+            cache_read: cached,
+            cache_write: input,
+            cache_write_1h: input,
+        }
+    }
+
+    /// The cost of a call in micro-dollars, rounded up. Cached parts that
+    /// exceed the input count (a confused provider) are clamped to it.
+    pub fn cost(&self, tokens: &Tokens) -> u64 {
+        let read = tokens.cache_read.min(tokens.input);
+        let write = tokens.cache_write.min(tokens.input - read);
+        let write_1h = tokens.cache_write_1h.min(write);
+        let uncached = tokens.input - read - write;
+        let total = [
+            (uncached, self.input),
+            (read, self.cache_read),
+            (write - write_1h, self.cache_write),
+            (write_1h, self.cache_write_1h),
+            (tokens.output, self.output),
+        ]
+        .iter()
+        .fold(0u128, |sum, (count, price)| {
+            sum.saturating_add(u128::from(*count) * u128::from(*price))
+        });
+        u64::try_from(total.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+
+    /// The most `input` and `output` tokens can cost, whatever part of the
+    /// input the provider caches (a cache write costs more than a read).
+    pub fn worst_case_micros(&self, input: u64, output: u64) -> u64 {
+        let dearest_input = self
+            .input
+            .max(self.cache_read)
+            .max(self.cache_write)
+            .max(self.cache_write_1h);
+        Price::flat(dearest_input, self.output).cost(&Tokens::plain(input, output))
+    }
+
+    /// The cost of uncached input and output, rounded up.
+    pub fn cost_micros(&self, input_tokens: u64, output_tokens: u64) -> u64 {
+        self.cost(&Tokens::plain(input_tokens, output_tokens))
+    }
+}
+
+const fn anthropic(input: u64, output: u64) -> Price {
+    Price::anthropic(input, output)
+}
+
+const fn openai(input: u64, output: u64, cached: u64) -> Price {
+    Price::openai(input, output, cached)
 }
 
 /// The shipped prices (USD per million tokens, list prices).
 const BUILTIN: &[(&str, &str, Price)] = &[
-    ("anthropic", "claude-opus-4", usd(15_000_000, 75_000_000)),
-    ("anthropic", "claude-sonnet-4", usd(3_000_000, 15_000_000)),
-    ("anthropic", "claude-haiku-4", usd(1_000_000, 5_000_000)),
-    ("anthropic", "claude-3-7-sonnet", usd(3_000_000, 15_000_000)),
-    ("anthropic", "claude-3-5-sonnet", usd(3_000_000, 15_000_000)),
-    ("anthropic", "claude-3-5-haiku", usd(800_000, 4_000_000)),
-    ("anthropic", "claude-3-opus", usd(15_000_000, 75_000_000)),
-    ("anthropic", "claude-3-haiku", usd(250_000, 1_250_000)),
-    ("openai", "gpt-5-nano", usd(50_000, 400_000)),
-    ("openai", "gpt-5-mini", usd(250_000, 2_000_000)),
-    ("openai", "gpt-5", usd(1_250_000, 10_000_000)),
-    ("openai", "gpt-4.1-nano", usd(100_000, 400_000)),
-    ("openai", "gpt-4.1-mini", usd(400_000, 1_600_000)),
-    ("openai", "gpt-4.1", usd(2_000_000, 8_000_000)),
-    ("openai", "gpt-4o-mini", usd(150_000, 600_000)),
-    ("openai", "gpt-4o", usd(2_500_000, 10_000_000)),
-    ("openai", "o4-mini", usd(1_100_000, 4_400_000)),
-    ("openai", "o3", usd(2_000_000, 8_000_000)),
+    ("anthropic", "claude-opus-4", anthropic(15_000_000, 75_000_000)),
+    ("anthropic", "claude-sonnet-4", anthropic(3_000_000, 15_000_000)),
+    ("anthropic", "claude-haiku-4", anthropic(1_000_000, 5_000_000)),
+    ("anthropic", "claude-3-7-sonnet", anthropic(3_000_000, 15_000_000)),
+    ("anthropic", "claude-3-5-sonnet", anthropic(3_000_000, 15_000_000)),
+    ("anthropic", "claude-3-5-haiku", anthropic(800_000, 4_000_000)),
+    ("anthropic", "claude-3-opus", anthropic(15_000_000, 75_000_000)),
+    ("anthropic", "claude-3-haiku", anthropic(250_000, 1_250_000)),
+    ("openai", "gpt-5-nano", openai(50_000, 400_000, 5_000)),
+    ("openai", "gpt-5-mini", openai(250_000, 2_000_000, 25_000)),
+    ("openai", "gpt-5", openai(1_250_000, 10_000_000, 125_000)),
+    ("openai", "gpt-4.1-nano", openai(100_000, 400_000, 25_000)),
+    ("openai", "gpt-4.1-mini", openai(400_000, 1_600_000, 100_000)),
+    ("openai", "gpt-4.1", openai(2_000_000, 8_000_000, 500_000)),
+    ("openai", "gpt-4o-mini", openai(150_000, 600_000, 75_000)),
+    ("openai", "gpt-4o", openai(2_500_000, 10_000_000, 1_250_000)),
+    ("openai", "o4-mini", openai(1_100_000, 4_400_000, 275_000)),
+    ("openai", "o3", openai(2_000_000, 8_000_000, 500_000)),
 ];
 
 /// One configured price.
@@ -75,6 +181,11 @@ pub struct PriceEntry {
 /// model = "llama3"              # a model id or a prefix of ids
 /// input_usd_per_mtok = 0.0
 /// output_usd_per_mtok = 0.0
+/// # optional; by default Anthropic's ratios for `anthropic` (reads 0.1x,
+/// # writes 1.25x, one-hour writes 2x) and the input price otherwise
+/// cache_read_usd_per_mtok = 0.0
+/// cache_write_usd_per_mtok = 0.0
+/// cache_write_1h_usd_per_mtok = 0.0
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +208,16 @@ pub struct PriceFileEntry {
     pub input_usd_per_mtok: f64,
     /// US dollars per million output tokens.
     pub output_usd_per_mtok: f64,
+    /// US dollars per million input tokens read from the prompt cache.
+    #[serde(default)]
+    pub cache_read_usd_per_mtok: Option<f64>,
+    /// US dollars per million input tokens written to a five-minute cache
+    /// entry.
+    #[serde(default)]
+    pub cache_write_usd_per_mtok: Option<f64>,
+    /// US dollars per million input tokens written to a one-hour entry.
+    #[serde(default)]
+    pub cache_write_1h_usd_per_mtok: Option<f64>,
 }
 
 impl PriceFile {
@@ -105,9 +226,16 @@ impl PriceFile {
         let file: PriceFile = toml::from_str(text).map_err(|e| format!("prices.toml: {e}"))?;
         for entry in &file.price {
             for (name, value) in [
-                ("input_usd_per_mtok", entry.input_usd_per_mtok),
-                ("output_usd_per_mtok", entry.output_usd_per_mtok),
+                ("input_usd_per_mtok", Some(entry.input_usd_per_mtok)),
+                ("output_usd_per_mtok", Some(entry.output_usd_per_mtok)),
+                ("cache_read_usd_per_mtok", entry.cache_read_usd_per_mtok),
+                ("cache_write_usd_per_mtok", entry.cache_write_usd_per_mtok),
+                (
+                    "cache_write_1h_usd_per_mtok",
+                    entry.cache_write_1h_usd_per_mtok,
+                ),
             ] {
+                let Some(value) = value else { continue };
                 if !(value.is_finite() && (0.0..=1_000_000.0).contains(&value)) {
                     return Err(format!(
                         "prices.toml: {} {}: {name} = {value} is not a price",
@@ -121,13 +249,26 @@ impl PriceFile {
 
     /// The shipped table with these entries applied.
     pub fn table(&self) -> PriceTable {
-        PriceTable::with_overrides(self.price.iter().map(|e| PriceEntry {
-            provider: e.provider.clone(),
-            model: e.model.clone(),
-            price: Price {
-                input: (e.input_usd_per_mtok * 1e6).round() as u64,
-                output: (e.output_usd_per_mtok * 1e6).round() as u64,
-            },
+        let micros = |usd: f64| (usd * 1e6).round() as u64;
+        PriceTable::with_overrides(self.price.iter().map(|e| {
+            let (input, output) = (micros(e.input_usd_per_mtok), micros(e.output_usd_per_mtok));
+            let defaults = if e.provider == "anthropic" {
+                Price::anthropic(input, output)
+            } else {
+                Price::flat(input, output)
+            };
+            PriceEntry {
+                provider: e.provider.clone(),
+                model: e.model.clone(),
+                price: Price {
+                    cache_read: e.cache_read_usd_per_mtok.map_or(defaults.cache_read, micros),
+                    cache_write: e.cache_write_usd_per_mtok.map_or(defaults.cache_write, micros),
+                    cache_write_1h: e
+                        .cache_write_1h_usd_per_mtok
+                        .map_or(defaults.cache_write_1h, micros),
+                    ..defaults
+                },
+            }
         }))
     }
 }
@@ -214,27 +355,16 @@ mod tests {
 
     #[test]
     fn costs_round_up_and_never_overflow() {
-        let price = Price {
-            input: 3_000_000,
-            output: 15_000_000,
-        };
+        let price = Price::flat(3_000_000, 15_000_000);
         assert_eq!(price.cost_micros(1_000_000, 0), 3_000_000);
         assert_eq!(price.cost_micros(1, 0), 3);
         assert_eq!(price.cost_micros(1, 1), 18);
         assert_eq!(
-            Price {
-                input: 1,
-                output: 0
-            }
-            .cost_micros(1, 0),
+            Price::flat(1, 0).cost_micros(1, 0),
             1
         );
         assert_eq!(
-            Price {
-                input: u64::MAX,
-                output: u64::MAX
-            }
-            .cost_micros(u64::MAX, u64::MAX),
+            Price::flat(u64::MAX, u64::MAX).cost_micros(u64::MAX, u64::MAX),
             u64::MAX
         );
     }
@@ -247,10 +377,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             file.table().price("openai", "gpt-4o-2024").unwrap(),
-            Price {
-                input: 2_000_000,
-                output: 8_500_000
-            }
+            Price::flat(2_000_000, 8_500_000)
         );
         assert!(PriceFile::from_toml("[[price]]\nprovider = \"x\"\nmodel = \"y\"\ninput_usd_per_mtok = -1.0\noutput_usd_per_mtok = 1.0\n").is_err());
         assert!(PriceFile::from_toml("[[price]]\nprovider = \"x\"\n").is_err());
@@ -262,33 +389,61 @@ mod tests {
             PriceEntry {
                 provider: "openai".into(),
                 model: "gpt-4o".into(),
-                price: Price {
-                    input: 1,
-                    output: 2,
-                },
+                price: Price::flat(1, 2),
             },
             PriceEntry {
                 provider: "openai-compatible".into(),
                 model: "llama3".into(),
-                price: Price {
-                    input: 0,
-                    output: 0,
-                },
+                price: Price::flat(0, 0),
             },
         ]);
         assert_eq!(
             table.price("openai", "gpt-4o").unwrap(),
-            Price {
-                input: 1,
-                output: 2
-            }
+            Price::flat(1, 2)
         );
         assert_eq!(
             table.price("openai-compatible", "llama3:8b").unwrap(),
-            Price {
-                input: 0,
-                output: 0
-            }
+            Price::flat(0, 0)
         );
+    }
+
+    #[test]
+    fn cached_tokens_are_priced_at_their_own_rates() {
+        // Claude Haiku 4.5 list prices: $1 in, $5 out, reads $0.10, writes
+        // $1.25 (5 minutes) and $2 (1 hour) per million.
+        let haiku = PriceTable::builtin()
+            .price("anthropic", "claude-haiku-4-5")
+            .unwrap();
+        let tokens = Tokens {
+            input: 1_000_000 + 2_000_000 + 4_000_000 + 8_000_000,
+            output: 1_000_000,
+            cache_read: 2_000_000,
+            cache_write: 12_000_000,
+            cache_write_1h: 8_000_000,
+        };
+        // 1 uncached + 2 x 0.10 + 4 x 1.25 + 8 x 2 + 1 x 5 dollars.
+        assert_eq!(haiku.cost(&tokens), 27_200_000);
+        assert_eq!(haiku.worst_case_micros(1_000_000, 0), 2_000_000);
+        // gpt-4o: cached input at half price.
+        let gpt = PriceTable::builtin().price("openai", "gpt-4o").unwrap();
+        let cached = Tokens {
+            input: 2_000_000,
+            cache_read: 1_000_000,
+            ..Tokens::default()
+        };
+        assert_eq!(gpt.cost(&cached), 2_500_000 + 1_250_000);
+        // A provider that reports more cached than input tokens is clamped.
+        let confused = Tokens {
+            input: 10,
+            cache_read: 1_000,
+            ..Tokens::default()
+        };
+        assert_eq!(gpt.cost(&confused), gpt.cost(&Tokens { cache_read: 10, ..confused }));
+        let file = PriceFile::from_toml(
+            "[[price]]\nprovider = \"anthropic\"\nmodel = \"claude-x\"\ninput_usd_per_mtok = 2.0\noutput_usd_per_mtok = 10.0\ncache_read_usd_per_mtok = 0.3\n",
+        )
+        .unwrap();
+        let price = file.table().price("anthropic", "claude-x").unwrap();
+        assert_eq!((price.cache_read, price.cache_write, price.cache_write_1h), (300_000, 2_500_000, 4_000_000));
     }
 }

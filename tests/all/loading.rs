@@ -55,7 +55,7 @@ fn a_command_component_is_the_wrong_world() {
         panic!("expected wrong world, got {err}")
     };
     assert!(
-        message.contains("must export `clawcage:agent/handler@0.1.0`"),
+        message.contains("must export `clawcage:agent/handler@0.2.0`"),
         "{message}"
     );
     assert!(message.contains("wasi:cli/run"), "{message}");
@@ -68,7 +68,7 @@ fn a_handler_with_the_wrong_type_is_the_wrong_world() {
             (core instance $i (instantiate $m))
             (func $f (canon lift (core func $i "f")))
             (instance $h (export "handle" (func $f)))
-            (export "clawcage:agent/handler@0.1.0" (instance $h)))"#);
+            (export "clawcage:agent/handler@0.2.0" (instance $h)))"#);
     let err = load_err(&bytes);
     let LoadError::WrongWorld(message) = &err else {
         panic!("expected wrong world, got {err}")

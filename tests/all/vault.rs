@@ -207,6 +207,7 @@ fn usage_reports_spend_per_agent_model_and_key() {
             latency_ms: 3,
             outcome: "ok".into(),
             event_id: None,
+            ..Default::default()
         });
     }
     ledger.flush();

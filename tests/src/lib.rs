@@ -86,6 +86,8 @@ impl ScriptedModel {
     fn completion() -> Completion {
         Completion {
             model: "scripted-1-20260101".into(),
+            provider: "scripted".into(),
+            fallback: 0,
             content: vec![
                 ContentPart::Text("Hello".into()),
                 ContentPart::ToolUse(ToolUse {
@@ -98,6 +100,9 @@ impl ScriptedModel {
             usage: Usage {
                 input_tokens: 12,
                 output_tokens: 5,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                estimated: false,
             },
         }
     }

@@ -2,22 +2,30 @@
 
 use serde_json::{Value, json};
 
-use super::assemble::Increment;
-use super::str_field;
+use super::assemble::{Increment, UsageUpdate};
+use super::{Parsed, str_field};
 use crate::bindings::inference::{
-    Completion, CompletionRequest, ContentPart, Role, StopReason, ToolChoice, ToolUse, Usage,
+    CacheTtl, CompletionRequest, ContentPart, Role, StopReason, ToolChoice, ToolUse,
 };
 
 /// The API version header this adapter speaks.
 pub const API_VERSION: &str = "2023-06-01";
 
-/// The request body for `POST /v1/messages`.
+/// Anthropic's `cache_control` for a breakpoint.
+fn cache_control(ttl: CacheTtl) -> Value {
+    match ttl {
+        CacheTtl::FiveMinutes => json!({"type": "ephemeral"}),
+        CacheTtl::OneHour => json!({"type": "ephemeral", "ttl": "1h"}),
+    }
+}
+
+/// The request body for `POST {base}/messages`.
 pub fn request_body(model: &str, request: &CompletionRequest, stream: bool) -> Value {
     let messages: Vec<Value> = request
         .messages
         .iter()
         .map(|message| {
-            let content: Vec<Value> = message
+            let mut content: Vec<Value> = message
                 .content
                 .iter()
                 .map(|part| match part {
@@ -36,6 +44,10 @@ pub fn request_body(model: &str, request: &CompletionRequest, stream: bool) -> V
                     }),
                 })
                 .collect();
+            // A breakpoint on a message caches up to its last block.
+            if let (Some(ttl), Some(last)) = (message.cache, content.last_mut()) {
+                last["cache_control"] = cache_control(ttl);
+            }
             let role = match message.role {
                 Role::User => "user",
                 Role::Assistant => "assistant",
@@ -45,7 +57,10 @@ pub fn request_body(model: &str, request: &CompletionRequest, stream: bool) -> V
         .collect();
     let mut body = json!({"model": model, "max_tokens": request.max_tokens, "messages": messages});
     if let Some(system) = &request.system {
-        body["system"] = json!(system);
+        body["system"] = match request.system_cache {
+            Some(ttl) => json!([{"type": "text", "text": system, "cache_control": cache_control(ttl)}]),
+            None => json!(system),
+        };
     }
     if let Some(temperature) = request.temperature {
         body["temperature"] = json!(temperature);
@@ -58,11 +73,15 @@ pub fn request_body(model: &str, request: &CompletionRequest, stream: bool) -> V
             .tools
             .iter()
             .map(|tool| {
-                json!({
+                let mut spec = json!({
                     "name": tool.name,
                     "description": tool.description,
                     "input_schema": serde_json::from_str::<Value>(&tool.input_schema).unwrap_or_else(|_| json!({"type": "object"})),
-                })
+                });
+                if let Some(ttl) = tool.cache {
+                    spec["cache_control"] = cache_control(ttl);
+                }
+                spec
             })
             .collect();
     }
@@ -96,18 +115,34 @@ fn tokens(usage: &Value, field: &str) -> Option<u64> {
     usage.get(field).and_then(Value::as_u64)
 }
 
-/// Input tokens, counting cache reads and writes, which Anthropic reports
-/// apart and bills.
-fn input_tokens(usage: &Value) -> Option<u64> {
-    let base = tokens(usage, "input_tokens")?;
-    Some(
-        base + tokens(usage, "cache_creation_input_tokens").unwrap_or(0)
-            + tokens(usage, "cache_read_input_tokens").unwrap_or(0),
-    )
+/// Token counts of a `usage` object. Anthropic reports cache reads and
+/// writes apart from `input_tokens`; they are added in, so `input` counts
+/// every token read, as OpenAI's `prompt_tokens` does. Without
+/// `input_tokens` (a `message_delta` that only carries output), the input
+/// counts are left as they were.
+fn usage(usage: &Value) -> UsageUpdate {
+    let read = tokens(usage, "cache_read_input_tokens");
+    let write = tokens(usage, "cache_creation_input_tokens");
+    let input = tokens(usage, "input_tokens").map(|base| {
+        base.saturating_add(read.unwrap_or(0))
+            .saturating_add(write.unwrap_or(0))
+    });
+    UsageUpdate {
+        input,
+        output: tokens(usage, "output_tokens"),
+        cache_read: input.and(Some(read.unwrap_or(0))),
+        cache_write: input.and(Some(write.unwrap_or(0))),
+        cache_write_1h: input.and(Some(
+            usage
+                .pointer("/cache_creation/ephemeral_1h_input_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        )),
+    }
 }
 
 /// Parses a non-streamed response body.
-pub fn parse_response(body: &Value) -> Result<Completion, String> {
+pub fn parse_response(body: &Value) -> Result<Parsed, String> {
     let content = body
         .get("content")
         .and_then(Value::as_array)
@@ -125,8 +160,12 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
             _ => None,
         })
         .collect();
-    let usage = body.get("usage").cloned().unwrap_or(Value::Null);
-    Ok(Completion {
+    let reported = body
+        .get("usage")
+        .filter(|u| u.is_object())
+        .map(usage)
+        .filter(|u| u.input.is_some() && u.output.is_some());
+    Ok(Parsed {
         model: str_field(body, "model"),
         content,
         stop_reason: stop_reason(
@@ -134,10 +173,7 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
                 .and_then(Value::as_str)
                 .unwrap_or(""),
         ),
-        usage: Usage {
-            input_tokens: input_tokens(&usage).unwrap_or(0),
-            output_tokens: tokens(&usage, "output_tokens").unwrap_or(0),
-        },
+        usage: reported,
     })
 }
 
@@ -155,15 +191,13 @@ pub fn parse_event(data: &str) -> Result<Vec<Increment>, (String, String)> {
         match value.get("type").and_then(Value::as_str).unwrap_or("") {
             "message_start" => {
                 let message = value.get("message").cloned().unwrap_or(Value::Null);
-                let usage = message.get("usage").cloned().unwrap_or(Value::Null);
                 let mut out = Vec::new();
                 if let Some(model) = message.get("model").and_then(Value::as_str) {
                     out.push(Increment::Model(model.to_string()));
                 }
-                out.push(Increment::Usage {
-                    input: input_tokens(&usage),
-                    output: tokens(&usage, "output_tokens"),
-                });
+                if let Some(u) = message.get("usage").filter(|u| u.is_object()) {
+                    out.push(Increment::Usage(usage(u)));
+                }
                 out
             }
             "content_block_start" => {
@@ -200,11 +234,8 @@ pub fn parse_event(data: &str) -> Result<Vec<Increment>, (String, String)> {
                 if let Some(reason) = value.pointer("/delta/stop_reason").and_then(Value::as_str) {
                     out.push(Increment::Stop(stop_reason(reason)));
                 }
-                if let Some(usage) = value.get("usage") {
-                    out.push(Increment::Usage {
-                        input: input_tokens(usage),
-                        output: tokens(usage, "output_tokens"),
-                    });
+                if let Some(u) = value.get("usage").filter(|u| u.is_object()) {
+                    out.push(Increment::Usage(usage(u)));
                 }
                 out
             }
@@ -233,31 +264,36 @@ mod tests {
     use super::*;
     use crate::bindings::inference::{Message, ToolResult, ToolSpec};
 
-    #[test]
-    fn request_carries_every_field_in_anthropic_shape() {
-        let request = CompletionRequest {
+    fn message(role: Role, content: Vec<ContentPart>) -> Message {
+        Message {
+            role,
+            content,
+            cache: None,
+        }
+    }
+
+    fn request() -> CompletionRequest {
+        CompletionRequest {
             system: Some("sys".into()),
+            system_cache: None,
             messages: vec![
-                Message {
-                    role: Role::User,
-                    content: vec![ContentPart::Text("hi".into())],
-                },
-                Message {
-                    role: Role::Assistant,
-                    content: vec![ContentPart::ToolUse(ToolUse {
+                message(Role::User, vec![ContentPart::Text("hi".into())]),
+                message(
+                    Role::Assistant,
+                    vec![ContentPart::ToolUse(ToolUse {
                         id: "t1".into(),
                         name: "lookup".into(),
                         input: r#"{"q":"x"}"#.into(),
                     })],
-                },
-                Message {
-                    role: Role::User,
-                    content: vec![ContentPart::ToolResult(ToolResult {
+                ),
+                message(
+                    Role::User,
+                    vec![ContentPart::ToolResult(ToolResult {
                         tool_use_id: "t1".into(),
                         content: "42".into(),
                         is_error: false,
                     })],
-                },
+                ),
             ],
             max_tokens: 50,
             temperature: Some(0.5),
@@ -266,10 +302,15 @@ mod tests {
                 name: "lookup".into(),
                 description: "d".into(),
                 input_schema: r#"{"type":"object"}"#.into(),
+                cache: None,
             }],
             tool_choice: Some(ToolChoice::Tool("lookup".into())),
-        };
-        let body = request_body("claude-x", &request, true);
+        }
+    }
+
+    #[test]
+    fn request_carries_every_field_in_anthropic_shape() {
+        let body = request_body("claude-x", &request(), true);
         assert_eq!(
             body,
             json!({
@@ -287,25 +328,51 @@ mod tests {
     }
 
     #[test]
-    fn response_and_stream_events_decode() {
-        let completion = parse_response(&json!({
+    fn cache_breakpoints_become_cache_control_on_the_right_blocks() {
+        let mut request = request();
+        request.system_cache = Some(CacheTtl::OneHour);
+        request.tools[0].cache = Some(CacheTtl::OneHour);
+        request.messages[2].cache = Some(CacheTtl::FiveMinutes);
+        let body = request_body("claude-x", &request, false);
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral", "ttl": "1h"}}])
+        );
+        assert_eq!(
+            body["tools"][0]["cache_control"],
+            json!({"type": "ephemeral", "ttl": "1h"})
+        );
+        assert_eq!(
+            body["messages"][2]["content"][0]["cache_control"],
+            json!({"type": "ephemeral"})
+        );
+        assert!(body["messages"][0]["content"][0].get("cache_control").is_none());
+    }
+
+    #[test]
+    fn response_and_stream_events_decode_with_cache_usage() {
+        let parsed = parse_response(&json!({
             "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x-1",
             "content": [{"type": "text", "text": "Hi"}, {"type": "tool_use", "id": "t", "name": "n", "input": {"a": 1}}],
-            "stop_reason": "tool_use", "usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 3}
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 7,
+                      "cache_creation": {"ephemeral_5m_input_tokens": 3, "ephemeral_1h_input_tokens": 4},
+                      "output_tokens": 3}
         }))
         .unwrap();
-        assert_eq!(completion.model, "claude-x-1");
-        assert_eq!(completion.stop_reason, StopReason::ToolUse);
+        assert_eq!(parsed.model, "claude-x-1");
+        assert_eq!(parsed.stop_reason, StopReason::ToolUse);
         assert_eq!(
-            (
-                completion.usage.input_tokens,
-                completion.usage.output_tokens
-            ),
-            (15, 3)
+            parsed.usage,
+            Some(UsageUpdate {
+                input: Some(22),
+                output: Some(3),
+                cache_read: Some(5),
+                cache_write: Some(7),
+                cache_write_1h: Some(4),
+            })
         );
-        assert!(
-            matches!(&completion.content[1], ContentPart::ToolUse(t) if t.input == r#"{"a":1}"#)
-        );
+        assert!(matches!(&parsed.content[1], ContentPart::ToolUse(t) if t.input == r#"{"a":1}"#));
 
         let delta = parse_event(r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}"#).unwrap();
         assert_eq!(
@@ -314,6 +381,15 @@ mod tests {
                 index: 1,
                 json: "{\"a\":".into()
             }]
+        );
+        // The closing usage carries only output: input counts stay.
+        let closing = parse_event(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#).unwrap();
+        assert_eq!(
+            closing[1],
+            Increment::Usage(UsageUpdate {
+                output: Some(9),
+                ..UsageUpdate::default()
+            })
         );
         let err = parse_event(
             r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,

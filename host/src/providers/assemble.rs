@@ -7,6 +7,51 @@ use crate::bindings::inference::{
     Completion, ContentPart, Error as InferenceError, StopReason, StreamEvent, ToolUse,
     ToolUseStart, Usage,
 };
+use crate::pricing::Tokens;
+
+/// Token counts a provider reported in one message; `None` leaves a count
+/// unchanged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageUpdate {
+    /// Every input token, cached or not.
+    pub input: Option<u64>,
+    /// Output tokens.
+    pub output: Option<u64>,
+    /// Input tokens read from the prompt cache.
+    pub cache_read: Option<u64>,
+    /// Input tokens written to the prompt cache.
+    pub cache_write: Option<u64>,
+    /// The part of `cache_write` written to one-hour entries.
+    pub cache_write_1h: Option<u64>,
+}
+
+impl UsageUpdate {
+    /// Applies the counts this update carries to `tokens`.
+    pub fn apply_to(&self, tokens: &mut Tokens) {
+        for (field, value) in [
+            (&mut tokens.input, self.input),
+            (&mut tokens.output, self.output),
+            (&mut tokens.cache_read, self.cache_read),
+            (&mut tokens.cache_write, self.cache_write),
+            (&mut tokens.cache_write_1h, self.cache_write_1h),
+        ] {
+            if let Some(value) = value {
+                *field = value;
+            }
+        }
+    }
+}
+
+/// The WIT usage of `tokens`.
+pub fn wit_usage(tokens: &Tokens, estimated: bool) -> Usage {
+    Usage {
+        input_tokens: tokens.input,
+        output_tokens: tokens.output,
+        cache_read_tokens: tokens.cache_read,
+        cache_write_tokens: tokens.cache_write,
+        estimated,
+    }
+}
 
 /// One increment of a provider's stream, after its wire format is decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,13 +83,8 @@ pub enum Increment {
     },
     /// Why generation stopped.
     Stop(StopReason),
-    /// Token counts; `None` leaves a count unchanged.
-    Usage {
-        /// Input tokens.
-        input: Option<u64>,
-        /// Output tokens.
-        output: Option<u64>,
-    },
+    /// Token counts.
+    Usage(UsageUpdate),
     /// The stream ended normally.
     Done,
 }
@@ -61,9 +101,14 @@ enum Part {
 /// Assembles increments into stream events and a completion.
 pub struct Assembler {
     model: String,
+    provider: &'static str,
+    fallback: u32,
     parts: BTreeMap<usize, Part>,
-    stop: StopReason,
-    usage: Usage,
+    stop: Option<StopReason>,
+    tokens: Tokens,
+    saw_input: bool,
+    saw_output_after_stop: bool,
+    deltas: u64,
     done: bool,
 }
 
@@ -71,17 +116,20 @@ pub struct Assembler {
 const MAX_PARTS: usize = 256;
 
 impl Assembler {
-    /// A new assembler; `model` is the configured id until the provider
+    /// A new assembler for an answer from `provider`, the binding's model
+    /// number `fallback`; `model` is the configured id until the provider
     /// reports one.
-    pub fn new(model: &str) -> Self {
+    pub fn new(model: &str, provider: &'static str, fallback: u32) -> Self {
         Self {
             model: model.to_string(),
+            provider,
+            fallback,
             parts: BTreeMap::new(),
-            stop: StopReason::EndTurn,
-            usage: Usage {
-                input_tokens: 0,
-                output_tokens: 0,
-            },
+            stop: None,
+            tokens: Tokens::default(),
+            saw_input: false,
+            saw_output_after_stop: false,
+            deltas: 0,
             done: false,
         }
     }
@@ -91,9 +139,39 @@ impl Assembler {
         self.done
     }
 
+    /// Whether the provider said why it stopped: a stream cut after that
+    /// lost nothing of the answer.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_some()
+    }
+
     /// Token counts so far.
-    pub fn usage(&self) -> Usage {
-        self.usage
+    pub fn tokens(&self) -> Tokens {
+        self.tokens
+    }
+
+    /// Whether the provider reported the whole usage: input, and output
+    /// once generation stopped (Anthropic reports input first and output
+    /// at the end; OpenAI both in a last chunk).
+    pub fn usage_reported(&self) -> bool {
+        self.saw_input && self.saw_output_after_stop
+    }
+
+    /// How many text and tool-input deltas arrived: servers stream about
+    /// one token per delta, which makes this the estimate of output tokens
+    /// when they report no usage.
+    pub fn deltas(&self) -> u64 {
+        self.deltas
+    }
+
+    /// Ends a stream that stopped without its end marker (`[DONE]`): the
+    /// finished completion, when the provider had said why it stopped.
+    pub fn finish_at_end_of_stream(&mut self) -> Option<StreamEvent> {
+        if self.done || self.stop.is_none() {
+            return None;
+        }
+        self.done = true;
+        Some(StreamEvent::Finished(self.completion()))
     }
 
     /// Applies one increment; returns the event for the guest, if any.
@@ -120,7 +198,11 @@ impl Assembler {
                     Part::Text(existing) => existing.push_str(&text),
                     Part::Tool { .. } => return Err(mismatch(index)),
                 }
-                (!text.is_empty()).then_some(StreamEvent::TextDelta(text))
+                if text.is_empty() {
+                    return Ok(None);
+                }
+                self.deltas += 1;
+                Some(StreamEvent::TextDelta(text))
             }
             Increment::ToolStart { index, id, name } => {
                 self.parts.insert(
@@ -138,19 +220,20 @@ impl Assembler {
                     Some(Part::Tool { input, .. }) => input.push_str(&json),
                     _ => return Err(mismatch(index)),
                 }
-                (!json.is_empty()).then_some(StreamEvent::ToolUseInputDelta(json))
+                if json.is_empty() {
+                    return Ok(None);
+                }
+                self.deltas += 1;
+                Some(StreamEvent::ToolUseInputDelta(json))
             }
             Increment::Stop(reason) => {
-                self.stop = reason;
+                self.stop = Some(reason);
                 None
             }
-            Increment::Usage { input, output } => {
-                if let Some(input) = input {
-                    self.usage.input_tokens = input;
-                }
-                if let Some(output) = output {
-                    self.usage.output_tokens = output;
-                }
+            Increment::Usage(update) => {
+                update.apply_to(&mut self.tokens);
+                self.saw_input |= update.input.is_some();
+                self.saw_output_after_stop |= update.output.is_some() && self.stop.is_some();
                 None
             }
             Increment::Done => {
@@ -181,9 +264,11 @@ impl Assembler {
             .collect();
         Completion {
             model: self.model.clone(),
+            provider: self.provider.to_string(),
+            fallback: self.fallback,
             content,
-            stop_reason: self.stop,
-            usage: self.usage,
+            stop_reason: self.stop.unwrap_or(StopReason::EndTurn),
+            usage: wit_usage(&self.tokens, !self.usage_reported()),
         }
     }
 }

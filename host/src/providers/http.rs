@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-/// Most attempts for one call (the first and three retries).
-pub const MAX_ATTEMPTS: u32 = 4;
+/// Most attempts on one model for one call: the first and two retries, as
+/// the providers' own SDKs do. A binding with fallbacks does not retry a
+/// model that has a fallback after it; it moves on.
+pub const MAX_ATTEMPTS: u32 = 3;
 /// The first retry's backoff; each later one doubles, with full jitter.
 pub const BASE_BACKOFF: Duration = Duration::from_millis(250);
-/// Time allowed to connect.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to connect, by default (a binding sets its own; see
+/// [`super::target::Timeouts`]).
+pub const CONNECT_TIMEOUT: Duration = super::target::DEFAULT_CONNECT_TIMEOUT;
 /// Largest response body read from a provider.
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 

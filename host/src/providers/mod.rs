@@ -7,9 +7,28 @@ pub mod anthropic;
 pub mod assemble;
 pub mod binding;
 pub mod http;
+pub mod model;
 pub mod openai;
 pub mod replay;
+pub mod rules;
 pub mod sse;
+mod stream;
+pub mod target;
+
+use crate::bindings::inference::{ContentPart, StopReason};
+
+/// A non-streamed answer, decoded from either wire format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The model id the provider reports (empty when it reports none).
+    pub model: String,
+    /// The generated content.
+    pub content: Vec<ContentPart>,
+    /// Why generation stopped.
+    pub stop_reason: StopReason,
+    /// The token counts, when the provider reported input and output.
+    pub usage: Option<assemble::UsageUpdate>,
+}
 
 /// The `error.message` of a provider's error body (Anthropic and OpenAI
 /// both put it there), if it has one.

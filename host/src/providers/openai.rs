@@ -3,10 +3,10 @@
 
 use serde_json::{Value, json};
 
-use super::assemble::Increment;
-use super::str_field;
+use super::assemble::{Increment, UsageUpdate};
+use super::{Parsed, str_field};
 use crate::bindings::inference::{
-    Completion, CompletionRequest, ContentPart, Role, StopReason, ToolChoice, ToolUse, Usage,
+    CompletionRequest, ContentPart, Role, StopReason, ToolChoice, ToolUse,
 };
 
 /// Which dialect: OpenAI itself takes `max_completion_tokens`; compatible
@@ -19,7 +19,23 @@ pub enum Dialect {
     Compatible,
 }
 
-/// The request body for `POST {base}/chat/completions`.
+/// A message's text parts as Chat Completions content: one part as a plain
+/// string (what every server understands), several as an array of text
+/// parts, so that nothing is joined or dropped on the way.
+fn text_content(parts: &[&str]) -> Value {
+    match parts {
+        [] => json!(""),
+        [one] => json!(one),
+        many => many
+            .iter()
+            .map(|text| json!({"type": "text", "text": text}))
+            .collect(),
+    }
+}
+
+/// The request body for `POST {base}/chat/completions`. The request was
+/// validated (no empty text part, tool results before text), so every part
+/// is carried over, in order.
 pub fn request_body(
     model: &str,
     request: &CompletionRequest,
@@ -31,34 +47,34 @@ pub fn request_body(
         messages.push(json!({"role": "system", "content": system}));
     }
     for message in &request.messages {
+        let texts: Vec<&str> = message
+            .content
+            .iter()
+            .filter_map(|p| match p {
+                ContentPart::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
         match message.role {
             Role::User => {
-                // Tool results become `tool` messages; text, one user message.
-                let mut text = String::new();
+                // Tool results become `tool` messages (they come first in
+                // a validated message); the text, one user message after.
                 for part in &message.content {
-                    match part {
-                        ContentPart::Text(t) => text.push_str(t),
-                        ContentPart::ToolResult(result) => messages.push(json!({
+                    if let ContentPart::ToolResult(result) = part {
+                        messages.push(json!({
                             "role": "tool",
                             "tool_call_id": result.tool_use_id,
+                            // Chat Completions has no error flag: say it in
+                            // the content, where the model reads it.
                             "content": if result.is_error { format!("error: {}", result.content) } else { result.content.clone() },
-                        })),
-                        ContentPart::ToolUse(_) => {}
+                        }));
                     }
                 }
-                if !text.is_empty() {
-                    messages.push(json!({"role": "user", "content": text}));
+                if !texts.is_empty() {
+                    messages.push(json!({"role": "user", "content": text_content(&texts)}));
                 }
             }
             Role::Assistant => {
-                let text: String = message
-                    .content
-                    .iter()
-                    .filter_map(|p| match p {
-                        ContentPart::Text(t) => Some(t.as_str()),
-                        _ => None,
-                    })
-                    .collect();
                 let calls: Vec<Value> = message
                     .content
                     .iter()
@@ -70,7 +86,10 @@ pub fn request_body(
                         _ => None,
                     })
                     .collect();
-                let mut out = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+                // A tool-call turn without text carries `""`, never `null`:
+                // OpenAI takes both, but llama.cpp-based servers answer 500
+                // to `null` (and to a missing field).
+                let mut out = json!({"role": "assistant", "content": text_content(&texts)});
                 if !calls.is_empty() {
                     out["tool_calls"] = json!(calls);
                 }
@@ -113,6 +132,8 @@ pub fn request_body(
     }
     if stream {
         body["stream"] = json!(true);
+        // Without this OpenAI (and vLLM, llama.cpp) send no usage in
+        // streams; servers that do not know it ignore it.
         body["stream_options"] = json!({"include_usage": true});
     }
     body
@@ -129,21 +150,30 @@ pub fn stop_reason(reason: &str) -> StopReason {
     }
 }
 
-fn usage(value: &Value) -> Usage {
-    Usage {
-        input_tokens: value
-            .get("prompt_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-        output_tokens: value
-            .get("completion_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
+/// Token counts of a `usage` object. `prompt_tokens` includes the cached
+/// ones, which `prompt_tokens_details.cached_tokens` reports.
+fn usage(value: &Value) -> UsageUpdate {
+    let count = |pointer: &str| value.pointer(pointer).and_then(Value::as_u64);
+    UsageUpdate {
+        input: count("/prompt_tokens"),
+        output: count("/completion_tokens"),
+        cache_read: count("/prompt_tokens_details/cached_tokens"),
+        cache_write: None,
+        cache_write_1h: None,
+    }
+}
+
+/// A tool call's id, or one made up from its position when a server sends
+/// none (the next turn must quote a non-empty id).
+fn call_id(id: Option<&str>, position: usize) -> String {
+    match id {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => format!("call_{position}"),
     }
 }
 
 /// Parses a non-streamed response body.
-pub fn parse_response(body: &Value) -> Result<Completion, String> {
+pub fn parse_response(body: &Value) -> Result<Parsed, String> {
     let choice = body
         .pointer("/choices/0")
         .ok_or("the response has no choices")?;
@@ -154,27 +184,30 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
     {
         content.push(ContentPart::Text(text.to_string()));
     }
-    for call in message
+    for (position, call) in message
         .get("tool_calls")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .enumerate()
     {
         content.push(ContentPart::ToolUse(ToolUse {
-            id: str_field(call, "id"),
+            id: call_id(call.get("id").and_then(Value::as_str), position),
             name: call
                 .pointer("/function/name")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string(),
-            input: call
-                .pointer("/function/arguments")
-                .and_then(Value::as_str)
-                .unwrap_or("{}")
-                .to_string(),
+            input: match call.pointer("/function/arguments") {
+                Some(Value::String(text)) if !text.trim().is_empty() => text.clone(),
+                // Some servers send the arguments as an object.
+                Some(object @ Value::Object(_)) => object.to_string(),
+                _ => "{}".to_string(),
+            },
         }));
     }
-    Ok(Completion {
+    let reported = body.get("usage").filter(|u| u.is_object()).map(usage);
+    Ok(Parsed {
         model: str_field(body, "model"),
         content,
         stop_reason: stop_reason(
@@ -183,70 +216,132 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
                 .and_then(Value::as_str)
                 .unwrap_or(""),
         ),
-        usage: usage(body.get("usage").unwrap_or(&Value::Null)),
+        usage: reported.filter(|u| u.input.is_some() && u.output.is_some()),
     })
 }
 
-/// Decodes one streamed chunk (`data:` payload) into increments. Tool call
-/// `i` becomes content part `i + 1`; part 0 is the text.
-pub fn parse_chunk(data: &str) -> Result<Vec<Increment>, String> {
-    if data.trim() == "[DONE]" {
-        return Ok(vec![Increment::Done]);
+/// Decodes a stream's chunks (`data:` payloads) into increments, keeping
+/// track of the tool calls it has seen. Part 0 is the text; each tool call
+/// gets the next part.
+///
+/// Servers differ in how they stream a tool call: OpenAI sends its `id` and
+/// name in the call's first delta and only `index` after; llama.cpp-based
+/// servers repeat the `id` in every delta; some leave out `index`. A delta
+/// therefore continues the call it names (by `index`, or by `id` when
+/// there is no index) unless it carries a *different* id, which starts a
+/// new call.
+#[derive(Debug, Default)]
+pub struct ChunkDecoder {
+    /// Open tool calls: (wire index, id, part index).
+    calls: Vec<(Option<u64>, String, usize)>,
+}
+
+/// Most tool calls one stream may open.
+const MAX_STREAMED_CALLS: usize = 128;
+
+impl ChunkDecoder {
+    /// A decoder for one stream.
+    pub fn new() -> Self {
+        Self::default()
     }
-    let value: Value = serde_json::from_str(data).map_err(|e| format!("unreadable chunk: {e}"))?;
-    if let Some(message) = value.pointer("/error/message").and_then(Value::as_str) {
-        return Err(message.to_string());
-    }
-    let mut out = Vec::new();
-    if let Some(model) = value.get("model").and_then(Value::as_str) {
-        out.push(Increment::Model(model.to_string()));
-    }
-    if let Some(choice) = value.pointer("/choices/0") {
-        if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
-            out.push(Increment::Text {
-                index: 0,
-                text: text.to_string(),
-            });
+
+    /// Decodes one chunk.
+    pub fn decode(&mut self, data: &str) -> Result<Vec<Increment>, String> {
+        if data.trim() == "[DONE]" {
+            return Ok(vec![Increment::Done]);
         }
-        for call in choice
-            .pointer("/delta/tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let index = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize + 1;
-            if let Some(id) = call.get("id").and_then(Value::as_str) {
-                out.push(Increment::ToolStart {
-                    index,
-                    id: id.to_string(),
-                    name: call
-                        .pointer("/function/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
+        let value: Value =
+            serde_json::from_str(data).map_err(|e| format!("unreadable chunk: {e}"))?;
+        if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
+            return Err(error
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| error.to_string(), str::to_string));
+        }
+        let mut out = Vec::new();
+        if let Some(model) = value.get("model").and_then(Value::as_str) {
+            out.push(Increment::Model(model.to_string()));
+        }
+        if let Some(choice) = value.pointer("/choices/0") {
+            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
+                out.push(Increment::Text {
+                    index: 0,
+                    text: text.to_string(),
                 });
             }
-            if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str)
-                && !arguments.is_empty()
+            for call in choice
+                .pointer("/delta/tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
             {
-                out.push(Increment::ToolInput {
-                    index,
-                    json: arguments.to_string(),
-                });
+                self.tool_call(call, &mut out)?;
+            }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                out.push(Increment::Stop(stop_reason(reason)));
             }
         }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            out.push(Increment::Stop(stop_reason(reason)));
+        if let Some(u) = value.get("usage").filter(|u| u.is_object()) {
+            out.push(Increment::Usage(usage(u)));
         }
+        Ok(out)
     }
-    if let Some(u) = value.get("usage").filter(|u| !u.is_null()) {
-        let u = usage(u);
-        out.push(Increment::Usage {
-            input: Some(u.input_tokens),
-            output: Some(u.output_tokens),
-        });
+
+    fn tool_call(&mut self, call: &Value, out: &mut Vec<Increment>) -> Result<(), String> {
+        let wire = call.get("index").and_then(Value::as_u64);
+        let id = call
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty());
+        let open = match wire {
+            Some(_) => self.calls.iter().rposition(|(w, _, _)| *w == wire),
+            None => match id {
+                Some(id) => self.calls.iter().rposition(|(_, known, _)| known == id),
+                None => self.calls.len().checked_sub(1),
+            },
+        };
+        let continues = match (open, id) {
+            (Some(at), Some(id)) => self.calls[at].1 == id,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let part = if continues {
+            self.calls[open.unwrap_or_default()].2
+        } else {
+            if self.calls.len() >= MAX_STREAMED_CALLS {
+                return Err(format!(
+                    "the stream opened more than {MAX_STREAMED_CALLS} tool calls"
+                ));
+            }
+            let part = self.calls.len() + 1;
+            let id = call_id(id, self.calls.len());
+            self.calls.push((wire, id.clone(), part));
+            out.push(Increment::ToolStart {
+                index: part,
+                id,
+                name: call
+                    .pointer("/function/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            });
+            part
+        };
+        match call.pointer("/function/arguments") {
+            Some(Value::String(arguments)) if !arguments.is_empty() => {
+                out.push(Increment::ToolInput {
+                    index: part,
+                    json: arguments.clone(),
+                });
+            }
+            Some(object @ Value::Object(_)) => out.push(Increment::ToolInput {
+                index: part,
+                json: object.to_string(),
+            }),
+            _ => {}
+        }
+        Ok(())
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -255,18 +350,23 @@ mod tests {
     use super::*;
     use crate::bindings::inference::{Message, ToolResult, ToolSpec};
 
-    #[test]
-    fn request_maps_tool_round_trips_to_openai_messages() {
-        let request = CompletionRequest {
+    fn message(role: Role, content: Vec<ContentPart>) -> Message {
+        Message {
+            role,
+            content,
+            cache: None,
+        }
+    }
+
+    fn tool_round_trip() -> CompletionRequest {
+        CompletionRequest {
             system: Some("sys".into()),
+            system_cache: None,
             messages: vec![
-                Message {
-                    role: Role::User,
-                    content: vec![ContentPart::Text("hi".into())],
-                },
-                Message {
-                    role: Role::Assistant,
-                    content: vec![
+                message(Role::User, vec![ContentPart::Text("hi".into())]),
+                message(
+                    Role::Assistant,
+                    vec![
                         ContentPart::Text("let me look".into()),
                         ContentPart::ToolUse(ToolUse {
                             id: "c1".into(),
@@ -274,15 +374,15 @@ mod tests {
                             input: r#"{"q":"x"}"#.into(),
                         }),
                     ],
-                },
-                Message {
-                    role: Role::User,
-                    content: vec![ContentPart::ToolResult(ToolResult {
+                ),
+                message(
+                    Role::User,
+                    vec![ContentPart::ToolResult(ToolResult {
                         tool_use_id: "c1".into(),
                         content: "42".into(),
                         is_error: false,
                     })],
-                },
+                ),
             ],
             max_tokens: 50,
             temperature: None,
@@ -291,9 +391,15 @@ mod tests {
                 name: "lookup".into(),
                 description: "d".into(),
                 input_schema: r#"{"type":"object"}"#.into(),
+                cache: None,
             }],
             tool_choice: Some(ToolChoice::Any),
-        };
+        }
+    }
+
+    #[test]
+    fn request_maps_tool_round_trips_to_openai_messages() {
+        let request = tool_round_trip();
         let body = request_body("gpt-x", &request, true, Dialect::OpenAi);
         assert_eq!(
             body,
@@ -316,8 +422,51 @@ mod tests {
     }
 
     #[test]
+    fn a_tool_call_turn_without_text_carries_an_empty_string_never_null() {
+        let mut request = tool_round_trip();
+        request.messages[1].content.remove(0);
+        let body = request_body("m", &request, false, Dialect::Compatible);
+        assert_eq!(body["messages"][2]["content"], json!(""));
+        assert!(body["messages"][2]["tool_calls"].is_array());
+    }
+
+    #[test]
+    fn several_text_parts_stay_apart_in_order() {
+        let mut request = tool_round_trip();
+        request.messages[0] = message(
+            Role::User,
+            vec![
+                ContentPart::Text("Hello".into()),
+                ContentPart::Text("world".into()),
+            ],
+        );
+        // Tool results first, then the text after them, in order.
+        request.messages[2]
+            .content
+            .push(ContentPart::Text("and now?".into()));
+        let body = request_body("m", &request, false, Dialect::Compatible);
+        assert_eq!(
+            body["messages"][1]["content"],
+            json!([{"type": "text", "text": "Hello"}, {"type": "text", "text": "world"}])
+        );
+        assert_eq!(body["messages"][3]["role"], "tool");
+        assert_eq!(
+            body["messages"][4],
+            json!({"role": "user", "content": "and now?"})
+        );
+    }
+
+    fn decode(decoder: &mut ChunkDecoder, chunk: &str) -> Vec<Increment> {
+        decoder.decode(chunk).unwrap()
+    }
+
+    #[test]
     fn chunks_decode_including_split_tool_arguments_and_usage() {
-        let start = parse_chunk(r#"{"model":"gpt-x-1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"lookup","arguments":""}}]},"finish_reason":null}]}"#).unwrap();
+        let mut decoder = ChunkDecoder::new();
+        let start = decode(
+            &mut decoder,
+            r#"{"model":"gpt-x-1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"lookup","arguments":""}}]},"finish_reason":null}]}"#,
+        );
         assert_eq!(
             start,
             vec![
@@ -329,7 +478,10 @@ mod tests {
                 }
             ]
         );
-        let args = parse_chunk(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"q\""}}]}}]}"#).unwrap();
+        let args = decode(
+            &mut decoder,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"q\""}}]}}]}"#,
+        );
         assert_eq!(
             args,
             vec![Increment::ToolInput {
@@ -337,17 +489,101 @@ mod tests {
                 json: "{\"q\"".into()
             }]
         );
-        let usage = parse_chunk(
-            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}"#,
-        )
-        .unwrap();
+        let usage = decode(
+            &mut decoder,
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13,"prompt_tokens_details":{"cached_tokens":8}}}"#,
+        );
         assert_eq!(
             usage,
-            vec![Increment::Usage {
+            vec![Increment::Usage(UsageUpdate {
                 input: Some(9),
-                output: Some(4)
+                output: Some(4),
+                cache_read: Some(8),
+                ..UsageUpdate::default()
+            })]
+        );
+        assert_eq!(decode(&mut decoder, "[DONE]"), vec![Increment::Done]);
+    }
+
+    #[test]
+    fn a_repeated_tool_call_id_continues_the_call_and_a_new_one_starts_another() {
+        // llama.cpp-based servers repeat the id (and the name) in every
+        // delta of a call.
+        let mut decoder = ChunkDecoder::new();
+        let mut all = Vec::new();
+        for arguments in ["{\"city\"", ": \"Paris", ", France\"}"] {
+            let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 0, "id": "call_A", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+            ]}}]});
+            all.extend(decode(&mut decoder, &chunk.to_string()));
+        }
+        // A second call at the same index, with its own id.
+        let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_B", "function": {"name": "get_time", "arguments": "{}"}}
+        ]}}]});
+        all.extend(decode(&mut decoder, &chunk.to_string()));
+        let starts: Vec<_> = all
+            .iter()
+            .filter_map(|i| match i {
+                Increment::ToolStart { index, id, .. } => Some((*index, id.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts, vec![(1, "call_A"), (2, "call_B")]);
+        let first: String = all
+            .iter()
+            .filter_map(|i| match i {
+                Increment::ToolInput { index: 1, json } => Some(json.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(first, r#"{"city": "Paris, France"}"#);
+
+        // No index at all: the id says which call a delta continues.
+        let mut decoder = ChunkDecoder::new();
+        let a = decode(
+            &mut decoder,
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"x","function":{"name":"n","arguments":"{"}}]}}]}"#,
+        );
+        let b = decode(
+            &mut decoder,
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"}"}}]}}]}"#,
+        );
+        assert!(matches!(a[0], Increment::ToolStart { index: 1, .. }));
+        assert_eq!(
+            b,
+            vec![Increment::ToolInput {
+                index: 1,
+                json: "}".into()
             }]
         );
-        assert_eq!(parse_chunk("[DONE]").unwrap(), vec![Increment::Done]);
+    }
+
+    #[test]
+    fn responses_with_null_content_missing_ids_or_object_arguments_decode() {
+        let parsed = parse_response(&json!({
+            "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": null,
+                "tool_calls": [{"type": "function", "function": {"name": "n", "arguments": {"a": 1}}}]
+            }}],
+        }))
+        .unwrap();
+        assert_eq!(parsed.stop_reason, StopReason::ToolUse);
+        assert_eq!(
+            parsed.content,
+            vec![ContentPart::ToolUse(ToolUse {
+                id: "call_0".into(),
+                name: "n".into(),
+                input: r#"{"a":1}"#.into()
+            })]
+        );
+        assert_eq!(parsed.usage, None, "no usage: the caller estimates");
+        let mut decoder = ChunkDecoder::new();
+        assert_eq!(
+            decoder
+                .decode(r#"{"error":{"message":"context full","code":400}}"#)
+                .unwrap_err(),
+            "context full"
+        );
     }
 }

@@ -31,7 +31,7 @@ pub struct ComponentInterfaces {
     /// Top-level import names (`wasi:cli/environment@0.2.6`, …), sorted.
     #[serde(default)]
     pub imports: Vec<String>,
-    /// Top-level export names (`clawcage:agent/handler@0.1.0`), sorted.
+    /// Top-level export names (`clawcage:agent/handler@0.2.0`), sorted.
     #[serde(default)]
     pub exports: Vec<String>,
     /// The world it targets, when known.

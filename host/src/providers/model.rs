@@ -1,0 +1,1055 @@
+//! A model binding made real: the [`ModelBackend`] behind `model.open(..)`
+//! for one agent and binding.
+//!
+//! Every call takes one path:
+//! 1. the binding's caps (max tokens, temperature range) and the rules of
+//!    every provider in its chain are checked (see [`super::rules`]);
+//!    nothing is sent for a request a provider would refuse;
+//! 2. the binding's own model is tried first, then its fallbacks in order,
+//!    each on a 429, a 5xx, a timeout or an unreachable provider (or a
+//!    revoked key), while the event's time allows. Each attempt is its own
+//!    budget reservation, usage record and audit record;
+//! 3. per attempt: the worst-case tokens and cost are reserved in the
+//!    ledger (`budget-exceeded` or `rate-limited` when they do not fit;
+//!    nothing is sent), the key is decrypted from the vault for this
+//!    request only (so a rotation or revocation applies to the very next
+//!    call), and the request goes straight to the provider with the
+//!    target's connect, first-byte and idle limits;
+//! 4. everything bound for the guest (text, tool inputs, ids, error
+//!    messages, stream deltas) is scanned for the key the attempt carried
+//!    (see [`crate::leak`]); an answer that holds it fails as a whole with
+//!    `leak-blocked`, suspends the binding for the agent and ends the
+//!    chain;
+//! 5. the reservation is settled from the provider's token counts, or,
+//!    when it sent none, from an estimate that the usage record marks.
+//!    Usage records name the model the operator configured, never an id
+//!    the provider reported.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::assemble::wit_usage;
+use super::binding::{
+    Binding, ProviderKind, Services, check_error, outcome_label, scan_completion,
+};
+use super::stream::StreamPump;
+use super::target::{Target, answer_by, limit};
+use super::{Parsed, anthropic, http, openai};
+use crate::bindings::inference::{
+    Completion, CompletionRequest, ContentPart, Error as InferenceError, TimeoutKind,
+};
+use crate::bindings::types::{RateLimit, UpstreamError};
+use crate::inference::{CallContext, CompletionEvents, ModelBackend};
+use crate::leak::{LeakDetected, LeakGuard};
+use crate::ledger::{BudgetError, BudgetLimits, Reservation, UsageRecord};
+use crate::pricing::Tokens;
+use crate::secret::Secret;
+use crate::vault::VaultError;
+
+/// Most fallbacks one binding may list.
+pub const MAX_FALLBACKS: usize = 4;
+
+/// One agent's binding: its own model and its fallbacks.
+pub struct BoundModel {
+    /// The agent.
+    pub agent: Arc<str>,
+    /// The binding name.
+    pub binding: String,
+    /// The models tried in order: the binding's own, then its fallbacks.
+    /// Never empty.
+    pub targets: Vec<Target>,
+    /// Cap on max tokens per request.
+    pub max_tokens: Option<u32>,
+    /// Allowed temperature range.
+    pub temperature: Option<[f32; 2]>,
+    /// The agent's budgets.
+    pub budget: BudgetLimits,
+    /// Shared services.
+    pub services: Arc<Services>,
+}
+
+/// How an attempt on one model failed.
+pub(super) enum Failure {
+    /// The provider was busy, down, slow or refused the key: the next model
+    /// of the chain may answer.
+    Fallback(InferenceError),
+    /// The call ends here (a bad request, a budget, a leak).
+    Final(InferenceError),
+}
+
+impl Failure {
+    fn error(self) -> InferenceError {
+        match self {
+            Self::Fallback(e) | Self::Final(e) => e,
+        }
+    }
+}
+
+pub(super) fn upstream(status: Option<u16>, message: impl Into<String>) -> InferenceError {
+    InferenceError::Provider(UpstreamError {
+        status,
+        message: message.into(),
+    })
+}
+
+pub(super) fn unavailable(message: impl Into<String>) -> InferenceError {
+    InferenceError::Unavailable(message.into())
+}
+
+/// An upper bound on a request's input tokens: no tokenizer produces more
+/// tokens than bytes, plus a little per message for the chat template.
+fn input_token_bound(request: &CompletionRequest) -> u64 {
+    let mut bytes = request.system.as_ref().map_or(0, String::len);
+    for message in &request.messages {
+        bytes += 16;
+        for part in &message.content {
+            bytes += match part {
+                ContentPart::Text(t) => t.len(),
+                ContentPart::ToolUse(t) => t.id.len() + t.name.len() + t.input.len(),
+                ContentPart::ToolResult(r) => r.tool_use_id.len() + r.content.len(),
+            };
+        }
+    }
+    for tool in &request.tools {
+        bytes += tool.name.len() + tool.description.len() + tool.input_schema.len();
+    }
+    // Providers add their own prompt around tool definitions (a few hundred
+    // tokens); reserve generously for it.
+    if !request.tools.is_empty() {
+        bytes += 1_024 + 64 * request.tools.len();
+    }
+    bytes as u64
+}
+
+/// An estimate of a request's input tokens, for servers that report none:
+/// a third of the bound (English text runs about four bytes a token, code
+/// and other scripts fewer, so this leans high).
+pub(super) fn input_token_estimate(request: &CompletionRequest) -> u64 {
+    input_token_bound(request).div_ceil(3)
+}
+
+/// An estimate of the output tokens of `content`, at most `max`.
+fn output_token_estimate(content: &[ContentPart], max: u64) -> u64 {
+    let bytes: usize = content
+        .iter()
+        .map(|part| match part {
+            ContentPart::Text(t) => t.len(),
+            ContentPart::ToolUse(t) => t.name.len() + t.input.len(),
+            ContentPart::ToolResult(r) => r.content.len(),
+        })
+        .sum();
+    (bytes as u64).div_ceil(3).min(max)
+}
+
+/// What [`BoundModel::begin`] sets up for one attempt.
+struct CallStart<'m> {
+    guard: LeakGuard,
+    /// The budget reservation, charged its worst case if the call is
+    /// cancelled while in flight.
+    hold: Hold<'m>,
+    key: Option<Secret>,
+}
+
+/// Builds one model of a chain from its manifest fields; `at` names it in
+/// errors (`models.default`, `models.default.fallbacks[0]`).
+#[allow(clippy::too_many_arguments)]
+fn target_from_spec(
+    at: &str,
+    provider: &str,
+    model: &str,
+    key: Option<&str>,
+    base_url: Option<&str>,
+    allow_http: bool,
+    dialect: Option<&str>,
+    timeouts: &crate::manifest::ModelTimeouts,
+    deadline: std::time::Duration,
+    services: &Services,
+) -> Result<Target, String> {
+    let provider = ProviderKind::parse(provider).ok_or_else(|| {
+        format!("{at}.provider {provider:?} is not anthropic, openai or openai-compatible")
+    })?;
+    if model.is_empty() {
+        return Err(format!("{at}.model must not be empty"));
+    }
+    let endpoint =
+        super::target::endpoint(provider, base_url, allow_http).map_err(|e| format!("{at}.{e}"))?;
+    let dialect = match (provider, dialect) {
+        (ProviderKind::OpenAi, None) => openai::Dialect::OpenAi,
+        (ProviderKind::OpenAiCompatible, None | Some("classic")) => openai::Dialect::Compatible,
+        (ProviderKind::OpenAiCompatible, Some("openai")) => openai::Dialect::OpenAi,
+        (ProviderKind::Anthropic, None) => openai::Dialect::Compatible,
+        (ProviderKind::OpenAiCompatible, Some(other)) => {
+            return Err(format!(
+                "{at}.dialect {other:?} is not `classic` (max_tokens) or `openai` (max_completion_tokens)"
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(format!(
+                "{at}.dialect only applies to openai-compatible servers"
+            ));
+        }
+    };
+    let mut limits = super::target::Timeouts::default();
+    for (field, value, slot) in [
+        ("connect_ms", timeouts.connect_ms, &mut limits.connect),
+        ("first_byte_ms", timeouts.first_byte_ms, &mut limits.first_byte),
+        ("idle_ms", timeouts.idle_ms, &mut limits.idle),
+    ] {
+        if let Some(ms) = value {
+            let wanted = std::time::Duration::from_millis(ms);
+            if ms == 0 || wanted >= deadline {
+                return Err(format!(
+                    "{at}.timeouts.{field} = {ms} must be above 0 and below limits.deadline_ms ({} ms), so the guest hears of a timeout before its event ends",
+                    deadline.as_millis()
+                ));
+            }
+            *slot = wanted;
+        }
+    }
+    match key {
+        Some(key) => {
+            let info = services
+                .vault
+                .info(key)
+                .map_err(|e| format!("{at}.key: {e}"))?;
+            if info.provider != provider.name() {
+                return Err(format!(
+                    "{at}.key {key:?} belongs to {}, not {}",
+                    info.provider,
+                    provider.name()
+                ));
+            }
+        }
+        None if provider != ProviderKind::OpenAiCompatible => {
+            return Err(format!("{at}.key is required for {}", provider.name()));
+        }
+        None => {}
+    }
+    Ok(Target {
+        provider,
+        endpoint,
+        model: model.to_string(),
+        key_id: key.map(str::to_string),
+        dialect,
+        timeouts: limits,
+        http: services
+            .client_for(limits.connect)
+            .map_err(|e| format!("{at}: {e}"))?,
+    })
+}
+
+impl BoundModel {
+    /// The binding `name` of agent `agent` as its manifest describes it,
+    /// with its fallbacks; checks every field (keys exist and belong to the
+    /// provider, URLs are allowed, time limits fit `deadline`).
+    pub fn from_manifest(
+        agent: &str,
+        name: &str,
+        spec: &crate::manifest::ModelBinding,
+        budget: &BudgetLimits,
+        deadline: std::time::Duration,
+        services: &Arc<Services>,
+    ) -> Result<Self, String> {
+        let at = format!("models.{name}");
+        let mut targets = vec![target_from_spec(
+            &at,
+            &spec.provider,
+            &spec.model,
+            spec.key.as_deref(),
+            spec.base_url.as_deref(),
+            spec.allow_http,
+            spec.dialect.as_deref(),
+            &spec.timeouts,
+            deadline,
+            services,
+        )?];
+        if spec.fallbacks.len() > MAX_FALLBACKS {
+            return Err(format!(
+                "{at}.fallbacks lists {}; at most {MAX_FALLBACKS}",
+                spec.fallbacks.len()
+            ));
+        }
+        for (i, fallback) in spec.fallbacks.iter().enumerate() {
+            targets.push(target_from_spec(
+                &format!("{at}.fallbacks[{i}]"),
+                &fallback.provider,
+                &fallback.model,
+                fallback.key.as_deref(),
+                fallback.base_url.as_deref(),
+                fallback.allow_http,
+                fallback.dialect.as_deref(),
+                &fallback.timeouts,
+                deadline,
+                services,
+            )?);
+        }
+        Ok(Self {
+            agent: agent.into(),
+            binding: name.to_string(),
+            targets,
+            max_tokens: spec.max_tokens,
+            temperature: spec.temperature,
+            budget: budget.clone(),
+            services: services.clone(),
+        })
+    }
+
+    /// The binding's own model.
+    pub fn primary(&self) -> &Target {
+        &self.targets[0]
+    }
+
+    fn which(n: usize) -> String {
+        if n == 0 {
+            String::new()
+        } else {
+            format!(" (fallback {n})")
+        }
+    }
+
+    /// The binding's caps, then the rules of every model in the chain.
+    fn check_request(&self, request: &CompletionRequest) -> Result<(), InferenceError> {
+        if let Some(cap) = self.max_tokens
+            && request.max_tokens > cap
+        {
+            return Err(InferenceError::InvalidRequest(format!(
+                "max-tokens {} is more than the {cap} allowed for binding {:?}",
+                request.max_tokens, self.binding
+            )));
+        }
+        if let (Some([lo, hi]), Some(t)) = (self.temperature, request.temperature)
+            && !(lo..=hi).contains(&t)
+        {
+            return Err(InferenceError::InvalidRequest(format!(
+                "temperature {t} is outside the {lo}..={hi} allowed for binding {:?}",
+                self.binding
+            )));
+        }
+        for (n, target) in self.targets.iter().enumerate() {
+            target
+                .rules()
+                .check(request, &Self::which(n))
+                .map_err(InferenceError::InvalidRequest)?;
+        }
+        Ok(())
+    }
+
+    fn reserve(
+        &self,
+        target: &Target,
+        request: &CompletionRequest,
+    ) -> Result<(Reservation, u64), InferenceError> {
+        let input_bound = input_token_bound(request);
+        let output_bound = u64::from(request.max_tokens);
+        let price = self
+            .services
+            .prices
+            .price(target.provider.name(), &target.model);
+        let cost = match price {
+            Some(price) => price.worst_case_micros(input_bound, output_bound),
+            None if self.budget.usd_micros_per_day.is_some()
+                || self.budget.usd_micros_per_month.is_some() =>
+            {
+                return Err(InferenceError::BudgetExceeded(format!(
+                    "no price is known for model {:?}, so the USD budget cannot be enforced; add one to the price table",
+                    target.model
+                )));
+            }
+            None => 0,
+        };
+        let reservation = self
+            .services
+            .ledger
+            .reserve(&self.agent, &self.budget, input_bound + output_bound, cost)
+            .map_err(|e| match e {
+                BudgetError::Exceeded(message) => InferenceError::BudgetExceeded(message),
+                BudgetError::RateLimited {
+                    limit,
+                    retry_after_secs,
+                } => InferenceError::RateLimited(RateLimit {
+                    retry_after_ms: Some(retry_after_secs * 1000),
+                    message: format!("more than {limit} calls per minute for this agent"),
+                }),
+                BudgetError::Db(e) => unavailable(format!("usage ledger: {e}")),
+            })?;
+        Ok((reservation, input_bound))
+    }
+
+    /// The start of every attempt: the suspension check, the budget
+    /// reservation, the key for this request only, and a guard for it.
+    fn begin(
+        &self,
+        n: usize,
+        request: &CompletionRequest,
+        call: &CallContext,
+    ) -> Result<CallStart<'_>, Failure> {
+        self.check_suspended().map_err(Failure::Final)?;
+        let target = &self.targets[n];
+        let started = Instant::now();
+        let (reservation, input_bound) = self.reserve(target, request).map_err(Failure::Final)?;
+        let (key, guard) = match self.key(target) {
+            Ok(key) => key,
+            Err(error) => {
+                drop(reservation);
+                // Another model of the chain may have a key that works.
+                return Err(Failure::Fallback(error));
+            }
+        };
+        Ok(CallStart {
+            guard,
+            hold: Hold {
+                model: self,
+                target: n,
+                reservation: Some(reservation),
+                worst: Tokens::plain(input_bound, u64::from(request.max_tokens)),
+                started,
+                event_id: call.event_id.clone(),
+            },
+            key,
+        })
+    }
+
+    /// The key for this request, and a guard for it (and for its value
+    /// before the last rotation).
+    fn key(&self, target: &Target) -> Result<(Option<Secret>, LeakGuard), InferenceError> {
+        let Some(id) = &target.key_id else {
+            return Ok((None, LeakGuard::default()));
+        };
+        self.services
+            .vault
+            .secret_and_previous(id, target.provider.name())
+            .map(|(key, previous)| {
+                let guard = Services::guard_for(target.provider.name(), &key, previous.as_ref());
+                (Some(key), guard)
+            })
+            .map_err(|e| match e {
+                VaultError::Revoked(_) => unavailable(format!(
+                    "key {id:?} for binding {:?} was revoked",
+                    self.binding
+                )),
+                VaultError::UnknownKey(_) => unavailable(format!(
+                    "key {id:?} for binding {:?} does not exist",
+                    self.binding
+                )),
+                other => unavailable(format!("key {id:?}: {other}")),
+            })
+    }
+
+    fn body(target: &Target, request: &CompletionRequest, stream: bool) -> Value {
+        match target.provider {
+            ProviderKind::Anthropic => anthropic::request_body(&target.model, request, stream),
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+                openai::request_body(&target.model, request, stream, target.dialect)
+            }
+        }
+    }
+
+    /// Logs a timeout (the guest gets it as `timeout(kind)`) and returns it.
+    pub(super) fn timed_out(&self, target: &Target, kind: TimeoutKind) -> InferenceError {
+        tracing::warn!(
+            agent = %self.agent,
+            binding = %self.binding,
+            provider = target.provider.name(),
+            model = %target.model,
+            url = %target.shown_url(),
+            limit = ?kind,
+            "model call timed out"
+        );
+        InferenceError::Timeout(kind)
+    }
+
+    /// Sends with retries until an answer, a failure, or the time to
+    /// answer. With a fallback after this model, a retryable answer moves
+    /// on at once instead of retrying. Returns the response and when the
+    /// request that got it was sent.
+    async fn send(
+        &self,
+        n: usize,
+        key: Option<&Secret>,
+        body: &Value,
+        guard: &LeakGuard,
+        call: &CallContext,
+    ) -> Result<(reqwest::Response, Instant), Failure> {
+        let target = &self.targets[n];
+        let answer_by = answer_by(call.deadline);
+        let max_attempts = if n + 1 < self.targets.len() {
+            1
+        } else {
+            http::MAX_ATTEMPTS
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let request = target.http_request(key, body).map_err(Failure::Final)?;
+            let sent = Instant::now();
+            let (by, kind) = limit(target.timeouts.first_byte, TimeoutKind::FirstByte, answer_by);
+            let outcome = match tokio::time::timeout_at(by.into(), request.send()).await {
+                Err(_) => return Err(Failure::Fallback(self.timed_out(target, kind))),
+                Ok(outcome) => outcome,
+            };
+            let (error, server_wait) = match outcome {
+                Ok(response) if response.status().is_success() => {
+                    let status = response.status();
+                    return match crate::tools::connector::unreadable_body(
+                        status,
+                        response.headers(),
+                    ) {
+                        Some(refused) => {
+                            Err(Failure::Final(upstream(Some(status.as_u16()), refused)))
+                        }
+                        None => Ok((response, sent)),
+                    };
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let wait = http::retry_after(response.headers());
+                    let error = self
+                        .error_from(target, response, answer_by, guard)
+                        .await
+                        .map_err(|leak| Failure::Final(self.blocked(leak, &call.event_id, n)))?;
+                    if !http::retryable(status) {
+                        // A server error, or a key this provider will not take:
+                        // another model of the chain may do better.
+                        return Err(if status.is_server_error() || matches!(status.as_u16(), 401 | 403) {
+                            Failure::Fallback(error)
+                        } else {
+                            Failure::Final(error)
+                        });
+                    }
+                    if attempt >= max_attempts {
+                        return Err(Failure::Fallback(error));
+                    }
+                    (error, wait)
+                }
+                Err(e) if e.is_connect() && e.is_timeout() => {
+                    let error = self.timed_out(target, TimeoutKind::Connect);
+                    if attempt >= max_attempts {
+                        return Err(Failure::Fallback(error));
+                    }
+                    (error, None)
+                }
+                Err(e) => {
+                    let error = unavailable(format!(
+                        "cannot reach {} at {}: {}",
+                        target.provider.name(),
+                        target.shown_url(),
+                        error_kind(&e)
+                    ));
+                    if attempt >= max_attempts || !e.is_connect() {
+                        return Err(Failure::Fallback(error));
+                    }
+                    (error, None)
+                }
+            };
+            let wait = http::backoff(attempt, server_wait);
+            if !http::fits(wait, answer_by) {
+                return Err(Failure::Fallback(error));
+            }
+            tracing::debug!(agent = %self.agent, binding = %self.binding, attempt, wait_ms = wait.as_millis() as u64, "retrying provider call");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Turns an error response into the guest's error, reading a bounded
+    /// body. The whole body is checked for the key before any of it is
+    /// quoted, whatever its content type, and the quote is cut only after.
+    async fn error_from(
+        &self,
+        target: &Target,
+        response: reqwest::Response,
+        answer_by: Instant,
+        guard: &LeakGuard,
+    ) -> Result<InferenceError, LeakDetected> {
+        let status = response.status();
+        let wait = http::retry_after(response.headers());
+        // A body in an encoding nobody asked for is not quoted at all.
+        let readable =
+            crate::tools::connector::unreadable_body(status, response.headers()).is_none();
+        let body = if readable {
+            read_bounded(response, target.timeouts.idle, answer_by, MAX_ERROR_BODY_BYTES)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        guard.scanner().feed(&body)?;
+        if let Ok(text) = std::str::from_utf8(&body) {
+            guard.check_json_strings(text)?;
+        }
+        let message = super::error_message(&parsed)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        let message =
+            crate::log::truncate_at_char_boundary(&message, MAX_ERROR_MESSAGE_BYTES).to_string();
+        let code = status.as_u16();
+        Ok(match code {
+            429 => InferenceError::RateLimited(RateLimit {
+                retry_after_ms: wait.map(|w| w.as_millis() as u64),
+                message,
+            }),
+            400 | 413 | 422 => InferenceError::InvalidRequest(format!(
+                "the provider refused the request: {message}"
+            )),
+            // A wrong path: say which URL was called, so the operator can
+            // fix base_url.
+            404 | 405 => upstream(
+                Some(code),
+                format!(
+                    "POST {} answered {code}; base_url should be the API root, such as https://api.openai.com/v1 (the host appends {}): {message}",
+                    target.shown_url(),
+                    match target.provider {
+                        ProviderKind::Anthropic => "/messages",
+                        _ => "/chat/completions",
+                    }
+                ),
+            ),
+            529 | 503 => unavailable(format!(
+                "{} is overloaded (HTTP {code}): {message}",
+                target.provider.name()
+            )),
+            _ => upstream(Some(code), message),
+        })
+    }
+
+    /// The usage record of an attempt on model `n`.
+    pub(super) fn record(
+        &self,
+        n: usize,
+        tokens: Tokens,
+        estimated: bool,
+        started: Instant,
+        outcome: &str,
+        event_id: &str,
+    ) -> UsageRecord {
+        let target = &self.targets[n];
+        let cost = self
+            .services
+            .prices
+            .price(target.provider.name(), &target.model)
+            .map_or(0, |p| p.cost(&tokens));
+        UsageRecord {
+            agent: self.agent.to_string(),
+            binding: self.binding.clone(),
+            provider: target.provider.name().to_string(),
+            model: target.model.clone(),
+            key_id: target.key_id.clone(),
+            input_tokens: tokens.input,
+            output_tokens: tokens.output,
+            cache_read_tokens: tokens.cache_read,
+            cache_write_tokens: tokens.cache_write,
+            estimated,
+            fallback: n as u32,
+            cost_micros: cost,
+            latency_ms: started.elapsed().as_millis() as u64,
+            outcome: outcome.to_string(),
+            event_id: Some(event_id.to_string()),
+        }
+    }
+
+    fn settle(&self, reservation: Reservation, record: &UsageRecord) {
+        self.services.ledger.settle(reservation, record);
+    }
+
+    /// One unstreamed attempt on model `n`.
+    async fn complete_with(
+        &self,
+        n: usize,
+        request: &CompletionRequest,
+        call: &CallContext,
+    ) -> Result<Completion, Failure> {
+        let CallStart {
+            guard,
+            mut hold,
+            key,
+        } = self.begin(n, request, call)?;
+        let target = &self.targets[n];
+        let worst = hold.worst;
+        let started = hold.started;
+        // Whether the provider may have done (and billed) the work: it
+        // answered 2xx, or the call timed out after it was sent.
+        let mut maybe_billed = false;
+        let answer_by = answer_by(call.deadline);
+        let result: Result<(Parsed, bool), Failure> = async {
+            let body = Self::body(target, request, false);
+            let sent = self.send(n, key.as_ref(), &body, &guard, call).await;
+            if matches!(
+                sent,
+                Ok(_) | Err(Failure::Fallback(InferenceError::Timeout(_)))
+            ) {
+                maybe_billed = true;
+            }
+            let (response, _) = sent?;
+            let bytes = read_bounded(
+                response,
+                target.timeouts.idle,
+                answer_by,
+                http::MAX_RESPONSE_BYTES,
+            )
+            .await
+            .map_err(|e| match e {
+                InferenceError::Timeout(kind) => Failure::Fallback(self.timed_out(target, kind)),
+                other => Failure::Fallback(other),
+            })?;
+            let value: Value = serde_json::from_slice(&bytes)
+                .map_err(|_| Failure::Fallback(upstream(Some(200), "the response is not JSON")))?;
+            let parsed = match target.provider {
+                ProviderKind::Anthropic => anthropic::parse_response(&value),
+                _ => openai::parse_response(&value),
+            };
+            parsed
+                .map(|p| (p, true))
+                .map_err(|e| Failure::Fallback(upstream(Some(200), e)))
+        }
+        .await;
+        drop(key);
+        let reservation = hold.take();
+        match result {
+            Ok((parsed, _)) => {
+                let max_output = u64::from(request.max_tokens);
+                let (tokens, estimated) = match parsed.usage {
+                    Some(update) => {
+                        let mut tokens = Tokens::default();
+                        update.apply_to(&mut tokens);
+                        (tokens, false)
+                    }
+                    None => (
+                        Tokens::plain(
+                            input_token_estimate(request),
+                            output_token_estimate(&parsed.content, max_output),
+                        ),
+                        true,
+                    ),
+                };
+                let completion = Completion {
+                    model: if parsed.model.is_empty() {
+                        target.model.clone()
+                    } else {
+                        parsed.model
+                    },
+                    provider: target.provider.name().to_string(),
+                    fallback: n as u32,
+                    content: parsed.content,
+                    stop_reason: parsed.stop_reason,
+                    usage: wit_usage(&tokens, estimated),
+                };
+                let checked = scan_completion(&guard, &completion);
+                let label = if checked.is_ok() {
+                    "ok"
+                } else {
+                    "leak-blocked"
+                };
+                let record = self.record(n, tokens, estimated, started, label, &call.event_id);
+                self.settle(reservation, &record);
+                match checked {
+                    Ok(()) => self.check_suspended().map(|()| completion).map_err(Failure::Final),
+                    Err(leak) => Err(Failure::Final(self.blocked(leak, &call.event_id, n))),
+                }
+            }
+            Err(failure) => {
+                // A refused call is not billed; one that may have run is
+                // charged its worst case.
+                let tokens = if maybe_billed { worst } else { Tokens::default() };
+                let outcome = match &failure {
+                    Failure::Fallback(e) | Failure::Final(e) => outcome_label(e),
+                };
+                let record = self.record(n, tokens, maybe_billed, started, outcome, &call.event_id);
+                self.settle(reservation, &record);
+                let leak = match &failure {
+                    Failure::Fallback(e) | Failure::Final(e) => check_error(&guard, e),
+                };
+                match leak {
+                    Ok(()) => Err(failure),
+                    Err(leak) => Err(Failure::Final(self.blocked(leak, &call.event_id, n))),
+                }
+            }
+        }
+    }
+
+    /// One streamed attempt on model `n`: returns once the provider's first
+    /// bytes arrived, so a model that never starts can still be replaced by
+    /// the next of the chain.
+    async fn stream_with(
+        &self,
+        n: usize,
+        request: &CompletionRequest,
+        call: &CallContext,
+    ) -> Result<CompletionEvents, Failure> {
+        let CallStart {
+            guard,
+            mut hold,
+            key,
+        } = self.begin(n, request, call)?;
+        let target = &self.targets[n];
+        let worst = hold.worst;
+        let started = hold.started;
+        let answer_by = answer_by(call.deadline);
+        let body = Self::body(target, request, true);
+        let sent = self.send(n, key.as_ref(), &body, &guard, call).await;
+        drop(key);
+        let first = match sent {
+            Ok((mut response, sent_at)) => {
+                let (by, kind) = limit(
+                    target
+                        .timeouts
+                        .first_byte
+                        .saturating_sub(sent_at.elapsed()),
+                    TimeoutKind::FirstByte,
+                    answer_by,
+                );
+                match tokio::time::timeout_at(by.into(), response.chunk()).await {
+                    Ok(Ok(Some(chunk))) => Ok((response, chunk)),
+                    Ok(Ok(None)) => Err(Failure::Fallback(unavailable(
+                        "the stream ended before its first event",
+                    ))),
+                    Ok(Err(e)) => Err(Failure::Fallback(unavailable(format!(
+                        "the stream broke: {}",
+                        error_kind(&e)
+                    )))),
+                    Err(_) => Err(Failure::Fallback(self.timed_out(target, kind))),
+                }
+            }
+            Err(failure) => Err(failure),
+        };
+        let reservation = hold.take();
+        let (response, first) = match first {
+            Ok(started_stream) => started_stream,
+            Err(failure) => {
+                // A timeout may have come after the provider started work.
+                let billed = matches!(
+                    &failure,
+                    Failure::Fallback(InferenceError::Timeout(_))
+                );
+                let tokens = if billed { worst } else { Tokens::default() };
+                let outcome = match &failure {
+                    Failure::Fallback(e) | Failure::Final(e) => outcome_label(e),
+                };
+                let record = self.record(n, tokens, billed, started, outcome, &call.event_id);
+                self.settle(reservation, &record);
+                let leak = match &failure {
+                    Failure::Fallback(e) | Failure::Final(e) => check_error(&guard, e),
+                };
+                return Err(match leak {
+                    Ok(()) => failure,
+                    Err(leak) => Failure::Final(self.blocked(leak, &call.event_id, n)),
+                });
+            }
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let pump = StreamPump::new(
+            super::stream::StreamBinding {
+                agent: self.agent.clone(),
+                binding: self.binding.clone(),
+                target: target.clone(),
+                fallback: n as u32,
+                key_ids: self.key_ids(),
+                services: self.services.clone(),
+            },
+            response,
+            first,
+            answer_by,
+            call.event_id.clone(),
+            guard,
+            reservation,
+            worst,
+            input_token_estimate(request),
+            started,
+        );
+        tokio::spawn(pump.run(sender));
+        Ok(receiver)
+    }
+
+    /// The vault key ids of every model in the chain.
+    fn key_ids(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .filter_map(|t| t.key_id.clone())
+            .collect()
+    }
+
+    /// Logs the move to the next model of the chain.
+    fn falling_back(&self, n: usize, error: &InferenceError) {
+        let target = &self.targets[n];
+        tracing::warn!(
+            agent = %self.agent,
+            binding = %self.binding,
+            provider = target.provider.name(),
+            model = %target.model,
+            error = outcome_label(error),
+            next = n + 1,
+            "model failed; trying the binding's next fallback"
+        );
+    }
+
+    /// Whether the chain may go on after model `n` failed.
+    fn may_fall_back(&self, n: usize, call: &CallContext) -> bool {
+        n + 1 < self.targets.len() && Instant::now() < answer_by(call.deadline)
+    }
+}
+
+/// The most of an error response that is read (and checked for the key).
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The most of an error message that is quoted to the guest.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
+
+impl Binding for BoundModel {
+    fn identity(&self) -> (&Services, &str, &str) {
+        (&self.services, &self.agent, &self.binding)
+    }
+
+    fn key_ids(&self) -> Vec<String> {
+        BoundModel::key_ids(self)
+    }
+
+    fn key_id(&self, n: usize) -> Option<&str> {
+        self.targets.get(n).and_then(|t| t.key_id.as_deref())
+    }
+}
+
+/// A reservation held across a provider call. Dropped with the call still
+/// in flight (the guest's deadline cancelled it), it charges the worst
+/// case: the request may have reached the provider, which bills for it.
+struct Hold<'m> {
+    model: &'m BoundModel,
+    target: usize,
+    reservation: Option<Reservation>,
+    worst: Tokens,
+    started: Instant,
+    event_id: Arc<str>,
+}
+
+impl Hold<'_> {
+    /// The reservation, for settling normally.
+    fn take(&mut self) -> Reservation {
+        self.reservation
+            .take()
+            .expect("a hold is taken once, on the path that settles it")
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            let record = self.model.record(
+                self.target,
+                self.worst,
+                true,
+                self.started,
+                "cancelled",
+                &self.event_id,
+            );
+            self.model.settle(reservation, &record);
+        }
+    }
+}
+
+pub(super) fn error_kind(error: &reqwest::Error) -> &'static str {
+    // reqwest's messages can include the URL; the kind is enough.
+    if error.is_connect() {
+        "connection failed"
+    } else if error.is_timeout() {
+        "timed out"
+    } else if error.is_body() || error.is_decode() {
+        "bad response body"
+    } else {
+        "request failed"
+    }
+}
+
+/// Reads a whole body of at most `max` bytes, with `idle` between chunks
+/// and everything by `answer_by`.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    idle: std::time::Duration,
+    answer_by: Instant,
+    max: usize,
+) -> Result<Vec<u8>, InferenceError> {
+    let mut body = Vec::new();
+    loop {
+        let (by, kind) = limit(idle, TimeoutKind::Idle, answer_by);
+        match tokio::time::timeout_at(by.into(), response.chunk()).await {
+            Err(_) => return Err(InferenceError::Timeout(kind)),
+            Ok(Err(e)) => {
+                return Err(unavailable(format!(
+                    "reading the response: {}",
+                    error_kind(&e)
+                )));
+            }
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > max {
+                    return Err(upstream(
+                        None,
+                        format!("the response is larger than {max} bytes"),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelBackend for BoundModel {
+    fn provider(&self) -> &str {
+        self.primary().provider.name()
+    }
+
+    fn model(&self) -> &str {
+        &self.primary().model
+    }
+
+    fn described_model(&self) -> String {
+        // Operator configuration, not upstream text, so no guest can steer
+        // this check; it only keeps a key pasted into the wrong field out.
+        let Ok((_, guard)) = self.key(self.primary()) else {
+            return self.primary().model.clone();
+        };
+        match guard.check(&self.primary().model) {
+            Ok(()) => self.primary().model.clone(),
+            Err(_) => "[withheld: the configured model id holds the binding's key]".into(),
+        }
+    }
+
+    async fn complete(
+        &self,
+        request: CompletionRequest,
+        call: &CallContext,
+    ) -> Result<Completion, InferenceError> {
+        self.check_suspended()?;
+        self.check_request(&request)?;
+        let mut n = 0;
+        loop {
+            match self.complete_with(n, &request, call).await {
+                Ok(completion) => return Ok(completion),
+                Err(Failure::Fallback(error)) if self.may_fall_back(n, call) => {
+                    self.falling_back(n, &error);
+                    n += 1;
+                }
+                Err(failure) => return Err(failure.error()),
+            }
+        }
+    }
+
+    async fn stream(
+        &self,
+        request: CompletionRequest,
+        call: &CallContext,
+    ) -> Result<CompletionEvents, InferenceError> {
+        self.check_suspended()?;
+        self.check_request(&request)?;
+        let mut n = 0;
+        loop {
+            match self.stream_with(n, &request, call).await {
+                Ok(events) => return Ok(events),
+                Err(Failure::Fallback(error)) if self.may_fall_back(n, call) => {
+                    self.falling_back(n, &error);
+                    n += 1;
+                }
+                Err(failure) => return Err(failure.error()),
+            }
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! A streamed completion's background task: reads the provider's event
+//! stream within the target's idle limit, decodes it, passes every piece
+//! the guest will see through the leak guard, and settles the budget when
+//! the stream ends.
+//!
+//! What reaches the guest, in order: text deltas (the last
+//! [`crate::leak::STREAM_HOLD_BYTES`] always held back until more text or
+//! the end of the part), tool-use starts, each tool's input whole when its
+//! part ends, and the finished completion. When the stream fails — a
+//! timeout, a broken connection, a provider's error event — what was
+//! already delivered stays delivered, the held text follows, and then the
+//! error.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::assemble::{Assembler, Increment, wit_usage};
+use super::binding::{
+    Binding, Services, check_error, error_text, outcome_label, scan_completion,
+};
+use super::model::{error_kind, unavailable, upstream};
+use super::sse::SseParser;
+use super::target::{Target, limit};
+use super::{anthropic, openai};
+use crate::bindings::inference::{
+    Error as InferenceError, StreamEvent, TimeoutKind,
+};
+use crate::bindings::types::RateLimit;
+use crate::leak::{HeldText, LeakDetected, LeakGuard, Scanner};
+use crate::ledger::{Reservation, UsageRecord};
+use crate::pricing::Tokens;
+
+/// What a stream's task keeps of its binding.
+pub(super) struct StreamBinding {
+    pub(super) agent: Arc<str>,
+    pub(super) binding: String,
+    pub(super) target: Target,
+    pub(super) fallback: u32,
+    pub(super) key_ids: Vec<String>,
+    pub(super) services: Arc<Services>,
+}
+
+impl Binding for StreamBinding {
+    fn identity(&self) -> (&Services, &str, &str) {
+        (&self.services, &self.agent, &self.binding)
+    }
+
+    fn key_ids(&self) -> Vec<String> {
+        self.key_ids.clone()
+    }
+
+    fn key_id(&self, _n: usize) -> Option<&str> {
+        self.target.key_id.as_deref()
+    }
+}
+
+/// The task that reads one stream.
+pub(super) struct StreamPump {
+    model: StreamBinding,
+    response: reqwest::Response,
+    first: Option<bytes::Bytes>,
+    answer_by: Instant,
+    event_id: Arc<str>,
+    guard: LeakGuard,
+    reservation: Reservation,
+    worst: Tokens,
+    input_estimate: u64,
+    started: Instant,
+}
+
+/// Where the guest-visible pieces of a stream go: every string through one
+/// scanner in the order the guest sees them, text held back by a fixed
+/// tail, tool input passed on whole when its part ends (checked as JSON).
+struct GuardedStream {
+    guard: LeakGuard,
+    scanner: Scanner,
+    text: HeldText,
+    tool_json: String,
+}
+
+impl GuardedStream {
+    /// Turns one assembled event into what may be sent now.
+    fn admit(&mut self, event: StreamEvent) -> Result<Vec<StreamEvent>, LeakDetected> {
+        let mut out = Vec::new();
+        if !matches!(event, StreamEvent::ToolUseInputDelta(_)) {
+            self.end_tool_input(&mut out)?;
+        }
+        if !matches!(event, StreamEvent::TextDelta(_))
+            && let Some(rest) = self.text.flush()
+        {
+            out.push(StreamEvent::TextDelta(rest));
+        }
+        match event {
+            StreamEvent::TextDelta(delta) => {
+                self.scanner.feed(delta.as_bytes())?;
+                if let Some(ready) = self.text.push(&delta) {
+                    out.push(StreamEvent::TextDelta(ready));
+                }
+            }
+            StreamEvent::ToolUseInputDelta(delta) => self.tool_json.push_str(&delta),
+            StreamEvent::ToolUseStart(start) => {
+                self.scanner.feed(start.id.as_bytes())?;
+                self.scanner.feed(start.name.as_bytes())?;
+                self.guard.check(&start.id)?;
+                self.guard.check(&start.name)?;
+                out.push(StreamEvent::ToolUseStart(start));
+            }
+            StreamEvent::Finished(completion) => {
+                // The whole completion again, parts joined: what the deltas
+                // showed piece by piece, the guest now gets at once.
+                scan_completion(&self.guard, &completion)?;
+                out.push(StreamEvent::Finished(completion));
+            }
+        }
+        Ok(out)
+    }
+
+    fn end_tool_input(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), LeakDetected> {
+        if self.tool_json.is_empty() {
+            return Ok(());
+        }
+        let json = std::mem::take(&mut self.tool_json);
+        self.scanner.feed(json.as_bytes())?;
+        self.guard.check_json(&json)?;
+        out.push(StreamEvent::ToolUseInputDelta(json));
+        Ok(())
+    }
+
+    /// What is still held when the stream ends early: already scanned, so
+    /// it is passed on before the error.
+    fn rest(&mut self) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        if let Some(rest) = self.text.flush() {
+            out.push(StreamEvent::TextDelta(rest));
+        }
+        out
+    }
+}
+
+/// Decodes one stream's events in its provider's format.
+enum Decoder {
+    Anthropic,
+    OpenAi(openai::ChunkDecoder),
+}
+
+impl Decoder {
+    fn decode(&mut self, data: &str) -> Result<Vec<Increment>, InferenceError> {
+        match self {
+            Self::Anthropic => {
+                anthropic::parse_event(data).map_err(|(kind, message)| match kind.as_str() {
+                    "overloaded_error" => {
+                        unavailable(format!("anthropic is overloaded: {message}"))
+                    }
+                    "rate_limit_error" => InferenceError::RateLimited(RateLimit {
+                        retry_after_ms: None,
+                        message,
+                    }),
+                    _ => upstream(None, message),
+                })
+            }
+            Self::OpenAi(decoder) => decoder
+                .decode(data)
+                .map_err(|message| upstream(None, message)),
+        }
+    }
+}
+
+impl StreamPump {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        model: StreamBinding,
+        response: reqwest::Response,
+        first: bytes::Bytes,
+        answer_by: Instant,
+        event_id: Arc<str>,
+        guard: LeakGuard,
+        reservation: Reservation,
+        worst: Tokens,
+        input_estimate: u64,
+        started: Instant,
+    ) -> Self {
+        Self {
+            model,
+            response,
+            first: Some(first),
+            answer_by,
+            event_id,
+            guard,
+            reservation,
+            worst,
+            input_estimate,
+            started,
+        }
+    }
+
+    /// The next chunk of the body, within the idle limit.
+    async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, InferenceError> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        let (by, kind) = limit(self.model.target.timeouts.idle, TimeoutKind::Idle, self.answer_by);
+        match tokio::time::timeout_at(by.into(), self.response.chunk()).await {
+            Err(_) => Err(InferenceError::Timeout(kind)),
+            Ok(Err(e)) => Err(unavailable(format!("the stream broke: {}", error_kind(&e)))),
+            Ok(Ok(chunk)) => Ok(chunk),
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        sender: tokio::sync::mpsc::Sender<Result<StreamEvent, InferenceError>>,
+    ) {
+        let target = self.model.target.clone();
+        let mut parser = SseParser::new();
+        let mut decoder = match target.provider {
+            super::binding::ProviderKind::Anthropic => Decoder::Anthropic,
+            _ => Decoder::OpenAi(openai::ChunkDecoder::new()),
+        };
+        let mut assembler =
+            Assembler::new(&target.model, target.provider.name(), self.model.fallback);
+        let mut guarded = GuardedStream {
+            guard: self.guard.clone(),
+            scanner: self.guard.scanner(),
+            text: HeldText::default(),
+            tool_json: String::new(),
+        };
+        let mut leak = None;
+        let max_output = self.worst.output;
+        let input_estimate = self.input_estimate;
+        // Token counts for the finished completion: the provider's, or an
+        // estimate marked as one.
+        let settle_usage = |assembler: &Assembler| -> (Tokens, bool) {
+            if assembler.usage_reported() {
+                (assembler.tokens(), false)
+            } else {
+                let mut tokens = assembler.tokens();
+                if tokens.input == 0 {
+                    tokens.input = input_estimate;
+                }
+                tokens.output = tokens.output.max(assembler.deltas()).min(max_output);
+                (tokens, true)
+            }
+        };
+        let outcome: Result<(), InferenceError> = 'pump: loop {
+            let chunk = tokio::select! {
+                // The guest dropped the stream, or its event ended.
+                () = sender.closed() => break Err(InferenceError::Timeout(TimeoutKind::Deadline)),
+                read = self.next_chunk() => match read {
+                    Err(error) => break Err(error),
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => {
+                        // The end without `[DONE]` (or `message_stop`): a
+                        // complete answer if the provider had said why it
+                        // stopped, a cut one otherwise.
+                        match assembler.finish_at_end_of_stream() {
+                            Some(StreamEvent::Finished(mut completion)) => {
+                                completion.usage = {
+                                    let (tokens, estimated) = settle_usage(&assembler);
+                                    wit_usage(&tokens, estimated)
+                                };
+                                match guarded.admit(StreamEvent::Finished(completion)) {
+                                    Ok(out) => {
+                                        if let Err(suspended) = self.model.check_suspended() {
+                                            break 'pump Err(suspended);
+                                        }
+                                        for event in out {
+                                            if sender.send(Ok(event)).await.is_err() {
+                                                break 'pump Err(InferenceError::Timeout(TimeoutKind::Deadline));
+                                            }
+                                        }
+                                        break 'pump Ok(());
+                                    }
+                                    Err(detected) => {
+                                        leak = Some(detected);
+                                        break 'pump Ok(());
+                                    }
+                                }
+                            }
+                            _ => break Err(unavailable("the stream ended before the completion finished")),
+                        }
+                    }
+                },
+            };
+            let events = match parser.push(&chunk) {
+                Ok(events) => events,
+                Err(e) => break Err(upstream(None, e)),
+            };
+            for event in events {
+                let increments = match decoder.decode(&event.data) {
+                    Ok(increments) => increments,
+                    Err(error) => break 'pump Err(error),
+                };
+                for increment in increments {
+                    let guest_event = match assembler.apply(increment) {
+                        Ok(Some(StreamEvent::Finished(mut completion))) => {
+                            let (tokens, estimated) = settle_usage(&assembler);
+                            completion.usage = wit_usage(&tokens, estimated);
+                            StreamEvent::Finished(completion)
+                        }
+                        Ok(Some(event)) => event,
+                        Ok(None) => continue,
+                        Err(error) => break 'pump Err(error),
+                    };
+                    let finished = matches!(guest_event, StreamEvent::Finished(_));
+                    let out = match guarded.admit(guest_event) {
+                        Ok(out) => out,
+                        Err(detected) => {
+                            leak = Some(detected);
+                            break 'pump Ok(());
+                        }
+                    };
+                    if !out.is_empty()
+                        && let Err(suspended) = self.model.check_suspended()
+                    {
+                        // Another call's hit suspended the binding: this
+                        // stream ends like any call after it.
+                        break 'pump Err(suspended);
+                    }
+                    for event in out {
+                        if sender.send(Ok(event)).await.is_err() {
+                            break 'pump Err(InferenceError::Timeout(TimeoutKind::Deadline));
+                        }
+                    }
+                    if finished {
+                        // Nothing follows the finished completion.
+                        break 'pump Ok(());
+                    }
+                }
+            }
+        };
+        // Charge what the provider counted; without its count (or after a
+        // failure), an estimate from the request and the deltas, marked.
+        let (tokens, estimated) = match (&outcome, &leak) {
+            (Ok(()), _) => settle_usage(&assembler),
+            _ => {
+                let mut tokens = assembler.tokens();
+                if tokens.input == 0 {
+                    tokens.input = input_estimate;
+                }
+                tokens.output = tokens.output.max(assembler.deltas()).min(max_output);
+                (tokens, !assembler.usage_reported())
+            }
+        };
+        let label = match (&outcome, &leak) {
+            (_, Some(_)) => "leak-blocked",
+            (Ok(()), None) => "ok",
+            (Err(error), None) => outcome_label(error),
+        };
+        if let (Err(InferenceError::Timeout(kind)), None) = (&outcome, &leak) {
+            tracing::warn!(
+                agent = %self.model.agent,
+                binding = %self.model.binding,
+                provider = target.provider.name(),
+                model = %target.model,
+                url = %target.shown_url(),
+                limit = ?kind,
+                "model stream timed out; the deltas so far were delivered"
+            );
+        }
+        let cost = self
+            .model
+            .services
+            .prices
+            .price(target.provider.name(), &target.model)
+            .map_or(0, |p| p.cost(&tokens));
+        let record = UsageRecord {
+            agent: self.model.agent.to_string(),
+            binding: self.model.binding.clone(),
+            provider: target.provider.name().to_string(),
+            model: target.model.clone(),
+            key_id: target.key_id.clone(),
+            input_tokens: tokens.input,
+            output_tokens: tokens.output,
+            cache_read_tokens: tokens.cache_read,
+            cache_write_tokens: tokens.cache_write,
+            estimated,
+            fallback: self.model.fallback,
+            cost_micros: cost,
+            latency_ms: self.started.elapsed().as_millis() as u64,
+            outcome: label.to_string(),
+            event_id: Some(self.event_id.to_string()),
+        };
+        self.model.services.ledger.settle(self.reservation, &record);
+        let error = match (outcome, leak) {
+            (_, Some(detected)) => Some(self.model.blocked(detected, &self.event_id, 0)),
+            (Ok(()), None) => None,
+            // Suspended meanwhile: nothing more, as for a call after it.
+            (Err(error @ InferenceError::LeakBlocked(_)), None) => Some(error),
+            (Err(error), None) => {
+                // The guest reads the held text and then the error: they are
+                // checked as one text, and alone.
+                let checked = guarded
+                    .scanner
+                    .feed(error_text(&error).as_bytes())
+                    .and_then(|()| check_error(&self.guard, &error));
+                match checked {
+                    Ok(()) => {
+                        for event in guarded.rest() {
+                            let _ = sender.send(Ok(event)).await;
+                        }
+                        Some(error)
+                    }
+                    Err(detected) => Some(self.model.blocked(detected, &self.event_id, 0)),
+                }
+            }
+        };
+        if let Some(error) = error {
+            let _ = sender.send(Err(error)).await;
+        }
+    }
+}

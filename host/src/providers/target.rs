@@ -1,0 +1,298 @@
+//! One model a binding can send to: a provider, the URL it is reached at,
+//! a model id, a vault key, and the time limits of a call. A binding has
+//! one target of its own and may list fallbacks (see
+//! [`super::model::BoundModel`]).
+//!
+//! Deny by default, for what the operator did not ask for:
+//! - plain `http://` only to loopback (`127.0.0.0/8`, `::1`, `localhost`),
+//!   unless the binding opts in with `allow_http` — a key sent in clear
+//!   over a network can be read by anyone on the path;
+//! - no user name or password in the URL (keys live in the vault), no
+//!   query and no fragment;
+//! - no redirects, no proxies from the environment (see [`super::http`]).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use url::Url;
+
+use super::binding::ProviderKind;
+use super::openai::Dialect;
+use super::rules::{self, ProviderRules};
+use crate::bindings::inference::{Error as InferenceError, TimeoutKind};
+use crate::secret::Secret;
+
+/// Time to set up a connection (TCP and TLS) before the call fails with
+/// `timeout(connect)`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time from sending a request to the first byte of the answer: for an
+/// unstreamed completion the whole answer's headers, for a stream its first
+/// event. Past it, `timeout(first-byte)`.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest quiet time between two chunks of an answer before the call
+/// fails with `timeout(idle)`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time kept back from the event's deadline for the guest to handle a
+/// timeout (try something else, report it): calls give up this much before
+/// the deadline, or a tenth of the time left when that is less.
+pub const GUEST_RESERVE: Duration = Duration::from_secs(1);
+
+/// The time limits of a call to one target. The defaults sit below the
+/// default event deadline (30 s), so a stalled provider is noticed while
+/// the guest can still react; an operator with a slow local model raises
+/// them, and the event's deadline bounds them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// See [`DEFAULT_CONNECT_TIMEOUT`].
+    pub connect: Duration,
+    /// See [`DEFAULT_FIRST_BYTE_TIMEOUT`].
+    pub first_byte: Duration,
+    /// See [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            first_byte: DEFAULT_FIRST_BYTE_TIMEOUT,
+            idle: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// When a call must have its answer, so that the guest keeps
+/// [`GUEST_RESERVE`] (or a tenth of the time left) before `deadline`.
+pub fn answer_by(deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    deadline - GUEST_RESERVE.min(left / 10)
+}
+
+/// The earlier of `now + limit` and `answer_by`, and the kind of timeout
+/// that reaching it means.
+pub fn limit(limit: Duration, kind: TimeoutKind, answer_by: Instant) -> (Instant, TimeoutKind) {
+    let own = Instant::now() + limit;
+    if own < answer_by {
+        (own, kind)
+    } else {
+        (answer_by, TimeoutKind::Deadline)
+    }
+}
+
+/// One model a binding sends to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The provider.
+    pub provider: ProviderKind,
+    /// The URL requests are posted to (base URL plus the API's path).
+    pub endpoint: Url,
+    /// The model id.
+    pub model: String,
+    /// The vault key id (optional only for keyless compatible servers).
+    pub key_id: Option<String>,
+    /// How Chat Completions requests are spelled (OpenAI kinds only).
+    pub dialect: Dialect,
+    /// The call's time limits.
+    pub timeouts: Timeouts,
+    /// The HTTP client, with this target's connect timeout.
+    pub http: reqwest::Client,
+}
+
+/// Whether `url`'s host is loopback, where plain http stays on the machine.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Resolves a binding's `base_url` to the URL requests are posted to.
+///
+/// `base_url` is the API's root, version included, for every provider:
+/// `https://api.anthropic.com/v1`, `https://api.openai.com/v1`,
+/// `http://127.0.0.1:8080/v1`. One with no path at all gets `/v1`. The
+/// host appends `/messages` (Anthropic) or `/chat/completions`.
+pub fn endpoint(
+    provider: ProviderKind,
+    base_url: Option<&str>,
+    allow_http: bool,
+) -> Result<Url, String> {
+    let base = match (base_url, provider.default_base_url()) {
+        (Some(url), _) => url,
+        (None, Some(url)) => url,
+        (None, None) => {
+            return Err(format!(
+                "base_url is required for {} (the server's API root, such as http://127.0.0.1:8080/v1)",
+                provider.name()
+            ));
+        }
+    };
+    let mut url = Url::parse(base).map_err(|e| format!("base_url {base:?}: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http || is_loopback(&url) => {}
+        "http" => {
+            return Err(format!(
+                "base_url {base:?} is plain http to a host that is not loopback: the key and every prompt would cross the network in clear. Use https, or set allow_http = true for this model if the network is trusted"
+            ));
+        }
+        other => return Err(format!("base_url {base:?} is {other}, not http(s)")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "base_url {base:?} holds a user name or password; keys belong in the vault (`clawcage key add`)"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "base_url {base:?} has a query or fragment; give the API root only"
+        ));
+    }
+    let root = url.path().trim_end_matches('/').to_string();
+    let root = if root.is_empty() { "/v1" } else { &root };
+    let path = match provider {
+        ProviderKind::Anthropic => "messages",
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => "chat/completions",
+    };
+    url.set_path(&format!("{root}/{path}"));
+    Ok(url)
+}
+
+impl Target {
+    /// The rules of this target's provider (and model: OpenAI's reasoning
+    /// models take fewer parameters).
+    pub fn rules(&self) -> ProviderRules {
+        match self.provider {
+            ProviderKind::Anthropic => rules::ANTHROPIC,
+            ProviderKind::OpenAi => rules::openai_model(&self.model),
+            ProviderKind::OpenAiCompatible => rules::OPENAI_COMPATIBLE,
+        }
+    }
+
+    /// The URL as it may be shown: no credential can be in it (see
+    /// [`endpoint`]).
+    pub fn shown_url(&self) -> &str {
+        self.endpoint.as_str()
+    }
+
+    /// The HTTP request for `body`, with `key` in the provider's header.
+    /// The header value is built in a zeroizing buffer and marked
+    /// sensitive, so neither a log nor a dropped string keeps it.
+    pub fn http_request(
+        &self,
+        key: Option<&Secret>,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::RequestBuilder, InferenceError> {
+        let mut builder = self.http.post(self.endpoint.clone());
+        if self.provider == ProviderKind::Anthropic {
+            builder = builder.header("anthropic-version", super::anthropic::API_VERSION);
+        }
+        if let Some(key) = key {
+            let value = key.expose_str().ok_or_else(|| {
+                InferenceError::Unavailable("the key is not valid text".into())
+            })?;
+            let (name, value) = match self.provider {
+                ProviderKind::Anthropic => ("x-api-key", zeroize::Zeroizing::new(value.to_string())),
+                _ => (
+                    "authorization",
+                    zeroize::Zeroizing::new(format!("Bearer {value}")),
+                ),
+            };
+            let mut header = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+                InferenceError::Unavailable("the key is not a valid header value".into())
+            })?;
+            header.set_sensitive(true);
+            builder = builder.header(name, header);
+        }
+        Ok(builder
+            .header("content-type", "application/json")
+            // The leak check reads answers as sent: ask for them uncompressed.
+            .header("accept-encoding", "identity")
+            .body(body.to_string()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_api_roots_for_every_provider() {
+        let url = |p, base: Option<&str>| endpoint(p, base, false).map(|u| u.to_string());
+        assert_eq!(
+            url(ProviderKind::Anthropic, None).unwrap(),
+            "https://api.anthropic.com/v1/messages"
+        );
+        assert_eq!(
+            url(ProviderKind::OpenAi, None).unwrap(),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        // No path: /v1, for every kind.
+        assert_eq!(
+            url(ProviderKind::Anthropic, Some("http://127.0.0.1:9")).unwrap(),
+            "http://127.0.0.1:9/v1/messages"
+        );
+        assert_eq!(
+            url(ProviderKind::OpenAiCompatible, Some("http://localhost:8080/")).unwrap(),
+            "http://localhost:8080/v1/chat/completions"
+        );
+        assert_eq!(
+            url(
+                ProviderKind::OpenAiCompatible,
+                Some("https://api.groq.com/openai/v1/")
+            )
+            .unwrap(),
+            "https://api.groq.com/openai/v1/chat/completions"
+        );
+        assert_eq!(
+            url(ProviderKind::Anthropic, Some("https://proxy.example/anthropic/v1")).unwrap(),
+            "https://proxy.example/anthropic/v1/messages"
+        );
+        assert!(
+            url(ProviderKind::OpenAiCompatible, None)
+                .unwrap_err()
+                .starts_with("base_url is required for openai-compatible")
+        );
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_or_when_allowed() {
+        for base in ["http://127.0.0.1:1/v1", "http://[::1]:1/v1", "http://localhost/v1"] {
+            assert!(endpoint(ProviderKind::OpenAi, Some(base), false).is_ok(), "{base}");
+        }
+        let err = endpoint(ProviderKind::OpenAi, Some("http://10.0.0.5/v1"), false).unwrap_err();
+        assert!(err.contains("plain http to a host that is not loopback"), "{err}");
+        assert!(endpoint(ProviderKind::OpenAi, Some("http://10.0.0.5/v1"), true).is_ok());
+        assert!(endpoint(ProviderKind::Anthropic, Some("http://api.anthropic.com"), false).is_err());
+        assert!(endpoint(ProviderKind::OpenAi, Some("ftp://x/v1"), true).is_err());
+        assert!(
+            endpoint(ProviderKind::OpenAi, Some("https://u:p@x/v1"), false)
+                .unwrap_err()
+                .contains("user name or password")
+        );
+        assert!(endpoint(ProviderKind::OpenAi, Some("https://x/v1?key=1"), false).is_err());
+    }
+
+    #[test]
+    fn limits_end_at_the_answer_time_when_it_comes_first() {
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert_eq!(
+            limit(Duration::from_secs(60), TimeoutKind::Idle, soon),
+            (soon, TimeoutKind::Deadline)
+        );
+        let later = Instant::now() + Duration::from_secs(600);
+        assert_eq!(
+            limit(Duration::from_millis(10), TimeoutKind::Idle, later).1,
+            TimeoutKind::Idle
+        );
+        // The guest keeps a second, or a tenth of what is left.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert_eq!(answer_by(deadline), deadline - GUEST_RESERVE);
+        let close = Instant::now() + Duration::from_millis(500);
+        let by = answer_by(close);
+        assert!(by < close && close - by <= Duration::from_millis(50));
+    }
+}
