@@ -26,6 +26,14 @@ use crate::db::{Database, DbError, now_unix};
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+fn is_zero_u32(value: &u32) -> bool {
+    *value == 0
+}
+
 /// Something worth a record. Metadata only, by construction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -59,6 +67,19 @@ pub enum AuditEvent {
         input_tokens: u64,
         /// Output tokens.
         output_tokens: u64,
+        /// Input tokens read from the prompt cache.
+        #[serde(skip_serializing_if = "is_zero")]
+        cache_read_tokens: u64,
+        /// Input tokens written to the prompt cache.
+        #[serde(skip_serializing_if = "is_zero")]
+        cache_write_tokens: u64,
+        /// The provider reported no token counts; they were estimated.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        estimated: bool,
+        /// Which model of the binding's chain: 0 (left out) for the
+        /// binding's own, 1 for its first fallback, …
+        #[serde(skip_serializing_if = "is_zero_u32")]
+        fallback: u32,
         /// Cost in micro-dollars.
         cost_micros: u64,
         /// `ok`, or the error kind.

@@ -132,21 +132,42 @@ impl UsageCommand {
         }
         let _ = writeln!(
             out,
-            "{:<20} {:<18} {:<28} {:<16} {:>7} {:>12} {:>12} {:>12}",
-            "AGENT", "PROVIDER", "MODEL", "KEY", "CALLS", "IN TOKENS", "OUT TOKENS", "COST USD"
+            "{:<20} {:<18} {:<28} {:<16} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            "AGENT",
+            "PROVIDER",
+            "MODEL",
+            "KEY",
+            "CALLS",
+            "IN TOKENS",
+            "CACHE READ",
+            "CACHE WRITE",
+            "OUT TOKENS",
+            "COST USD"
         );
+        let mut estimated = 0;
         for row in rows {
+            // `~` marks totals that include estimated counts.
+            let mark = if row.estimated_calls > 0 { "~" } else { "" };
+            estimated += row.estimated_calls;
             let _ = writeln!(
                 out,
-                "{:<20} {:<18} {:<28} {:<16} {:>7} {:>12} {:>12} {:>12.6}",
+                "{:<20} {:<18} {:<28} {:<16} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12}",
                 row.agent,
                 row.provider,
                 row.model,
                 row.key_id.as_deref().unwrap_or("-"),
                 row.calls,
-                row.input_tokens,
-                row.output_tokens,
-                row.cost_micros as f64 / 1e6
+                format!("{mark}{}", row.input_tokens),
+                row.cache_read_tokens,
+                row.cache_write_tokens,
+                format!("{mark}{}", row.output_tokens),
+                format!("{mark}{:.6}", row.cost_micros as f64 / 1e6)
+            );
+        }
+        if estimated > 0 {
+            let _ = writeln!(
+                out,
+                "~ includes {estimated} call(s) whose server reported no token counts; the host estimated them"
             );
         }
         Ok(())

@@ -32,6 +32,14 @@ const HELP: &[(&str, &str)] = &[
         "Model spend in millionths of a dollar, by agent.",
     ),
     (
+        "clawcage_inference_fallback_attempts_total",
+        "Model calls made to a binding's fallback after its own model failed, by agent.",
+    ),
+    (
+        "clawcage_inference_estimated_calls_total",
+        "Model calls whose server reported no token counts (the host estimated them), by agent.",
+    ),
+    (
         "clawcage_tool_denials_total",
         "Tool calls denied, by agent and tool.",
     ),

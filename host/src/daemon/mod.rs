@@ -491,6 +491,20 @@ impl Daemon {
                         &[("agent", agent)],
                         record.cost_micros,
                     );
+                    if record.fallback > 0 {
+                        metrics.add(
+                            "clawcage_inference_fallback_attempts_total",
+                            &[("agent", agent)],
+                            1,
+                        );
+                    }
+                    if record.estimated {
+                        metrics.add(
+                            "clawcage_inference_estimated_calls_total",
+                            &[("agent", agent)],
+                            1,
+                        );
+                    }
                     audit.append(AuditEvent::Inference {
                         agent: record.agent.clone(),
                         binding: record.binding.clone(),
@@ -499,6 +513,10 @@ impl Daemon {
                         key_id: record.key_id.clone(),
                         input_tokens: record.input_tokens,
                         output_tokens: record.output_tokens,
+                        cache_read_tokens: record.cache_read_tokens,
+                        cache_write_tokens: record.cache_write_tokens,
+                        estimated: record.estimated,
+                        fallback: record.fallback,
                         cost_micros: record.cost_micros,
                         status: record.outcome.clone(),
                         event_id: record.event_id.clone(),

@@ -34,8 +34,10 @@ use crate::bindings::inference::{
 use crate::bindings::tools::Error as ToolError;
 use crate::inference::{CallContext, CompletionEvents, ModelBackend};
 
-/// The cassette format's version.
-pub const CASSETTE_VERSION: u32 = 1;
+/// The cassette format's version: 2 since `clawcage:agent@0.2.0` (prompt
+/// caching, cache token counts, the answering model's provider). Version 1
+/// files are read and upgraded in memory.
+pub const CASSETTE_VERSION: u32 = 2;
 /// Largest cassette file read.
 pub const MAX_CASSETTE_BYTES: u64 = 64 << 20;
 
@@ -88,12 +90,47 @@ impl Default for Cassette {
     }
 }
 
+/// Adds what version 2 has and version 1 lacked, with the values that mean
+/// "as before": no cache breakpoints, no cached tokens, counts reported.
+fn upgrade_from_v1(value: &mut serde_json::Value) {
+    use serde_json::{Value, json};
+    let set = |object: &mut Value, field: &str, default: Value| {
+        if let Some(map) = object.as_object_mut() {
+            map.entry(field).or_insert(default);
+        }
+    };
+    for exchange in value["exchanges"].as_array_mut().into_iter().flatten() {
+        let request = &mut exchange["request"];
+        set(request, "system_cache", Value::Null);
+        for message in request["messages"].as_array_mut().into_iter().flatten() {
+            set(message, "cache", Value::Null);
+        }
+        for tool in request["tools"].as_array_mut().into_iter().flatten() {
+            set(tool, "cache", Value::Null);
+        }
+        let completion = &mut exchange["completion"];
+        set(completion, "provider", json!("replay"));
+        set(completion, "fallback", json!(0));
+        let usage = &mut completion["usage"];
+        set(usage, "cache_read_tokens", json!(0));
+        set(usage, "cache_write_tokens", json!(0));
+        set(usage, "estimated", json!(false));
+    }
+    value["version"] = json!(CASSETTE_VERSION);
+}
+
 impl Cassette {
-    /// Reads a cassette file.
+    /// Reads a cassette file (version 1 files are upgraded as they are
+    /// read).
     pub fn load(path: &Path) -> Result<Self, String> {
         let bytes =
             crate::agent::read_bounded(path, MAX_CASSETTE_BYTES).map_err(|e| e.to_string())?;
-        let cassette: Cassette = serde_json::from_slice(&bytes)
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("cassette {}: {e}", path.display()))?;
+        if value.get("version") == Some(&serde_json::json!(1)) {
+            upgrade_from_v1(&mut value);
+        }
+        let cassette: Cassette = serde_json::from_value(value)
             .map_err(|e| format!("cassette {}: {e}", path.display()))?;
         if cassette.version != CASSETTE_VERSION {
             return Err(format!(
@@ -356,4 +393,35 @@ pub fn record_into(agent: &mut crate::Agent, tape: &Arc<Mutex<Cassette>>) {
         })
         .collect();
     agent.set_tools(Arc::new(tools));
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_1_cassettes_are_upgraded_as_they_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.json");
+        std::fs::write(
+            &path,
+            r#"{"version": 1, "exchanges": [{"binding": "default",
+              "request": {"system": null, "messages": [{"role": "User", "content": [{"Text": "hi"}]}],
+                          "max_tokens": 10, "temperature": null, "stop_sequences": [],
+                          "tools": [{"name": "t", "description": "d", "input_schema": "{}"}], "tool_choice": null},
+              "completion": {"model": "m", "content": [{"Text": "hello"}], "stop_reason": "EndTurn",
+                             "usage": {"input_tokens": 3, "output_tokens": 1}}}]}"#,
+        )
+        .unwrap();
+        let cassette = Cassette::load(&path).unwrap();
+        assert_eq!(cassette.version, CASSETTE_VERSION);
+        let exchange = &cassette.exchanges[0];
+        assert_eq!(exchange.request.messages[0].cache, None);
+        assert_eq!(exchange.request.tools[0].cache, None);
+        assert_eq!(exchange.completion.usage.input_tokens, 3);
+        assert!(!exchange.completion.usage.estimated);
+        std::fs::write(&path, r#"{"version": 9, "exchanges": []}"#).unwrap();
+        assert!(Cassette::load(&path).unwrap_err().contains("version 9 is not 2"));
+    }
 }
