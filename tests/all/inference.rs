@@ -328,7 +328,7 @@ async fn a_streamed_tool_use_arrives_in_pieces_and_assembled() {
 }
 
 #[tokio::test]
-async fn a_cut_stream_is_an_error_and_is_charged_its_reservation() {
+async fn a_cut_stream_is_an_error_and_is_charged_its_worst_case_marked_estimated() {
     let host = host().await;
     let agent = host.agent("alpha", ANTHROPIC);
     let answer = ask(&agent, "default", "cut", true).await;
@@ -339,8 +339,9 @@ async fn a_cut_stream_is_an_error_and_is_charged_its_reservation() {
     let usage = host.ledger.summary(Some("alpha"), 0).unwrap();
     assert_eq!(
         usage[0].output_tokens, 100,
-        "without a final usage event the whole max-tokens is charged"
+        "a stream cut midway is charged the whole max-tokens"
     );
+    assert_eq!(usage[0].estimated_calls, 1, "and the charge is marked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

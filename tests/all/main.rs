@@ -13,5 +13,6 @@ mod registry;
 mod samples;
 mod sandbox;
 mod sdk;
+mod servers;
 mod tools;
 mod vault;

@@ -278,8 +278,10 @@ async fn invalid_events_are_refused_before_the_guest_runs() {
 async fn a_looping_agent_does_not_starve_another() {
     // A single-threaded executor: the epoch callback yields to it at every
     // tick, so both the runaway agent and a well-behaved one make progress.
+    // Three seconds: long enough that five polite calls finish first even
+    // on a loaded two-core machine running the whole suite.
     let looping = std::sync::Arc::new(hostile_with(Limits {
-        deadline_ms: 1_000,
+        deadline_ms: 3_000,
         ..Limits::default()
     }));
     let spinning = tokio::spawn({

@@ -27,7 +27,24 @@
 //! - `always-overloaded`: 529/503 every time;
 //! - `cut`: a stream that stops before its end;
 //! - `tool`: a tool use whose JSON input arrives in pieces;
-//! - `slow`: answers after 300 ms.
+//! - `slow`: answers after 300 ms;
+//! - `stall`: never answers (until the client hangs up);
+//! - `stall-mid`: streams two text deltas, then goes quiet (unstreamed:
+//!   as `stall`);
+//! - `no-usage`: reports no token counts (as llama.cpp-based servers do in
+//!   streams);
+//! - `no-done`: a stream that says why it stopped, then ends without its
+//!   end marker (`[DONE]`, `message_stop`);
+//! - `cached`: reports prompt-cache reads and writes in its usage.
+//!
+//! The model id can make the whole model misbehave, whatever the prompt, so
+//! a binding's fallback (another model on the same fake) behaves normally:
+//! `fake-503` answers 503, `fake-429` 429 with `retry-after: 0`,
+//! `fake-401` 401, and `fake-stall` never answers.
+//!
+//! Every body is first checked against the provider's OpenAPI document
+//! (see [`crate::schemas`]); one that does not match is answered 400, as
+//! the real API would.
 //!
 //! A request whose system prompt says "You triage GitHub issues" plays the
 //! triage agent's model: it first asks for `add_labels` with `bug`, and
@@ -225,6 +242,77 @@ fn thirds(text: &str) -> Vec<String> {
     ]
 }
 
+/// A body that sends `chunks` and then stays open, sending nothing, until
+/// the client hangs up: a server that stalled mid-answer.
+fn stalling_body(chunks: Vec<String>) -> Body {
+    let stream = futures_util::stream::unfold(chunks.into_iter(), |mut rest| async move {
+        match rest.next() {
+            Some(chunk) => Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), rest)),
+            None => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                None
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// The misbehaviour a model id asks for, if any.
+async fn model_fault(model: &str, anthropic: bool) -> Option<Response> {
+    let error = |status: u16, kind: &str| {
+        let body = if anthropic {
+            json!({"type": "error", "error": {"type": kind, "message": format!("{model} says {status}")}})
+        } else {
+            json!({"error": {"message": format!("{model} says {status}"), "type": kind, "param": null, "code": null}})
+        };
+        (
+            StatusCode::from_u16(status).expect("status"),
+            [("content-type", "application/json"), ("retry-after", "0")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    match model {
+        "fake-503" => Some(error(503, "overloaded_error")),
+        "fake-429" => Some(error(429, "rate_limit_error")),
+        "fake-401" => Some(error(401, "authentication_error")),
+        "fake-stall" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// A 400 in the provider's error shape when `body` does not match its
+/// OpenAPI document.
+fn schema_refusal(api: crate::schemas::Api, body: &Value) -> Option<Response> {
+    let problems = crate::schemas::violations(api, body);
+    if problems.is_empty() {
+        return None;
+    }
+    let message = format!(
+        "the request body does not match the API's schema: {}",
+        problems.join("; ")
+    );
+    let body = match api {
+        crate::schemas::Api::Anthropic => {
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}})
+        }
+        crate::schemas::Api::OpenAi => {
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})
+        }
+    };
+    Some(
+        (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response(),
+    )
+}
+
 async fn anthropic(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -232,6 +320,12 @@ async fn anthropic(
 ) -> Response {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let attempt = record(&shared, "/v1/messages", &headers, &body);
+    if let Some(refused) = schema_refusal(crate::schemas::Api::Anthropic, &body) {
+        return refused;
+    }
+    if let Some(fault) = model_fault(body["model"].as_str().unwrap_or(""), true).await {
+        return fault;
+    }
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -265,8 +359,41 @@ async fn anthropic(
             return error(429, "rate_limit_error", "slow down".into());
         }
         "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+        "stall" => tokio::time::sleep(Duration::from_secs(3600)).await,
+        "stall-mid" if body["stream"] == json!(true) => {
+            let events = [
+                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello, "}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "I was saying"}}),
+            ];
+            let chunks = events
+                .iter()
+                .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+                .collect();
+            return ([("content-type", "text/event-stream")], stalling_body(chunks))
+                .into_response();
+        }
+        "stall-mid" => tokio::time::sleep(Duration::from_secs(3600)).await,
         _ => {}
     }
+    // What the answer reports in `usage` (the output count comes last).
+    let usage_in = if scenario == "cached" {
+        json!({"input_tokens": 12, "cache_creation_input_tokens": 2000, "cache_read_input_tokens": 3000,
+               "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1500}})
+    } else {
+        json!({"input_tokens": 12})
+    };
+    let usage_all = {
+        let mut u = usage_in.clone();
+        u["output_tokens"] = json!(7);
+        u
+    };
+    let usage_start = {
+        let mut u = usage_in.clone();
+        u["output_tokens"] = json!(1);
+        u
+    };
     let text = "Hello from anthropic".to_string();
     let served_model = if scenario == "echo-model" {
         key.clone()
@@ -315,7 +442,7 @@ async fn anthropic(
             json!({
                 "id": "msg_1", "type": "message", "role": "assistant", "model": served_model,
                 "content": content, "stop_reason": "end_turn", "stop_sequence": null,
-                "usage": {"input_tokens": 12, "output_tokens": 7}
+                "usage": usage_all
             })
             .to_string(),
         )
@@ -324,7 +451,7 @@ async fn anthropic(
     let mut events = vec![
         (
             Some("message_start"),
-            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": served_model, "content": [], "stop_reason": null, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": served_model, "content": [], "stop_reason": null, "usage": usage_start}}),
         ),
         (Some("ping"), json!({"type": "ping"})),
     ];
@@ -347,7 +474,9 @@ async fn anthropic(
         json!({"type": "content_block_stop", "index": 0}),
     ));
     events.push((Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": if scenario == "tool" { "tool_use" } else { "end_turn" }, "stop_sequence": null}, "usage": {"output_tokens": 7}})));
-    events.push((Some("message_stop"), json!({"type": "message_stop"})));
+    if scenario != "no-done" {
+        events.push((Some("message_stop"), json!({"type": "message_stop"})));
+    }
     sse(&events, false)
 }
 
@@ -495,6 +624,12 @@ fn openai_blocks(blocks: &[Block], model: &str, stream: bool) -> Response {
 async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let attempt = record(&shared, "/v1/chat/completions", &headers, &body);
+    if let Some(refused) = schema_refusal(crate::schemas::Api::OpenAi, &body) {
+        return refused;
+    }
+    if let Some(fault) = model_fault(body["model"].as_str().unwrap_or(""), false).await {
+        return fault;
+    }
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -530,8 +665,30 @@ async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
             return error(429, "rate_limit_exceeded", "slow down".into());
         }
         "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+        "stall" => tokio::time::sleep(Duration::from_secs(3600)).await,
+        "stall-mid" if body["stream"] == json!(true) => {
+            let chunk = |content: &str| {
+                format!(
+                    "data: {}\n\n",
+                    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
+                )
+            };
+            return (
+                [("content-type", "text/event-stream")],
+                stalling_body(vec![chunk("Hello, "), chunk("I was saying")]),
+            )
+                .into_response();
+        }
+        "stall-mid" => tokio::time::sleep(Duration::from_secs(3600)).await,
         _ => {}
     }
+    let usage = match scenario.as_str() {
+        "no-usage" => None,
+        "cached" => Some(
+            json!({"prompt_tokens": 5012, "completion_tokens": 7, "total_tokens": 5019, "prompt_tokens_details": {"cached_tokens": 5000}}),
+        ),
+        _ => Some(json!({"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19})),
+    };
     let text = "Hello from openai".to_string();
     let served_model = if scenario == "echo-model" {
         key.clone()
@@ -547,7 +704,7 @@ async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
             json!({
                 "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": served_model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+                "usage": usage
             })
             .to_string(),
         )
@@ -570,8 +727,10 @@ async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Str
         return sse(&events, false);
     }
     events.push(chunk(json!({}), json!("stop")));
-    events.push((None, json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": served_model, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}})));
-    sse(&events, true)
+    if let Some(usage) = usage {
+        events.push((None, json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": served_model, "choices": [], "usage": usage})));
+    }
+    sse(&events, scenario != "no-done")
 }
 
 /// The triage agent's model: a tool use, then a summary.

@@ -17,8 +17,10 @@ use clawcage::{Agent, Cage, EngineOptions, Event};
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
+pub mod corpus;
 pub mod fake_provider;
 pub mod fake_tools;
+pub mod schemas;
 
 /// A directory for precompiled components shared by the tests of one run.
 pub fn cache_dir() -> PathBuf {

@@ -9,27 +9,34 @@ use crate::bindings::inference::{
     CompletionRequest, ContentPart, Role, StopReason, ToolChoice, ToolUse,
 };
 
-/// Which dialect: OpenAI itself takes `max_completion_tokens`; compatible
-/// servers mostly still only know `max_tokens`.
+/// How a Chat Completions request is spelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
-    /// api.openai.com.
+    /// As OpenAI documents it: `max_completion_tokens`, and a message with
+    /// several text parts as an array of parts.
     OpenAi,
-    /// Any other server.
+    /// What every compatible server understands (`classic`, the default
+    /// for `openai-compatible`): `max_tokens`, and message content always
+    /// a string, several text parts joined with a blank line. Servers whose
+    /// chat templates only take strings (llama-cpp-python's built-in
+    /// formats) silently drop array content, and some ignore
+    /// `max_completion_tokens` (so the output would be unbounded).
     Compatible,
 }
 
 /// A message's text parts as Chat Completions content: one part as a plain
-/// string (what every server understands), several as an array of text
-/// parts, so that nothing is joined or dropped on the way.
-fn text_content(parts: &[&str]) -> Value {
-    match parts {
-        [] => json!(""),
-        [one] => json!(one),
-        many => many
+/// string, several as an array of text parts (OpenAI) or joined with a
+/// blank line (classic servers), so that nothing is dropped or run
+/// together.
+fn text_content(parts: &[&str], dialect: Dialect) -> Value {
+    match (parts, dialect) {
+        ([], _) => json!(""),
+        ([one], _) => json!(one),
+        (many, Dialect::OpenAi) => many
             .iter()
             .map(|text| json!({"type": "text", "text": text}))
             .collect(),
+        (many, Dialect::Compatible) => json!(many.join("\n\n")),
     }
 }
 
@@ -71,7 +78,7 @@ pub fn request_body(
                     }
                 }
                 if !texts.is_empty() {
-                    messages.push(json!({"role": "user", "content": text_content(&texts)}));
+                    messages.push(json!({"role": "user", "content": text_content(&texts, dialect)}));
                 }
             }
             Role::Assistant => {
@@ -89,7 +96,7 @@ pub fn request_body(
                 // A tool-call turn without text carries `""`, never `null`:
                 // OpenAI takes both, but llama.cpp-based servers answer 500
                 // to `null` (and to a missing field).
-                let mut out = json!({"role": "assistant", "content": text_content(&texts)});
+                let mut out = json!({"role": "assistant", "content": text_content(&texts, dialect)});
                 if !calls.is_empty() {
                     out["tool_calls"] = json!(calls);
                 }
@@ -444,11 +451,14 @@ mod tests {
         request.messages[2]
             .content
             .push(ContentPart::Text("and now?".into()));
-        let body = request_body("m", &request, false, Dialect::Compatible);
+        let body = request_body("m", &request, false, Dialect::OpenAi);
         assert_eq!(
             body["messages"][1]["content"],
             json!([{"type": "text", "text": "Hello"}, {"type": "text", "text": "world"}])
         );
+        // Classic servers get a string, the parts a blank line apart.
+        let classic = request_body("m", &request, false, Dialect::Compatible);
+        assert_eq!(classic["messages"][1]["content"], json!("Hello\n\nworld"));
         assert_eq!(body["messages"][3]["role"], "tool");
         assert_eq!(
             body["messages"][4],

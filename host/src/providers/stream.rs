@@ -328,8 +328,10 @@ impl StreamPump {
                 }
             }
         };
-        // Charge what the provider counted; without its count (or after a
-        // failure), an estimate from the request and the deltas, marked.
+        // Charge what the provider counted; without its count, an estimate
+        // from the request and the deltas, marked. A stream that failed
+        // midway may have generated more than arrived (up to max-tokens),
+        // which is charged.
         let (tokens, estimated) = match (&outcome, &leak) {
             (Ok(()), _) => settle_usage(&assembler),
             _ => {
@@ -337,8 +339,8 @@ impl StreamPump {
                 if tokens.input == 0 {
                     tokens.input = input_estimate;
                 }
-                tokens.output = tokens.output.max(assembler.deltas()).min(max_output);
-                (tokens, !assembler.usage_reported())
+                tokens.output = max_output;
+                (tokens, true)
             }
         };
         let label = match (&outcome, &leak) {

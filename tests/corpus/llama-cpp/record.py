@@ -46,6 +46,15 @@ Recording (standard library only)::
 
     python3 tests/corpus/llama-cpp/record.py --base http://127.0.0.1:8765 [--out DIR] [--n-ctx 4096]
 
+Scenarios: plain, plain-streamed, length, length-streamed, stop, tool,
+tool-streamed, tool-round2, tool-round2-streamed, tool-round2-null-content,
+error-context, error-context-streamed, error-not-found, error-bad-request,
+plus stop-fired and stop-fired-streamed (a stop string the model does
+write), tool-required (written when tool_choice "required" gives no tool
+call and the named form is used instead) and max-tokens-negative (written
+when max_tokens -5 is not rejected).  Request bodies all use model
+"gemma3-270m" and temperature 0.0, with no other sampling field.
+
 ``--n-ctx`` must match the server's ``--n_ctx``: the context-overflow
 scenarios send a prompt longer than that.  Generation uses temperature 0, so
 a re-recording gives the same text; ids and ``created`` timestamps change.
@@ -256,15 +265,22 @@ def stream_facts(rec):
         if c.get("choices")
     )
     tool_ids = []
+    tool_names = []
     arg_fragments = []
     tool_call_chunks = 0
+    function_call_chunks = 0
     for c in chunks:
         if not c.get("choices"):
             continue
-        for tc in (c["choices"][0].get("delta") or {}).get("tool_calls") or []:
+        delta = c["choices"][0].get("delta") or {}
+        if delta.get("function_call"):
+            function_call_chunks += 1
+        for tc in delta.get("tool_calls") or []:
             tool_call_chunks += 1
             tool_ids.append(tc.get("id"))
+            tool_names.append((tc.get("function") or {}).get("name"))
             arg_fragments.append((tc.get("function") or {}).get("arguments"))
+    deltas = [c["choices"][0].get("delta") for c in chunks if c.get("choices")]
     return {
         "data_lines": len(data),
         "chunks": len(chunks),
@@ -281,7 +297,11 @@ def stream_facts(rec):
         "content": content,
         "tool_call_chunks": tool_call_chunks,
         "tool_ids": tool_ids,
+        "tool_names": tool_names,
+        "function_call_chunks": function_call_chunks,
         "arg_fragments": arg_fragments,
+        "first_delta": deltas[0] if deltas else None,
+        "last_delta": deltas[-1] if deltas else None,
         "ends_with": text[-12:],
     }
 
@@ -338,12 +358,21 @@ def summarise(rec):
                     else f"ids {sorted(map(str, ids))}"
                 )
             )
+            if all(n == f["tool_names"][0] for n in f["tool_names"]) and f["tool_names"][0]:
+                parts.append(f"the function name `{f['tool_names'][0]}` too is repeated in every one")
+            if f["function_call_chunks"]:
+                parts.append(
+                    f"{f['function_call_chunks']} chunks also carry a legacy `function_call` delta"
+                )
             parts.append(
                 "arguments fragments " + shorten(f["arg_fragments"], 200)
                 + " → " + shorten("".join(a or "" for a in f["arg_fragments"]), 120)
             )
         elif f["content"]:
             parts.append("content " + shorten(f["content"]))
+        if f["first_delta"] is not None:
+            parts.append("first delta " + json.dumps(f["first_delta"]))
+            parts.append("last delta " + json.dumps(f["last_delta"]))
         if f["comments"]:
             parts.append(f"{len(f['comments'])} SSE comment line(s), e.g. {f['comments'][0]!r}")
         parts.append("lines end in `\\r\\n`" if f["crlf"] else "lines end in `\\n`")
@@ -372,6 +401,46 @@ def summarise(rec):
     return line
 
 
+def findings(recorder):
+    """A few facts that hold across the recorded responses."""
+    recs = list(recorder.results.values())
+    streams = [r for r in recs if is_stream(r) and r["response"]["status"] == 200]
+    facts = [stream_facts(r) for r in streams]
+    out = [
+        f"- {len(streams)} streamed requests answered 200 `text/event-stream`; "
+        f"{sum(1 for f in facts if f['usage_chunks'])} of them sent a usage chunk "
+        "(`stream_options.include_usage` is accepted and ignored); "
+        f"{sum(1 for f in facts if f['done_last'])} end with `data: [DONE]`; "
+        f"{sum(1 for f in facts if f['comments'])} contain SSE comments (pings); "
+        f"{sum(1 for f in facts if f['crlf'])} use `\\r\\n`. Events are `data: <json>` "
+        "followed by one blank line.",
+    ]
+    empty = [r["scenario"] for r, f in zip(streams, facts) if not f["chunks"] and not f["done"]]
+    if empty:
+        out.append(
+            "- Empty 200 streams (no bytes at all, cleanly terminated): "
+            + ", ".join(f"`{n}`" for n in empty) + "."
+        )
+    compact = [r for r in recs if r["response"]["body"].startswith('{"')]
+    spaced = [r for r in streams if r["response"]["body"].startswith('data: {"id": "')]
+    if compact and spaced:
+        out.append(
+            "- Unstreamed JSON bodies are compact (`{\"id\":\"…`); streamed chunks use "
+            "Python's `json.dumps` spacing (`{\"id\": \"…`, `, ` between members)."
+        )
+    statuses = {}
+    for r in recs:
+        statuses.setdefault(r["response"]["status"], []).append(r["scenario"])
+    out.append(
+        "- Statuses: "
+        + "; ".join(
+            f"{st}: " + ", ".join(f"`{n}`" for n in names) for st, names in sorted(statuses.items())
+        )
+        + "."
+    )
+    return out
+
+
 def write_readme(recorder):
     lines = [
         "# llama-cpp-python wire corpus",
@@ -383,9 +452,13 @@ def write_readme(recorder):
         "Ids (`chatcmpl-…`, `call__0_get_weather_cmpl-…`) and `created` change",
         "on each recording; the text does not (temperature 0).",
         "",
-        "## Scenarios",
+        BASE_MODEL_NOTE,
+        "",
+        "## Across scenarios",
         "",
     ]
+    lines += findings(recorder)
+    lines += ["", "## Scenarios", ""]
     for rec in recorder.results.values():
         lines.append(summarise(rec))
     lines.append("")
@@ -395,6 +468,13 @@ def write_readme(recorder):
 
 # --------------------------------------------------------------------------
 # Scenarios
+
+
+BASE_MODEL_NOTE = (
+    "The model is the base (pretrained) google/gemma-3-270m, not the instruction-tuned "
+    "one: it ignores the instruction, echoes the prompt and never emits <end_of_turn>, "
+    "so it runs until max_tokens."
+)
 
 
 def check_finish(rec, expected):
@@ -413,6 +493,8 @@ def check_finish(rec, expected):
             got = None
     if got != expected:
         add_note(rec, f"expected finish_reason {expected!r}, the server gave {got!r}.")
+        if got == "length" and expected == "stop":
+            add_note(rec, BASE_MODEL_NOTE)
 
 
 def check_stream(rec):
@@ -462,9 +544,34 @@ def run(recorder, n_ctx):
         if "five" in content:
             add_note(rec, "the stop string 'five' appears in the content: it did not stop there.")
         elif "four" not in content.lower():
-            add_note(rec, "the model did not reach 'five', so the stop string may not have fired.")
+            add_note(
+                rec,
+                "The model never wrote 'five' (it does not count at all), so the stop string "
+                "never fired; stop-fired.json and stop-fired-streamed.json use a stop string "
+                "the model does produce.",
+            )
     except (KeyError, IndexError, TypeError):
         pass
+
+    # extra: a stop string that the model does produce (it echoes "... mendatang")
+    for name, stream in (("stop-fired", False), ("stop-fired-streamed", True)):
+        rec = R(name, chat_body(PLAIN_MESSAGES, 32, stop=["mendatang"], stream=stream))
+        add_note(
+            rec,
+            "Extra scenario: the body of plain%s with \"stop\": [\"mendatang\"], a word "
+            "this model writes early on, to show a stop string firing."
+            % ("-streamed" if stream else ""),
+        )
+        check_finish(rec, "stop")
+        if stream:
+            check_stream(rec)
+            text = stream_facts(rec)["content"]
+        else:
+            text = ((parse_json(rec) or {}).get("choices") or [{}])[0].get("message", {}).get("content") or ""
+        if "mendatang" in text:
+            add_note(rec, "The stop string itself appears in the content.")
+        elif rec["response"]["status"] == 200:
+            add_note(rec, "The stop string is not included in the content (content %s)." % json.dumps(text, ensure_ascii=False))
 
     # 6-7 tool call: "required" first, the named form when "required" gives no tool call
     messages = [WEATHER_QUESTION]
@@ -550,6 +657,16 @@ def run(recorder, n_ctx):
     check_stream(rec)
     add_note(rec, prompt_note)
     rec = R("tool-round2-null-content", round2(None))
+    if rec["response"]["status"] == 500 and "validation error" in rec["response"]["body"]:
+        add_note(
+            rec,
+            "As expected, HTTP 500. It is request validation: the assistant message's content "
+            "must be a string (pydantic 'string_type' on ChatCompletionRequestAssistantMessage."
+            "content), and llama-cpp-python's RouteErrorHandler turns FastAPI's "
+            "RequestValidationError into a 500 internal_server_error instead of a 422. The "
+            "message lists the failure against every member of the message union and ends "
+            "with a source location.",
+        )
     if rec["response"]["status"] == 200:
         same = (parse_json(rec) or {}).get("choices") and (
             (parse_json(rec) or {})["choices"][0].get("message", {}).get("content")
@@ -604,6 +721,14 @@ def run(recorder, n_ctx):
         add_note(rec, "max_tokens -5 is accepted (see max-tokens-negative.json), so this sends \"max_tokens\": \"five\".")
         if not 400 <= rec["response"]["status"] < 500:
             add_note(rec, "Expected a 4xx; the server answered %d." % rec["response"]["status"])
+            if "validation error" in rec["response"]["body"]:
+                add_note(
+                    rec,
+                    "llama-cpp-python's RouteErrorHandler turns FastAPI's request validation "
+                    "errors into HTTP 500 internal_server_error (not 422), so an invalid value "
+                    "never gets a 4xx from this server; its only 4xx are the 400 "
+                    "context_length_exceeded (error-context.json) and the 404 of an unknown path.",
+                )
 
 
 def main():
