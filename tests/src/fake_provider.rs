@@ -371,7 +371,10 @@ async fn anthropic(
                 .iter()
                 .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
                 .collect();
-            return ([("content-type", "text/event-stream")], stalling_body(chunks))
+            return (
+                [("content-type", "text/event-stream")],
+                stalling_body(chunks),
+            )
                 .into_response();
         }
         "stall-mid" => tokio::time::sleep(Duration::from_secs(3600)).await,

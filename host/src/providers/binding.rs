@@ -253,7 +253,10 @@ fn suspended_message(capability: Capability, name: &str) -> String {
 /// Checks every string of a completion that the guest will see: all of
 /// them in order through one scanner, so a key split across parts is found
 /// in their concatenation; each alone; tool inputs also as JSON.
-pub(super) fn scan_completion(guard: &LeakGuard, completion: &Completion) -> Result<(), LeakDetected> {
+pub(super) fn scan_completion(
+    guard: &LeakGuard,
+    completion: &Completion,
+) -> Result<(), LeakDetected> {
     let mut scanner = guard.scanner();
     for part in &completion.content {
         match part {
@@ -367,4 +370,3 @@ pub(super) fn outcome_label(error: &InferenceError) -> &'static str {
         InferenceError::LeakBlocked(_) => "leak-blocked",
     }
 }
-

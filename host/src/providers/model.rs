@@ -194,7 +194,11 @@ fn target_from_spec(
     let mut limits = super::target::Timeouts::default();
     for (field, value, slot) in [
         ("connect_ms", timeouts.connect_ms, &mut limits.connect),
-        ("first_byte_ms", timeouts.first_byte_ms, &mut limits.first_byte),
+        (
+            "first_byte_ms",
+            timeouts.first_byte_ms,
+            &mut limits.first_byte,
+        ),
         ("idle_ms", timeouts.idle_ms, &mut limits.idle),
     ] {
         if let Some(ms) = value {
@@ -484,7 +488,11 @@ impl BoundModel {
             attempt += 1;
             let request = target.http_request(key, body).map_err(Failure::Final)?;
             let sent = Instant::now();
-            let (by, kind) = limit(target.timeouts.first_byte, TimeoutKind::FirstByte, answer_by);
+            let (by, kind) = limit(
+                target.timeouts.first_byte,
+                TimeoutKind::FirstByte,
+                answer_by,
+            );
             let outcome = match tokio::time::timeout_at(by.into(), request.send()).await {
                 Err(_) => return Err(Failure::Fallback(self.timed_out(target, kind))),
                 Ok(outcome) => outcome,
@@ -510,13 +518,19 @@ impl BoundModel {
                         .await
                         .map_err(|leak| Failure::Final(self.blocked(leak, &call.event_id, n)))?;
                     if !http::retryable(status) {
-                        // A server error, or a key this provider will not take:
-                        // another model of the chain may do better.
-                        return Err(if status.is_server_error() || matches!(status.as_u16(), 401 | 403) {
-                            Failure::Fallback(error)
-                        } else {
-                            Failure::Final(error)
-                        });
+                        // A server error, a key this provider will not take, or
+                        // a model it does not have (OpenAI answers 404 for a
+                        // retired model): another model of the chain may do
+                        // better. A bad request would be bad for all of them.
+                        return Err(
+                            if status.is_server_error()
+                                || matches!(status.as_u16(), 401 | 403 | 404)
+                            {
+                                Failure::Fallback(error)
+                            } else {
+                                Failure::Final(error)
+                            },
+                        );
                     }
                     if attempt >= max_attempts {
                         return Err(Failure::Fallback(error));
@@ -568,9 +582,14 @@ impl BoundModel {
         let readable =
             crate::tools::connector::unreadable_body(status, response.headers()).is_none();
         let body = if readable {
-            read_bounded(response, target.timeouts.idle, answer_by, MAX_ERROR_BODY_BYTES)
-                .await
-                .unwrap_or_default()
+            read_bounded(
+                response,
+                target.timeouts.idle,
+                answer_by,
+                MAX_ERROR_BODY_BYTES,
+            )
+            .await
+            .unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -671,7 +690,7 @@ impl BoundModel {
         // answered 2xx, or the call timed out after it was sent.
         let mut maybe_billed = false;
         let answer_by = answer_by(call.deadline);
-        let result: Result<(Parsed, bool), Failure> = async {
+        let result: Result<Parsed, Failure> = async {
             let body = Self::body(target, request, false);
             let sent = self.send(n, key.as_ref(), &body, &guard, call).await;
             if matches!(
@@ -698,15 +717,13 @@ impl BoundModel {
                 ProviderKind::Anthropic => anthropic::parse_response(&value),
                 _ => openai::parse_response(&value),
             };
-            parsed
-                .map(|p| (p, true))
-                .map_err(|e| Failure::Fallback(upstream(Some(200), e)))
+            parsed.map_err(|e| Failure::Fallback(upstream(Some(200), e)))
         }
         .await;
         drop(key);
         let reservation = hold.take();
         match result {
-            Ok((parsed, _)) => {
+            Ok(parsed) => {
                 let max_output = u64::from(request.max_tokens);
                 let (tokens, estimated) = match parsed.usage {
                     Some(update) => {
@@ -743,14 +760,21 @@ impl BoundModel {
                 let record = self.record(n, tokens, estimated, started, label, &call.event_id);
                 self.settle(reservation, &record);
                 match checked {
-                    Ok(()) => self.check_suspended().map(|()| completion).map_err(Failure::Final),
+                    Ok(()) => self
+                        .check_suspended()
+                        .map(|()| completion)
+                        .map_err(Failure::Final),
                     Err(leak) => Err(Failure::Final(self.blocked(leak, &call.event_id, n))),
                 }
             }
             Err(failure) => {
                 // A refused call is not billed; one that may have run is
                 // charged its worst case.
-                let tokens = if maybe_billed { worst } else { Tokens::default() };
+                let tokens = if maybe_billed {
+                    worst
+                } else {
+                    Tokens::default()
+                };
                 let outcome = match &failure {
                     Failure::Fallback(e) | Failure::Final(e) => outcome_label(e),
                 };
@@ -791,10 +815,7 @@ impl BoundModel {
         let first = match sent {
             Ok((mut response, sent_at)) => {
                 let (by, kind) = limit(
-                    target
-                        .timeouts
-                        .first_byte
-                        .saturating_sub(sent_at.elapsed()),
+                    target.timeouts.first_byte.saturating_sub(sent_at.elapsed()),
                     TimeoutKind::FirstByte,
                     answer_by,
                 );
@@ -817,10 +838,7 @@ impl BoundModel {
             Ok(started_stream) => started_stream,
             Err(failure) => {
                 // A timeout may have come after the provider started work.
-                let billed = matches!(
-                    &failure,
-                    Failure::Fallback(InferenceError::Timeout(_))
-                );
+                let billed = matches!(&failure, Failure::Fallback(InferenceError::Timeout(_)));
                 let tokens = if billed { worst } else { Tokens::default() };
                 let outcome = match &failure {
                     Failure::Fallback(e) | Failure::Final(e) => outcome_label(e),

@@ -78,7 +78,8 @@ pub fn request_body(
                     }
                 }
                 if !texts.is_empty() {
-                    messages.push(json!({"role": "user", "content": text_content(&texts, dialect)}));
+                    messages
+                        .push(json!({"role": "user", "content": text_content(&texts, dialect)}));
                 }
             }
             Role::Assistant => {
@@ -96,7 +97,8 @@ pub fn request_body(
                 // A tool-call turn without text carries `""`, never `null`:
                 // OpenAI takes both, but llama.cpp-based servers answer 500
                 // to `null` (and to a missing field).
-                let mut out = json!({"role": "assistant", "content": text_content(&texts, dialect)});
+                let mut out =
+                    json!({"role": "assistant", "content": text_content(&texts, dialect)});
                 if !calls.is_empty() {
                     out["tool_calls"] = json!(calls);
                 }

@@ -422,6 +422,10 @@ mod tests {
         assert_eq!(exchange.completion.usage.input_tokens, 3);
         assert!(!exchange.completion.usage.estimated);
         std::fs::write(&path, r#"{"version": 9, "exchanges": []}"#).unwrap();
-        assert!(Cassette::load(&path).unwrap_err().contains("version 9 is not 2"));
+        assert!(
+            Cassette::load(&path)
+                .unwrap_err()
+                .contains("version 9 is not 2")
+        );
     }
 }

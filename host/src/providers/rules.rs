@@ -125,9 +125,7 @@ impl ProviderRules {
             ));
         }
         if !self.takes_stop && !request.stop_sequences.is_empty() {
-            return Err(format!(
-                "stop-sequences: this model of {who} takes none"
-            ));
+            return Err(format!("stop-sequences: this model of {who} takes none"));
         }
         if self.text_needs_non_whitespace {
             for (i, message) in request.messages.iter().enumerate() {
@@ -336,7 +334,9 @@ mod tests {
         assert_eq!(OPENAI.check(&ids, ""), Ok(()));
 
         let mut blank = request();
-        blank.messages[0].content.push(ContentPart::Text(" \n".into()));
+        blank.messages[0]
+            .content
+            .push(ContentPart::Text(" \n".into()));
         assert!(
             ANTHROPIC
                 .check(&blank, "")
@@ -348,7 +348,12 @@ mod tests {
         let reasoning = openai_model("o4-mini");
         let mut warm = request();
         warm.temperature = Some(0.2);
-        assert!(reasoning.check(&warm, "").unwrap_err().contains("only takes the default"));
+        assert!(
+            reasoning
+                .check(&warm, "")
+                .unwrap_err()
+                .contains("only takes the default")
+        );
         warm.temperature = Some(1.0);
         assert_eq!(reasoning.check(&warm, ""), Ok(()));
         warm.stop_sequences = vec!["x".into()];
@@ -357,7 +362,9 @@ mod tests {
         assert_eq!(openai_model("gpt-5-mini"), OPENAI_REASONING);
 
         let mut prefill = request();
-        prefill.messages.push(Message::assistant_text("The answer is "));
+        prefill
+            .messages
+            .push(Message::assistant_text("The answer is "));
         assert!(ANTHROPIC.check(&prefill, "").is_err());
         assert_eq!(OPENAI.check(&prefill, ""), Ok(()));
     }

@@ -15,16 +15,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::assemble::{Assembler, Increment, wit_usage};
-use super::binding::{
-    Binding, Services, check_error, error_text, outcome_label, scan_completion,
-};
+use super::binding::{Binding, Services, check_error, error_text, outcome_label, scan_completion};
 use super::model::{error_kind, unavailable, upstream};
 use super::sse::SseParser;
 use super::target::{Target, limit};
 use super::{anthropic, openai};
-use crate::bindings::inference::{
-    Error as InferenceError, StreamEvent, TimeoutKind,
-};
+use crate::bindings::inference::{Error as InferenceError, StreamEvent, TimeoutKind};
 use crate::bindings::types::RateLimit;
 use crate::leak::{HeldText, LeakDetected, LeakGuard, Scanner};
 use crate::ledger::{Reservation, UsageRecord};
@@ -198,7 +194,11 @@ impl StreamPump {
         if let Some(first) = self.first.take() {
             return Ok(Some(first));
         }
-        let (by, kind) = limit(self.model.target.timeouts.idle, TimeoutKind::Idle, self.answer_by);
+        let (by, kind) = limit(
+            self.model.target.timeouts.idle,
+            TimeoutKind::Idle,
+            self.answer_by,
+        );
         match tokio::time::timeout_at(by.into(), self.response.chunk()).await {
             Err(_) => Err(InferenceError::Timeout(kind)),
             Ok(Err(e)) => Err(unavailable(format!("the stream broke: {}", error_kind(&e)))),

@@ -190,11 +190,13 @@ impl Target {
             builder = builder.header("anthropic-version", super::anthropic::API_VERSION);
         }
         if let Some(key) = key {
-            let value = key.expose_str().ok_or_else(|| {
-                InferenceError::Unavailable("the key is not valid text".into())
-            })?;
+            let value = key
+                .expose_str()
+                .ok_or_else(|| InferenceError::Unavailable("the key is not valid text".into()))?;
             let (name, value) = match self.provider {
-                ProviderKind::Anthropic => ("x-api-key", zeroize::Zeroizing::new(value.to_string())),
+                ProviderKind::Anthropic => {
+                    ("x-api-key", zeroize::Zeroizing::new(value.to_string()))
+                }
                 _ => (
                     "authorization",
                     zeroize::Zeroizing::new(format!("Bearer {value}")),
@@ -236,7 +238,11 @@ mod tests {
             "http://127.0.0.1:9/v1/messages"
         );
         assert_eq!(
-            url(ProviderKind::OpenAiCompatible, Some("http://localhost:8080/")).unwrap(),
+            url(
+                ProviderKind::OpenAiCompatible,
+                Some("http://localhost:8080/")
+            )
+            .unwrap(),
             "http://localhost:8080/v1/chat/completions"
         );
         assert_eq!(
@@ -248,7 +254,11 @@ mod tests {
             "https://api.groq.com/openai/v1/chat/completions"
         );
         assert_eq!(
-            url(ProviderKind::Anthropic, Some("https://proxy.example/anthropic/v1")).unwrap(),
+            url(
+                ProviderKind::Anthropic,
+                Some("https://proxy.example/anthropic/v1")
+            )
+            .unwrap(),
             "https://proxy.example/anthropic/v1/messages"
         );
         assert!(
@@ -260,13 +270,30 @@ mod tests {
 
     #[test]
     fn plain_http_only_to_loopback_or_when_allowed() {
-        for base in ["http://127.0.0.1:1/v1", "http://[::1]:1/v1", "http://localhost/v1"] {
-            assert!(endpoint(ProviderKind::OpenAi, Some(base), false).is_ok(), "{base}");
+        for base in [
+            "http://127.0.0.1:1/v1",
+            "http://[::1]:1/v1",
+            "http://localhost/v1",
+        ] {
+            assert!(
+                endpoint(ProviderKind::OpenAi, Some(base), false).is_ok(),
+                "{base}"
+            );
         }
         let err = endpoint(ProviderKind::OpenAi, Some("http://10.0.0.5/v1"), false).unwrap_err();
-        assert!(err.contains("plain http to a host that is not loopback"), "{err}");
+        assert!(
+            err.contains("plain http to a host that is not loopback"),
+            "{err}"
+        );
         assert!(endpoint(ProviderKind::OpenAi, Some("http://10.0.0.5/v1"), true).is_ok());
-        assert!(endpoint(ProviderKind::Anthropic, Some("http://api.anthropic.com"), false).is_err());
+        assert!(
+            endpoint(
+                ProviderKind::Anthropic,
+                Some("http://api.anthropic.com"),
+                false
+            )
+            .is_err()
+        );
         assert!(endpoint(ProviderKind::OpenAi, Some("ftp://x/v1"), true).is_err());
         assert!(
             endpoint(ProviderKind::OpenAi, Some("https://u:p@x/v1"), false)
