@@ -228,6 +228,27 @@ fn usage_reports_spend_per_agent_model_and_key() {
     let json: serde_json::Value =
         serde_json::from_str(&clawcage(&state, &["usage", "--json"], "").unwrap()).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 2);
+    assert_eq!(json[1]["estimated_calls"], 0);
+    // A server that reported no counts: the estimate is marked.
+    ledger.record(&clawcage::ledger::UsageRecord {
+        agent: "local".into(),
+        binding: "default".into(),
+        provider: "openai-compatible".into(),
+        model: "llama3".into(),
+        input_tokens: 40,
+        output_tokens: 9,
+        estimated: true,
+        outcome: "ok".into(),
+        ..Default::default()
+    });
+    ledger.flush();
+    let report = clawcage(&state, &["usage", "--agent", "local"], "").unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert!(lines[1].contains("~40") && lines[1].contains("~9"), "{report}");
+    assert!(
+        lines[2].starts_with("~ includes 1 call(s) whose server reported no token counts"),
+        "{report}"
+    );
     assert!(
         clawcage(&state, &["usage", "--since", "last tuesday"], "")
             .unwrap_err()
