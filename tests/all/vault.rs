@@ -244,7 +244,10 @@ fn usage_reports_spend_per_agent_model_and_key() {
     ledger.flush();
     let report = clawcage(&state, &["usage", "--agent", "local"], "").unwrap();
     let lines: Vec<&str> = report.lines().collect();
-    assert!(lines[1].contains("~40") && lines[1].contains("~9"), "{report}");
+    assert!(
+        lines[1].contains("~40") && lines[1].contains("~9"),
+        "{report}"
+    );
     assert!(
         lines[2].starts_with("~ includes 1 call(s) whose server reported no token counts"),
         "{report}"

@@ -310,8 +310,14 @@ pub(super) trait Binding {
     fn check_suspended(&self) -> Result<(), InferenceError> {
         let (services, agent, binding) = self.identity();
         let keys = self.key_ids();
-        let mut suspended = services.suspended(agent, Capability::Model, binding, None);
-        for key in &keys {
+        // The binding by name (with its first key), then the other keys.
+        let mut suspended = services.suspended(
+            agent,
+            Capability::Model,
+            binding,
+            keys.first().map(String::as_str),
+        );
+        for key in keys.iter().skip(1) {
             if suspended.is_some() {
                 break;
             }

@@ -642,33 +642,55 @@ impl BoundModel {
         outcome: &str,
         event_id: &str,
     ) -> UsageRecord {
-        let target = &self.targets[n];
-        let cost = self
-            .services
-            .prices
-            .price(target.provider.name(), &target.model)
-            .map_or(0, |p| p.cost(&tokens));
-        UsageRecord {
-            agent: self.agent.to_string(),
-            binding: self.binding.clone(),
-            provider: target.provider.name().to_string(),
-            model: target.model.clone(),
-            key_id: target.key_id.clone(),
-            input_tokens: tokens.input,
-            output_tokens: tokens.output,
-            cache_read_tokens: tokens.cache_read,
-            cache_write_tokens: tokens.cache_write,
+        usage_record(
+            &self.services,
+            &self.agent,
+            &self.binding,
+            &self.targets[n],
+            n as u32,
+            tokens,
             estimated,
-            fallback: n as u32,
-            cost_micros: cost,
-            latency_ms: started.elapsed().as_millis() as u64,
-            outcome: outcome.to_string(),
-            event_id: Some(event_id.to_string()),
-        }
+            started,
+            outcome,
+            event_id,
+        )
     }
 
     fn settle(&self, reservation: Reservation, record: &UsageRecord) {
         self.services.ledger.settle(reservation, record);
+    }
+
+    /// Settles a failed attempt on model `n`: charged `billed` (the worst
+    /// case, marked estimated) when the provider may have done the work,
+    /// nothing when it refused; and the error checked for the key before
+    /// the guest reads it.
+    #[allow(clippy::too_many_arguments)]
+    fn failed(
+        &self,
+        n: usize,
+        reservation: Reservation,
+        guard: &LeakGuard,
+        failure: Failure,
+        billed: Option<Tokens>,
+        started: Instant,
+        event_id: &str,
+    ) -> Failure {
+        let error = match &failure {
+            Failure::Fallback(e) | Failure::Final(e) => e,
+        };
+        let record = self.record(
+            n,
+            billed.unwrap_or_default(),
+            billed.is_some(),
+            started,
+            outcome_label(error),
+            event_id,
+        );
+        self.settle(reservation, &record);
+        match check_error(guard, error) {
+            Ok(()) => failure,
+            Err(leak) => Failure::Final(self.blocked(leak, event_id, n)),
+        }
     }
 
     /// One unstreamed attempt on model `n`.
@@ -767,27 +789,15 @@ impl BoundModel {
                     Err(leak) => Err(Failure::Final(self.blocked(leak, &call.event_id, n))),
                 }
             }
-            Err(failure) => {
-                // A refused call is not billed; one that may have run is
-                // charged its worst case.
-                let tokens = if maybe_billed {
-                    worst
-                } else {
-                    Tokens::default()
-                };
-                let outcome = match &failure {
-                    Failure::Fallback(e) | Failure::Final(e) => outcome_label(e),
-                };
-                let record = self.record(n, tokens, maybe_billed, started, outcome, &call.event_id);
-                self.settle(reservation, &record);
-                let leak = match &failure {
-                    Failure::Fallback(e) | Failure::Final(e) => check_error(&guard, e),
-                };
-                match leak {
-                    Ok(()) => Err(failure),
-                    Err(leak) => Err(Failure::Final(self.blocked(leak, &call.event_id, n))),
-                }
-            }
+            Err(failure) => Err(self.failed(
+                n,
+                reservation,
+                &guard,
+                failure,
+                maybe_billed.then_some(worst),
+                started,
+                &call.event_id,
+            )),
         }
     }
 
@@ -839,24 +849,20 @@ impl BoundModel {
             Err(failure) => {
                 // A timeout may have come after the provider started work.
                 let billed = matches!(&failure, Failure::Fallback(InferenceError::Timeout(_)));
-                let tokens = if billed { worst } else { Tokens::default() };
-                let outcome = match &failure {
-                    Failure::Fallback(e) | Failure::Final(e) => outcome_label(e),
-                };
-                let record = self.record(n, tokens, billed, started, outcome, &call.event_id);
-                self.settle(reservation, &record);
-                let leak = match &failure {
-                    Failure::Fallback(e) | Failure::Final(e) => check_error(&guard, e),
-                };
-                return Err(match leak {
-                    Ok(()) => failure,
-                    Err(leak) => Failure::Final(self.blocked(leak, &call.event_id, n)),
-                });
+                return Err(self.failed(
+                    n,
+                    reservation,
+                    &guard,
+                    failure,
+                    billed.then_some(worst),
+                    started,
+                    &call.event_id,
+                ));
             }
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
-        let pump = StreamPump::new(
-            super::stream::StreamBinding {
+        let pump = StreamPump {
+            model: super::stream::StreamBinding {
                 agent: self.agent.clone(),
                 binding: self.binding.clone(),
                 target: target.clone(),
@@ -865,15 +871,15 @@ impl BoundModel {
                 services: self.services.clone(),
             },
             response,
-            first,
+            first: Some(first),
             answer_by,
-            call.event_id.clone(),
+            event_id: call.event_id.clone(),
             guard,
             reservation,
             worst,
-            input_token_estimate(request),
+            input_estimate: input_token_estimate(request),
             started,
-        );
+        };
         tokio::spawn(pump.run(sender));
         Ok(receiver)
     }
@@ -900,9 +906,71 @@ impl BoundModel {
         );
     }
 
+    /// Tries `attempt` on each model of the chain in turn until one
+    /// answers, a failure ends the chain, or the time to answer is over.
+    async fn along_the_chain<T, F, Fut>(
+        &self,
+        call: &CallContext,
+        mut attempt: F,
+    ) -> Result<T, InferenceError>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let mut n = 0;
+        loop {
+            match attempt(n).await {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Fallback(error)) if self.may_fall_back(n, call) => {
+                    self.falling_back(n, &error);
+                    n += 1;
+                }
+                Err(failure) => return Err(failure.error()),
+            }
+        }
+    }
+
     /// Whether the chain may go on after model `n` failed.
     fn may_fall_back(&self, n: usize, call: &CallContext) -> bool {
         n + 1 < self.targets.len() && Instant::now() < answer_by(call.deadline)
+    }
+}
+
+/// The usage record of one attempt on `target`, model `fallback` of the
+/// binding's chain, priced at that model's rates.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn usage_record(
+    services: &Services,
+    agent: &str,
+    binding: &str,
+    target: &Target,
+    fallback: u32,
+    tokens: Tokens,
+    estimated: bool,
+    started: Instant,
+    outcome: &str,
+    event_id: &str,
+) -> UsageRecord {
+    let cost = services
+        .prices
+        .price(target.provider.name(), &target.model)
+        .map_or(0, |p| p.cost(&tokens));
+    UsageRecord {
+        agent: agent.to_string(),
+        binding: binding.to_string(),
+        provider: target.provider.name().to_string(),
+        model: target.model.clone(),
+        key_id: target.key_id.clone(),
+        input_tokens: tokens.input,
+        output_tokens: tokens.output,
+        cache_read_tokens: tokens.cache_read,
+        cache_write_tokens: tokens.cache_write,
+        estimated,
+        fallback,
+        cost_micros: cost,
+        latency_ms: started.elapsed().as_millis() as u64,
+        outcome: outcome.to_string(),
+        event_id: Some(event_id.to_string()),
     }
 }
 
@@ -1036,19 +1104,11 @@ impl ModelBackend for BoundModel {
         request: CompletionRequest,
         call: &CallContext,
     ) -> Result<Completion, InferenceError> {
+        // A suspended binding answers every call the same way, valid or not.
         self.check_suspended()?;
         self.check_request(&request)?;
-        let mut n = 0;
-        loop {
-            match self.complete_with(n, &request, call).await {
-                Ok(completion) => return Ok(completion),
-                Err(Failure::Fallback(error)) if self.may_fall_back(n, call) => {
-                    self.falling_back(n, &error);
-                    n += 1;
-                }
-                Err(failure) => return Err(failure.error()),
-            }
-        }
+        self.along_the_chain(call, |n| self.complete_with(n, &request, call))
+            .await
     }
 
     async fn stream(
@@ -1058,16 +1118,7 @@ impl ModelBackend for BoundModel {
     ) -> Result<CompletionEvents, InferenceError> {
         self.check_suspended()?;
         self.check_request(&request)?;
-        let mut n = 0;
-        loop {
-            match self.stream_with(n, &request, call).await {
-                Ok(events) => return Ok(events),
-                Err(Failure::Fallback(error)) if self.may_fall_back(n, call) => {
-                    self.falling_back(n, &error);
-                    n += 1;
-                }
-                Err(failure) => return Err(failure.error()),
-            }
-        }
+        self.along_the_chain(call, |n| self.stream_with(n, &request, call))
+            .await
     }
 }

@@ -23,7 +23,7 @@ use super::{anthropic, openai};
 use crate::bindings::inference::{Error as InferenceError, StreamEvent, TimeoutKind};
 use crate::bindings::types::RateLimit;
 use crate::leak::{HeldText, LeakDetected, LeakGuard, Scanner};
-use crate::ledger::{Reservation, UsageRecord};
+use crate::ledger::Reservation;
 use crate::pricing::Tokens;
 
 /// What a stream's task keeps of its binding.
@@ -52,16 +52,26 @@ impl Binding for StreamBinding {
 
 /// The task that reads one stream.
 pub(super) struct StreamPump {
-    model: StreamBinding,
-    response: reqwest::Response,
-    first: Option<bytes::Bytes>,
-    answer_by: Instant,
-    event_id: Arc<str>,
-    guard: LeakGuard,
-    reservation: Reservation,
-    worst: Tokens,
-    input_estimate: u64,
-    started: Instant,
+    /// The binding, as far as the stream needs it.
+    pub(super) model: StreamBinding,
+    /// The provider's response, headers read.
+    pub(super) response: reqwest::Response,
+    /// The body's first chunk, read before the stream was handed over.
+    pub(super) first: Option<bytes::Bytes>,
+    /// When the stream must be over (see [`super::target::answer_by`]).
+    pub(super) answer_by: Instant,
+    /// The event, for records.
+    pub(super) event_id: Arc<str>,
+    /// The guard for the key the request carried.
+    pub(super) guard: LeakGuard,
+    /// The budget reservation, settled when the stream ends.
+    pub(super) reservation: Reservation,
+    /// The request's worst case (input bound, max-tokens).
+    pub(super) worst: Tokens,
+    /// The estimate of the input tokens, for a server that counts none.
+    pub(super) input_estimate: u64,
+    /// When the attempt started.
+    pub(super) started: Instant,
 }
 
 /// Where the guest-visible pieces of a stream go: every string through one
@@ -162,33 +172,6 @@ impl Decoder {
 }
 
 impl StreamPump {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        model: StreamBinding,
-        response: reqwest::Response,
-        first: bytes::Bytes,
-        answer_by: Instant,
-        event_id: Arc<str>,
-        guard: LeakGuard,
-        reservation: Reservation,
-        worst: Tokens,
-        input_estimate: u64,
-        started: Instant,
-    ) -> Self {
-        Self {
-            model,
-            response,
-            first: Some(first),
-            answer_by,
-            event_id,
-            guard,
-            reservation,
-            worst,
-            input_estimate,
-            started,
-        }
-    }
-
     /// The next chunk of the body, within the idle limit.
     async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, InferenceError> {
         if let Some(first) = self.first.take() {
@@ -359,29 +342,18 @@ impl StreamPump {
                 "model stream timed out; the deltas so far were delivered"
             );
         }
-        let cost = self
-            .model
-            .services
-            .prices
-            .price(target.provider.name(), &target.model)
-            .map_or(0, |p| p.cost(&tokens));
-        let record = UsageRecord {
-            agent: self.model.agent.to_string(),
-            binding: self.model.binding.clone(),
-            provider: target.provider.name().to_string(),
-            model: target.model.clone(),
-            key_id: target.key_id.clone(),
-            input_tokens: tokens.input,
-            output_tokens: tokens.output,
-            cache_read_tokens: tokens.cache_read,
-            cache_write_tokens: tokens.cache_write,
+        let record = super::model::usage_record(
+            &self.model.services,
+            &self.model.agent,
+            &self.model.binding,
+            &target,
+            self.model.fallback,
+            tokens,
             estimated,
-            fallback: self.model.fallback,
-            cost_micros: cost,
-            latency_ms: self.started.elapsed().as_millis() as u64,
-            outcome: label.to_string(),
-            event_id: Some(self.event_id.to_string()),
-        };
+            self.started,
+            label,
+            &self.event_id,
+        );
         self.model.services.ledger.settle(self.reservation, &record);
         let error = match (outcome, leak) {
             (_, Some(detected)) => Some(self.model.blocked(detected, &self.event_id, 0)),
