@@ -76,8 +76,8 @@ impl Price {
             input,
             output,
             cache_read: input / 10,
-            cache_write: input / 4 * 5,
-            cache_write_1h: input * 2,
+            cache_write: input.saturating_mul(5) / 4,
+            cache_write_1h: input.saturating_mul(2),
         }
     }
 
