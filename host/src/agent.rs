@@ -110,6 +110,15 @@ impl Cage {
         let mut bindings = ModelBindings::new();
         for (name, spec) in &manifest.models {
             if spec.provider == "replay" {
+                if !spec.fallbacks.is_empty()
+                    || spec.timeouts != crate::manifest::ModelTimeouts::default()
+                    || spec.dialect.is_some()
+                    || spec.allow_http
+                {
+                    return Err(LoadError::Manifest(format!(
+                        "models.{name}: the replay provider answers from its cassette; fallbacks, timeouts, dialect and allow_http do not apply to it"
+                    )));
+                }
                 let Some(path) = &spec.cassette else {
                     return Err(LoadError::Manifest(format!(
                         "models.{name}.cassette is required for the replay provider"

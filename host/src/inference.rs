@@ -377,6 +377,17 @@ fn check_tool_pairs(request: &CompletionRequest) -> Result<(), String> {
             })
             .collect()
     }
+    if let Some(last) = request.messages.last()
+        && last
+            .content
+            .iter()
+            .any(|p| matches!(p, ContentPart::ToolUse(_)))
+    {
+        return Err(format!(
+            "messages[{}] is the last message and asks for a tool use: send it with the tool results after it",
+            request.messages.len() - 1
+        ));
+    }
     for (i, message) in request.messages.iter().enumerate() {
         let asked = uses(message);
         let count = message
@@ -785,6 +796,12 @@ mod tests {
                     r.messages.push(assistant_using(""));
                 }),
                 "messages[1].content[0].id \"\" must be 1 to",
+            ),
+            (
+                Box::new(|r| {
+                    r.messages.push(assistant_using("t1"));
+                }),
+                "messages[1] is the last message and asks for a tool use",
             ),
         ];
         for (mutate, expected) in cases {

@@ -205,11 +205,12 @@ pub struct ModelTimeouts {
     /// Connecting (TCP and TLS). Default 5 000.
     #[serde(default)]
     pub connect_ms: Option<u64>,
-    /// From sending the request to the answer's first byte: an unstreamed
-    /// completion's whole answer, a stream's first event. Default 20 000.
+    /// From the start of the request (connecting included) to the answer's
+    /// first bytes: an unstreamed completion's headers (sent once the
+    /// answer is ready), a stream's first event. Default 20 000.
     #[serde(default)]
     pub first_byte_ms: Option<u64>,
-    /// Longest quiet time between two chunks of an answer. Default 10 000.
+    /// Longest quiet time while a body or a stream is read. Default 10 000.
     #[serde(default)]
     pub idle_ms: Option<u64>,
 }

@@ -50,11 +50,6 @@ impl Tokens {
             ..Self::default()
         }
     }
-
-    /// Input plus output, what token budgets count.
-    pub fn total(&self) -> u64 {
-        self.input.saturating_add(self.output)
-    }
 }
 
 impl Price {
@@ -124,11 +119,6 @@ impl Price {
             .max(self.cache_write_1h);
         Price::flat(dearest_input, self.output).cost(&Tokens::plain(input, output))
     }
-
-    /// The cost of uncached input and output, rounded up.
-    pub fn cost_micros(&self, input_tokens: u64, output_tokens: u64) -> u64 {
-        self.cost(&Tokens::plain(input_tokens, output_tokens))
-    }
 }
 
 const fn anthropic(input: u64, output: u64) -> Price {
@@ -177,6 +167,8 @@ const BUILTIN: &[(&str, &str, Price)] = &[
         anthropic(15_000_000, 75_000_000),
     ),
     ("anthropic", "claude-3-haiku", anthropic(250_000, 1_250_000)),
+    ("openai", "gpt-5-pro", Price::flat(15_000_000, 120_000_000)),
+    ("openai", "gpt-5.2", openai(1_750_000, 14_000_000, 175_000)),
     ("openai", "gpt-5-nano", openai(50_000, 400_000, 5_000)),
     ("openai", "gpt-5-mini", openai(250_000, 2_000_000, 25_000)),
     ("openai", "gpt-5", openai(1_250_000, 10_000_000, 125_000)),
@@ -190,6 +182,7 @@ const BUILTIN: &[(&str, &str, Price)] = &[
     ("openai", "gpt-4o-mini", openai(150_000, 600_000, 75_000)),
     ("openai", "gpt-4o", openai(2_500_000, 10_000_000, 1_250_000)),
     ("openai", "o4-mini", openai(1_100_000, 4_400_000, 275_000)),
+    ("openai", "o3-pro", Price::flat(20_000_000, 80_000_000)),
     ("openai", "o3", openai(2_000_000, 8_000_000, 500_000)),
 ];
 
@@ -392,12 +385,12 @@ mod tests {
     #[test]
     fn costs_round_up_and_never_overflow() {
         let price = Price::flat(3_000_000, 15_000_000);
-        assert_eq!(price.cost_micros(1_000_000, 0), 3_000_000);
-        assert_eq!(price.cost_micros(1, 0), 3);
-        assert_eq!(price.cost_micros(1, 1), 18);
-        assert_eq!(Price::flat(1, 0).cost_micros(1, 0), 1);
+        assert_eq!(price.cost(&Tokens::plain(1_000_000, 0)), 3_000_000);
+        assert_eq!(price.cost(&Tokens::plain(1, 0)), 3);
+        assert_eq!(price.cost(&Tokens::plain(1, 1)), 18);
+        assert_eq!(Price::flat(1, 0).cost(&Tokens::plain(1, 0)), 1);
         assert_eq!(
-            Price::flat(u64::MAX, u64::MAX).cost_micros(u64::MAX, u64::MAX),
+            Price::flat(u64::MAX, u64::MAX).cost(&Tokens::plain(u64::MAX, u64::MAX)),
             u64::MAX
         );
     }
@@ -454,6 +447,12 @@ mod tests {
         // 1 uncached + 2 x 0.10 + 4 x 1.25 + 8 x 2 + 1 x 5 dollars.
         assert_eq!(haiku.cost(&tokens), 27_200_000);
         assert_eq!(haiku.worst_case_micros(1_000_000, 0), 2_000_000);
+        // Prices not divisible by four keep their cache-write rate exact.
+        let odd = Price::anthropic(1_000_001, 0);
+        assert_eq!(
+            (odd.cache_write, odd.cache_write_1h),
+            (1_250_001, 2_000_002)
+        );
         // gpt-4o: cached input at half price.
         let gpt = PriceTable::builtin().price("openai", "gpt-4o").unwrap();
         let cached = Tokens {

@@ -347,9 +347,22 @@ async fn a_cut_stream_is_an_error_and_is_charged_its_worst_case_marked_estimated
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_calls_never_overshoot_a_budget_for_ten() {
     let host = host().await;
-    // Each call reserves its worst case: the prompt's bytes plus 16, plus
-    // max-tokens (100): "slow" → 120 tokens. 1 200 tokens allow ten.
-    let budget = "[budget]\ntokens_per_day = 1200\n";
+    // Each call reserves its worst case: the body's bytes with an allowance
+    // for the chat template, plus max-tokens (100). A one-token budget
+    // refuses the call and says how much that is.
+    let probe = host.agent(
+        "probe",
+        &format!("{ANTHROPIC}[budget]\ntokens_per_day = 1\n"),
+    );
+    let refusal = ask(&probe, "default", "slow", false).await;
+    let per_call: u64 = refusal["error"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("budget exceeded: this call could use ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{refusal}"));
+    let budget = format!("[budget]\ntokens_per_day = {}\n", per_call * 10);
     let agent = Arc::new(host.agent_with(
         "alpha",
         &format!("{ANTHROPIC}{budget}"),
@@ -372,10 +385,9 @@ async fn fifty_concurrent_calls_never_overshoot_a_budget_for_ten() {
             answered += 1;
         } else {
             assert!(
-                answer["error"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("budget exceeded: this call could use 120 tokens"),
+                answer["error"].as_str().unwrap().starts_with(&format!(
+                    "budget exceeded: this call could use {per_call} tokens"
+                )),
                 "{answer}"
             );
             refused += 1;
@@ -394,7 +406,7 @@ async fn fifty_concurrent_calls_never_overshoot_a_budget_for_ten() {
         .iter()
         .map(|u| u.input_tokens + u.output_tokens)
         .sum();
-    assert!(spent <= 1200);
+    assert!(spent <= per_call * 10);
 }
 
 #[tokio::test]

@@ -392,11 +392,13 @@ async fn real_server_errors_reach_the_guest_typed_and_uncharged() {
 }
 
 #[tokio::test]
-async fn a_wrong_path_shows_the_url_that_was_called() {
+async fn a_wrong_path_is_named_without_showing_the_guest_the_url() {
     let exchanges = corpus::load(&corpus::dir("llama-cpp"));
     let server = ReplayServer::start(exchanges).await;
     let host = host().await;
-    let base = format!("http://{}/api/v2", server.addr);
+    // A gateway that keeps a token in its path: the operator's log gets the
+    // URL, the agent does not.
+    let base = format!("http://{}/t/gw-7f3a9c2e51/v2", server.addr);
     let agent = host.agent(
         "local",
         &format!("[models.default]\nprovider = \"openai-compatible\"\nmodel = \"gemma3-270m\"\nbase_url = \"{base}\"\n"),
@@ -408,10 +410,14 @@ async fn a_wrong_path_shows_the_url_that_was_called() {
     .await;
     let error = seen["error"].as_str().unwrap();
     assert!(
-        error.contains(&format!("POST {base}/chat/completions answered 404")),
+        error.contains("POST …/chat/completions answered 404 for model \"gemma3-270m\""),
         "{error}"
     );
-    assert!(error.contains("base_url should be the API root"), "{error}");
+    assert!(error.contains("base_url or model id is wrong"), "{error}");
+    assert!(
+        !error.contains("gw-7f3a9c2e51") && !error.contains("127.0.0.1"),
+        "{error}"
+    );
 }
 
 // ---------------------------------------------------------------------------

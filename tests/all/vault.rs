@@ -249,7 +249,7 @@ fn usage_reports_spend_per_agent_model_and_key() {
         "{report}"
     );
     assert!(
-        lines[2].starts_with("~ includes 1 call(s) whose server reported no token counts"),
+        lines[2].starts_with("~ includes 1 call(s) the host counted itself"),
         "{report}"
     );
     assert!(

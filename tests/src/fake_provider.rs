@@ -210,8 +210,10 @@ fn echo_blocks(scenario: &str, key: &str, prompt: &str) -> Option<Vec<Block>> {
                 .collect();
             vec![Block::Text(thirds(&format!("decode this: {escaped}")))]
         }
+        // The id holds as much of the key as an id the host passes on may
+        // (64 bytes of `[A-Za-z0-9_-]`); longer ones are replaced.
         "echo-tool" => vec![Block::Tool(
-            format!("toolu_{key}"),
+            format!("toolu_{}", &key[..key.len().min(58)]),
             "lookup".into(),
             vec!["{\"q\":".into(), " \"x\"}".into()],
         )],

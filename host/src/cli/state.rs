@@ -167,7 +167,7 @@ impl UsageCommand {
         if estimated > 0 {
             let _ = writeln!(
                 out,
-                "~ includes {estimated} call(s) whose server reported no token counts; the host estimated them"
+                "~ includes {estimated} call(s) the host counted itself: upper bounds where the server reported no token counts, the worst case where a call failed after it may have run"
             );
         }
         Ok(())

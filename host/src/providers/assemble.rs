@@ -109,6 +109,7 @@ pub struct Assembler {
     saw_input: bool,
     saw_output_after_stop: bool,
     deltas: u64,
+    generated_bytes: usize,
     done: bool,
 }
 
@@ -130,19 +131,9 @@ impl Assembler {
             saw_input: false,
             saw_output_after_stop: false,
             deltas: 0,
+            generated_bytes: 0,
             done: false,
         }
-    }
-
-    /// Whether `Done` was seen.
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// Whether the provider said why it stopped: a stream cut after that
-    /// lost nothing of the answer.
-    pub fn is_stopped(&self) -> bool {
-        self.stop.is_some()
     }
 
     /// Token counts so far.
@@ -162,6 +153,11 @@ impl Assembler {
     /// when they report no usage.
     pub fn deltas(&self) -> u64 {
         self.deltas
+    }
+
+    /// The bytes of text and tool input generated so far.
+    pub fn generated_bytes(&self) -> usize {
+        self.generated_bytes
     }
 
     /// Ends a stream that stopped without its end marker (`[DONE]`): the
@@ -202,6 +198,7 @@ impl Assembler {
                     return Ok(None);
                 }
                 self.deltas += 1;
+                self.generated_bytes += text.len();
                 Some(StreamEvent::TextDelta(text))
             }
             Increment::ToolStart { index, id, name } => {
@@ -224,6 +221,7 @@ impl Assembler {
                     return Ok(None);
                 }
                 self.deltas += 1;
+                self.generated_bytes += json.len();
                 Some(StreamEvent::ToolUseInputDelta(json))
             }
             Increment::Stop(reason) => {

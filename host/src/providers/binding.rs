@@ -298,10 +298,6 @@ pub(super) trait Binding {
     /// The vault key ids of every model of the binding's chain.
     fn key_ids(&self) -> Vec<String>;
 
-    /// The key id of model `n` of the chain (the one a stream carries, for
-    /// a stream's task).
-    fn key_id(&self, n: usize) -> Option<&str>;
-
     /// Fails with `leak-blocked` if the binding, or a key of its chain, is
     /// suspended. Checked when a call starts and again before any answer or
     /// stream event is delivered, so calls in flight when another hit
@@ -329,15 +325,16 @@ pub(super) trait Binding {
         }
     }
 
-    /// Records a blocked leak of model `n`'s key (suspending the binding
-    /// for the agent) and returns the guest's error.
-    fn blocked(&self, leak: LeakDetected, event_id: &str, n: usize) -> InferenceError {
+    /// Records a blocked leak of the key `key_id` (the one the call that
+    /// leaked it carried), suspending the binding for the agent, and
+    /// returns the guest's error.
+    fn blocked(&self, leak: LeakDetected, event_id: &str, key_id: Option<&str>) -> InferenceError {
         let (services, agent, binding) = self.identity();
         InferenceError::LeakBlocked(services.leak_blocked(LeakReport {
             agent: agent.to_string(),
             capability: Capability::Model,
             name: binding.to_string(),
-            key_id: self.key_id(n).map(str::to_string),
+            key_id: key_id.map(str::to_string),
             event_id: Some(event_id.to_string()),
             view: leak.view,
         }))

@@ -70,6 +70,23 @@ pub struct BoundModel {
     pub services: Arc<Services>,
 }
 
+/// One call along a binding's chain: the event's context, and the time by
+/// which the answer is due, fixed when the call starts (so fallbacks do
+/// not eat into the guest's reserve).
+pub(super) struct Call<'c> {
+    context: &'c CallContext,
+    answer_by: Instant,
+}
+
+impl Call<'_> {
+    fn event_id(&self) -> &str {
+        &self.context.event_id
+    }
+}
+
+/// Least time left for a fallback to be worth trying.
+const MIN_FALLBACK_TIME: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// How an attempt on one model failed.
 pub(super) enum Failure {
     /// The provider was busy, down, slow or refused the key: the next model
@@ -98,49 +115,37 @@ pub(super) fn unavailable(message: impl Into<String>) -> InferenceError {
     InferenceError::Unavailable(message.into())
 }
 
-/// An upper bound on a request's input tokens: no tokenizer produces more
-/// tokens than bytes, plus a little per message for the chat template.
-fn input_token_bound(request: &CompletionRequest) -> u64 {
-    let mut bytes = request.system.as_ref().map_or(0, String::len);
-    for message in &request.messages {
-        bytes += 16;
-        for part in &message.content {
-            bytes += match part {
-                ContentPart::Text(t) => t.len(),
-                ContentPart::ToolUse(t) => t.id.len() + t.name.len() + t.input.len(),
-                ContentPart::ToolResult(r) => r.tool_use_id.len() + r.content.len(),
-            };
-        }
-    }
-    for tool in &request.tools {
-        bytes += tool.name.len() + tool.description.len() + tool.input_schema.len();
-    }
-    // Providers add their own prompt around tool definitions (a few hundred
-    // tokens); reserve generously for it.
+/// An upper bound on a request's input tokens, from the body as sent: no
+/// tokenizer produces more tokens than bytes, plus an allowance for what
+/// the provider's chat template adds per message and per part (each tool
+/// result is a message of its own in Chat Completions) and around tool
+/// definitions.
+fn input_token_bound(request: &CompletionRequest, body_bytes: usize) -> u64 {
+    let parts: usize = request.messages.iter().map(|m| m.content.len()).sum();
+    let mut bytes = body_bytes + 16 * (request.messages.len() + parts + 1);
     if !request.tools.is_empty() {
         bytes += 1_024 + 64 * request.tools.len();
     }
     bytes as u64
 }
 
-/// An estimate of a request's input tokens, for servers that report none:
-/// a third of the bound (English text runs about four bytes a token, code
-/// and other scripts fewer, so this leans high).
-pub(super) fn input_token_estimate(request: &CompletionRequest) -> u64 {
-    input_token_bound(request).div_ceil(3)
+/// The output tokens of an answer whose server counted none: an upper
+/// bound, as for input (a token is at least a byte of text, plus one for
+/// the end of the answer), at most `max`.
+pub(super) fn output_token_bound(bytes: usize, max: u64) -> u64 {
+    (bytes as u64 + 1).min(max)
 }
 
-/// An estimate of the output tokens of `content`, at most `max`.
-fn output_token_estimate(content: &[ContentPart], max: u64) -> u64 {
-    let bytes: usize = content
+/// The text bytes of `content`, what the model generated.
+fn generated_bytes(content: &[ContentPart]) -> usize {
+    content
         .iter()
         .map(|part| match part {
             ContentPart::Text(t) => t.len(),
-            ContentPart::ToolUse(t) => t.name.len() + t.input.len(),
+            ContentPart::ToolUse(t) => t.id.len() + t.name.len() + t.input.len(),
             ContentPart::ToolResult(r) => r.content.len(),
         })
-        .sum();
-    (bytes as u64).div_ceil(3).min(max)
+        .sum()
 }
 
 /// What [`BoundModel::begin`] sets up for one attempt.
@@ -289,6 +294,27 @@ impl BoundModel {
                 services,
             )?);
         }
+        // With a USD budget every model of the chain needs a price, known
+        // now rather than when the chain first falls back to it.
+        if budget.usd_micros_per_day.is_some() || budget.usd_micros_per_month.is_some() {
+            for (n, target) in targets.iter().enumerate() {
+                if services
+                    .prices
+                    .price(target.provider.name(), &target.model)
+                    .is_none()
+                {
+                    let at = if n == 0 {
+                        at.clone()
+                    } else {
+                        format!("{at}.fallbacks[{}]", n - 1)
+                    };
+                    return Err(format!(
+                        "{at}.model {:?} has no price, so the agent's USD budget cannot be enforced; add it to prices.toml",
+                        target.model
+                    ));
+                }
+            }
+        }
         Ok(Self {
             agent: agent.into(),
             binding: name.to_string(),
@@ -344,8 +370,9 @@ impl BoundModel {
         &self,
         target: &Target,
         request: &CompletionRequest,
+        body_bytes: usize,
     ) -> Result<(Reservation, u64), InferenceError> {
-        let input_bound = input_token_bound(request);
+        let input_bound = input_token_bound(request, body_bytes);
         let output_bound = u64::from(request.max_tokens);
         let price = self
             .services
@@ -387,12 +414,15 @@ impl BoundModel {
         &self,
         n: usize,
         request: &CompletionRequest,
+        body_bytes: usize,
         call: &CallContext,
     ) -> Result<CallStart<'_>, Failure> {
         self.check_suspended().map_err(Failure::Final)?;
         let target = &self.targets[n];
         let started = Instant::now();
-        let (reservation, input_bound) = self.reserve(target, request).map_err(Failure::Final)?;
+        let (reservation, input_bound) = self
+            .reserve(target, request, body_bytes)
+            .map_err(Failure::Final)?;
         let (key, guard) = match self.key(target) {
             Ok(key) => key,
             Err(error) => {
@@ -441,13 +471,15 @@ impl BoundModel {
             })
     }
 
-    fn body(target: &Target, request: &CompletionRequest, stream: bool) -> Value {
+    /// The request body for `target`, as sent.
+    fn body(target: &Target, request: &CompletionRequest, stream: bool) -> String {
         match target.provider {
             ProviderKind::Anthropic => anthropic::request_body(&target.model, request, stream),
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
                 openai::request_body(&target.model, request, stream, target.dialect)
             }
         }
+        .to_string()
     }
 
     /// Logs a timeout (the guest gets it as `timeout(kind)`) and returns it.
@@ -472,12 +504,12 @@ impl BoundModel {
         &self,
         n: usize,
         key: Option<&Secret>,
-        body: &Value,
+        body: &str,
         guard: &LeakGuard,
-        call: &CallContext,
+        call: &Call<'_>,
     ) -> Result<(reqwest::Response, Instant), Failure> {
         let target = &self.targets[n];
-        let answer_by = answer_by(call.deadline);
+        let answer_by = call.answer_by;
         let max_attempts = if n + 1 < self.targets.len() {
             1
         } else {
@@ -516,7 +548,13 @@ impl BoundModel {
                     let error = self
                         .error_from(target, response, answer_by, guard)
                         .await
-                        .map_err(|leak| Failure::Final(self.blocked(leak, &call.event_id, n)))?;
+                        .map_err(|leak| {
+                            Failure::Final(self.blocked(
+                                leak,
+                                call.event_id(),
+                                target.key_id.as_deref(),
+                            ))
+                        })?;
                     if !http::retryable(status) {
                         // A server error, a key this provider will not take, or
                         // a model it does not have (OpenAI answers 404 for a
@@ -545,10 +583,20 @@ impl BoundModel {
                     (error, None)
                 }
                 Err(e) => {
+                    // The URL goes to the operator's log, not to the guest:
+                    // it names internal hosts, and a gateway may keep a
+                    // token in its path.
+                    tracing::warn!(
+                        agent = %self.agent,
+                        binding = %self.binding,
+                        url = %target.shown_url(),
+                        error = error_kind(&e),
+                        "cannot reach the model's server"
+                    );
                     let error = unavailable(format!(
-                        "cannot reach {} at {}: {}",
+                        "cannot reach {} (model {:?}): {}",
                         target.provider.name(),
-                        target.shown_url(),
+                        target.model,
                         error_kind(&e)
                     ));
                     if attempt >= max_attempts || !e.is_connect() {
@@ -611,19 +659,28 @@ impl BoundModel {
             400 | 413 | 422 => InferenceError::InvalidRequest(format!(
                 "the provider refused the request: {message}"
             )),
-            // A wrong path: say which URL was called, so the operator can
-            // fix base_url.
-            404 | 405 => upstream(
-                Some(code),
-                format!(
-                    "POST {} answered {code}; base_url should be the API root, such as https://api.openai.com/v1 (the host appends {}): {message}",
-                    target.shown_url(),
-                    match target.provider {
-                        ProviderKind::Anthropic => "/messages",
-                        _ => "/chat/completions",
-                    }
-                ),
-            ),
+            // A wrong path or a model the server does not have: the
+            // operator's log names the URL that was called.
+            404 | 405 => {
+                tracing::warn!(
+                    agent = %self.agent,
+                    binding = %self.binding,
+                    url = %target.shown_url(),
+                    status = code,
+                    "the model's server answered {code}: check base_url (the API root, such as https://api.openai.com/v1) and the model id"
+                );
+                upstream(
+                    Some(code),
+                    format!(
+                        "POST …{} answered {code} for model {:?}: the operator's base_url or model id is wrong (the host's log has the URL): {message}",
+                        match target.provider {
+                            ProviderKind::Anthropic => "/messages",
+                            _ => "/chat/completions",
+                        },
+                        target.model
+                    ),
+                )
+            }
             529 | 503 => unavailable(format!(
                 "{} is overloaded (HTTP {code}): {message}",
                 target.provider.name()
@@ -678,7 +735,7 @@ impl BoundModel {
         let error = match &failure {
             Failure::Fallback(e) | Failure::Final(e) => e,
         };
-        let record = self.record(
+        let mut record = self.record(
             n,
             billed.unwrap_or_default(),
             billed.is_some(),
@@ -686,11 +743,26 @@ impl BoundModel {
             outcome_label(error),
             event_id,
         );
+        if let Some(worst) = billed {
+            record.cost_micros = self.worst_cost(n, &worst);
+        }
         self.settle(reservation, &record);
         match check_error(guard, error) {
             Ok(()) => failure,
-            Err(leak) => Failure::Final(self.blocked(leak, event_id, n)),
+            Err(leak) => {
+                Failure::Final(self.blocked(leak, event_id, self.targets[n].key_id.as_deref()))
+            }
         }
+    }
+
+    /// What `tokens` can cost at model `n`, whatever part of the input the
+    /// provider cached (for charges made without the provider's count).
+    pub(super) fn worst_cost(&self, n: usize, tokens: &Tokens) -> u64 {
+        let target = &self.targets[n];
+        self.services
+            .prices
+            .price(target.provider.name(), &target.model)
+            .map_or(0, |p| p.worst_case_micros(tokens.input, tokens.output))
     }
 
     /// One unstreamed attempt on model `n`.
@@ -698,29 +770,24 @@ impl BoundModel {
         &self,
         n: usize,
         request: &CompletionRequest,
-        call: &CallContext,
+        call: &Call<'_>,
     ) -> Result<Completion, Failure> {
+        let target = &self.targets[n];
+        let body = Self::body(target, request, false);
         let CallStart {
             guard,
             mut hold,
             key,
-        } = self.begin(n, request, call)?;
-        let target = &self.targets[n];
+        } = self.begin(n, request, body.len(), call.context)?;
         let worst = hold.worst;
         let started = hold.started;
+        let answer_by = call.answer_by;
         // Whether the provider may have done (and billed) the work: it
         // answered 2xx, or the call timed out after it was sent.
         let mut maybe_billed = false;
-        let answer_by = answer_by(call.deadline);
         let result: Result<Parsed, Failure> = async {
-            let body = Self::body(target, request, false);
             let sent = self.send(n, key.as_ref(), &body, &guard, call).await;
-            if matches!(
-                sent,
-                Ok(_) | Err(Failure::Fallback(InferenceError::Timeout(_)))
-            ) {
-                maybe_billed = true;
-            }
+            maybe_billed = may_have_run(&sent);
             let (response, _) = sent?;
             let bytes = read_bounded(
                 response,
@@ -755,8 +822,8 @@ impl BoundModel {
                     }
                     None => (
                         Tokens::plain(
-                            input_token_estimate(request),
-                            output_token_estimate(&parsed.content, max_output),
+                            worst.input,
+                            output_token_bound(generated_bytes(&parsed.content), max_output),
                         ),
                         true,
                     ),
@@ -779,14 +846,18 @@ impl BoundModel {
                 } else {
                     "leak-blocked"
                 };
-                let record = self.record(n, tokens, estimated, started, label, &call.event_id);
+                let record = self.record(n, tokens, estimated, started, label, call.event_id());
                 self.settle(reservation, &record);
                 match checked {
                     Ok(()) => self
                         .check_suspended()
                         .map(|()| completion)
                         .map_err(Failure::Final),
-                    Err(leak) => Err(Failure::Final(self.blocked(leak, &call.event_id, n))),
+                    Err(leak) => Err(Failure::Final(self.blocked(
+                        leak,
+                        call.event_id(),
+                        target.key_id.as_deref(),
+                    ))),
                 }
             }
             Err(failure) => Err(self.failed(
@@ -796,7 +867,7 @@ impl BoundModel {
                 failure,
                 maybe_billed.then_some(worst),
                 started,
-                &call.event_id,
+                call.event_id(),
             )),
         }
     }
@@ -808,18 +879,18 @@ impl BoundModel {
         &self,
         n: usize,
         request: &CompletionRequest,
-        call: &CallContext,
+        call: &Call<'_>,
     ) -> Result<CompletionEvents, Failure> {
+        let target = &self.targets[n];
+        let body = Self::body(target, request, true);
         let CallStart {
             guard,
             mut hold,
             key,
-        } = self.begin(n, request, call)?;
-        let target = &self.targets[n];
+        } = self.begin(n, request, body.len(), call.context)?;
         let worst = hold.worst;
         let started = hold.started;
-        let answer_by = answer_by(call.deadline);
-        let body = Self::body(target, request, true);
+        let answer_by = call.answer_by;
         let sent = self.send(n, key.as_ref(), &body, &guard, call).await;
         drop(key);
         let first = match sent {
@@ -848,7 +919,7 @@ impl BoundModel {
             Ok(started_stream) => started_stream,
             Err(failure) => {
                 // A timeout may have come after the provider started work.
-                let billed = matches!(&failure, Failure::Fallback(InferenceError::Timeout(_)));
+                let billed = failure_may_have_run(&failure);
                 return Err(self.failed(
                     n,
                     reservation,
@@ -856,7 +927,7 @@ impl BoundModel {
                     failure,
                     billed.then_some(worst),
                     started,
-                    &call.event_id,
+                    call.event_id(),
                 ));
             }
         };
@@ -873,11 +944,10 @@ impl BoundModel {
             response,
             first: Some(first),
             answer_by,
-            event_id: call.event_id.clone(),
+            event_id: call.context.event_id.clone(),
             guard,
             reservation,
             worst,
-            input_estimate: input_token_estimate(request),
             started,
         };
         tokio::spawn(pump.run(sender));
@@ -890,6 +960,15 @@ impl BoundModel {
             .iter()
             .filter_map(|t| t.key_id.clone())
             .collect()
+    }
+
+    /// The per-call context of a chain: the event's, and when the answer
+    /// is due.
+    fn call<'c>(call: &'c CallContext) -> Call<'c> {
+        Call {
+            context: call,
+            answer_by: answer_by(call.deadline),
+        }
     }
 
     /// Logs the move to the next model of the chain.
@@ -910,7 +989,7 @@ impl BoundModel {
     /// answers, a failure ends the chain, or the time to answer is over.
     async fn along_the_chain<T, F, Fut>(
         &self,
-        call: &CallContext,
+        call: &Call<'_>,
         mut attempt: F,
     ) -> Result<T, InferenceError>
     where
@@ -931,8 +1010,8 @@ impl BoundModel {
     }
 
     /// Whether the chain may go on after model `n` failed.
-    fn may_fall_back(&self, n: usize, call: &CallContext) -> bool {
-        n + 1 < self.targets.len() && Instant::now() < answer_by(call.deadline)
+    fn may_fall_back(&self, n: usize, call: &Call<'_>) -> bool {
+        n + 1 < self.targets.len() && Instant::now() + MIN_FALLBACK_TIME < call.answer_by
     }
 }
 
@@ -988,10 +1067,6 @@ impl Binding for BoundModel {
     fn key_ids(&self) -> Vec<String> {
         BoundModel::key_ids(self)
     }
-
-    fn key_id(&self, n: usize) -> Option<&str> {
-        self.targets.get(n).and_then(|t| t.key_id.as_deref())
-    }
 }
 
 /// A reservation held across a provider call. Dropped with the call still
@@ -1018,7 +1093,7 @@ impl Hold<'_> {
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
         if let Some(reservation) = self.reservation.take() {
-            let record = self.model.record(
+            let mut record = self.model.record(
                 self.target,
                 self.worst,
                 true,
@@ -1026,9 +1101,26 @@ impl Drop for Hold<'_> {
                 "cancelled",
                 &self.event_id,
             );
+            record.cost_micros = self.model.worst_cost(self.target, &self.worst);
             self.model.settle(reservation, &record);
         }
     }
+}
+
+/// Whether an attempt that ended so may have run at the provider (and be
+/// billed): it answered, or timed out after the request was sent. A
+/// connect timeout sent nothing.
+fn may_have_run<T>(outcome: &Result<T, Failure>) -> bool {
+    match outcome {
+        Ok(_) => true,
+        Err(failure) => failure_may_have_run(failure),
+    }
+}
+
+/// Whether a failed attempt may have run at the provider: it timed out
+/// after the request was sent.
+fn failure_may_have_run(failure: &Failure) -> bool {
+    matches!(failure, Failure::Fallback(InferenceError::Timeout(kind)) if *kind != TimeoutKind::Connect)
 }
 
 pub(super) fn error_kind(error: &reqwest::Error) -> &'static str {
@@ -1107,7 +1199,8 @@ impl ModelBackend for BoundModel {
         // A suspended binding answers every call the same way, valid or not.
         self.check_suspended()?;
         self.check_request(&request)?;
-        self.along_the_chain(call, |n| self.complete_with(n, &request, call))
+        let call = Self::call(call);
+        self.along_the_chain(&call, |n| self.complete_with(n, &request, &call))
             .await
     }
 
@@ -1118,7 +1211,8 @@ impl ModelBackend for BoundModel {
     ) -> Result<CompletionEvents, InferenceError> {
         self.check_suspended()?;
         self.check_request(&request)?;
-        self.along_the_chain(call, |n| self.stream_with(n, &request, call))
+        let call = Self::call(call);
+        self.along_the_chain(&call, |n| self.stream_with(n, &request, &call))
             .await
     }
 }

@@ -172,11 +172,25 @@ fn usage(value: &Value) -> UsageUpdate {
     }
 }
 
-/// A tool call's id, or one made up from its position when a server sends
-/// none (the next turn must quote a non-empty id).
+/// Longest tool-call id passed on as the server sent it.
+const MAX_CALL_ID_BYTES: usize = 64;
+
+/// A tool call's id as the guest gets it: the server's, when it is 1 to 64
+/// of `[A-Za-z0-9_-]` (what every provider accepts back in the next turn,
+/// Anthropic's rule included), else one made from its position. Servers
+/// send none, empty ones, or ones like `functions.get:0`; the guest quotes
+/// the id back, and the server does not check it against its own.
 fn call_id(id: Option<&str>, position: usize) -> String {
     match id {
-        Some(id) if !id.is_empty() => id.to_string(),
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_CALL_ID_BYTES
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            id.to_string()
+        }
         _ => format!("call_{position}"),
     }
 }
@@ -193,6 +207,7 @@ pub fn parse_response(body: &Value) -> Result<Parsed, String> {
     {
         content.push(ContentPart::Text(text.to_string()));
     }
+    let mut ids = std::collections::BTreeSet::new();
     for (position, call) in message
         .get("tool_calls")
         .and_then(Value::as_array)
@@ -200,8 +215,14 @@ pub fn parse_response(body: &Value) -> Result<Parsed, String> {
         .flatten()
         .enumerate()
     {
+        let mut id = call_id(call.get("id").and_then(Value::as_str), position);
+        if !ids.insert(id.clone()) {
+            // A repeated id: each call needs its own, for its result.
+            id = format!("call_{position}");
+            ids.insert(id.clone());
+        }
         content.push(ContentPart::ToolUse(ToolUse {
-            id: call_id(call.get("id").and_then(Value::as_str), position),
+            id,
             name: call
                 .pointer("/function/name")
                 .and_then(Value::as_str)
@@ -235,14 +256,19 @@ pub fn parse_response(body: &Value) -> Result<Parsed, String> {
 ///
 /// Servers differ in how they stream a tool call: OpenAI sends its `id` and
 /// name in the call's first delta and only `index` after; llama.cpp-based
-/// servers repeat the `id` in every delta; some leave out `index`. A delta
-/// therefore continues the call it names (by `index`, or by `id` when
-/// there is no index) unless it carries a *different* id, which starts a
-/// new call.
+/// servers and LiteLLM repeat the `id` (and name) in every delta; Ollama
+/// sends each call whole; some leave out `index`. A delta therefore
+/// continues the call it names (by `index`, or by `id` when there is no
+/// index, or the last one) unless it carries both another id and a name,
+/// which starts a new call. Ids the guest could not quote back are
+/// replaced (see `call_id`).
 #[derive(Debug, Default)]
 pub struct ChunkDecoder {
-    /// Open tool calls: (wire index, id, part index).
+    /// Open tool calls: (wire index, the server's id (at most 256 bytes
+    /// kept), part index).
     calls: Vec<(Option<u64>, String, usize)>,
+    /// The id each call was shown to the guest under, by part index - 1.
+    shown: Vec<String>,
 }
 
 /// Most tool calls one stream may open.
@@ -302,39 +328,55 @@ impl ChunkDecoder {
             .get("id")
             .and_then(Value::as_str)
             .filter(|id| !id.is_empty());
+        let name = call.pointer("/function/name").and_then(Value::as_str);
         let open = match wire {
             Some(_) => self.calls.iter().rposition(|(w, _, _)| *w == wire),
             None => match id {
-                Some(id) => self.calls.iter().rposition(|(_, known, _)| known == id),
+                Some(id) => self
+                    .calls
+                    .iter()
+                    .rposition(|(_, known, _)| known == id)
+                    .or(self.calls.len().checked_sub(1)),
                 None => self.calls.len().checked_sub(1),
             },
         };
-        let continues = match (open, id) {
-            (Some(at), Some(id)) => self.calls[at].1 == id,
-            (Some(_), None) => true,
-            (None, _) => false,
+        // A delta continues the open call unless it names a call of its
+        // own: another id *and* a name (an id alone may be a server's
+        // per-fragment id; a name alone, a repeated one).
+        let starts_another = |open: usize| {
+            id.is_some_and(|id| self.calls[open].1 != id) && name.is_some_and(|n| !n.is_empty())
         };
-        let part = if continues {
-            self.calls[open.unwrap_or_default()].2
-        } else {
-            if self.calls.len() >= MAX_STREAMED_CALLS {
-                return Err(format!(
-                    "the stream opened more than {MAX_STREAMED_CALLS} tool calls"
+        let part = match open {
+            Some(open) if !starts_another(open) => self.calls[open].2,
+            _ => {
+                if self.calls.len() >= MAX_STREAMED_CALLS {
+                    return Err(format!(
+                        "the stream opened more than {MAX_STREAMED_CALLS} tool calls"
+                    ));
+                }
+                let part = self.calls.len() + 1;
+                let position = self.calls.len();
+                let mut shown = call_id(id, position);
+                if self
+                    .calls
+                    .iter()
+                    .any(|(_, _, p)| self.shown[p - 1] == shown)
+                {
+                    shown = format!("call_{position}");
+                }
+                self.calls.push((
+                    wire,
+                    id.unwrap_or_default().chars().take(256).collect(),
+                    part,
                 ));
+                self.shown.push(shown.clone());
+                out.push(Increment::ToolStart {
+                    index: part,
+                    id: shown,
+                    name: name.unwrap_or("").to_string(),
+                });
+                part
             }
-            let part = self.calls.len() + 1;
-            let id = call_id(id, self.calls.len());
-            self.calls.push((wire, id.clone(), part));
-            out.push(Increment::ToolStart {
-                index: part,
-                id,
-                name: call
-                    .pointer("/function/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-            });
-            part
         };
         match call.pointer("/function/arguments") {
             Some(Value::String(arguments)) if !arguments.is_empty() => {
@@ -550,6 +592,39 @@ mod tests {
             })
             .collect();
         assert_eq!(first, r#"{"city": "Paris, France"}"#);
+
+        // Ids a guest could not quote back to every provider are replaced,
+        // and a repeated one too.
+        let mut decoder = ChunkDecoder::new();
+        let odd = decode(
+            &mut decoder,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"functions.get_weather:0","function":{"name":"get_weather","arguments":"{}"}}]}}]}"#,
+        );
+        assert!(matches!(&odd[0], Increment::ToolStart { id, .. } if id == "call_0"));
+        let again = decode(
+            &mut decoder,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"functions.get_weather:0","function":{"name":"get_weather","arguments":"{}"}}]}}]}"#,
+        );
+        assert!(matches!(&again[0], Increment::ToolStart { index: 2, id, .. } if id == "call_1"));
+
+        // An id alone (no name) does not start a call: one server's ids per
+        // fragment stay one call.
+        let mut decoder = ChunkDecoder::new();
+        decode(
+            &mut decoder,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"a1","function":{"name":"n","arguments":"{\"x\""}}]}}]}"#,
+        );
+        let more = decode(
+            &mut decoder,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"a2","function":{"arguments":":1}"}}]}}]}"#,
+        );
+        assert_eq!(
+            more,
+            vec![Increment::ToolInput {
+                index: 1,
+                json: ":1}".into()
+            }]
+        );
 
         // No index at all: the id says which call a delta continues.
         let mut decoder = ChunkDecoder::new();

@@ -83,16 +83,19 @@ pub const OPENAI_REASONING: ProviderRules = ProviderRules {
 /// Model-id prefixes of OpenAI's reasoning models.
 const OPENAI_REASONING_PREFIXES: &[&str] = &["o1", "o3", "o4", "gpt-5"];
 
+/// Model-id prefixes within those that are chat models, which take a
+/// temperature and stop sequences.
+const OPENAI_CHAT_PREFIXES: &[&str] = &["gpt-5-chat"];
+
 /// The rules of OpenAI model `model`.
 pub fn openai_model(model: &str) -> ProviderRules {
-    if OPENAI_REASONING_PREFIXES
+    let reasoning = OPENAI_REASONING_PREFIXES
         .iter()
         .any(|prefix| model.starts_with(prefix))
-    {
-        OPENAI_REASONING
-    } else {
-        OPENAI
-    }
+        && !OPENAI_CHAT_PREFIXES
+            .iter()
+            .any(|prefix| model.starts_with(prefix));
+    if reasoning { OPENAI_REASONING } else { OPENAI }
 }
 
 /// Servers that speak Chat Completions: OpenAI's ranges, without limits
@@ -126,6 +129,14 @@ impl ProviderRules {
         }
         if !self.takes_stop && !request.stop_sequences.is_empty() {
             return Err(format!("stop-sequences: this model of {who} takes none"));
+        }
+        if self.text_needs_non_whitespace
+            && request
+                .system
+                .as_deref()
+                .is_some_and(|s| s.trim().is_empty())
+        {
+            return Err(format!("system is only whitespace, which {who} refuses"));
         }
         if self.text_needs_non_whitespace {
             for (i, message) in request.messages.iter().enumerate() {
@@ -360,6 +371,7 @@ mod tests {
         assert!(reasoning.check(&warm, "").is_err());
         assert_eq!(openai_model("gpt-4o-mini"), OPENAI);
         assert_eq!(openai_model("gpt-5-mini"), OPENAI_REASONING);
+        assert_eq!(openai_model("gpt-5-chat-latest"), OPENAI);
 
         let mut prefill = request();
         prefill

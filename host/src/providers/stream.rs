@@ -44,10 +44,6 @@ impl Binding for StreamBinding {
     fn key_ids(&self) -> Vec<String> {
         self.key_ids.clone()
     }
-
-    fn key_id(&self, _n: usize) -> Option<&str> {
-        self.target.key_id.as_deref()
-    }
 }
 
 /// The task that reads one stream.
@@ -68,8 +64,6 @@ pub(super) struct StreamPump {
     pub(super) reservation: Reservation,
     /// The request's worst case (input bound, max-tokens).
     pub(super) worst: Tokens,
-    /// The estimate of the input tokens, for a server that counts none.
-    pub(super) input_estimate: u64,
     /// When the attempt started.
     pub(super) started: Instant,
 }
@@ -143,6 +137,20 @@ impl GuardedStream {
     }
 }
 
+/// Hands `event` to the guest's side; false when the guest is gone or did
+/// not take it by `answer_by` (a guest that holds a stream without reading
+/// it must not keep the connection and the reservation beyond its event).
+async fn deliver(
+    sender: &tokio::sync::mpsc::Sender<Result<StreamEvent, InferenceError>>,
+    event: Result<StreamEvent, InferenceError>,
+    answer_by: Instant,
+) -> bool {
+    matches!(
+        tokio::time::timeout_at(answer_by.into(), sender.send(event)).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Decodes one stream's events in its provider's format.
 enum Decoder {
     Anthropic,
@@ -209,18 +217,26 @@ impl StreamPump {
         };
         let mut leak = None;
         let max_output = self.worst.output;
-        let input_estimate = self.input_estimate;
+        let input_bound = self.worst.input;
         // Token counts for the finished completion: the provider's, or an
         // estimate marked as one.
+        // Token counts for the finished completion: the provider's, or
+        // upper bounds (the request's bytes, the answer's) marked as
+        // estimates.
         let settle_usage = |assembler: &Assembler| -> (Tokens, bool) {
             if assembler.usage_reported() {
                 (assembler.tokens(), false)
             } else {
                 let mut tokens = assembler.tokens();
                 if tokens.input == 0 {
-                    tokens.input = input_estimate;
+                    tokens.input = input_bound;
                 }
-                tokens.output = tokens.output.max(assembler.deltas()).min(max_output);
+                let generated =
+                    super::model::output_token_bound(assembler.generated_bytes(), max_output);
+                tokens.output = tokens
+                    .output
+                    .max(assembler.deltas().min(max_output))
+                    .max(generated);
                 (tokens, true)
             }
         };
@@ -247,7 +263,7 @@ impl StreamPump {
                                             break 'pump Err(suspended);
                                         }
                                         for event in out {
-                                            if sender.send(Ok(event)).await.is_err() {
+                                            if !deliver(&sender, Ok(event), self.answer_by).await {
                                                 break 'pump Err(InferenceError::Timeout(TimeoutKind::Deadline));
                                             }
                                         }
@@ -300,7 +316,7 @@ impl StreamPump {
                         break 'pump Err(suspended);
                     }
                     for event in out {
-                        if sender.send(Ok(event)).await.is_err() {
+                        if !deliver(&sender, Ok(event), self.answer_by).await {
                             break 'pump Err(InferenceError::Timeout(TimeoutKind::Deadline));
                         }
                     }
@@ -320,7 +336,7 @@ impl StreamPump {
             _ => {
                 let mut tokens = assembler.tokens();
                 if tokens.input == 0 {
-                    tokens.input = input_estimate;
+                    tokens.input = input_bound;
                 }
                 tokens.output = max_output;
                 (tokens, true)
@@ -356,7 +372,11 @@ impl StreamPump {
         );
         self.model.services.ledger.settle(self.reservation, &record);
         let error = match (outcome, leak) {
-            (_, Some(detected)) => Some(self.model.blocked(detected, &self.event_id, 0)),
+            (_, Some(detected)) => Some(self.model.blocked(
+                detected,
+                &self.event_id,
+                self.model.target.key_id.as_deref(),
+            )),
             (Ok(()), None) => None,
             // Suspended meanwhile: nothing more, as for a call after it.
             (Err(error @ InferenceError::LeakBlocked(_)), None) => Some(error),
@@ -370,16 +390,20 @@ impl StreamPump {
                 match checked {
                     Ok(()) => {
                         for event in guarded.rest() {
-                            let _ = sender.send(Ok(event)).await;
+                            let _ = deliver(&sender, Ok(event), self.answer_by).await;
                         }
                         Some(error)
                     }
-                    Err(detected) => Some(self.model.blocked(detected, &self.event_id, 0)),
+                    Err(detected) => Some(self.model.blocked(
+                        detected,
+                        &self.event_id,
+                        self.model.target.key_id.as_deref(),
+                    )),
                 }
             }
         };
         if let Some(error) = error {
-            let _ = sender.send(Err(error)).await;
+            let _ = deliver(&sender, Err(error), self.answer_by).await;
         }
     }
 }

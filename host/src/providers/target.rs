@@ -25,9 +25,10 @@ use crate::secret::Secret;
 /// Time to set up a connection (TCP and TLS) before the call fails with
 /// `timeout(connect)`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time from sending a request to the first byte of the answer: for an
-/// unstreamed completion the whole answer's headers, for a stream its first
-/// event. Past it, `timeout(first-byte)`.
+/// Time from the start of a request (connecting included) to the first
+/// bytes of the answer: an unstreamed completion's headers, which servers
+/// send once the answer is ready, or a stream's first event. Past it,
+/// `timeout(first-byte)`.
 pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest quiet time between two chunks of an answer before the call
 /// fails with `timeout(idle)`.
@@ -171,8 +172,8 @@ impl Target {
         }
     }
 
-    /// The URL as it may be shown: no credential can be in it (see
-    /// [`endpoint`]).
+    /// The URL, for the operator's log (never for the guest: it names
+    /// internal hosts, and a gateway may keep a token in its path).
     pub fn shown_url(&self) -> &str {
         self.endpoint.as_str()
     }
@@ -183,7 +184,7 @@ impl Target {
     pub fn http_request(
         &self,
         key: Option<&Secret>,
-        body: &serde_json::Value,
+        body: &str,
     ) -> Result<reqwest::RequestBuilder, InferenceError> {
         let mut builder = self.http.post(self.endpoint.clone());
         if self.provider == ProviderKind::Anthropic {
@@ -212,7 +213,7 @@ impl Target {
             .header("content-type", "application/json")
             // The leak check reads answers as sent: ask for them uncompressed.
             .header("accept-encoding", "identity")
-            .body(body.to_string()))
+            .body(body.to_owned()))
     }
 }
 
