@@ -172,7 +172,13 @@ impl Assembler {
 
     /// Applies one increment; returns the event for the guest, if any.
     pub fn apply(&mut self, increment: Increment) -> Result<Option<StreamEvent>, InferenceError> {
-        if self.parts.len() > MAX_PARTS {
+        let opens = match &increment {
+            Increment::Text { index, .. } | Increment::ToolStart { index, .. } => {
+                !self.parts.contains_key(index)
+            }
+            _ => false,
+        };
+        if opens && self.parts.len() >= MAX_PARTS {
             return Err(InferenceError::Provider(
                 crate::bindings::types::UpstreamError {
                     status: None,
