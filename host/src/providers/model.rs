@@ -34,6 +34,7 @@ use super::assemble::wit_usage;
 use super::binding::{
     Binding, ProviderKind, Services, check_error, outcome_label, scan_completion,
 };
+use super::exchange::{error_kind, read_bounded};
 use super::stream::StreamPump;
 use super::target::{Target, answer_by, limit};
 use super::{Parsed, anthropic, http, openai};
@@ -42,7 +43,7 @@ use crate::bindings::inference::{
 };
 use crate::bindings::types::{RateLimit, UpstreamError};
 use crate::inference::{CallContext, CompletionEvents, ModelBackend};
-use crate::leak::{LeakDetected, LeakGuard};
+use crate::leak::LeakGuard;
 use crate::ledger::{BudgetError, BudgetLimits, Reservation, UsageRecord};
 use crate::pricing::Tokens;
 use crate::secret::Secret;
@@ -74,12 +75,12 @@ pub struct BoundModel {
 /// which the answer is due, fixed when the call starts (so fallbacks do
 /// not eat into the guest's reserve).
 pub(super) struct Call<'c> {
-    context: &'c CallContext,
-    answer_by: Instant,
+    pub(super) context: &'c CallContext,
+    pub(super) answer_by: Instant,
 }
 
 impl Call<'_> {
-    fn event_id(&self) -> &str {
+    pub(super) fn event_id(&self) -> &str {
         &self.context.event_id
     }
 }
@@ -157,98 +158,6 @@ struct CallStart<'m> {
     key: Option<Secret>,
 }
 
-/// Builds one model of a chain from its manifest fields; `at` names it in
-/// errors (`models.default`, `models.default.fallbacks[0]`).
-#[allow(clippy::too_many_arguments)]
-fn target_from_spec(
-    at: &str,
-    provider: &str,
-    model: &str,
-    key: Option<&str>,
-    base_url: Option<&str>,
-    allow_http: bool,
-    dialect: Option<&str>,
-    timeouts: &crate::manifest::ModelTimeouts,
-    deadline: std::time::Duration,
-    services: &Services,
-) -> Result<Target, String> {
-    let provider = ProviderKind::parse(provider).ok_or_else(|| {
-        format!("{at}.provider {provider:?} is not anthropic, openai or openai-compatible")
-    })?;
-    if model.is_empty() {
-        return Err(format!("{at}.model must not be empty"));
-    }
-    let endpoint =
-        super::target::endpoint(provider, base_url, allow_http).map_err(|e| format!("{at}.{e}"))?;
-    let dialect = match (provider, dialect) {
-        (ProviderKind::OpenAi, None) => openai::Dialect::OpenAi,
-        (ProviderKind::OpenAiCompatible, None | Some("classic")) => openai::Dialect::Compatible,
-        (ProviderKind::OpenAiCompatible, Some("openai")) => openai::Dialect::OpenAi,
-        (ProviderKind::Anthropic, None) => openai::Dialect::Compatible,
-        (ProviderKind::OpenAiCompatible, Some(other)) => {
-            return Err(format!(
-                "{at}.dialect {other:?} is not `classic` (max_tokens) or `openai` (max_completion_tokens)"
-            ));
-        }
-        (_, Some(_)) => {
-            return Err(format!(
-                "{at}.dialect only applies to openai-compatible servers"
-            ));
-        }
-    };
-    let mut limits = super::target::Timeouts::default();
-    for (field, value, slot) in [
-        ("connect_ms", timeouts.connect_ms, &mut limits.connect),
-        (
-            "first_byte_ms",
-            timeouts.first_byte_ms,
-            &mut limits.first_byte,
-        ),
-        ("idle_ms", timeouts.idle_ms, &mut limits.idle),
-    ] {
-        if let Some(ms) = value {
-            let wanted = std::time::Duration::from_millis(ms);
-            if ms == 0 || wanted >= deadline {
-                return Err(format!(
-                    "{at}.timeouts.{field} = {ms} must be above 0 and below limits.deadline_ms ({} ms), so the guest hears of a timeout before its event ends",
-                    deadline.as_millis()
-                ));
-            }
-            *slot = wanted;
-        }
-    }
-    match key {
-        Some(key) => {
-            let info = services
-                .vault
-                .info(key)
-                .map_err(|e| format!("{at}.key: {e}"))?;
-            if info.provider != provider.name() {
-                return Err(format!(
-                    "{at}.key {key:?} belongs to {}, not {}",
-                    info.provider,
-                    provider.name()
-                ));
-            }
-        }
-        None if provider != ProviderKind::OpenAiCompatible => {
-            return Err(format!("{at}.key is required for {}", provider.name()));
-        }
-        None => {}
-    }
-    Ok(Target {
-        provider,
-        endpoint,
-        model: model.to_string(),
-        key_id: key.map(str::to_string),
-        dialect,
-        timeouts: limits,
-        http: services
-            .client_for(limits.connect)
-            .map_err(|e| format!("{at}: {e}"))?,
-    })
-}
-
 impl BoundModel {
     /// The binding `name` of agent `agent` as its manifest describes it,
     /// with its fallbacks; checks every field (keys exist and belong to the
@@ -262,7 +171,7 @@ impl BoundModel {
         services: &Arc<Services>,
     ) -> Result<Self, String> {
         let at = format!("models.{name}");
-        let mut targets = vec![target_from_spec(
+        let mut targets = vec![Target::from_spec(
             &at,
             &spec.provider,
             &spec.model,
@@ -281,7 +190,7 @@ impl BoundModel {
             ));
         }
         for (i, fallback) in spec.fallbacks.iter().enumerate() {
-            targets.push(target_from_spec(
+            targets.push(Target::from_spec(
                 &format!("{at}.fallbacks[{i}]"),
                 &fallback.provider,
                 &fallback.model,
@@ -480,213 +389,6 @@ impl BoundModel {
             }
         }
         .to_string()
-    }
-
-    /// Logs a timeout (the guest gets it as `timeout(kind)`) and returns it.
-    pub(super) fn timed_out(&self, target: &Target, kind: TimeoutKind) -> InferenceError {
-        tracing::warn!(
-            agent = %self.agent,
-            binding = %self.binding,
-            provider = target.provider.name(),
-            model = %target.model,
-            url = %target.shown_url(),
-            limit = ?kind,
-            "model call timed out"
-        );
-        InferenceError::Timeout(kind)
-    }
-
-    /// Sends with retries until an answer, a failure, or the time to
-    /// answer. With a fallback after this model, a retryable answer moves
-    /// on at once instead of retrying. Returns the response and when the
-    /// request that got it was sent.
-    async fn send(
-        &self,
-        n: usize,
-        key: Option<&Secret>,
-        body: &str,
-        guard: &LeakGuard,
-        call: &Call<'_>,
-    ) -> Result<(reqwest::Response, Instant), Failure> {
-        let target = &self.targets[n];
-        let answer_by = call.answer_by;
-        let max_attempts = if n + 1 < self.targets.len() {
-            1
-        } else {
-            http::MAX_ATTEMPTS
-        };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let request = target.http_request(key, body).map_err(Failure::Final)?;
-            let sent = Instant::now();
-            let (by, kind) = limit(
-                target.timeouts.first_byte,
-                TimeoutKind::FirstByte,
-                answer_by,
-            );
-            let outcome = match tokio::time::timeout_at(by.into(), request.send()).await {
-                Err(_) => return Err(Failure::Fallback(self.timed_out(target, kind))),
-                Ok(outcome) => outcome,
-            };
-            let (error, server_wait) = match outcome {
-                Ok(response) if response.status().is_success() => {
-                    let status = response.status();
-                    return match crate::tools::connector::unreadable_body(
-                        status,
-                        response.headers(),
-                    ) {
-                        Some(refused) => {
-                            Err(Failure::Final(upstream(Some(status.as_u16()), refused)))
-                        }
-                        None => Ok((response, sent)),
-                    };
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let wait = http::retry_after(response.headers());
-                    let error = self
-                        .error_from(target, response, answer_by, guard)
-                        .await
-                        .map_err(|leak| {
-                            Failure::Final(self.blocked(
-                                leak,
-                                call.event_id(),
-                                target.key_id.as_deref(),
-                            ))
-                        })?;
-                    if !http::retryable(status) {
-                        // A server error, a key this provider will not take, or
-                        // a model it does not have (OpenAI answers 404 for a
-                        // retired model): another model of the chain may do
-                        // better. A bad request would be bad for all of them.
-                        return Err(
-                            if status.is_server_error()
-                                || matches!(status.as_u16(), 401 | 403 | 404)
-                            {
-                                Failure::Fallback(error)
-                            } else {
-                                Failure::Final(error)
-                            },
-                        );
-                    }
-                    if attempt >= max_attempts {
-                        return Err(Failure::Fallback(error));
-                    }
-                    (error, wait)
-                }
-                Err(e) if e.is_connect() && e.is_timeout() => {
-                    let error = self.timed_out(target, TimeoutKind::Connect);
-                    if attempt >= max_attempts {
-                        return Err(Failure::Fallback(error));
-                    }
-                    (error, None)
-                }
-                Err(e) => {
-                    // The URL goes to the operator's log, not to the guest:
-                    // it names internal hosts, and a gateway may keep a
-                    // token in its path.
-                    tracing::warn!(
-                        agent = %self.agent,
-                        binding = %self.binding,
-                        url = %target.shown_url(),
-                        error = error_kind(&e),
-                        "cannot reach the model's server"
-                    );
-                    let error = unavailable(format!(
-                        "cannot reach {} (model {:?}): {}",
-                        target.provider.name(),
-                        target.model,
-                        error_kind(&e)
-                    ));
-                    if attempt >= max_attempts || !e.is_connect() {
-                        return Err(Failure::Fallback(error));
-                    }
-                    (error, None)
-                }
-            };
-            let wait = http::backoff(attempt, server_wait);
-            if !http::fits(wait, answer_by) {
-                return Err(Failure::Fallback(error));
-            }
-            tracing::debug!(agent = %self.agent, binding = %self.binding, attempt, wait_ms = wait.as_millis() as u64, "retrying provider call");
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    /// Turns an error response into the guest's error, reading a bounded
-    /// body. The whole body is checked for the key before any of it is
-    /// quoted, whatever its content type, and the quote is cut only after.
-    async fn error_from(
-        &self,
-        target: &Target,
-        response: reqwest::Response,
-        answer_by: Instant,
-        guard: &LeakGuard,
-    ) -> Result<InferenceError, LeakDetected> {
-        let status = response.status();
-        let wait = http::retry_after(response.headers());
-        // A body in an encoding nobody asked for is not quoted at all.
-        let readable =
-            crate::tools::connector::unreadable_body(status, response.headers()).is_none();
-        let body = if readable {
-            read_bounded(
-                response,
-                target.timeouts.idle,
-                answer_by,
-                MAX_ERROR_BODY_BYTES,
-            )
-            .await
-            .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        guard.scanner().feed(&body)?;
-        if let Ok(text) = std::str::from_utf8(&body) {
-            guard.check_json_strings(text)?;
-        }
-        let message = super::error_message(&parsed)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        let message =
-            crate::log::truncate_at_char_boundary(&message, MAX_ERROR_MESSAGE_BYTES).to_string();
-        let code = status.as_u16();
-        Ok(match code {
-            429 => InferenceError::RateLimited(RateLimit {
-                retry_after_ms: wait.map(|w| w.as_millis() as u64),
-                message,
-            }),
-            400 | 413 | 422 => InferenceError::InvalidRequest(format!(
-                "the provider refused the request: {message}"
-            )),
-            // A wrong path or a model the server does not have: the
-            // operator's log names the URL that was called.
-            404 | 405 => {
-                tracing::warn!(
-                    agent = %self.agent,
-                    binding = %self.binding,
-                    url = %target.shown_url(),
-                    status = code,
-                    "the model's server answered {code}: check base_url (the API root, such as https://api.openai.com/v1) and the model id"
-                );
-                upstream(
-                    Some(code),
-                    format!(
-                        "POST …{} answered {code} for model {:?}: the operator's base_url or model id is wrong (the host's log has the URL): {message}",
-                        match target.provider {
-                            ProviderKind::Anthropic => "/messages",
-                            _ => "/chat/completions",
-                        },
-                        target.model
-                    ),
-                )
-            }
-            529 | 503 => unavailable(format!(
-                "{} is overloaded (HTTP {code}): {message}",
-                target.provider.name()
-            )),
-            _ => upstream(Some(code), message),
-        })
     }
 
     /// The usage record of an attempt on model `n`.
@@ -1053,12 +755,6 @@ pub(super) fn usage_record(
     }
 }
 
-/// The most of an error response that is read (and checked for the key).
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-
-/// The most of an error message that is quoted to the guest.
-pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
-
 impl Binding for BoundModel {
     fn identity(&self) -> (&Services, &str, &str) {
         (&self.services, &self.agent, &self.binding)
@@ -1121,52 +817,6 @@ fn may_have_run<T>(outcome: &Result<T, Failure>) -> bool {
 /// after the request was sent.
 fn failure_may_have_run(failure: &Failure) -> bool {
     matches!(failure, Failure::Fallback(InferenceError::Timeout(kind)) if *kind != TimeoutKind::Connect)
-}
-
-pub(super) fn error_kind(error: &reqwest::Error) -> &'static str {
-    // reqwest's messages can include the URL; the kind is enough.
-    if error.is_connect() {
-        "connection failed"
-    } else if error.is_timeout() {
-        "timed out"
-    } else if error.is_body() || error.is_decode() {
-        "bad response body"
-    } else {
-        "request failed"
-    }
-}
-
-/// Reads a whole body of at most `max` bytes, with `idle` between chunks
-/// and everything by `answer_by`.
-async fn read_bounded(
-    mut response: reqwest::Response,
-    idle: std::time::Duration,
-    answer_by: Instant,
-    max: usize,
-) -> Result<Vec<u8>, InferenceError> {
-    let mut body = Vec::new();
-    loop {
-        let (by, kind) = limit(idle, TimeoutKind::Idle, answer_by);
-        match tokio::time::timeout_at(by.into(), response.chunk()).await {
-            Err(_) => return Err(InferenceError::Timeout(kind)),
-            Ok(Err(e)) => {
-                return Err(unavailable(format!(
-                    "reading the response: {}",
-                    error_kind(&e)
-                )));
-            }
-            Ok(Ok(None)) => return Ok(body),
-            Ok(Ok(Some(chunk))) => {
-                if body.len() + chunk.len() > max {
-                    return Err(upstream(
-                        None,
-                        format!("the response is larger than {max} bytes"),
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-        }
-    }
 }
 
 #[async_trait::async_trait]

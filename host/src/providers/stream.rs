@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use super::assemble::{Assembler, Increment, wit_usage};
 use super::binding::{Binding, Services, check_error, error_text, outcome_label, scan_completion};
-use super::model::{error_kind, unavailable, upstream};
+use super::exchange::error_kind;
+use super::model::{unavailable, upstream};
 use super::sse::SseParser;
 use super::target::{Target, limit};
 use super::{anthropic, openai};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use super::binding::ProviderKind;
+use super::binding::{ProviderKind, Services};
 use super::openai::Dialect;
 use super::rules::{self, ProviderRules};
 use crate::bindings::inference::{Error as InferenceError, TimeoutKind};
@@ -162,6 +162,98 @@ pub fn endpoint(
 }
 
 impl Target {
+    /// Builds one model of a chain from its manifest fields; `at` names it in
+    /// errors (`models.default`, `models.default.fallbacks[0]`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn from_spec(
+        at: &str,
+        provider: &str,
+        model: &str,
+        key: Option<&str>,
+        base_url: Option<&str>,
+        allow_http: bool,
+        dialect: Option<&str>,
+        timeouts: &crate::manifest::ModelTimeouts,
+        deadline: std::time::Duration,
+        services: &Services,
+    ) -> Result<Self, String> {
+        let provider = ProviderKind::parse(provider).ok_or_else(|| {
+            format!("{at}.provider {provider:?} is not anthropic, openai or openai-compatible")
+        })?;
+        if model.is_empty() {
+            return Err(format!("{at}.model must not be empty"));
+        }
+        let endpoint = super::target::endpoint(provider, base_url, allow_http)
+            .map_err(|e| format!("{at}.{e}"))?;
+        let dialect = match (provider, dialect) {
+            (ProviderKind::OpenAi, None) => Dialect::OpenAi,
+            (ProviderKind::OpenAiCompatible, None | Some("classic")) => Dialect::Compatible,
+            (ProviderKind::OpenAiCompatible, Some("openai")) => Dialect::OpenAi,
+            (ProviderKind::Anthropic, None) => Dialect::Compatible,
+            (ProviderKind::OpenAiCompatible, Some(other)) => {
+                return Err(format!(
+                    "{at}.dialect {other:?} is not `classic` (max_tokens) or `openai` (max_completion_tokens)"
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(format!(
+                    "{at}.dialect only applies to openai-compatible servers"
+                ));
+            }
+        };
+        let mut limits = super::target::Timeouts::default();
+        for (field, value, slot) in [
+            ("connect_ms", timeouts.connect_ms, &mut limits.connect),
+            (
+                "first_byte_ms",
+                timeouts.first_byte_ms,
+                &mut limits.first_byte,
+            ),
+            ("idle_ms", timeouts.idle_ms, &mut limits.idle),
+        ] {
+            if let Some(ms) = value {
+                let wanted = std::time::Duration::from_millis(ms);
+                if ms == 0 || wanted >= deadline {
+                    return Err(format!(
+                        "{at}.timeouts.{field} = {ms} must be above 0 and below limits.deadline_ms ({} ms), so the guest hears of a timeout before its event ends",
+                        deadline.as_millis()
+                    ));
+                }
+                *slot = wanted;
+            }
+        }
+        match key {
+            Some(key) => {
+                let info = services
+                    .vault
+                    .info(key)
+                    .map_err(|e| format!("{at}.key: {e}"))?;
+                if info.provider != provider.name() {
+                    return Err(format!(
+                        "{at}.key {key:?} belongs to {}, not {}",
+                        info.provider,
+                        provider.name()
+                    ));
+                }
+            }
+            None if provider != ProviderKind::OpenAiCompatible => {
+                return Err(format!("{at}.key is required for {}", provider.name()));
+            }
+            None => {}
+        }
+        Ok(Target {
+            provider,
+            endpoint,
+            model: model.to_string(),
+            key_id: key.map(str::to_string),
+            dialect,
+            timeouts: limits,
+            http: services
+                .client_for(limits.connect)
+                .map_err(|e| format!("{at}: {e}"))?,
+        })
+    }
+
     /// The rules of this target's provider (and model: OpenAI's reasoning
     /// models take fewer parameters).
     pub fn rules(&self) -> ProviderRules {
