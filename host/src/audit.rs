@@ -16,11 +16,12 @@
 //! Records are hashed and written by a background thread, in order and in
 //! batches, so appending costs a caller a push onto a queue.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::batch::{BatchError, BatchWriter, WriteError};
 use crate::db::{Database, DbError, now_unix};
 
 /// The hash before the first record.
@@ -257,8 +258,9 @@ pub struct Verification {
 #[derive(Clone)]
 pub struct AuditLog {
     db: Arc<Database>,
-    queue: Arc<Queue>,
-    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    writer: Arc<BatchWriter<(AuditEvent, i64)>>,
+    /// Per event: records written in detail, and records suppressed.
+    per_event: Arc<Mutex<std::collections::HashMap<String, (u32, u64)>>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -317,31 +319,8 @@ fn bound_strings(value: &mut Value) {
 
 /// How long the writer collects records before writing a batch.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Records waiting for the writer, and the counters a flush waits on.
-#[derive(Default)]
-struct Pending {
-    records: Vec<(AuditEvent, i64)>,
-    /// Per event: records written in detail, and records suppressed.
-    per_event: std::collections::HashMap<String, (u32, u64)>,
-    queued: u64,
-    written: u64,
-    flush_wanted: bool,
-    closed: bool,
-}
-
-#[derive(Default)]
-struct Queue {
-    pending: Mutex<Pending>,
-    wake: Condvar,
-    done: Condvar,
-}
-
-impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+/// Most records written in one transaction.
+const MAX_BATCH: usize = 1_024;
 
 /// The canonical text of a record: JSON with sorted keys, no whitespace.
 /// `event` is the event's canonical JSON (as stored: serialised through
@@ -358,136 +337,100 @@ fn chain_hash(prev: &str, canonical: &str) -> String {
     hex::encode(context.finish().as_ref())
 }
 
-/// The writer: waits for records, lingers briefly to batch them (so a busy
-/// daemon writes one transaction per batch, and appending never wakes a
-/// thread per record), hashes them in order and writes them.
-fn write_records(db: &Database, queue: &Queue) {
-    loop {
-        let mut pending = queue.lock();
-        while pending.records.is_empty() && !pending.closed {
-            pending = queue.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
-        }
-        if !pending.flush_wanted && !pending.closed {
-            pending = queue
-                .wake
-                .wait_timeout(pending, LINGER)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        let batch = std::mem::take(&mut pending.records);
-        pending.flush_wanted = false;
-        let closed = pending.closed;
-        drop(pending);
-        if !batch.is_empty()
-            && let Err(e) = append_batch(db, &batch)
-        {
-            tracing::error!(records = batch.len(), error = %e, "cannot write audit records");
-        }
-        queue.lock().written += batch.len() as u64;
-        queue.done.notify_all();
-        if closed {
-            return;
-        }
-    }
-}
-
 impl AuditLog {
-    /// The audit log in `db`, with its writer thread.
+    /// The audit log in `db`, with its writer thread. The writer lingers
+    /// briefly to batch records, so a busy daemon writes one transaction
+    /// per batch and appending never wakes a thread per record.
     pub fn new(db: Arc<Database>) -> Self {
-        let queue = Arc::new(Queue::default());
         let writer = {
             let db = db.clone();
-            let queue = queue.clone();
-            std::thread::Builder::new()
-                .name("clawcage-audit".into())
-                .spawn(move || write_records(&db, &queue))
-                .ok()
+            BatchWriter::spawn(
+                "audit",
+                LINGER,
+                MAX_BATCH,
+                move |batch: &[(AuditEvent, i64)]| {
+                    append_batch(&db, batch).inspect_err(|e| {
+                    tracing::error!(records = batch.len(), error = %e, "cannot write audit records");
+                })
+                },
+            )
         };
-        if writer.is_none() {
-            queue.lock().closed = true;
-        }
         Self {
             db,
-            queue,
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Arc::new(writer),
+            per_event: Arc::default(),
         }
     }
 
     /// Appends a record (hashed and written in the background, in order).
+    /// Refused, with an error in the log, once the writer stopped: after
+    /// the chain's head could not be read nothing more is appended, so no
+    /// second chain can start beside the first.
     pub fn append(&self, event: AuditEvent) {
-        let mut pending = self.queue.lock();
-        if pending.closed {
-            tracing::error!("the audit writer is gone; a record was not written");
-            return;
-        }
         let at = now_unix();
-        if let Some((_, event_id)) = event.per_event() {
-            if !pending.per_event.contains_key(event_id)
-                && pending.per_event.len() >= MAX_TRACKED_EVENTS
-            {
-                pending.per_event.clear();
-            }
-            let counts = pending
-                .per_event
-                .entry(event_id.to_string())
-                .or_insert((0, 0));
-            if counts.0 >= MAX_DETAILED_RECORDS_PER_EVENT {
-                counts.1 += 1;
-                return;
-            }
-            counts.0 += 1;
-        }
-        if let AuditEvent::Invocation {
-            agent, event_id, ..
-        } = &event
-            && let Some((_, suppressed)) = pending.per_event.remove(event_id.as_str())
-            && suppressed > 0
+        let mut records = Vec::with_capacity(2);
         {
-            let summary = AuditEvent::RecordsSuppressed {
-                agent: agent.clone(),
-                event_id: event_id.clone(),
-                suppressed,
-            };
-            pending.records.push((summary, at));
-            pending.queued += 1;
+            let mut per_event = self.per_event.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, event_id)) = event.per_event() {
+                if !per_event.contains_key(event_id) && per_event.len() >= MAX_TRACKED_EVENTS {
+                    per_event.clear();
+                }
+                let counts = per_event.entry(event_id.to_string()).or_insert((0, 0));
+                if counts.0 >= MAX_DETAILED_RECORDS_PER_EVENT {
+                    counts.1 += 1;
+                    return;
+                }
+                counts.0 += 1;
+            }
+            if let AuditEvent::Invocation {
+                agent, event_id, ..
+            } = &event
+                && let Some((_, suppressed)) = per_event.remove(event_id.as_str())
+                && suppressed > 0
+            {
+                records.push((
+                    AuditEvent::RecordsSuppressed {
+                        agent: agent.clone(),
+                        event_id: event_id.clone(),
+                        suppressed,
+                    },
+                    at,
+                ));
+            }
         }
-        pending.records.push((event, at));
-        pending.queued += 1;
-        if pending.records.len() <= 2 {
-            self.queue.wake.notify_one();
+        records.push((event, at));
+        let pushed = self.writer.push_with(|queue| {
+            let n = records.len() as u64;
+            queue.append(&mut records);
+            n
+        });
+        if let Err(error) = pushed {
+            tracing::error!(%error, "an audit record was not written");
         }
     }
 
-    /// Waits until every record appended so far is written.
-    pub fn flush(&self) {
-        let mut pending = self.queue.lock();
-        let target = pending.queued;
-        if pending.written >= target {
-            return;
-        }
-        pending.flush_wanted = true;
-        self.queue.wake.notify_all();
-        while pending.written < target {
-            pending = self
-                .queue
-                .done
-                .wait(pending)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+    /// Waits until every record appended so far is written; fails if the
+    /// writer stopped or records were lost.
+    pub fn flush(&self) -> Result<(), BatchError> {
+        self.writer.flush()
+    }
+
+    /// Why appends stopped, if they did for another reason than
+    /// [`AuditLog::close`].
+    pub fn stopped(&self) -> Option<String> {
+        self.writer.stopped().filter(|reason| reason != "closed")
     }
 
     /// Stops the writer after writing what is queued.
     pub fn close(&self) {
-        self.queue.lock().closed = true;
-        self.queue.wake.notify_all();
-        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = writer.join();
-        }
+        self.writer.close();
     }
 
     /// Records with a sequence number above `after`, at most `limit`.
     pub fn read(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, DbError> {
-        self.flush();
+        if let Err(error) = self.flush() {
+            tracing::warn!(%error, "reading the audit log after a failed flush");
+        }
         let conn = self.db.lock();
         let mut statement = conn.prepare(
             "SELECT seq, at, event, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -509,7 +452,7 @@ impl AuditLog {
 
     /// Recomputes the chain over every record.
     pub fn verify(&self) -> Result<Verification, DbError> {
-        self.flush();
+        let flushed = self.flush();
         let conn = self.db.lock();
         let mut statement =
             conn.prepare("SELECT seq, at, event, prev_hash, hash FROM audit ORDER BY id")?;
@@ -518,13 +461,29 @@ impl AuditLog {
         let mut prev = GENESIS.to_string();
         let mut records = 0;
         while let Some(row) = rows.next()? {
-            let (seq, at, event, stored_prev, stored_hash): (i64, i64, String, String, String) = (
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            );
+            let read = (|| {
+                Ok::<_, rusqlite::Error>((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
+            })();
+            let (seq, at, event, stored_prev, stored_hash) = match read {
+                Ok(row) => row,
+                Err(e) => {
+                    // A row that is not what the writer writes was
+                    // tampered with.
+                    return Ok(Verification {
+                        records,
+                        head: prev,
+                        problem: Some(format!(
+                            "the record after record {records} cannot be read ({e})"
+                        )),
+                    });
+                }
+            };
             let problem = if seq != expected_seq {
                 Some(format!(
                     "record {seq} follows record {} (a record was deleted or moved)",
@@ -550,40 +509,61 @@ impl AuditLog {
             expected_seq += 1;
             prev = stored_hash;
         }
+        // An intact chain that stopped growing says why.
+        let problem = self
+            .stopped()
+            .map(|reason| format!("appends stopped after record {records}: {reason}"))
+            .or_else(|| flushed.err().map(|e| e.to_string()));
         Ok(Verification {
             records,
             head: prev,
-            problem: None,
+            problem,
         })
     }
 }
 
-fn append_batch(db: &Database, batch: &[(AuditEvent, i64)]) -> Result<(), DbError> {
+/// Appends `batch` after the chain's head in one transaction. A head that
+/// cannot be read is fatal: appending after "no head" would start a second
+/// chain and hide the first.
+fn append_batch(db: &Database, batch: &[(AuditEvent, i64)]) -> Result<(), WriteError> {
+    let batch_error = |e: rusqlite::Error| WriteError::Batch(e.to_string());
     let mut conn = db.lock();
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let (mut seq, mut prev): (i64, String) = tx
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap_or((0, GENESIS.to_string()));
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(batch_error)?;
+    let head = tx.query_row(
+        "SELECT seq, hash FROM audit ORDER BY id DESC LIMIT 1",
+        [],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+    );
+    let (mut seq, mut prev) = match head {
+        Ok(head) => head,
+        Err(rusqlite::Error::QueryReturnedNoRows) => (0, GENESIS.to_string()),
+        Err(e) => {
+            return Err(WriteError::Fatal(format!(
+                "the audit chain's last record cannot be read ({e}); nothing more is appended"
+            )));
+        }
+    };
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(batch_error)?;
         for (event, at) in batch {
             seq += 1;
             let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
             bound_strings(&mut value);
             let text = value.to_string();
             let hash = chain_hash(&prev, &canonical(seq, *at, &text));
-            insert.execute(rusqlite::params![seq, at, text, prev, hash])?;
+            insert
+                .execute(rusqlite::params![seq, at, text, prev, hash])
+                .map_err(batch_error)?;
             prev = hash;
         }
     }
-    tx.commit()?;
-    Ok(())
+    tx.commit().map_err(batch_error)
 }
 
 #[cfg(test)]
@@ -603,7 +583,7 @@ mod tests {
                 outcome: "ok".into(),
             });
         }
-        log.flush();
+        log.flush().unwrap();
         (db, log)
     }
 
@@ -613,6 +593,52 @@ mod tests {
         let v = log.verify().unwrap();
         assert_eq!((v.records, v.problem), (5, None));
         assert_eq!(log.read(3, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_unreadable_chain_head_stops_appends_instead_of_starting_a_new_chain() {
+        let (db, log) = log_with(3);
+        // The head's hash is not text any more: the writer cannot tell
+        // where the chain ends.
+        db.lock()
+            .execute_batch("UPDATE audit SET hash = X'00FF' WHERE seq = 3")
+            .unwrap();
+        log.append(AuditEvent::Invocation {
+            agent: "triage".into(),
+            event_id: "after".into(),
+            source: "api".into(),
+            duration_ms: 1,
+            outcome: "ok".into(),
+        });
+        let error = log.flush().unwrap_err().to_string();
+        assert!(error.contains("lost 1 item"), "{error}");
+        assert!(
+            log.stopped()
+                .unwrap()
+                .starts_with("the audit chain's last record cannot be read"),
+        );
+        // Nothing was appended, now or later.
+        log.append(AuditEvent::Invocation {
+            agent: "triage".into(),
+            event_id: "later".into(),
+            source: "api".into(),
+            duration_ms: 1,
+            outcome: "ok".into(),
+        });
+        let count: i64 = db
+            .lock()
+            .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 3);
+        let verification = log.verify().unwrap();
+        assert_eq!(verification.records, 2, "{verification:?}");
+        assert!(
+            verification
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.starts_with("the record after record 2 cannot be read")),
+            "{verification:?}"
+        );
     }
 
     #[test]

@@ -27,12 +27,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
 use rusqlite::OptionalExtension;
 
+use crate::batch::{BatchError, BatchWriter, WriteError};
 use crate::db::{Database, DbError, now_unix};
 
 /// The advisory lock file inside a state directory, held by the one process
@@ -255,44 +256,12 @@ impl Book {
     }
 }
 
-/// Usage rows waiting for the writer thread.
-#[derive(Default)]
-struct Queue {
-    rows: Vec<(UsageRecord, i64)>,
-    /// Rows ever queued, and rows ever taken by the writer and written (or
-    /// given up on): a flush waits until the second reaches the first.
-    queued: u64,
-    done: u64,
-    /// Someone waits in [`Ledger::flush`]: write without lingering.
-    flush_wanted: bool,
-    /// The ledger is gone: write what is left and stop.
-    closed: bool,
-}
-
-/// The queue between calls and the writer thread.
-struct Writer {
-    db: Arc<Database>,
-    queue: Mutex<Queue>,
-    /// Wakes the writer: the queue became non-empty, a flush is wanted, or
-    /// the ledger closed.
-    wake_writer: Condvar,
-    /// Wakes flushers: the writer finished a batch.
-    batch_done: Condvar,
-}
-
-impl Writer {
-    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// What every clone of a ledger shares.
 struct Shared {
     db: Arc<Database>,
     books: Mutex<HashMap<String, Book>>,
     next_id: AtomicU64,
-    writer: Arc<Writer>,
-    writer_thread: Option<std::thread::JoinHandle<()>>,
+    writer: BatchWriter<(UsageRecord, i64)>,
     /// Held for the ledger's life when it is the state directory's budget
     /// authority.
     _lock: Option<std::fs::File>,
@@ -306,16 +275,6 @@ pub type UsageHook = Arc<dyn Fn(&UsageRecord) + Send + Sync>;
 impl Shared {
     fn lock_books(&self) -> MutexGuard<'_, HashMap<String, Book>> {
         self.books.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.writer.lock_queue().closed = true;
-        self.writer.wake_writer.notify_all();
-        if let Some(thread) = self.writer_thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -423,23 +382,22 @@ impl Ledger {
     }
 
     fn with_lock(db: Arc<Database>, lock: Option<std::fs::File>) -> Self {
-        let writer = Arc::new(Writer {
-            db: db.clone(),
-            queue: Mutex::new(Queue::default()),
-            wake_writer: Condvar::new(),
-            batch_done: Condvar::new(),
-        });
-        let thread_writer = writer.clone();
-        let writer_thread = match std::thread::Builder::new()
-            .name("clawcage-ledger".into())
-            .spawn(move || write_usage(&thread_writer))
-        {
-            Ok(thread) => Some(thread),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the usage writer; usage rows will not be stored");
-                writer.lock_queue().closed = true;
-                None
-            }
+        let writer = {
+            let db = db.clone();
+            BatchWriter::spawn(
+                "ledger",
+                WRITE_LINGER,
+                MAX_BATCH,
+                move |rows: &[(UsageRecord, i64)]| {
+                    let mut conn = db.lock();
+                    // Budgets stay enforced in memory; the rows of this batch
+                    // are lost, and the next flush says so.
+                    write_batch(&mut conn, rows).map_err(|e| {
+                    tracing::error!(rows = rows.len(), error = %e, "cannot write usage rows; budgets stay enforced in memory");
+                    WriteError::Batch(e.to_string())
+                })
+                },
+            )
         };
         Self {
             shared: Arc::new(Shared {
@@ -447,7 +405,6 @@ impl Ledger {
                 books: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 writer,
-                writer_thread,
                 _lock: lock,
                 usage_hook: std::sync::OnceLock::new(),
             }),
@@ -641,37 +598,15 @@ impl Ledger {
         if let Some(hook) = self.shared.usage_hook.get() {
             hook(record);
         }
-        let writer = &self.shared.writer;
-        let mut queue = writer.lock_queue();
-        if queue.closed {
-            tracing::error!(agent = %record.agent, "the usage writer is gone; usage row not stored");
-            return;
-        }
-        queue.rows.push((record.clone(), at));
-        queue.queued += 1;
-        // Only the first row of a batch wakes the writer; the rest wait for
-        // it to linger and collect them, unless the batch is full.
-        if queue.rows.len() == 1 || queue.rows.len() == MAX_BATCH {
-            writer.wake_writer.notify_one();
+        if let Err(error) = self.shared.writer.push((record.clone(), at)) {
+            tracing::error!(agent = %record.agent, %error, "usage row not stored");
         }
     }
 
-    /// Waits until every usage row settled so far is written.
-    pub fn flush(&self) {
-        let writer = &self.shared.writer;
-        let mut queue = writer.lock_queue();
-        let target = queue.queued;
-        if queue.done >= target || queue.closed {
-            return;
-        }
-        queue.flush_wanted = true;
-        writer.wake_writer.notify_all();
-        while queue.done < target && !queue.closed {
-            queue = writer
-                .batch_done
-                .wait(queue)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+    /// Waits until every usage row settled so far is written; fails if the
+    /// writer stopped or rows were lost.
+    pub fn flush(&self) -> Result<(), BatchError> {
+        self.shared.writer.flush()
     }
 
     /// Usage since `since` (Unix seconds), optionally for one agent. Flushes
@@ -681,7 +616,10 @@ impl Ledger {
         agent: Option<&str>,
         since: i64,
     ) -> Result<Vec<UsageSummary>, BudgetError> {
-        self.flush();
+        if let Err(error) = self.flush() {
+            // The report still reads what was written.
+            tracing::warn!(%error, "usage report after a failed flush");
+        }
         let conn = self.shared.db.lock();
         let mut statement = conn.prepare(
             "SELECT agent, provider, model, key_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_micros),
@@ -707,58 +645,6 @@ impl Ledger {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
-    }
-}
-
-/// The writer thread: when rows arrive, waits up to [`WRITE_LINGER`] for
-/// more (less if someone flushes, or the batch is full) and writes them in
-/// one transaction; stops when the ledger is dropped. Lingering keeps the
-/// database lock, which calls also take to check the vault, free nearly all
-/// the time, and costs a call no wake-up of this thread.
-fn write_usage(writer: &Writer) {
-    /// Closes the queue when the thread ends, even by a panic, so flushers
-    /// never wait on a writer that is gone.
-    struct Closer<'w>(&'w Writer);
-    impl Drop for Closer<'_> {
-        fn drop(&mut self) {
-            self.0.lock_queue().closed = true;
-            self.0.batch_done.notify_all();
-        }
-    }
-    let _closer = Closer(writer);
-    loop {
-        let mut queue = writer.lock_queue();
-        while queue.rows.is_empty() && !queue.closed {
-            queue = writer
-                .wake_writer
-                .wait(queue)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-        if !queue.flush_wanted && !queue.closed && queue.rows.len() < MAX_BATCH {
-            queue = writer
-                .wake_writer
-                .wait_timeout(queue, WRITE_LINGER)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        let rows = std::mem::take(&mut queue.rows);
-        queue.flush_wanted = false;
-        let closed = queue.closed;
-        drop(queue);
-        if !rows.is_empty() {
-            let written = {
-                let mut conn = writer.db.lock();
-                write_batch(&mut conn, &rows)
-            };
-            if let Err(e) = written {
-                tracing::error!(rows = rows.len(), error = %e, "cannot write usage rows; budgets stay enforced in memory");
-            }
-        }
-        writer.lock_queue().done += rows.len() as u64;
-        writer.batch_done.notify_all();
-        if closed {
-            return;
-        }
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod batch;
 #[allow(missing_docs)] // generated from the documented WIT
 pub mod bindings;
 pub mod cli;

@@ -702,7 +702,7 @@ allow_private = ["127.0.0.1"]
     assert_eq!(status, 200, "{outcome}");
     assert_eq!(outcome["result"], json!({"failed": 1_000}).to_string());
     let event_id = outcome["id"].as_str().unwrap();
-    daemon.daemon.audit.flush();
+    daemon.daemon.audit.flush().unwrap();
     let records = daemon.daemon.audit.read(0, 100_000).unwrap();
     let of_event: Vec<&Value> = records
         .iter()

@@ -129,7 +129,7 @@ impl Running {
     }
 
     pub(crate) fn audit_text(&self) -> String {
-        self.daemon.audit.flush();
+        self.daemon.audit.flush().unwrap();
         self.daemon
             .audit
             .read(0, 100_000)
@@ -471,7 +471,7 @@ async fn editing_deleting_or_reordering_audit_rows_is_detected() {
             )
             .await;
     }
-    daemon.daemon.audit.flush();
+    daemon.daemon.audit.flush().unwrap();
     let verify = || {
         let mut out = Vec::new();
         let result = clawcage::cli::AuditCommand {

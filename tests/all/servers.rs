@@ -642,7 +642,7 @@ async fn a_failing_model_falls_back_within_the_same_call_each_attempt_charged() 
         ["fake-503", "fake-429", "fake-stall", "claude-haiku-4-5"].repeat(2)
     );
     // Every attempt is a usage record, with its outcome and position.
-    host.ledger.flush();
+    host.ledger.flush().unwrap();
     let usage = host.ledger.summary(Some("resilient"), 0).unwrap();
     let calls: u64 = usage.iter().map(|u| u.calls).sum();
     assert_eq!(calls, 8);

@@ -210,7 +210,7 @@ fn usage_reports_spend_per_agent_model_and_key() {
             ..Default::default()
         });
     }
-    ledger.flush();
+    ledger.flush().unwrap();
     let report = clawcage(
         &state,
         &["usage", "--agent", "triage", "--since", "today"],
@@ -241,7 +241,7 @@ fn usage_reports_spend_per_agent_model_and_key() {
         outcome: "ok".into(),
         ..Default::default()
     });
-    ledger.flush();
+    ledger.flush().unwrap();
     let report = clawcage(&state, &["usage", "--agent", "local"], "").unwrap();
     let lines: Vec<&str> = report.lines().collect();
     assert!(

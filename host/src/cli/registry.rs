@@ -327,7 +327,9 @@ impl TrustCommand {
                 key: key.map(|k| public_key_arg(k)).transpose()?,
                 actor: "cli".into(),
             });
-            audit.flush();
+            audit
+                .flush()
+                .map_err(|e| format!("the trust change was not audited: {e}"))?;
         }
         let text = toml::to_string(&policy).map_err(|e| e.to_string())?;
         let _ = write!(out, "{text}");

@@ -170,7 +170,9 @@ impl RunCommand {
         if let Some(services) = &shared_services {
             // Usage rows are written in the background: make sure they are
             // on disk before the process exits.
-            services.ledger.flush();
+            if let Err(error) = services.ledger.flush() {
+                eprintln!("warning: {error}");
+            }
         }
         if let (Some(path), Some(tape)) = (&self.record, &tape) {
             let cassette = tape.lock().unwrap_or_else(|e| e.into_inner()).clone();

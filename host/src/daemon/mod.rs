@@ -1266,8 +1266,12 @@ impl Daemon {
                 break;
             }
         }
-        self.services.ledger.flush();
-        self.audit.flush();
+        if let Err(error) = self.services.ledger.flush() {
+            tracing::error!(%error, "usage rows not written at shutdown");
+        }
+        if let Err(error) = self.audit.flush() {
+            tracing::error!(%error, "audit records not written at shutdown");
+        }
         self.in_flight()
     }
 
