@@ -692,3 +692,49 @@ async fn generic_webhooks_need_their_hmac_and_bodies_are_bounded() {
         .unwrap();
     assert_eq!(huge.status(), 413);
 }
+
+#[tokio::test]
+async fn a_daemon_whose_audit_log_stopped_is_not_ready() {
+    let running = start().await;
+    let ready = |running: &Running| {
+        let url = format!("{}/readyz", running.url);
+        let http = running.http.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(ready(&running).await.0, 200);
+    let record = || clawcage::audit::AuditEvent::Invocation {
+        agent: "x".into(),
+        event_id: "e".into(),
+        source: "api".into(),
+        duration_ms: 1,
+        outcome: "ok".into(),
+    };
+    running.daemon.audit.append(record());
+    running.daemon.audit.flush().unwrap();
+    // Someone damaged the chain's last record: the writer cannot tell where
+    // the chain ends, so it appends nothing more.
+    let db = clawcage::db::Database::open(&running.state).unwrap();
+    db.lock()
+        .execute_batch("UPDATE audit SET hash = X'00FF' WHERE id = (SELECT MAX(id) FROM audit)")
+        .unwrap();
+    running
+        .daemon
+        .audit
+        .append(clawcage::audit::AuditEvent::Invocation {
+            agent: "x".into(),
+            event_id: "e".into(),
+            source: "api".into(),
+            duration_ms: 1,
+            outcome: "ok".into(),
+        });
+    assert!(running.daemon.audit.flush().is_err());
+    let (status, body) = ready(&running).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("the audit log stopped: the audit chain's last record cannot be read"),
+        "{body}"
+    );
+}

@@ -2,7 +2,7 @@
 //!
 //! | route | auth | what |
 //! | --- | --- | --- |
-//! | `GET /healthz`, `GET /readyz` | none | liveness; readiness (503 while draining) |
+//! | `GET /healthz`, `GET /readyz` | none | liveness; readiness (503 while draining, or once the audit log stopped) |
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /v1/agents` | token | deployed agents |
 //! | `PUT /v1/agents/{name}` | token | deploy or replace (a [`Bundle`]) |
@@ -218,6 +218,13 @@ fn actor(request_actor: Option<axum::Extension<Actor>>) -> String {
 async fn ready(State(daemon): State<Arc<Daemon>>) -> Response {
     if daemon.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if let Some(reason) = daemon.audit.stopped() {
+        // Events would run unaudited: take this daemon out of rotation.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the audit log stopped: {reason}"),
+        )
+            .into_response()
     } else {
         "ready".into_response()
     }
