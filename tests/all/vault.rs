@@ -81,9 +81,34 @@ fn keys_are_added_listed_rotated_and_revoked_without_ever_showing_the_value() {
     .unwrap_err();
     assert_eq!(err, "key \"main\" was revoked");
 
+    // Each change made here is in the audit log (never the value), and the
+    // chain verifies.
+    let exported = clawcage(&state, &["audit", "export"], "").unwrap();
+    let changes: Vec<(String, String)> = exported
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["event"]["kind"] == "key")
+        .map(|record| {
+            (
+                record["event"]["change"].as_str().unwrap().to_string(),
+                record["event"]["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [("add", "cli"), ("rotate", "cli"), ("revoke", "cli")]
+            .map(|(c, a)| (c.to_string(), a.to_string()))
+    );
+    assert!(
+        clawcage(&state, &["audit", "verify"], "")
+            .unwrap()
+            .starts_with("ok: 3 records")
+    );
+
     // Nothing the CLI printed, and nothing in the state directory, holds a
     // key in plaintext.
-    for output in [&init, &added, &list, &rotated, &revoked] {
+    for output in [&init, &added, &list, &rotated, &revoked, &exported] {
         assert!(
             !output.contains("TESTKEY") && !output.contains("ROTATED"),
             "{output}"

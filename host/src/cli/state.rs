@@ -39,10 +39,17 @@ impl StateArgs {
 
     /// Opens the vault of an initialised state directory.
     pub fn open_vault(&self) -> Result<Vault, String> {
+        self.open_vault_and_audit().map(|(vault, _)| vault)
+    }
+
+    /// Opens the vault of an initialised state directory and its audit
+    /// log (key changes are audited, made here or through the daemon).
+    pub fn open_vault_and_audit(&self) -> Result<(Vault, crate::audit::AuditLog), String> {
         let dir = self.dir()?;
-        let db = Database::open(&dir).map_err(|e| e.to_string())?;
+        let db = Arc::new(Database::open(&dir).map_err(|e| e.to_string())?);
         let master = MasterKey::load(&dir).map_err(|e| e.to_string())?;
-        Vault::open(Arc::new(db), master).map_err(|e| e.to_string())
+        let vault = Vault::open(db.clone(), master).map_err(|e| e.to_string())?;
+        Ok((vault, crate::audit::AuditLog::new(db)))
     }
 }
 
@@ -356,7 +363,7 @@ impl KeyCommand {
         if let Some(url) = self.remote.clone() {
             return self.run_remote(&url, stdin, out);
         }
-        let vault = self.state.open_vault()?;
+        let (vault, audit) = self.state.open_vault_and_audit()?;
         let prompt = || {
             if std::io::stdin().is_terminal() {
                 eprintln!("paste the key, then press Enter and Ctrl-D:");
@@ -374,7 +381,7 @@ impl KeyCommand {
                 let secret = read_secret(from_env.as_deref(), stdin, out)?;
                 vault
                     .add(&id, &provider, &secret)
-                    .map(|info| format!("added {}", describe(&info)))
+                    .map(|info| audited(&audit, "add", &info, "added"))
             }
             KeyAction::Rotate { id, from_env } => {
                 if from_env.is_none() {
@@ -383,11 +390,11 @@ impl KeyCommand {
                 let secret = read_secret(from_env.as_deref(), stdin, out)?;
                 vault
                     .rotate(&id, &secret)
-                    .map(|info| format!("rotated {}", describe(&info)))
+                    .map(|info| audited(&audit, "rotate", &info, "rotated"))
             }
             KeyAction::Revoke { id } => vault
                 .revoke(&id)
-                .map(|info| format!("revoked {}", describe(&info))),
+                .map(|info| audited(&audit, "revoke", &info, "revoked")),
             KeyAction::List { json } => vault.list().map(|keys| {
                 if json {
                     serde_json::to_string_pretty(&keys).unwrap_or_default()
@@ -400,6 +407,26 @@ impl KeyCommand {
         };
         let text = result.map_err(|e| e.to_string())?;
         let _ = writeln!(out, "{text}");
-        Ok(())
+        // The change is made; its record must be too, or the operator hears
+        // of it.
+        audit.flush().map_err(|e| {
+            format!("the key change was made but its audit record was not written: {e}")
+        })
     }
+}
+
+/// Appends the audit record of a local key change and describes it.
+fn audited(
+    audit: &crate::audit::AuditLog,
+    change: &str,
+    info: &crate::vault::KeyInfo,
+    done: &str,
+) -> String {
+    audit.append(crate::audit::AuditEvent::Key {
+        change: change.into(),
+        key_id: info.id.clone(),
+        provider: info.provider.clone(),
+        actor: "cli".into(),
+    });
+    format!("{done} {}", describe(info))
 }
