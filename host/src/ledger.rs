@@ -67,6 +67,30 @@ pub struct BudgetLimits {
     pub requests_per_minute: Option<u32>,
 }
 
+impl BudgetLimits {
+    /// Refuses a limit of 0: it would refuse every call while telling the
+    /// agent to retry (to stop an agent's model calls, remove its bindings).
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("tokens_per_day", self.tokens_per_day),
+            ("tokens_per_month", self.tokens_per_month),
+            ("usd_micros_per_day", self.usd_micros_per_day),
+            ("usd_micros_per_month", self.usd_micros_per_month),
+            (
+                "requests_per_minute",
+                self.requests_per_minute.map(u64::from),
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(format!(
+                    "budget.{field} = 0 would refuse every call; leave it out for no limit, or remove the agent's model bindings"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why a reservation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
@@ -333,16 +357,28 @@ pub fn parse_since(text: &str, now: i64) -> Result<i64, String> {
     if let Ok(seconds) = text.parse::<i64>() {
         return Ok(seconds);
     }
-    let parts: Vec<&str> = text.split('-').collect();
-    if let [y, m, d] = parts[..]
-        && let (Ok(y), Ok(m), Ok(d)) = (y.parse::<i64>(), m.parse::<u32>(), d.parse::<u32>())
-        && (1..=12).contains(&m)
-        && (1..=31).contains(&d)
-    {
-        return Ok(date_start(y, m, d));
+    // A time ago: `7d`, `36h`, `90m`.
+    for (suffix, unit) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if let Some(count) = text.strip_suffix(suffix)
+            && !count.is_empty()
+            && count.bytes().all(|b| b.is_ascii_digit())
+        {
+            return count
+                .parse::<i64>()
+                .ok()
+                .and_then(|n| n.checked_mul(unit))
+                .filter(|ago| *ago <= 100 * 365 * 86_400)
+                .map(|ago| now - ago)
+                .ok_or_else(|| format!("--since {text:?} is too far back"));
+        }
+    }
+    // A calendar date that exists (2026-02-31 is refused, not 3 March).
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        use chrono::Datelike;
+        return Ok(date_start(i64::from(date.year()), date.month(), date.day()));
     }
     Err(format!(
-        "--since {text:?}: use today, month, YYYY-MM-DD or Unix seconds"
+        "--since {text:?}: use today, month, a date (YYYY-MM-DD), a time ago (7d, 36h, 90m) or Unix seconds"
     ))
 }
 
@@ -751,6 +787,27 @@ mod tests {
         assert_eq!(parse_since("12345", now).unwrap(), 12_345);
         assert!(parse_since("yesterday", now).is_err());
         assert!(parse_since("2026-13-01", now).is_err());
+        assert!(parse_since("2026-02-31", now).is_err(), "not 3 March");
+        assert!(parse_since("2026-2-1x", now).is_err());
+        assert_eq!(parse_since("7d", now).unwrap(), now - 7 * 86_400);
+        assert_eq!(parse_since("36h", now).unwrap(), now - 36 * 3_600);
+        assert_eq!(parse_since("90m", now).unwrap(), now - 90 * 60);
+        assert!(parse_since("-3d", now).is_err());
+        assert!(parse_since("99999999999d", now).is_err());
+    }
+
+    #[test]
+    fn budgets_of_zero_are_refused() {
+        let zero = BudgetLimits {
+            requests_per_minute: Some(0),
+            ..BudgetLimits::default()
+        };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .starts_with("budget.requests_per_minute = 0")
+        );
+        assert_eq!(BudgetLimits::default().validate(), Ok(()));
     }
 
     #[test]

@@ -352,6 +352,7 @@ impl Manifest {
             ));
         }
         self.limits.validate()?;
+        self.budget.validate()?;
         for (binding, model) in &self.models {
             crate::inference::validate_name(
                 "model binding",

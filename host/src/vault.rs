@@ -86,6 +86,12 @@ pub enum VaultError {
     /// A key with this id exists already.
     #[error("key {0:?} exists already; use `key rotate` to change its value")]
     Exists(String),
+    /// A revoked key still holds this id.
+    #[error("key {0:?} was revoked; `clawcage key delete {0}` frees its id")]
+    RevokedExists(String),
+    /// Only a revoked key can be deleted.
+    #[error("key {0:?} is active: revoke it first (`clawcage key revoke {0}`)")]
+    Active(String),
     /// A stored row failed to decrypt: tampered with, or moved.
     #[error("key {0:?} failed to decrypt: the row was tampered with or moved; nothing was changed")]
     Tampered(String),
@@ -356,7 +362,12 @@ impl Vault {
             rusqlite::params![id, provider, fingerprint, nonce, ciphertext, now],
         )?;
         if inserted == 0 {
-            return Err(VaultError::Exists(id.to_string()));
+            return Err(match self.info(id) {
+                Ok(existing) if existing.revoked_at.is_some() => {
+                    VaultError::RevokedExists(id.to_string())
+                }
+                _ => VaultError::Exists(id.to_string()),
+            });
         }
         Ok(KeyInfo {
             id: id.into(),
@@ -417,6 +428,21 @@ impl Vault {
             revoked_at: Some(now),
             ..info
         })
+    }
+
+    /// Forgets a revoked key, so that its id can be used again. An active
+    /// key must be revoked first: deleting is never the way a key stops
+    /// working.
+    pub fn delete(&self, id: &str) -> Result<KeyInfo, VaultError> {
+        let info = self.info(id)?;
+        if info.revoked_at.is_none() {
+            return Err(VaultError::Active(id.into()));
+        }
+        self.db.lock().execute(
+            "DELETE FROM keys WHERE id = ?1 AND revoked_at IS NOT NULL",
+            [id],
+        )?;
+        Ok(info)
     }
 
     /// Metadata of one key.

@@ -448,12 +448,21 @@ async fn a_key_rotated_through_the_api_is_used_by_the_next_invocation() {
         after["result"].as_str().unwrap().contains("revoked"),
         "{after}"
     );
+    // A revoked key can be forgotten, once; an active one cannot.
+    let (status, deleted) = daemon
+        .call(reqwest::Method::POST, "/v1/keys/main/delete", None)
+        .await;
+    assert_eq!((status, &deleted["deleted"]["id"]), (200, &json!("main")));
+    let (status, _) = daemon
+        .call(reqwest::Method::POST, "/v1/keys/main/delete", None)
+        .await;
+    assert_eq!(status, 404);
 
     // The audit log has the calls and key changes, and no prompt, answer
     // or key.
     let audit = daemon.audit_text();
     assert_eq!(audit.matches(r#""kind":"inference""#).count(), 2, "{audit}");
-    assert_eq!(audit.matches(r#""kind":"key""#).count(), 3);
+    assert_eq!(audit.matches(r#""kind":"key""#).count(), 4);
     for forbidden in ["secret prompt", "Hello from anthropic", KEY_V1, KEY_V2] {
         assert!(!audit.contains(forbidden), "{forbidden}");
     }
@@ -737,4 +746,22 @@ async fn a_daemon_whose_audit_log_stopped_is_not_ready() {
         body.starts_with("the audit log stopped: the audit chain's last record cannot be read"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn a_trigger_whose_signing_secret_is_not_in_the_vault_is_refused_at_deploy() {
+    let running = start().await;
+    let trigger =
+        "[[triggers]]\nsource = \"webhook\"\nname = \"deploys\"\nsecret = \"deploy-hook\"\n";
+    let (status, body) = running.deploy("hooked", HOSTILE, trigger).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains(
+            "triggers[0].secret \\\"deploy-hook\\\" is not in the vault: add it first with `clawcage key add deploy-hook --provider webhook`"
+        ),
+        "{body}"
+    );
+    running.add_webhook_secret("deploy-hook", "deploy-hook-secret-n5QbhlvAR1UfjTgED4gj");
+    let (status, body) = running.deploy("hooked", HOSTILE, trigger).await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -80,6 +80,28 @@ fn keys_are_added_listed_rotated_and_revoked_without_ever_showing_the_value() {
     )
     .unwrap_err();
     assert_eq!(err, "key \"main\" was revoked");
+    // The id is taken until the revoked key is deleted; then it can be
+    // added again. An active key cannot be deleted.
+    let err = clawcage(
+        &state,
+        &["key", "add", "main", "--provider", "anthropic"],
+        &format!("{SECRET}\n"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "key \"main\" was revoked; `clawcage key delete main` frees its id"
+    );
+    let deleted = clawcage(&state, &["key", "delete", "main"], "").unwrap();
+    assert!(deleted.starts_with("deleted main"), "{deleted}");
+    clawcage(
+        &state,
+        &["key", "add", "main", "--provider", "anthropic"],
+        &format!("{SECRET}\n"),
+    )
+    .unwrap();
+    let err = clawcage(&state, &["key", "delete", "main"], "").unwrap_err();
+    assert!(err.contains("is active: revoke it first"), "{err}");
 
     // Each change made here is in the audit log (never the value), and the
     // chain verifies.
@@ -97,13 +119,19 @@ fn keys_are_added_listed_rotated_and_revoked_without_ever_showing_the_value() {
         .collect();
     assert_eq!(
         changes,
-        [("add", "cli"), ("rotate", "cli"), ("revoke", "cli")]
-            .map(|(c, a)| (c.to_string(), a.to_string()))
+        [
+            ("add", "cli"),
+            ("rotate", "cli"),
+            ("revoke", "cli"),
+            ("delete", "cli"),
+            ("add", "cli"),
+        ]
+        .map(|(c, a)| (c.to_string(), a.to_string()))
     );
     assert!(
         clawcage(&state, &["audit", "verify"], "")
             .unwrap()
-            .starts_with("ok: 3 records")
+            .starts_with("ok: 5 records")
     );
 
     // Nothing the CLI printed, and nothing in the state directory, holds a

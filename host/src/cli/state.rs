@@ -109,7 +109,8 @@ pub struct UsageCommand {
     /// Only this agent.
     #[arg(long)]
     pub agent: Option<String>,
-    /// From when: `today`, `month` (default), `YYYY-MM-DD` or Unix seconds.
+    /// From when: `today`, `month` (default), a date (`YYYY-MM-DD`), a time
+    /// ago (`7d`, `36h`, `90m`) or Unix seconds.
     #[arg(long, default_value = "month")]
     pub since: String,
     /// Print JSON.
@@ -134,7 +135,9 @@ impl UsageCommand {
             return Ok(());
         }
         if rows.is_empty() {
-            let _ = writeln!(out, "no usage since {since}");
+            let when = chrono::DateTime::from_timestamp(since, 0)
+                .map_or_else(|| since.to_string(), |t| t.to_rfc3339());
+            let _ = writeln!(out, "no usage since {when}");
             return Ok(());
         }
         let _ = writeln!(
@@ -232,6 +235,11 @@ pub enum KeyAction {
     },
     /// Revoke a key: its ciphertext is deleted and calls using it fail.
     Revoke {
+        /// The key's id.
+        id: String,
+    },
+    /// Forget a revoked key, so that its id can be added again.
+    Delete {
         /// The key's id.
         id: String,
     },
@@ -346,6 +354,7 @@ impl KeyCommand {
                 )
             }
             KeyAction::Revoke { id } => (Method::DELETE, format!("/v1/keys/{id}"), None),
+            KeyAction::Delete { id } => (Method::POST, format!("/v1/keys/{id}/delete"), None),
             KeyAction::List { .. } => (Method::GET, "/v1/keys".to_string(), None),
         };
         let value =
@@ -395,6 +404,9 @@ impl KeyCommand {
             KeyAction::Revoke { id } => vault
                 .revoke(&id)
                 .map(|info| audited(&audit, "revoke", &info, "revoked")),
+            KeyAction::Delete { id } => vault
+                .delete(&id)
+                .map(|info| audited(&audit, "delete", &info, "deleted")),
             KeyAction::List { json } => vault.list().map(|keys| {
                 if json {
                     serde_json::to_string_pretty(&keys).unwrap_or_default()

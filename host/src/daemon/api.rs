@@ -9,7 +9,7 @@
 //! | `DELETE /v1/agents/{name}` | token | remove |
 //! | `POST /v1/agents/{name}/invoke[?async=true]` | token | run an event |
 //! | `GET /v1/invocations/{id}` | token | an async invocation's state |
-//! | `GET/POST /v1/keys`, `POST /v1/keys/{id}/rotate`, `DELETE /v1/keys/{id}` | token | the vault |
+//! | `GET/POST /v1/keys`, `POST /v1/keys/{id}/rotate`, `DELETE /v1/keys/{id}` (revoke), `POST /v1/keys/{id}/delete` | token | the vault |
 //! | `GET /v1/usage?agent=&since=` | token | spend |
 //! | `GET /v1/audit?after=&limit=`, `GET /v1/audit/verify` | token | the audit log |
 //! | `POST /hooks/github`, `/hooks/slack`, `/hooks/webhook/{name}` | signature | triggers |
@@ -150,6 +150,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/invocations/{id}", get(invocation))
         .route("/v1/keys", get(list_keys).post(add_key))
         .route("/v1/keys/{id}/rotate", post(rotate_key))
+        .route("/v1/keys/{id}/delete", post(delete_key))
         .route("/v1/keys/{id}", axum::routing::delete(revoke_key))
         .route("/v1/usage", get(usage))
         .route("/v1/audit", get(audit))
@@ -429,9 +430,10 @@ fn vault_error(e: crate::vault::VaultError) -> ApiError {
         VaultError::UnknownKey(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "unknown-key", e.to_string())
         }
-        VaultError::Exists(_) | VaultError::Revoked(_) => {
-            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
-        }
+        VaultError::Exists(_)
+        | VaultError::Revoked(_)
+        | VaultError::RevokedExists(_)
+        | VaultError::Active(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
         VaultError::Invalid(_) => ApiError::bad_request(e.to_string()),
         other => ApiError::host(other),
     }
@@ -479,6 +481,21 @@ async fn rotate_key(
         actor: actor(request_actor),
     });
     Ok(Json(json!({"key": info})))
+}
+
+async fn delete_key(
+    State(daemon): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    request_actor: Option<axum::Extension<Actor>>,
+) -> Result<Json<Value>, ApiError> {
+    let info = daemon.services.vault.delete(&id).map_err(vault_error)?;
+    daemon.audit.append(AuditEvent::Key {
+        change: "delete".into(),
+        key_id: info.id.clone(),
+        provider: info.provider.clone(),
+        actor: actor(request_actor),
+    });
+    Ok(Json(json!({"deleted": info})))
 }
 
 async fn revoke_key(

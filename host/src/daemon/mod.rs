@@ -814,6 +814,7 @@ impl Daemon {
                 manifest.name
             ));
         }
+        self.check_trigger_secrets(&manifest)?;
         let mut origin = None;
         let component = match (&bundle.component, &manifest.component.registry) {
             (Some(_), Some(reference)) => {
@@ -1208,6 +1209,34 @@ impl Daemon {
         )
         .map(|inserted| inserted == 1)
         .unwrap_or(false)
+    }
+
+    /// Every trigger's signing secret is a live webhook secret in the vault:
+    /// otherwise the agent would deploy and every delivery fail as "bad
+    /// signature".
+    fn check_trigger_secrets(&self, manifest: &Manifest) -> Result<(), String> {
+        for (index, trigger) in manifest.triggers.iter().enumerate() {
+            let Some(id) = &trigger.secret else { continue };
+            let at = format!("triggers[{index}].secret {id:?}");
+            match self.services.vault.info(id) {
+                Ok(info) if info.revoked_at.is_some() => {
+                    return Err(format!("{at} was revoked; add a new signing secret"));
+                }
+                Ok(info) if info.provider != "webhook" => {
+                    return Err(format!(
+                        "{at} is a {} key, not a webhook signing secret",
+                        info.provider
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(format!(
+                        "{at} is not in the vault: add it first with `clawcage key add {id} --provider webhook`"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A webhook signing secret from the vault.
