@@ -642,13 +642,19 @@ mod tests {
         ));
         assert!(matches!(
             vault.add("main", "anthropic", &Secret::from(new_key.to_string())),
-            Err(VaultError::Exists(_))
+            Err(VaultError::RevokedExists(_))
         ));
+        vault.delete("main").unwrap();
+        vault
+            .add("main", "anthropic", &Secret::from(new_key.to_string()))
+            .unwrap();
+        assert!(matches!(vault.delete("main"), Err(VaultError::Active(_))));
         assert!(matches!(
             vault.add("short", "anthropic", &Secret::from("x".repeat(20))),
             Err(VaultError::Invalid(_))
         ));
-        assert!(vault.list().unwrap()[0].revoked_at.is_some());
+        // Added again after the revoked key was deleted: active.
+        assert!(vault.list().unwrap()[0].revoked_at.is_none());
     }
 
     #[test]
