@@ -300,3 +300,59 @@ fn sigterm_drains_events_in_flight_and_exits_cleanly() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn a_busy_port_is_found_before_anything_is_deployed_and_names_are_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    clawcage(&["init".as_ref(), "--state-dir".as_ref(), state.as_os_str()]);
+    // A manifest that would fail to deploy (no such component): with the
+    // port busy, the daemon never gets that far.
+    let manifest = dir.path().join("agent.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"never\"\n[component]\npath = \"missing.wasm\"\n",
+    )
+    .unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let output = Command::new(CLAWCAGE)
+        .args(["serve", "--listen", &address, "--state-dir"])
+        .arg(&state)
+        .arg("--deploy")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("missing.wasm"), "{stderr}");
+
+    // A host name is resolved.
+    let (daemon, _rest, url) = {
+        let mut child = Command::new(CLAWCAGE)
+            .args(["serve", "--listen", "localhost:0", "--state-dir"])
+            .arg(&state)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut url = None;
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            if let Some(address) = line.trim().strip_prefix("clawcage daemon listening on ") {
+                url = Some(address.to_string());
+                break;
+            }
+            line.clear();
+        }
+        (child, stderr, url)
+    };
+    assert!(
+        url.is_some_and(|u| u.starts_with("http://127.0.0.1:") || u.starts_with("http://[::1]:"))
+    );
+    stop(daemon);
+}

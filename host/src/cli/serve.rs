@@ -2,7 +2,6 @@
 //! and clients that talk to a running daemon.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +20,11 @@ pub struct ServeCommand {
     /// The state directory.
     #[command(flatten)]
     pub state: StateArgs,
-    /// Where to listen. Loopback by default: put a TLS proxy in front to
-    /// expose it.
+    /// Where to listen, `host:port` (a name such as `localhost` is
+    /// resolved). Loopback by default: put a TLS proxy in front to expose
+    /// it.
     #[arg(long, default_value = "127.0.0.1:7878", env = "CLAWCAGE_LISTEN")]
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Events running at once across all agents.
     #[arg(long, default_value_t = 64)]
     pub max_concurrent: usize,
@@ -65,6 +65,10 @@ impl ServeCommand {
     }
 
     async fn serve(self) -> Result<(), String> {
+        // The port first: a busy one is found before anything is deployed.
+        let listener = tokio::net::TcpListener::bind(self.listen.as_str())
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", self.listen))?;
         let mut options = DaemonOptions::new(self.state.dir()?);
         options.max_concurrent = self.max_concurrent.max(1);
         options.drain_timeout = Duration::from_secs(self.drain_seconds);
@@ -81,9 +85,6 @@ impl ServeCommand {
                 .map_err(|e| format!("{}: {e}", manifest.display()))?;
             eprintln!("deployed {} ({})", info.name, &info.sha256[..12]);
         }
-        let listener = tokio::net::TcpListener::bind(self.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", self.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         eprintln!("clawcage daemon listening on http://{address}");
         let schedules = tokio::spawn(crate::daemon::schedule::run(daemon.clone()));
