@@ -44,6 +44,29 @@ fn manifest(dir: &Path, file: &str, component: &str, extra: &str) -> PathBuf {
 }
 
 #[tokio::test]
+async fn a_manifest_or_a_component_is_told_by_its_content_not_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = write(
+        dir.path(),
+        "event.json",
+        r#"{"source":"cli","kind":"greet","payload":{"name":"Ada"}}"#,
+    );
+    // A manifest without `.toml`, and a component without `.wasm`.
+    let agent = manifest(dir.path(), "agent.conf", HELLO, "");
+    let component = dir.path().join("hello.bin");
+    std::fs::copy(HELLO, &component).unwrap();
+    for path in [&agent, &component] {
+        let out = run(&[path.to_str().unwrap(), "--event", event.to_str().unwrap()]).await;
+        assert_eq!(
+            (out.code, out.stdout.as_str()),
+            (0, "Hello, Ada!\n"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test]
 async fn runs_a_manifest_and_prints_the_result() {
     let dir = tempfile::tempdir().unwrap();
     let agent = manifest(dir.path(), "agent.toml", HELLO, "");

@@ -13,6 +13,18 @@ use crate::log::{LogLevel, LogStream};
 use crate::manifest::Manifest;
 use crate::providers::replay::{Cassette, record_into};
 
+/// Whether `path` is a manifest rather than a component: by its first
+/// bytes (a component starts with `\0asm`), whatever its name; by its
+/// extension when it cannot be read (the loader then says why).
+fn is_manifest(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
+        Ok(()) => &magic != b"\0asm",
+        Err(_) => path.extension().is_some_and(|e| e == "toml"),
+    }
+}
+
 /// `clawcage run <manifest.toml | component.wasm> --event <file | ->`
 #[derive(Debug, clap::Args)]
 #[command(
@@ -109,7 +121,7 @@ impl RunCommand {
 
     async fn run(self, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Failure> {
         let event = self.read_event()?;
-        let is_manifest = self.agent.extension().is_some_and(|e| e == "toml");
+        let is_manifest = is_manifest(&self.agent);
         let manifest = if is_manifest {
             Some(Manifest::load(&self.agent)?)
         } else {
