@@ -356,3 +356,31 @@ fn a_busy_port_is_found_before_anything_is_deployed_and_names_are_resolved() {
     );
     stop(daemon);
 }
+
+#[test]
+fn an_unreachable_daemon_says_so_and_how_to_start_one() {
+    // A port nothing listens on: bound, then closed.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let output = Command::new(CLAWCAGE)
+        .args([
+            "agent",
+            "--remote",
+            &format!("http://{address}"),
+            "--token",
+            "t",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "no daemon answers at http://{address}: start one with `clawcage serve`"
+        )),
+        "{stderr}"
+    );
+}

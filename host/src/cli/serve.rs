@@ -342,7 +342,10 @@ pub(crate) async fn remote_call(
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.as_bytes().to_vec());
     }
-    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| unreachable_daemon(base, &e))?;
     let status = response.status();
     let value: Value = response.json().await.unwrap_or(Value::Null);
     if status.is_success() {
@@ -354,6 +357,19 @@ pub(crate) async fn remote_call(
                 .as_str()
                 .unwrap_or("the daemon refused")
         ))
+    }
+}
+
+/// What to say when the daemon at `base` could not be asked.
+pub(crate) fn unreachable_daemon(base: &str, error: &reqwest::Error) -> String {
+    if error.is_connect() {
+        format!(
+            "no daemon answers at {base}: start one with `clawcage serve` (it listens on 127.0.0.1:7878), or point --remote / CLAWCAGE_URL at yours"
+        )
+    } else if error.is_timeout() {
+        format!("the daemon at {base} did not answer in time")
+    } else {
+        format!("cannot talk to the daemon at {base}: {error}")
     }
 }
 
