@@ -24,6 +24,9 @@ pub const DEFAULT_KEEP_RESIDENT: usize = 1 << 20;
 /// Default number of agent instances that may be alive at once.
 pub const DEFAULT_MAX_CONCURRENT_INSTANCES: u32 = 100;
 
+/// The compile cache's default size cap.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 2 << 30;
+
 /// Settings for a [`CageEngine`]. The defaults suit a daemon on a small
 /// machine.
 #[derive(Debug, Clone)]
@@ -38,6 +41,10 @@ pub struct EngineOptions {
     pub fuel: bool,
     /// Directory for precompiled components; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes the cache keeps: past it, the artifacts used least
+    /// recently are removed. Default 2 GiB (a JavaScript or Python agent
+    /// compiles to about 35 MB).
+    pub cache_max_bytes: u64,
     /// Use the pooling allocator (default) rather than on-demand allocation.
     pub pooling: bool,
     /// Bytes of each linear memory (and table) that the pool keeps resident
@@ -59,6 +66,7 @@ impl Default for EngineOptions {
             epoch_tick: DEFAULT_EPOCH_TICK,
             fuel: false,
             cache_dir: None,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             pooling: true,
             memory_keep_resident: DEFAULT_KEEP_RESIDENT,
             pagemap_scan: true,
@@ -119,7 +127,9 @@ impl CageEngine {
         let engine = Engine::new(&config).map_err(LoadError::engine)?;
         start_epoch_ticker(&engine, options.epoch_tick);
         let cache = match &options.cache_dir {
-            Some(dir) => Some(ComponentCache::open(dir, &engine)?),
+            Some(dir) => {
+                Some(ComponentCache::open(dir, &engine)?.with_max_bytes(options.cache_max_bytes))
+            }
             None => None,
         };
         Ok(Self {
@@ -192,6 +202,92 @@ pub enum CacheOutcome {
 pub struct ComponentCache {
     dir: PathBuf,
     engine_hash: String,
+    max_bytes: u64,
+}
+
+/// One precompiled artifact in a cache directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CachedArtifact {
+    /// The component's sha256.
+    pub sha256: String,
+    /// The engine compatibility hash it was compiled for.
+    pub engine: String,
+    /// Whether this engine (this build and configuration) can load it.
+    pub current: bool,
+    /// Its size.
+    pub bytes: u64,
+    /// When it was last loaded or stored (Unix seconds).
+    pub last_used: i64,
+    /// Its path.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// The artifacts in cache directory `dir`, least recently used first.
+/// Files that are not artifacts are left out.
+pub fn cached_artifacts(
+    dir: &Path,
+    current_engine: Option<&str>,
+) -> std::io::Result<Vec<CachedArtifact>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((sha256, engine)) = name
+            .strip_suffix(".cwasm")
+            .and_then(|stem| stem.split_once('-'))
+        else {
+            continue;
+        };
+        let metadata = entry.metadata()?;
+        if !metadata.is_file() {
+            continue;
+        }
+        let last_used = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        out.push(CachedArtifact {
+            sha256: sha256.to_string(),
+            engine: engine.to_string(),
+            current: current_engine == Some(engine),
+            bytes: metadata.len(),
+            last_used,
+            path: entry.path(),
+        });
+    }
+    out.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.sha256.cmp(&b.sha256)));
+    Ok(out)
+}
+
+/// Removes the least recently used artifacts of `dir` until at most
+/// `max_bytes` remain, never `keep`; returns what was removed.
+pub fn evict(
+    dir: &Path,
+    max_bytes: u64,
+    keep: Option<&Path>,
+) -> std::io::Result<Vec<CachedArtifact>> {
+    let artifacts = cached_artifacts(dir, None)?;
+    let mut total: u64 = artifacts.iter().map(|a| a.bytes).sum();
+    let mut removed = Vec::new();
+    for artifact in artifacts {
+        if total <= max_bytes {
+            break;
+        }
+        if keep == Some(artifact.path.as_path()) {
+            continue;
+        }
+        fs::remove_file(&artifact.path)?;
+        total -= artifact.bytes;
+        removed.push(artifact);
+    }
+    Ok(removed)
 }
 
 impl ComponentCache {
@@ -205,7 +301,20 @@ impl ComponentCache {
         Ok(Self {
             dir: dir.to_path_buf(),
             engine_hash,
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
         })
+    }
+
+    /// This cache with a size cap of `max_bytes`.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The compatibility hash of this cache's engine, as artifact names
+    /// carry it.
+    pub fn engine_hash(&self) -> &str {
+        &self.engine_hash
     }
 
     fn artifact_path(&self, sha256: &str) -> PathBuf {
@@ -222,7 +331,17 @@ impl ComponentCache {
     ) -> Result<(Component, CacheOutcome), LoadError> {
         let path = self.artifact_path(sha256);
         match self.load_artifact(engine, &path) {
-            Ok(Some(component)) => return Ok((component, CacheOutcome::Hit)),
+            Ok(Some(component)) => {
+                // Mark it used, for least-recently-used eviction.
+                let touched = fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                if let Err(e) = touched {
+                    tracing::debug!(path = %path.display(), error = %e, "could not mark a cached component used");
+                }
+                return Ok((component, CacheOutcome::Hit));
+            }
             Ok(None) => {}
             Err(reason) => {
                 tracing::warn!(path = %path.display(), %reason, "discarding unusable precompiled component");
@@ -234,6 +353,19 @@ impl ComponentCache {
             .map_err(LoadError::compile)?;
         if let Err(e) = crate::fsutil::write_atomically(&path, &artifact) {
             tracing::warn!(path = %path.display(), error = %e, "could not store precompiled component");
+        }
+        match evict(&self.dir, self.max_bytes, Some(&path)) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(
+                    removed = removed.len(),
+                    freed_bytes = removed.iter().map(|a| a.bytes).sum::<u64>(),
+                    "evicted least recently used precompiled components"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not evict precompiled components")
+            }
         }
         #[allow(unsafe_code)]
         // SAFETY: the bytes were produced by `precompile_component` on this
@@ -280,5 +412,48 @@ impl Hasher for Sha256Hasher {
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest.as_ref()[..8]);
         u64::from_le_bytes(first)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn artifact(dir: &Path, sha: &str, engine: &str, bytes: usize, age_secs: u64) -> PathBuf {
+        let path = dir.join(format!("{sha}-{engine}.cwasm"));
+        fs::write(&path, vec![0u8; bytes]).unwrap();
+        let when = std::time::SystemTime::now() - Duration::from_secs(age_secs);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn the_least_recently_used_artifacts_go_first_until_the_cache_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        artifact(dir.path(), "aaa", "e1", 100, 300);
+        artifact(dir.path(), "bbb", "e1", 100, 200);
+        let newest = artifact(dir.path(), "ccc", "e2", 100, 10);
+        fs::write(dir.path().join("notes.txt"), "not an artifact").unwrap();
+
+        let listed = cached_artifacts(dir.path(), Some("e1")).unwrap();
+        let order: Vec<(&str, bool)> = listed
+            .iter()
+            .map(|a| (a.sha256.as_str(), a.current))
+            .collect();
+        assert_eq!(order, [("aaa", true), ("bbb", true), ("ccc", false)]);
+
+        let removed = evict(dir.path(), 150, None).unwrap();
+        let removed: Vec<&str> = removed.iter().map(|a| a.sha256.as_str()).collect();
+        assert_eq!(removed, ["aaa", "bbb"]);
+        assert!(newest.exists());
+        // The artifact just stored is kept even when it alone is too big.
+        assert!(evict(dir.path(), 0, Some(&newest)).unwrap().is_empty());
+        assert!(dir.path().join("notes.txt").exists());
     }
 }

@@ -21,6 +21,7 @@ fn clawcage(state: &Path, args: &[&str], stdin: &str) -> Result<String, String> 
         Command::Usage(usage) => usage.run(&mut out)?,
         Command::Token(token) => token.run(&mut out)?,
         Command::Audit(audit) => audit.run(&mut out)?,
+        Command::Cache(cache) => cache.run(&mut out)?,
         _ => unreachable!("not a state command"),
     }
     Ok(String::from_utf8(out).unwrap())
@@ -381,4 +382,53 @@ fn keys_shorter_or_plainer_than_their_provider_issues_are_refused() {
     )
     .unwrap();
     assert!(quiet.starts_with("added k2"), "{quiet}");
+}
+
+#[tokio::test]
+async fn run_and_serve_share_the_state_directorys_compile_cache_which_can_be_listed_and_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    clawcage(&state, &["init"], "").unwrap();
+    // `run` with a state directory and no --cache-dir compiles into
+    // `cache` in the state directory, where the daemon looks too.
+    let argv = [
+        "clawcage",
+        "run",
+        clawcage_tests::HELLO,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let clawcage::cli::Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let code = run.run_with(&mut Vec::new(), &mut Vec::new()).await;
+    assert_eq!(code, 0);
+    let cache = state.join("cache");
+    let listed = clawcage(&state, &["cache", "list", "--json"], "").unwrap();
+    let artifacts: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(artifacts.as_array().unwrap().len(), 1, "{listed}");
+    // An artifact unused for a week, beside it.
+    let old = cache.join(format!(
+        "{}-0123456789abcdef0123456789abcdef.cwasm",
+        "a".repeat(64)
+    ));
+    std::fs::write(&old, b"old").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86_400))
+        .unwrap();
+    let table = clawcage(&state, &["cache", "list"], "").unwrap();
+    assert!(table.contains("2 artifact(s)"), "{table}");
+    let cleaned = clawcage(&state, &["cache", "clean", "--unused-for", "7d"], "").unwrap();
+    assert!(cleaned.starts_with("removed 1 artifact(s)"), "{cleaned}");
+    assert!(!old.exists());
+    let cleaned = clawcage(&state, &["cache", "clean"], "").unwrap();
+    assert!(cleaned.starts_with("removed 1 artifact(s)"), "{cleaned}");
+    assert!(
+        clawcage(&state, &["cache", "list"], "")
+            .unwrap()
+            .contains("0 artifact(s)")
+    );
 }

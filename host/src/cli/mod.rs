@@ -17,7 +17,9 @@ pub use run::{RunCommand, default_cache_dir};
 pub use serve::{
     AgentCommand, AuditAction, AuditCommand, InvokeCommand, ServeCommand, TOKEN_FILE, TokenCommand,
 };
-pub use state::{InitCommand, KeyAction, KeyCommand, StateArgs, UsageCommand};
+pub use state::{
+    CacheAction, CacheCommand, InitCommand, KeyAction, KeyCommand, StateArgs, UsageCommand,
+};
 
 /// Exit codes of `clawcage run`, one per kind of failure, so scripts can
 /// tell bad input from a failing agent.
@@ -64,6 +66,8 @@ pub enum Command {
     Key(KeyCommand),
     /// Show inference usage and spend per agent, provider, model and key.
     Usage(UsageCommand),
+    /// List or clean the compile cache of precompiled components.
+    Cache(CacheCommand),
     /// Run the daemon: deployed agents, invoked by API, webhooks and schedules.
     Serve(ServeCommand),
     /// Manage the daemon's API tokens.
@@ -102,6 +106,7 @@ impl Cli {
             Command::Init(init) => simple(init.run(&mut std::io::stdout())),
             Command::Key(key) => simple(key.run(&mut std::io::stdin(), &mut std::io::stdout())),
             Command::Usage(usage) => simple(usage.run(&mut std::io::stdout())),
+            Command::Cache(cache) => simple(cache.run(&mut std::io::stdout())),
             Command::Serve(serve) => serve.execute(),
             Command::Token(token) => simple(token.run(&mut std::io::stdout())),
             Command::Audit(audit) => simple(audit.run(&mut std::io::stdout())),

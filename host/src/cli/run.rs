@@ -131,7 +131,10 @@ impl RunCommand {
             cache_dir: if self.no_cache {
                 None
             } else {
-                self.cache_dir.clone().or_else(default_cache_dir)
+                self.cache_dir
+                    .clone()
+                    .or_else(|| self.state.cache_dir())
+                    .or_else(default_cache_dir)
             },
             fuel: manifest.as_ref().is_some_and(|m| m.limits.fuel.is_some()),
             max_concurrent_instances: 4,

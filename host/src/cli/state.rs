@@ -31,6 +31,15 @@ impl StateArgs {
             })
     }
 
+    /// The compile cache of an initialised state directory, which `run` and
+    /// `serve` share: `cache` in it.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        let dir = self.dir().ok()?;
+        dir.join(crate::db::DB_FILE)
+            .exists()
+            .then(|| dir.join("cache"))
+    }
+
     /// Opens the vault, ledger and prices that model bindings need.
     pub fn open_services(&self) -> Result<Arc<crate::providers::binding::Services>, String> {
         let (_, services) = crate::providers::binding::Services::open(&self.dir()?)?;
@@ -135,9 +144,7 @@ impl UsageCommand {
             return Ok(());
         }
         if rows.is_empty() {
-            let when = chrono::DateTime::from_timestamp(since, 0)
-                .map_or_else(|| since.to_string(), |t| t.to_rfc3339());
-            let _ = writeln!(out, "no usage since {when}");
+            let _ = writeln!(out, "no usage since {}", rfc3339(since));
             return Ok(());
         }
         let _ = writeln!(
@@ -441,4 +448,112 @@ fn audited(
         actor: "cli".into(),
     });
     format!("{done} {}", describe(info))
+}
+
+/// `clawcage cache`: the precompiled components `run` and `serve` keep.
+#[derive(Debug, clap::Args)]
+pub struct CacheCommand {
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The cache directory (default: `cache` in the state directory, else
+    /// `$XDG_CACHE_HOME/clawcage/components`).
+    #[arg(long, env = "CLAWCAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: CacheAction,
+}
+
+/// Cache subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum CacheAction {
+    /// Lists the artifacts, least recently used first, with their size.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes artifacts: all of them, or those unused for a while.
+    Clean {
+        /// Only those not used for this long (`7d`, `36h`, `90m`).
+        #[arg(long, value_name = "AGE")]
+        unused_for: Option<String>,
+    },
+}
+
+impl CacheCommand {
+    /// Runs the command.
+    pub fn run(self, out: &mut dyn Write) -> Result<(), String> {
+        let dir = self
+            .cache_dir
+            .clone()
+            .or_else(|| self.state.cache_dir())
+            .or_else(super::default_cache_dir)
+            .ok_or("no cache directory: pass --cache-dir")?;
+        let artifacts = crate::engine::cached_artifacts(&dir, None)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        match self.action {
+            CacheAction::List { json } => {
+                if json {
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        serde_json::to_string_pretty(&artifacts).unwrap_or_default()
+                    );
+                    return Ok(());
+                }
+                let total: u64 = artifacts.iter().map(|a| a.bytes).sum();
+                let _ = writeln!(
+                    out,
+                    "{:<64}  {:<32}  {:>10}  LAST USED",
+                    "COMPONENT SHA256", "ENGINE", "MIB"
+                );
+                for a in &artifacts {
+                    let _ = writeln!(
+                        out,
+                        "{:<64}  {:<32}  {:>10.1}  {}",
+                        a.sha256,
+                        a.engine,
+                        a.bytes as f64 / f64::from(1 << 20),
+                        rfc3339(a.last_used)
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{} artifact(s), {:.1} MiB in {}",
+                    artifacts.len(),
+                    total as f64 / f64::from(1 << 20),
+                    dir.display()
+                );
+            }
+            CacheAction::Clean { unused_for } => {
+                let now = crate::db::now_unix();
+                let before = match &unused_for {
+                    Some(age) => crate::ledger::parse_since(age, now)
+                        .map_err(|e| e.replace("--since", "--unused-for"))?,
+                    None => i64::MAX,
+                };
+                let (mut removed, mut freed) = (0, 0);
+                for a in artifacts.iter().filter(|a| a.last_used < before) {
+                    std::fs::remove_file(&a.path)
+                        .map_err(|e| format!("{}: {e}", a.path.display()))?;
+                    removed += 1;
+                    freed += a.bytes;
+                }
+                let _ = writeln!(
+                    out,
+                    "removed {removed} artifact(s), {:.1} MiB",
+                    freed as f64 / f64::from(1 << 20)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Unix seconds as RFC 3339, for people.
+pub(crate) fn rfc3339(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map_or_else(|| seconds.to_string(), |t| t.to_rfc3339())
 }
