@@ -384,3 +384,53 @@ fn an_unreachable_daemon_says_so_and_how_to_start_one() {
         "{stderr}"
     );
 }
+
+#[test]
+fn invoke_takes_a_payload_and_kind_or_an_event_on_stdin() {
+    let wasm = guests::build_guests(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    clawcage(&["init".as_ref(), "--state-dir".as_ref(), state.as_os_str()]);
+    let manifest = dir.path().join("hello.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"hello\"\n[component]\npath = {:?}\n",
+            wasm.join("hello.wasm")
+        ),
+    )
+    .unwrap();
+    let (daemon, _rest, url) = serve(&state, &["--deploy".as_ref(), manifest.as_os_str()]);
+    let base = |extra: &[&str]| {
+        let mut command = Command::new(CLAWCAGE);
+        command
+            .args(["invoke", "--remote", &url, "--state-dir"])
+            .arg(&state)
+            .arg("hello")
+            .args(extra);
+        command
+    };
+    let output = base(&["--payload", r#"{"name":"Ada"}"#, "--kind", "greet"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Hello, Ada!\n",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut child = base(&["-e", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        br#"{"source":"cli","kind":"greet","payload":{"name":"Grace"}}"#,
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "Hello, Grace!\n");
+    stop(daemon);
+}

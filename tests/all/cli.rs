@@ -67,6 +67,28 @@ async fn a_manifest_or_a_component_is_told_by_its_content_not_its_name() {
 }
 
 #[tokio::test]
+async fn a_payload_and_kind_make_the_event_without_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = manifest(dir.path(), "agent.toml", HELLO, "");
+    let out = run(&[
+        agent.to_str().unwrap(),
+        "--payload",
+        r#"{"name":"Lin"}"#,
+        "--kind",
+        "greet",
+    ])
+    .await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "Hello, Lin!\n"),
+        "{}",
+        out.stderr
+    );
+    let bad = run(&[agent.to_str().unwrap(), "--payload", "{nope"]).await;
+    assert_eq!(bad.code, exit::BAD_EVENT, "{}", bad.stderr);
+}
+
+#[tokio::test]
 async fn runs_a_manifest_and_prints_the_result() {
     let dir = tempfile::tempdir().unwrap();
     let agent = manifest(dir.path(), "agent.toml", HELLO, "");

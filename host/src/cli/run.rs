@@ -37,8 +37,15 @@ pub struct RunCommand {
     pub agent: PathBuf,
     /// The event as JSON: a file, or `-` for stdin. Default: a `cli` event
     /// with an empty payload.
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with_all = ["payload", "kind"])]
     pub event: Option<String>,
+    /// The event's payload as JSON text, for a `cli` event (instead of
+    /// `--event`).
+    #[arg(long, value_name = "JSON")]
+    pub payload: Option<String>,
+    /// The `cli` event's kind (default `invoke`).
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
     /// Print a JSON report (outcome, logs, timing) instead of the bare result.
     #[arg(long)]
     pub json: bool,
@@ -274,7 +281,21 @@ impl RunCommand {
 
     fn read_event(&self) -> Result<Event, Failure> {
         let text = match self.event.as_deref() {
-            None => return Ok(Event::new("cli", "invoke", serde_json::json!({}))),
+            None => {
+                let payload = match &self.payload {
+                    Some(text) => serde_json::from_str(text).map_err(|e| Failure {
+                        code: exit::BAD_EVENT,
+                        message: format!("--payload is not JSON: {e}"),
+                    })?,
+                    None => serde_json::json!({}),
+                };
+                let event = serde_json::json!({
+                    "source": "cli",
+                    "kind": self.kind.as_deref().unwrap_or("invoke"),
+                    "payload": payload,
+                });
+                event.to_string()
+            }
             Some("-") => {
                 let mut text = String::new();
                 std::io::stdin()
