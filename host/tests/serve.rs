@@ -434,3 +434,21 @@ fn invoke_takes_a_payload_and_kind_or_an_event_on_stdin() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "Hello, Grace!\n");
     stop(daemon);
 }
+
+#[test]
+fn version_and_shell_completions() {
+    let version = clawcage(&["--version".as_ref()]);
+    assert!(version.starts_with("clawcage "), "{version}");
+    let bash = clawcage(&["completions".as_ref(), "bash".as_ref()]);
+    assert!(
+        bash.contains("_clawcage()") && bash.contains("invoke"),
+        "{}",
+        &bash[..200.min(bash.len())]
+    );
+    let zsh = clawcage(&["completions".as_ref(), "zsh".as_ref()]);
+    assert!(
+        zsh.starts_with("#compdef clawcage"),
+        "{}",
+        &zsh[..80.min(zsh.len())]
+    );
+}

@@ -89,6 +89,12 @@ pub enum Command {
     Pull(PullCommand),
     /// Manage the publisher keys trusted per namespace for deployment.
     Trust(TrustCommand),
+    /// Print a shell completion script (`clawcage completions bash >
+    /// /etc/bash_completion.d/clawcage`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 impl Cli {
@@ -117,6 +123,11 @@ impl Cli {
             Command::Sign(sign) => simple(sign.run(&mut std::io::stdout())),
             Command::Pull(pull) => simple(pull.run(&mut std::io::stdout())),
             Command::Trust(trust) => simple(trust.run(&mut std::io::stdout())),
+            Command::Completions { shell } => {
+                let mut command = <Self as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "clawcage", &mut std::io::stdout());
+                ExitCode::SUCCESS
+            }
         }
     }
 }
