@@ -191,9 +191,13 @@ pub struct UsageRecord {
     pub event_id: Option<String>,
 }
 
-/// Usage summed per agent, provider, model and key.
+/// Usage summed per agent, provider, model and key (and per UTC day, when
+/// asked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageSummary {
+    /// The UTC day (`YYYY-MM-DD`), for a summary by day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
     /// The agent.
     pub agent: String,
     /// Provider kind.
@@ -652,20 +656,36 @@ impl Ledger {
         agent: Option<&str>,
         since: i64,
     ) -> Result<Vec<UsageSummary>, BudgetError> {
+        self.summary_by(agent, since, false)
+    }
+
+    /// As [`Ledger::summary`], also split by UTC day when `by_day`.
+    pub fn summary_by(
+        &self,
+        agent: Option<&str>,
+        since: i64,
+        by_day: bool,
+    ) -> Result<Vec<UsageSummary>, BudgetError> {
         if let Err(error) = self.flush() {
             // The report still reads what was written.
             tracing::warn!(%error, "usage report after a failed flush");
         }
+        let day = if by_day {
+            "strftime('%Y-%m-%d', at, 'unixepoch')"
+        } else {
+            "NULL"
+        };
         let conn = self.shared.db.lock();
-        let mut statement = conn.prepare(
+        let mut statement = conn.prepare(&format!(
             "SELECT agent, provider, model, key_id, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_micros),
-                    SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(estimated)
+                    SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(estimated), {day} AS day
              FROM usage WHERE at >= ?1 AND (?2 IS NULL OR agent = ?2)
-             GROUP BY agent, provider, model, key_id ORDER BY agent, provider, model, key_id",
-        )?;
+             GROUP BY day, agent, provider, model, key_id ORDER BY day, agent, provider, model, key_id"
+        ))?;
         let rows = statement
             .query_map(rusqlite::params![since, agent], |r| {
                 Ok(UsageSummary {
+                    day: r.get(11)?,
                     agent: r.get(0)?,
                     provider: r.get(1)?,
                     model: r.get(2)?,

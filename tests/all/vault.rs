@@ -283,6 +283,24 @@ fn usage_reports_spend_per_agent_model_and_key() {
         serde_json::from_str(&clawcage(&state, &["usage", "--json"], "").unwrap()).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 2);
     assert_eq!(json[1]["estimated_calls"], 0);
+    // By day: the same rows, each with its UTC day.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let by_day: serde_json::Value =
+        serde_json::from_str(&clawcage(&state, &["usage", "--by", "day", "--json"], "").unwrap())
+            .unwrap();
+    assert!(
+        by_day
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|row| row["day"] == today.as_str()),
+        "{by_day}"
+    );
+    let table = clawcage(&state, &["usage", "--by", "day"], "").unwrap();
+    assert!(
+        table.starts_with("DAY") && table.contains(&today),
+        "{table}"
+    );
     // A server that reported no counts: the estimate is marked.
     ledger.record(&clawcage::ledger::UsageRecord {
         agent: "local".into(),

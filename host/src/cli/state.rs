@@ -125,6 +125,18 @@ pub struct UsageCommand {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Split the rows by UTC day too.
+    #[arg(long, value_enum, default_value = "model")]
+    pub by: UsageGrouping,
+}
+
+/// How `clawcage usage` groups its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UsageGrouping {
+    /// Per agent, provider, model and key.
+    Model,
+    /// The same, per UTC day.
+    Day,
 }
 
 impl UsageCommand {
@@ -133,7 +145,7 @@ impl UsageCommand {
         let since = crate::ledger::parse_since(&self.since, crate::db::now_unix())?;
         let db = Database::open(&self.state.dir()?).map_err(|e| e.to_string())?;
         let rows = crate::ledger::Ledger::new(Arc::new(db))
-            .summary(self.agent.as_deref(), since)
+            .summary_by(self.agent.as_deref(), since, self.by == UsageGrouping::Day)
             .map_err(|e| e.to_string())?;
         if self.json {
             let _ = writeln!(
@@ -146,6 +158,10 @@ impl UsageCommand {
         if rows.is_empty() {
             let _ = writeln!(out, "no usage since {}", rfc3339(since));
             return Ok(());
+        }
+        let by_day = self.by == UsageGrouping::Day;
+        if by_day {
+            let _ = write!(out, "{:<10} ", "DAY");
         }
         let _ = writeln!(
             out,
@@ -166,6 +182,9 @@ impl UsageCommand {
             // `~` marks totals that include estimated counts.
             let mark = if row.estimated_calls > 0 { "~" } else { "" };
             estimated += row.estimated_calls;
+            if by_day {
+                let _ = write!(out, "{:<10} ", row.day.as_deref().unwrap_or(""));
+            }
             let _ = writeln!(
                 out,
                 "{:<20} {:<18} {:<28} {:<16} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12}",

@@ -10,7 +10,7 @@
 //! | `POST /v1/agents/{name}/invoke[?async=true]` | token | run an event |
 //! | `GET /v1/invocations/{id}` | token | an async invocation's state |
 //! | `GET/POST /v1/keys`, `POST /v1/keys/{id}/rotate`, `DELETE /v1/keys/{id}` (revoke), `POST /v1/keys/{id}/delete` | token | the vault |
-//! | `GET /v1/usage?agent=&since=` | token | spend |
+//! | `GET /v1/usage?agent=&since=&by=model|day` | token | spend |
 //! | `GET /v1/audit?after=&limit=`, `GET /v1/audit/verify` | token | the audit log |
 //! | `POST /hooks/github`, `/hooks/slack`, `/hooks/webhook/{name}` | signature | triggers |
 //!
@@ -517,6 +517,8 @@ async fn revoke_key(
 struct UsageQuery {
     agent: Option<String>,
     since: Option<String>,
+    /// `model` (the default) or `day`.
+    by: Option<String>,
 }
 
 async fn usage(
@@ -525,10 +527,19 @@ async fn usage(
 ) -> Result<Json<Value>, ApiError> {
     let since = crate::ledger::parse_since(query.since.as_deref().unwrap_or("month"), now_unix())
         .map_err(ApiError::bad_request)?;
+    let by_day = match query.by.as_deref() {
+        None | Some("model") => false,
+        Some("day") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "by={other:?}: use `model` (the default) or `day`"
+            )));
+        }
+    };
     let rows = daemon
         .services
         .ledger
-        .summary(query.agent.as_deref(), since)
+        .summary_by(query.agent.as_deref(), since, by_day)
         .map_err(ApiError::host)?;
     Ok(Json(json!({"since": since, "usage": rows})))
 }
