@@ -38,6 +38,7 @@ pub mod ledger;
 pub mod limits;
 pub mod log;
 pub mod manifest;
+pub mod outbound;
 pub mod output;
 pub mod pricing;
 pub mod providers;

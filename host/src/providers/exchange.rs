@@ -73,10 +73,7 @@ impl BoundModel {
             let (error, server_wait) = match outcome {
                 Ok(response) if response.status().is_success() => {
                     let status = response.status();
-                    return match crate::tools::connector::unreadable_body(
-                        status,
-                        response.headers(),
-                    ) {
+                    return match crate::outbound::unreadable_body(status, response.headers()) {
                         Some(refused) => {
                             Err(Failure::Final(upstream(Some(status.as_u16()), refused)))
                         }
@@ -168,8 +165,7 @@ impl BoundModel {
         let status = response.status();
         let wait = http::retry_after(response.headers());
         // A body in an encoding nobody asked for is not quoted at all.
-        let readable =
-            crate::tools::connector::unreadable_body(status, response.headers()).is_none();
+        let readable = crate::outbound::unreadable_body(status, response.headers()).is_none();
         let body = if readable {
             read_bounded(
                 response,

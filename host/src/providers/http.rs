@@ -55,19 +55,9 @@ pub fn retryable(status: StatusCode) -> bool {
     )
 }
 
-/// The server's requested wait: `retry-after-ms`, or `retry-after` in
-/// seconds.
+/// The server's requested wait (see [`crate::outbound::retry_after`]).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
-    if let Some(ms) = get("retry-after-ms") {
-        return Some(Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 3600.0)));
-    }
-    get("retry-after").map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)))
+    crate::outbound::retry_after(headers)
 }
 
 /// The wait before retry number `attempt` (1-based): the server's

@@ -524,26 +524,7 @@ impl Endpoint {
     }
 }
 
-/// Why a reply's body cannot be checked for a credential as it is: it is
-/// compressed, or only part of a resource.
-pub fn unreadable_body(status: StatusCode, headers: &HeaderMap) -> Option<&'static str> {
-    let encoded = headers
-        .get_all(reqwest::header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| {
-            !v.to_str()
-                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
-        });
-    if encoded {
-        Some("the service answered with a compressed body, which was not asked for")
-    } else if status == StatusCode::PARTIAL_CONTENT
-        || headers.contains_key(reqwest::header::CONTENT_RANGE)
-    {
-        Some("the service answered with part of a body, which was not asked for")
-    } else {
-        None
-    }
-}
+pub use crate::outbound::unreadable_body;
 
 /// An upstream failure without an HTTP status (unreachable, timed out).
 pub fn unavailable(message: impl Into<String>) -> ToolError {
@@ -561,14 +542,9 @@ pub fn rate_limited(retry_after: Option<Duration>, message: String) -> ToolError
     })
 }
 
-/// A `Retry-After` header in seconds.
+/// How long the service asks to wait (see [`crate::outbound::retry_after`]).
 pub fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+    crate::outbound::retry_after(headers)
 }
 
 /// The first of several string fields of a JSON object.

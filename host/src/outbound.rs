@@ -1,0 +1,112 @@
+//! What every outbound HTTP exchange with a credential shares, for model
+//! providers ([`crate::providers`]) and tool connectors ([`crate::tools`])
+//! alike: how long a server asks to wait, and whether a reply's body can be
+//! checked for the credential as it is.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+
+/// The longest wait a server can ask for; more is taken as this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How long the server asks to wait before trying again:
+/// `retry-after-ms` (OpenAI, Anthropic), or `Retry-After` in seconds or as
+/// an HTTP-date (RFC 9110). At most [`MAX_RETRY_AFTER`]; a date in the
+/// past is no wait; anything unreadable is no answer.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    retry_after_at(headers, SystemTime::now())
+}
+
+fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let seconds = |value: f64| {
+        (value.is_finite() && value >= 0.0)
+            .then(|| Duration::from_secs_f64(value.min(MAX_RETRY_AFTER.as_secs_f64())))
+    };
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return seconds(ms / 1000.0);
+    }
+    let value = text("retry-after")?;
+    if let Ok(secs) = value.parse::<f64>() {
+        return seconds(secs);
+    }
+    // An HTTP-date: `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 2822 reads it).
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let when = SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(u64::try_from(date.timestamp()).ok()?))?;
+    Some(
+        when.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
+}
+
+/// Why a reply's body cannot be checked for a credential as it is: it is
+/// compressed, or only part of a resource.
+pub fn unreadable_body(status: StatusCode, headers: &HeaderMap) -> Option<&'static str> {
+    let encoded = headers
+        .get_all(reqwest::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            !v.to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+        });
+    if encoded {
+        Some("the service answered with a compressed body, which was not asked for")
+    } else if status == StatusCode::PARTIAL_CONTENT
+        || headers.contains_key(reqwest::header::CONTENT_RANGE)
+    {
+        Some("the service answered with part of a body, which was not asked for")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_milliseconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        let at = |pairs: &[(&'static str, &str)]| retry_after_at(&headers(pairs), now);
+        assert_eq!(at(&[("retry-after", "2")]), Some(Duration::from_secs(2)));
+        assert_eq!(
+            at(&[("retry-after", "1.5")]),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            at(&[("retry-after", "2"), ("retry-after-ms", "150")]),
+            Some(Duration::from_millis(150))
+        );
+        assert_eq!(
+            at(&[("retry-after", "Sun, 06 Nov 1994 08:50:07 GMT")]),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            at(&[("retry-after", "Sun, 06 Nov 1994 08:00:00 GMT")]),
+            Some(Duration::ZERO),
+            "a date in the past"
+        );
+        assert_eq!(at(&[("retry-after", "99999999")]), Some(MAX_RETRY_AFTER));
+        assert_eq!(at(&[("retry-after", "-1")]), None);
+        assert_eq!(at(&[("retry-after", "soon")]), None);
+        assert_eq!(at(&[]), None);
+    }
+}
