@@ -170,7 +170,7 @@ fn main() {
         .build()
         .unwrap();
     client_runtime.block_on(async {
-        let http = clawcage::providers::http::client_builder()
+        let http = clawcage::outbound::client_builder(clawcage::outbound::DEFAULT_CONNECT_TIMEOUT)
             .unwrap()
             .pool_max_idle_per_host(128)
             .build()

@@ -3,7 +3,6 @@
 //! limits and grants; [`Agent::invoke`] runs one event in a fresh store.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,7 +189,7 @@ impl Cage {
                 ));
             }
         };
-        let bytes = read_bounded(&path, MAX_COMPONENT_BYTES)?;
+        let bytes = crate::fsutil::read_bounded(&path, MAX_COMPONENT_BYTES)?;
         let mut agent =
             self.load_component(&manifest.name, &bytes, manifest.component.sha256.as_deref())?;
         agent
@@ -362,24 +361,6 @@ fn check_component_header(bytes: &[u8]) -> Result<(), LoadError> {
             "unknown wasm binary version".into(),
         )),
     }
-}
-
-/// Reads at most `max` bytes of `path`, refusing larger files.
-pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
-    let io_err = |e: std::io::Error| LoadError::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    let file = std::fs::File::open(path).map_err(io_err)?;
-    let mut bytes = Vec::new();
-    file.take(max + 1).read_to_end(&mut bytes).map_err(io_err)?;
-    if bytes.len() as u64 > max {
-        return Err(LoadError::Io {
-            path: path.display().to_string(),
-            reason: format!("the file is larger than {max} bytes"),
-        });
-    }
-    Ok(bytes)
 }
 
 /// A loaded agent, ready to run events. Cheap to share: invocations only

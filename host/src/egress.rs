@@ -216,7 +216,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// A client for one tool grant: the providers' TLS settings, no redirects,
 /// no proxies, the policy's resolver, and `timeout` for each request.
 pub fn client(policy: Arc<EgressPolicy>, timeout: Duration) -> Result<reqwest::Client, String> {
-    crate::providers::http::client_builder()?
+    crate::outbound::client_builder(crate::outbound::DEFAULT_CONNECT_TIMEOUT)?
         .dns_resolver(Arc::new(GuardedResolver { policy }))
         .timeout(timeout)
         .build()

@@ -158,3 +158,22 @@ pub fn open_private_file(path: &Path) -> std::io::Result<fs::File> {
     check_owned_file(path)?;
     Ok(file)
 }
+
+/// Reads at most `max` bytes of `path`, refusing larger files.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, crate::error::LoadError> {
+    let io_err = |e: std::io::Error| crate::error::LoadError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max + 1), &mut bytes)
+        .map_err(io_err)?;
+    if bytes.len() as u64 > max {
+        return Err(crate::error::LoadError::Io {
+            path: path.display().to_string(),
+            reason: format!("the file is larger than {max} bytes"),
+        });
+    }
+    Ok(bytes)
+}

@@ -313,7 +313,7 @@ impl Manifest {
 
     /// Reads, parses and validates a manifest file.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = crate::agent::read_bounded(path, MAX_MANIFEST_BYTES)?;
+        let text = crate::fsutil::read_bounded(path, MAX_MANIFEST_BYTES)?;
         let text = String::from_utf8(text)
             .map_err(|_| LoadError::Manifest("the file is not UTF-8".into()))?;
         Self::from_toml(&text)

@@ -3,10 +3,14 @@
 //! alike: how long a server asks to wait, and whether a reply's body can be
 //! checked for the credential as it is.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
+
+/// Time to set up a connection (TCP and TLS), unless a caller sets its own.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest wait a server can ask for; more is taken as this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -67,6 +71,27 @@ pub fn unreadable_body(status: StatusCode, headers: &HeaderMap) -> Option<&'stat
     } else {
         None
     }
+}
+
+/// The settings every outbound client shares: rustls on ring with the
+/// platform's roots, pooled connections, no redirects, no proxies from the
+/// environment, and `connect_timeout` to set up a connection.
+pub fn client_builder(connect_timeout: Duration) -> Result<reqwest::ClientBuilder, String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .with_platform_verifier()
+        .map_err(|e| format!("TLS roots: {e}"))?
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("clawcage/", env!("CARGO_PKG_VERSION"))))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod registry;
+mod remote;
 mod run;
 mod serve;
 mod state;

@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::serve::{RemoteArgs, block_on};
+use super::remote::block_on;
+use super::serve::RemoteArgs;
 use super::state::StateArgs;
 use crate::registry::client::RegistryClient;
 use crate::registry::signing::{NamespaceTrust, PublisherKey, TRUST_FILE, TrustPolicy};
@@ -80,7 +81,7 @@ impl PushCommand {
     /// Runs the command.
     pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
         let component =
-            crate::agent::read_bounded(&self.component, crate::limits::MAX_COMPONENT_BYTES)
+            crate::fsutil::read_bounded(&self.component, crate::limits::MAX_COMPONENT_BYTES)
                 .map_err(|e| e.to_string())?;
         let key = self.sign.as_deref().map(load_key).transpose()?;
         let client = RegistryClient::new(&self.remote.url, &self.remote.token()?)?;

@@ -170,7 +170,7 @@ impl RunCommand {
             }
             None => {
                 let bytes =
-                    crate::agent::read_bounded(&self.agent, crate::limits::MAX_COMPONENT_BYTES)?;
+                    crate::fsutil::read_bounded(&self.agent, crate::limits::MAX_COMPONENT_BYTES)?;
                 let name = self
                     .agent
                     .file_stem()
@@ -308,7 +308,7 @@ impl RunCommand {
                 text
             }
             Some(path) => {
-                let bytes = crate::agent::read_bounded(
+                let bytes = crate::fsutil::read_bounded(
                     Path::new(path),
                     crate::limits::MAX_EVENT_PAYLOAD_BYTES as u64 * 2,
                 )?;

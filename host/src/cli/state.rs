@@ -384,7 +384,7 @@ impl KeyCommand {
             KeyAction::List { .. } => (Method::GET, "/v1/keys".to_string(), None),
         };
         let value =
-            super::serve::block_on(super::serve::remote_call(url, &token, method, &path, body))?;
+            super::remote::block_on(super::remote::remote_call(url, &token, method, &path, body))?;
         let _ = writeln!(
             out,
             "{}",

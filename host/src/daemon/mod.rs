@@ -201,7 +201,7 @@ impl Bundle {
         // A registry reference is resolved by the daemon; a path is uploaded.
         let component = match manifest.component.path.clone() {
             Some(component_path) => Some(
-                crate::agent::read_bounded(
+                crate::fsutil::read_bounded(
                     &dir.join(&component_path),
                     crate::limits::MAX_COMPONENT_BYTES,
                 )

@@ -128,8 +128,7 @@ impl Services {
         if let Some(client) = clients.get(&connect) {
             return Ok(client.clone());
         }
-        let client = http::client_builder()?
-            .connect_timeout(connect)
+        let client = crate::outbound::client_builder(connect)?
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         clients.insert(connect, client.clone());

@@ -2,7 +2,6 @@
 //! platform's roots, HTTP/2 where offered, pooled connections, no
 //! redirects, no proxies from the environment, and bounded retries.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -15,35 +14,15 @@ pub const MAX_ATTEMPTS: u32 = 3;
 pub const BASE_BACKOFF: Duration = Duration::from_millis(250);
 /// Time allowed to connect, by default (a binding sets its own; see
 /// [`super::target::Timeouts`]).
-pub const CONNECT_TIMEOUT: Duration = super::target::DEFAULT_CONNECT_TIMEOUT;
+pub const CONNECT_TIMEOUT: Duration = crate::outbound::DEFAULT_CONNECT_TIMEOUT;
 /// Largest response body read from a provider.
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// Builds the shared client.
 pub fn client() -> Result<reqwest::Client, String> {
-    client_builder()?
+    crate::outbound::client_builder(CONNECT_TIMEOUT)?
         .build()
         .map_err(|e| format!("HTTP client: {e}"))
-}
-
-/// The settings every outbound client shares: rustls on ring with the
-/// platform's roots, pooled connections, no redirects, no proxies.
-pub fn client_builder() -> Result<reqwest::ClientBuilder, String> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS configuration: {e}"))?
-        .with_platform_verifier()
-        .map_err(|e| format!("TLS roots: {e}"))?
-        .with_no_client_auth();
-    Ok(reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .user_agent(concat!("clawcage/", env!("CARGO_PKG_VERSION"))))
 }
 
 /// Whether a status is worth retrying: rate limits, overload and server

@@ -124,7 +124,7 @@ impl Cassette {
     /// read).
     pub fn load(path: &Path) -> Result<Self, String> {
         let bytes =
-            crate::agent::read_bounded(path, MAX_CASSETTE_BYTES).map_err(|e| e.to_string())?;
+            crate::fsutil::read_bounded(path, MAX_CASSETTE_BYTES).map_err(|e| e.to_string())?;
         let mut value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("cassette {}: {e}", path.display()))?;
         if value.get("version") == Some(&serde_json::json!(1)) {

@@ -24,7 +24,7 @@ use crate::secret::Secret;
 
 /// Time to set up a connection (TCP and TLS) before the call fails with
 /// `timeout(connect)`.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = crate::outbound::DEFAULT_CONNECT_TIMEOUT;
 /// Time from the start of a request (connecting included) to the first
 /// bytes of the answer: an unstreamed completion's headers, which servers
 /// send once the answer is ready, or a stream's first event. Past it,

@@ -52,7 +52,7 @@ pub struct Pulled {
 impl RegistryClient {
     /// A client of the registry at `base` (`http://127.0.0.1:7878`).
     pub fn new(base: &str, token: &str) -> Result<Self, String> {
-        let http = crate::providers::http::client_builder()?
+        let http = crate::outbound::client_builder(crate::outbound::DEFAULT_CONNECT_TIMEOUT)?
             .timeout(Duration::from_secs(600))
             .build()
             .map_err(|e| e.to_string())?;
