@@ -558,7 +558,7 @@ impl Agent {
         };
         if let Err(error) = &outcome {
             let error = error.to_string();
-            let error = crate::log::truncate_at_char_boundary(&error, 512);
+            let error = crate::text::truncate_at_char_boundary(&error, 512);
             tracing::info!(agent = %self.name, event_id = %event.id, error, "invocation failed");
         }
         Invocation {
@@ -596,7 +596,7 @@ fn panic_message(stderr: &crate::output::CapturedOutput) -> Option<String> {
                 None => format!("panicked at {location}"),
             }
         });
-    found.map(|m| crate::log::truncate_at_char_boundary(&m, 1024).to_string())
+    found.map(|m| crate::text::truncate_at_char_boundary(&m, 1024).to_string())
 }
 
 /// How a run failed: before the guest ran (the host's side) or while it ran.
@@ -645,7 +645,7 @@ fn classify_trap(
         };
     }
     let message = format!("{error:#}");
-    let message = crate::log::truncate_at_char_boundary(&message, 1024);
+    let message = crate::text::truncate_at_char_boundary(&message, 1024);
     InvokeError::Crashed {
         reason: match (panic, error.downcast_ref::<Trap>()) {
             (Some(panic), Some(trap)) => format!("{panic} ({trap})"),

@@ -306,7 +306,7 @@ impl AuditEvent {
 fn bound_strings(value: &mut Value) {
     match value {
         Value::String(text) if text.len() > MAX_RECORD_STRING_BYTES => {
-            let cut = crate::log::truncate_at_char_boundary(text, MAX_RECORD_STRING_BYTES).len();
+            let cut = crate::text::truncate_at_char_boundary(text, MAX_RECORD_STRING_BYTES).len();
             let dropped = text.len() - cut;
             text.truncate(cut);
             text.push_str(&format!("…[{dropped} more bytes]"));

@@ -85,7 +85,7 @@ fn check_field(name: &str, value: &str) -> Result<(), String> {
     if value.chars().any(char::is_control) {
         return Err(format!(
             "{name} {:?} contains control characters",
-            crate::log::truncate_at_char_boundary(value, 80)
+            crate::text::truncate_at_char_boundary(value, 80)
         ));
     }
     Ok(())

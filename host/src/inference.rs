@@ -161,31 +161,7 @@ pub fn add_to_linker<T: Send + 'static>(
     crate::bindings::inference::add_to_linker::<T, HasInference>(linker, get)
 }
 
-/// Quotes a guest-supplied name in an error, cut so that a hostile guest
-/// cannot make the host echo megabytes back.
-pub(crate) fn quote(value: &str) -> String {
-    format!("{:?}", crate::log::truncate_at_char_boundary(value, 80))
-}
-
-/// Checks a binding or tool name: 1 to `max` bytes of `[A-Za-z0-9_.-]`.
-pub(crate) fn validate_name(what: &str, name: &str, max: usize) -> Result<(), String> {
-    if name.is_empty() || name.len() > max {
-        return Err(format!(
-            "{what} {} must be 1 to {max} bytes long",
-            quote(name)
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    {
-        return Err(format!(
-            "{what} {} may only contain letters, digits, `_`, `-` and `.`",
-            quote(name)
-        ));
-    }
-    Ok(())
-}
+use crate::text::quote;
 
 fn is_json_object(text: &str) -> bool {
     matches!(

@@ -46,6 +46,7 @@ pub mod registry;
 pub mod secret;
 pub mod state;
 pub mod suspend;
+pub mod text;
 pub mod tools;
 pub mod vault;
 

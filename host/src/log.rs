@@ -9,6 +9,7 @@
 //!   when capture is on, kept for the caller (the CLI prints them, tests read
 //!   them).
 
+use crate::text::truncate_at_char_boundary;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -174,18 +175,6 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(escaped)
-}
-
-/// Cuts `text` to at most `max` bytes without splitting a character.
-pub fn truncate_at_char_boundary(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 impl Host for LogCtx {

@@ -354,7 +354,7 @@ impl Manifest {
         self.limits.validate()?;
         self.budget.validate()?;
         for (binding, model) in &self.models {
-            crate::inference::validate_name(
+            crate::text::validate_name(
                 "model binding",
                 binding,
                 crate::inference::MAX_BINDING_NAME_BYTES,
@@ -371,7 +371,7 @@ impl Manifest {
             }
         }
         for (tool, grant) in &self.tools {
-            crate::inference::validate_name("tool", tool, crate::tools::MAX_TOOL_NAME_BYTES)?;
+            crate::text::validate_name("tool", tool, crate::tools::MAX_TOOL_NAME_BYTES)?;
             if grant.actions.is_empty() {
                 return Err(format!(
                     "tools.{tool}.actions must name at least one action"
@@ -385,7 +385,7 @@ impl Manifest {
                 "github" | "slack" => {}
                 "webhook" => {
                     let name = trigger.name.as_deref().unwrap_or_default();
-                    crate::inference::validate_name(&format!("{at}.name"), name, 64)?;
+                    crate::text::validate_name(&format!("{at}.name"), name, 64)?;
                 }
                 "schedule" => {
                     let (Some(cron), Some(_)) = (&trigger.cron, &trigger.kind) else {

@@ -257,7 +257,7 @@ fn aad(id: &str, provider: &str) -> Vec<u8> {
 
 /// Checks a key id: 1 to 64 bytes of `[A-Za-z0-9_.-]`.
 pub fn validate_key_id(id: &str) -> Result<(), VaultError> {
-    crate::inference::validate_name("key id", id, MAX_KEY_ID_BYTES).map_err(VaultError::Invalid)
+    crate::text::validate_name("key id", id, MAX_KEY_ID_BYTES).map_err(VaultError::Invalid)
 }
 
 impl Vault {

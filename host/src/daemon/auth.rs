@@ -167,7 +167,7 @@ impl Tokens {
 
     /// Creates a token of `scope`; see [`Tokens::create`].
     pub fn create_scoped(&self, name: &str, scope: &Scope) -> Result<Secret, String> {
-        crate::inference::validate_name("token name", name, 64)?;
+        crate::text::validate_name("token name", name, 64)?;
         let namespaces = match scope {
             Scope::Admin => None,
             Scope::Publish(namespaces) => {

@@ -186,7 +186,7 @@ impl BoundModel {
         let message = super::error_message(&parsed)
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         let message =
-            crate::log::truncate_at_char_boundary(&message, MAX_ERROR_MESSAGE_BYTES).to_string();
+            crate::text::truncate_at_char_boundary(&message, MAX_ERROR_MESSAGE_BYTES).to_string();
         let code = status.as_u16();
         Ok(match code {
             429 => InferenceError::RateLimited(RateLimit {

@@ -187,7 +187,7 @@ impl ProviderRules {
                     if !is_id(id) {
                         return Err(format!(
                             "messages[{i}].content[{j}].{field} {} may only hold letters, digits, `_` and `-` for {who}",
-                            crate::inference::quote(id)
+                            crate::text::quote(id)
                         ));
                     }
                 }

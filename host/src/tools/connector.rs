@@ -68,7 +68,7 @@ pub fn record_decision(sink: Option<&Arc<dyn DecisionSink>>, decision: Decision)
     // The resource and reason can quote what the guest sent (a URL of
     // kilobytes): the log line quotes a bounded prefix.
     let bound =
-        |text: &str| crate::log::truncate_at_char_boundary(text, MAX_QUOTED_BYTES).to_string();
+        |text: &str| crate::text::truncate_at_char_boundary(text, MAX_QUOTED_BYTES).to_string();
     tracing::info!(
         target: "clawcage::decision",
         agent = %decision.agent,

@@ -26,7 +26,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 pub use crate::bindings::tools::{ActionInfo, Error as ToolError, ToolInfo};
 use crate::bindings::tools::{Host, HostTool};
-use crate::inference::{quote, validate_name};
+use crate::text::{quote, validate_name};
 
 /// Longest tool name a guest may pass to `tool.open`.
 pub const MAX_TOOL_NAME_BYTES: usize = 64;
