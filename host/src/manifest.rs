@@ -150,6 +150,13 @@ pub struct ComponentSource {
     pub sha256: Option<String>,
 }
 
+/// Checks a cron expression (five fields, UTC), as a `schedule` trigger
+/// takes it.
+pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
+    <croner::Cron as std::str::FromStr>::from_str(expression)
+        .map_err(|e| format!("cron {expression:?}: {e}"))
+}
+
 /// A model binding: what `model.open(<binding>)` gives the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -391,7 +398,7 @@ impl Manifest {
                     let (Some(cron), Some(_)) = (&trigger.cron, &trigger.kind) else {
                         return Err(format!("{at}: a schedule needs `cron` and `kind`"));
                     };
-                    crate::daemon::schedule::parse(cron).map_err(|e| format!("{at}: {e}"))?;
+                    parse_cron(cron).map_err(|e| format!("{at}: {e}"))?;
                 }
                 other => {
                     return Err(format!(

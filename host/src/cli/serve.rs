@@ -87,6 +87,7 @@ impl ServeCommand {
             eprintln!("deployed {} ({})", info.name, &info.sha256[..12]);
         }
         let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let shutdown = shutdown_signal();
         eprintln!("clawcage daemon listening on http://{address}");
         let schedules = tokio::spawn(crate::daemon::schedule::run(daemon.clone()));
         let trust = tokio::spawn(crate::daemon::watch_trust(daemon.clone()));
@@ -100,7 +101,7 @@ impl ServeCommand {
                     .await
             })
         };
-        shutdown_signal().await;
+        shutdown.await;
         eprintln!("shutting down: draining events in flight");
         let left = daemon.drain().await;
         if left > 0 {
@@ -116,26 +117,33 @@ impl ServeCommand {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// A future that resolves on SIGTERM or SIGINT, with both handlers
+/// installed by the time this returns (not when it is first polled), so a
+/// signal sent right after the "listening" line is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (terminate, interrupt) {
+                (Ok(mut terminate), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// `clawcage token`: API tokens for the daemon.

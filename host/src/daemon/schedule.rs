@@ -3,20 +3,15 @@
 //! id made of the agent, the kind and the minute, recorded like a webhook
 //! delivery, so a restart within the minute does not fire it twice.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use croner::Cron;
 
 use super::Daemon;
 use crate::Event;
 
-/// Checks a cron expression (five fields, UTC).
-pub fn parse(expression: &str) -> Result<Cron, String> {
-    Cron::from_str(expression).map_err(|e| format!("cron {expression:?}: {e}"))
-}
+pub use crate::manifest::parse_cron as parse;
 
 /// Fires the events due between `after` (exclusive) and `now` (inclusive);
 /// returns their invocation ids.

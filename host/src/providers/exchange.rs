@@ -8,8 +8,9 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::binding::{Binding, ProviderKind};
+use super::call::{error_kind, read_bounded, unavailable, upstream};
 use super::http;
-use super::model::{BoundModel, Call, Failure, unavailable, upstream};
+use super::model::{BoundModel, Call, Failure};
 use super::target::{Target, limit};
 use crate::bindings::inference::{Error as InferenceError, TimeoutKind};
 use crate::bindings::types::RateLimit;
@@ -224,51 +225,5 @@ impl BoundModel {
             )),
             _ => upstream(Some(code), message),
         })
-    }
-}
-
-pub(super) fn error_kind(error: &reqwest::Error) -> &'static str {
-    // reqwest's messages can include the URL; the kind is enough.
-    if error.is_connect() {
-        "connection failed"
-    } else if error.is_timeout() {
-        "timed out"
-    } else if error.is_body() || error.is_decode() {
-        "bad response body"
-    } else {
-        "request failed"
-    }
-}
-
-/// Reads a whole body of at most `max` bytes, with `idle` between chunks
-/// and everything by `answer_by`.
-pub(super) async fn read_bounded(
-    mut response: reqwest::Response,
-    idle: std::time::Duration,
-    answer_by: Instant,
-    max: usize,
-) -> Result<Vec<u8>, InferenceError> {
-    let mut body = Vec::new();
-    loop {
-        let (by, kind) = limit(idle, TimeoutKind::Idle, answer_by);
-        match tokio::time::timeout_at(by.into(), response.chunk()).await {
-            Err(_) => return Err(InferenceError::Timeout(kind)),
-            Ok(Err(e)) => {
-                return Err(unavailable(format!(
-                    "reading the response: {}",
-                    error_kind(&e)
-                )));
-            }
-            Ok(Ok(None)) => return Ok(body),
-            Ok(Ok(Some(chunk))) => {
-                if body.len() + chunk.len() > max {
-                    return Err(upstream(
-                        None,
-                        format!("the response is larger than {max} bytes"),
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-        }
     }
 }

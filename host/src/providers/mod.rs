@@ -6,6 +6,7 @@
 pub mod anthropic;
 pub mod assemble;
 pub mod binding;
+mod call;
 mod exchange;
 pub mod http;
 pub mod model;

@@ -34,14 +34,16 @@ use super::assemble::wit_usage;
 use super::binding::{
     Binding, ProviderKind, Services, check_error, outcome_label, scan_completion,
 };
-use super::exchange::{error_kind, read_bounded};
+use super::call::{
+    error_kind, output_token_bound, read_bounded, unavailable, upstream, usage_record,
+};
 use super::stream::StreamPump;
 use super::target::{Target, answer_by, limit};
 use super::{Parsed, anthropic, http, openai};
 use crate::bindings::inference::{
     Completion, CompletionRequest, ContentPart, Error as InferenceError, TimeoutKind,
 };
-use crate::bindings::types::{RateLimit, UpstreamError};
+use crate::bindings::types::RateLimit;
 use crate::inference::{CallContext, CompletionEvents, ModelBackend};
 use crate::leak::LeakGuard;
 use crate::ledger::{BudgetError, BudgetLimits, Reservation, UsageRecord};
@@ -105,17 +107,6 @@ impl Failure {
     }
 }
 
-pub(super) fn upstream(status: Option<u16>, message: impl Into<String>) -> InferenceError {
-    InferenceError::Provider(UpstreamError {
-        status,
-        message: message.into(),
-    })
-}
-
-pub(super) fn unavailable(message: impl Into<String>) -> InferenceError {
-    InferenceError::Unavailable(message.into())
-}
-
 /// An upper bound on a request's input tokens, from the body as sent: no
 /// tokenizer produces more tokens than bytes, plus an allowance for what
 /// the provider's chat template adds per message and per part (each tool
@@ -128,13 +119,6 @@ fn input_token_bound(request: &CompletionRequest, body_bytes: usize) -> u64 {
         bytes += 1_024 + 64 * request.tools.len();
     }
     bytes as u64
-}
-
-/// The output tokens of an answer whose server counted none: an upper
-/// bound, as for input (a token is at least a byte of text, plus one for
-/// the end of the answer), at most `max`.
-pub(super) fn output_token_bound(bytes: usize, max: u64) -> u64 {
-    (bytes as u64 + 1).min(max)
 }
 
 /// The text bytes of `content`, what the model generated.
@@ -714,44 +698,6 @@ impl BoundModel {
     /// Whether the chain may go on after model `n` failed.
     fn may_fall_back(&self, n: usize, call: &Call<'_>) -> bool {
         n + 1 < self.targets.len() && Instant::now() + MIN_FALLBACK_TIME < call.answer_by
-    }
-}
-
-/// The usage record of one attempt on `target`, model `fallback` of the
-/// binding's chain, priced at that model's rates.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn usage_record(
-    services: &Services,
-    agent: &str,
-    binding: &str,
-    target: &Target,
-    fallback: u32,
-    tokens: Tokens,
-    estimated: bool,
-    started: Instant,
-    outcome: &str,
-    event_id: &str,
-) -> UsageRecord {
-    let cost = services
-        .prices
-        .price(target.provider.name(), &target.model)
-        .map_or(0, |p| p.cost(&tokens));
-    UsageRecord {
-        agent: agent.to_string(),
-        binding: binding.to_string(),
-        provider: target.provider.name().to_string(),
-        model: target.model.clone(),
-        key_id: target.key_id.clone(),
-        input_tokens: tokens.input,
-        output_tokens: tokens.output,
-        cache_read_tokens: tokens.cache_read,
-        cache_write_tokens: tokens.cache_write,
-        estimated,
-        fallback,
-        cost_micros: cost,
-        latency_ms: started.elapsed().as_millis() as u64,
-        outcome: outcome.to_string(),
-        event_id: Some(event_id.to_string()),
     }
 }
 

@@ -16,8 +16,7 @@ use std::time::Instant;
 
 use super::assemble::{Assembler, Increment, wit_usage};
 use super::binding::{Binding, Services, check_error, error_text, outcome_label, scan_completion};
-use super::exchange::error_kind;
-use super::model::{unavailable, upstream};
+use super::call::{error_kind, output_token_bound, unavailable, upstream, usage_record};
 use super::sse::SseParser;
 use super::target::{Target, limit};
 use super::{anthropic, openai};
@@ -232,8 +231,7 @@ impl StreamPump {
                 if tokens.input == 0 {
                     tokens.input = input_bound;
                 }
-                let generated =
-                    super::model::output_token_bound(assembler.generated_bytes(), max_output);
+                let generated = output_token_bound(assembler.generated_bytes(), max_output);
                 tokens.output = tokens
                     .output
                     .max(assembler.deltas().min(max_output))
@@ -359,7 +357,7 @@ impl StreamPump {
                 "model stream timed out; the deltas so far were delivered"
             );
         }
-        let record = super::model::usage_record(
+        let record = usage_record(
             &self.model.services,
             &self.model.agent,
             &self.model.binding,
