@@ -765,3 +765,26 @@ async fn a_trigger_whose_signing_secret_is_not_in_the_vault_is_refused_at_deploy
     let (status, body) = running.deploy("hooked", HOSTILE, trigger).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn an_agent_is_shown_in_detail_without_any_secret() {
+    let running = start().await;
+    running.add_webhook_secret("deploy-hook", "deploy-hook-secret-n5QbhlvAR1UfjTgED4gj");
+    let sections = "[budget]\ntokens_per_day = 1000\n[[triggers]]\nsource = \"webhook\"\nname = \"deploys\"\nsecret = \"deploy-hook\"\n";
+    assert_eq!(running.deploy("shown", HOSTILE, sections).await.0, 200);
+    let (status, body) = running
+        .call(reqwest::Method::GET, "/v1/agents/shown", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let agent = &body["agent"];
+    assert_eq!(agent["name"], "shown");
+    assert_eq!(agent["triggers"], json!(["webhook:deploys"]));
+    assert_eq!(agent["manifest"]["budget"]["tokens_per_day"], 1000);
+    assert_eq!(agent["manifest"]["triggers"][0]["secret"], "deploy-hook");
+    assert_eq!(agent["suspensions"], json!([]));
+    assert!(!body.to_string().contains("n5QbhlvAR1UfjTgED4gj"));
+    let (status, _) = running
+        .call(reqwest::Method::GET, "/v1/agents/nobody", None)
+        .await;
+    assert_eq!(status, 404);
+}

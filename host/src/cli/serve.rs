@@ -357,6 +357,12 @@ pub enum AgentAction {
     },
     /// Lists deployed agents.
     List,
+    /// Shows one agent: origin, bindings and fallbacks, tools and scopes,
+    /// triggers, limits, budget, queue and suspensions.
+    Show {
+        /// Its name.
+        name: String,
+    },
     /// Removes an agent.
     Remove {
         /// Its name.
@@ -409,6 +415,11 @@ impl AgentCommand {
             AgentAction::List => {
                 block_on(self.remote.call(reqwest::Method::GET, "/v1/agents", None))?
             }
+            AgentAction::Show { name } => block_on(self.remote.call(
+                reqwest::Method::GET,
+                &format!("/v1/agents/{name}"),
+                None,
+            ))?,
             AgentAction::Suspensions => block_on(self.remote.call(
                 reqwest::Method::GET,
                 "/v1/suspensions",

@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | `GET /healthz`, `GET /readyz` | none | liveness; readiness (503 while draining, or once the audit log stopped) |
 //! | `GET /metrics` | none | Prometheus text format |
-//! | `GET /v1/agents` | token | deployed agents |
+//! | `GET /v1/agents`, `GET /v1/agents/{name}` | token | deployed agents; one in detail |
 //! | `PUT /v1/agents/{name}` | token | deploy or replace (a [`Bundle`]) |
 //! | `DELETE /v1/agents/{name}` | token | remove |
 //! | `POST /v1/agents/{name}/invoke[?async=true]` | token | run an event |
@@ -140,7 +140,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/agents", get(list_agents))
         .route(
             "/v1/agents/{name}",
-            put(deploy)
+            get(show_agent)
+                .put(deploy)
                 .delete(remove)
                 .layer(DefaultBodyLimit::max(MAX_DEPLOY_BYTES)),
         )
@@ -321,6 +322,22 @@ async fn resume(
 
 async fn list_agents(State(daemon): State<Arc<Daemon>>) -> Json<Value> {
     Json(json!({"agents": daemon.list()}))
+}
+
+async fn show_agent(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    daemon
+        .show(&name)
+        .map(|detail| Json(json!({"agent": detail})))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown-agent",
+                format!("no agent named {name:?}"),
+            )
+        })
 }
 
 async fn deploy(

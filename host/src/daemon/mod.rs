@@ -275,6 +275,18 @@ pub struct AgentInfo {
     pub origin: Option<Origin>,
 }
 
+/// One deployed agent in detail.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentDetail {
+    /// What the agent list says.
+    #[serde(flatten)]
+    pub info: AgentInfo,
+    /// The manifest as deployed.
+    pub manifest: Manifest,
+    /// Its suspended bindings and grants.
+    pub suspensions: Vec<crate::suspend::Suspension>,
+}
+
 /// Why an invocation did not produce a result.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -745,25 +757,48 @@ impl Daemon {
     pub fn list(&self) -> Vec<AgentInfo> {
         self.read_agents()
             .iter()
-            .map(|(name, deployed)| AgentInfo {
-                name: name.clone(),
-                sha256: deployed.agent.sha256().to_string(),
-                models: deployed.manifest.models.keys().cloned().collect(),
-                tools: deployed.manifest.tools.keys().cloned().collect(),
-                triggers: deployed
-                    .manifest
-                    .triggers
-                    .iter()
-                    .map(|t| match (&t.name, &t.cron) {
-                        (Some(name), _) => format!("{}:{name}", t.source),
-                        (_, Some(cron)) => format!("{}:{cron}", t.source),
-                        _ => t.source.clone(),
-                    })
-                    .collect(),
-                queued: deployed.queued(),
-                origin: deployed.origin.clone(),
-            })
+            .map(|(name, deployed)| Self::info(name, deployed))
             .collect()
+    }
+
+    /// One agent in detail: what [`Daemon::list`] says, its manifest as
+    /// deployed (bindings, fallbacks, tools and scopes, triggers, limits,
+    /// budget; vault ids, never a secret) and its suspensions.
+    pub fn show(&self, name: &str) -> Option<AgentDetail> {
+        let agents = self.read_agents();
+        let deployed = agents.get(name)?;
+        Some(AgentDetail {
+            info: Self::info(name, deployed),
+            manifest: deployed.manifest.clone(),
+            suspensions: self
+                .services
+                .suspensions
+                .list()
+                .into_iter()
+                .filter(|s| s.agent == name)
+                .collect(),
+        })
+    }
+
+    fn info(name: &str, deployed: &Deployed) -> AgentInfo {
+        AgentInfo {
+            name: name.to_string(),
+            sha256: deployed.agent.sha256().to_string(),
+            models: deployed.manifest.models.keys().cloned().collect(),
+            tools: deployed.manifest.tools.keys().cloned().collect(),
+            triggers: deployed
+                .manifest
+                .triggers
+                .iter()
+                .map(|t| match (&t.name, &t.cron) {
+                    (Some(name), _) => format!("{}:{name}", t.source),
+                    (_, Some(cron)) => format!("{}:{cron}", t.source),
+                    _ => t.source.clone(),
+                })
+                .collect(),
+            queued: deployed.queued(),
+            origin: deployed.origin.clone(),
+        }
     }
 
     /// Deploys (or replaces) an agent from a bundle. The files are written
