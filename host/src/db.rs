@@ -35,6 +35,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_inference_usage",
         include_str!("../migrations/0007_inference_usage.sql"),
     ),
+    (
+        "0008_invocations",
+        include_str!("../migrations/0008_invocations.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

@@ -186,8 +186,8 @@ pub struct UsageRecord {
     pub latency_ms: u64,
     /// `ok`, or the error kind.
     pub outcome: String,
-    /// The event during which the call was made (for the audit log; not
-    /// stored with the usage totals).
+    /// The event during which the call was made (the audit log and the
+    /// invocation list add up an event's calls by it).
     pub event_id: Option<String>,
 }
 
@@ -732,8 +732,8 @@ fn write_batch(
         }
         let mut insert = tx.prepare_cached(
             "INSERT INTO usage (at, agent, binding, provider, model, key_id, input_tokens, output_tokens, cost_micros, latency_ms, outcome,
-                                cache_read_tokens, cache_write_tokens, estimated, fallback)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                                cache_read_tokens, cache_write_tokens, estimated, fallback, event_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         for (record, at) in batch {
             insert.execute(rusqlite::params![
@@ -752,6 +752,7 @@ fn write_batch(
                 to_i64(record.cache_write_tokens),
                 record.estimated,
                 record.fallback,
+                record.event_id,
             ])?;
         }
     }

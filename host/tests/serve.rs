@@ -432,6 +432,32 @@ fn invoke_takes_a_payload_and_kind_or_an_event_on_stdin() {
     drop(child.stdin.take());
     let output = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "Hello, Grace!\n");
+
+    // Both are in the list of recent invocations, newest first, and the
+    // list holds no payload or result.
+    let listed = clawcage(&[
+        "invocations".as_ref(),
+        "--remote".as_ref(),
+        url.as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--agent".as_ref(),
+        "hello".as_ref(),
+        "--json".as_ref(),
+    ]);
+    let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert!(rows.iter().all(|r| r["outcome"] == "ok" && r["kind"] == "greet"));
+    assert!(!listed.contains("Grace") && !listed.contains("Ada"), "{listed}");
+    let table = clawcage(&[
+        "invocations".as_ref(),
+        "--remote".as_ref(),
+        url.as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    assert!(table.starts_with("STARTED") && table.lines().count() == 3, "{table}");
     stop(daemon);
 }
 

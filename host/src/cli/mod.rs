@@ -16,7 +16,8 @@ pub use registry::{
 };
 pub use run::{RunCommand, default_cache_dir};
 pub use serve::{
-    AgentCommand, AuditAction, AuditCommand, InvokeCommand, ServeCommand, TOKEN_FILE, TokenCommand,
+    AgentCommand, AuditAction, AuditCommand, InvocationsCommand, InvokeCommand, ServeCommand,
+    TOKEN_FILE, TokenCommand,
 };
 pub use state::{
     CacheAction, CacheCommand, InitCommand, KeyAction, KeyCommand, StateArgs, UsageCommand,
@@ -79,6 +80,8 @@ pub enum Command {
     Agent(AgentCommand),
     /// Run an event on an agent deployed in a running daemon.
     Invoke(InvokeCommand),
+    /// List recent invocations on a running daemon (metadata only).
+    Invocations(InvocationsCommand),
     /// Create a publisher's Ed25519 signing key pair.
     Keygen(KeygenCommand),
     /// Upload a component to a daemon's registry, signed.
@@ -119,6 +122,7 @@ impl Cli {
             Command::Audit(audit) => simple(audit.run(&mut std::io::stdout())),
             Command::Agent(agent) => simple(agent.run(&mut std::io::stdout())),
             Command::Invoke(invoke) => simple(invoke.run(&mut std::io::stdout())),
+            Command::Invocations(list) => simple(list.run(&mut std::io::stdout())),
             Command::Keygen(keygen) => simple(keygen.run(&mut std::io::stdout())),
             Command::Push(push) => simple(push.run(&mut std::io::stdout())),
             Command::Sign(sign) => simple(sign.run(&mut std::io::stdout())),

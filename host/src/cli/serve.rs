@@ -465,6 +465,84 @@ impl AgentCommand {
     }
 }
 
+/// `clawcage invocations`: recent invocations on a running daemon.
+#[derive(Debug, clap::Args)]
+pub struct InvocationsCommand {
+    /// The daemon.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Only this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only this outcome (`ok`, or an error kind such as `crashed`).
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// Only this source (`api`, `github`, `schedule`, …).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only since then: `today`, a date, a time ago (`7d`, `36h`, `90m`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many (newest first; at most 1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl InvocationsCommand {
+    /// Runs the command.
+    pub fn run(self, out: &mut dyn Write) -> Result<(), String> {
+        let mut query = vec![format!("limit={}", self.limit)];
+        for (name, value) in [
+            ("agent", &self.agent),
+            ("outcome", &self.outcome),
+            ("source", &self.source),
+            ("since", &self.since),
+        ] {
+            if let Some(value) = value {
+                query.push(format!(
+                    "{name}={}",
+                    url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+                ));
+            }
+        }
+        let path = format!("/v1/invocations?{}", query.join("&"));
+        let value = block_on(self.remote.call(reqwest::Method::GET, &path, None))?;
+        let rows = value["invocations"].as_array().cloned().unwrap_or_default();
+        if self.json {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        let _ = writeln!(
+            out,
+            "{:<25} {:<20} {:<10} {:<16} {:>9} {:<12} {:>6} {:>9} {:>11}",
+            "STARTED", "AGENT", "SOURCE", "KIND", "MS", "OUTCOME", "CALLS", "TOKENS", "COST USD"
+        );
+        for row in &rows {
+            let _ = writeln!(
+                out,
+                "{:<25} {:<20} {:<10} {:<16} {:>9} {:<12} {:>6} {:>9} {:>11.6}",
+                row["started_at"].as_str().unwrap_or(""),
+                row["agent"].as_str().unwrap_or(""),
+                row["source"].as_str().unwrap_or(""),
+                row["kind"].as_str().unwrap_or(""),
+                row["duration_ms"],
+                row["outcome"].as_str().unwrap_or(""),
+                row["model_calls"],
+                row["tokens"],
+                row["cost_micros"].as_u64().unwrap_or(0) as f64 / 1e6,
+            );
+        }
+        Ok(())
+    }
+}
+
 /// `clawcage invoke`: runs an event on a deployed agent.
 #[derive(Debug, clap::Args)]
 pub struct InvokeCommand {

@@ -8,6 +8,7 @@
 //! | `PUT /v1/agents/{name}` | token | deploy or replace (a [`Bundle`]) |
 //! | `DELETE /v1/agents/{name}` | token | remove |
 //! | `POST /v1/agents/{name}/invoke[?async=true]` | token | run an event |
+//! | `GET /v1/invocations?agent=&outcome=&source=&since=&limit=` | token | recent invocations, newest first, with their model calls' tokens and cost |
 //! | `GET /v1/invocations/{id}` | token | an async invocation's state |
 //! | `GET/POST /v1/keys`, `POST /v1/keys/{id}/rotate`, `DELETE /v1/keys/{id}` (revoke), `POST /v1/keys/{id}/delete` | token | the vault |
 //! | `GET /v1/usage?agent=&since=&by=model|day` | token | spend |
@@ -148,6 +149,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/agents/{name}/invoke", post(invoke))
         .route("/v1/agents/{name}/resume", post(resume))
         .route("/v1/suspensions", get(suspensions))
+        .route("/v1/invocations", get(list_invocations))
         .route("/v1/invocations/{id}", get(invocation))
         .route("/v1/keys", get(list_keys).post(add_key))
         .route("/v1/keys/{id}/rotate", post(rotate_key))
@@ -418,6 +420,36 @@ async fn invocation(
             ),
         )
     })
+}
+
+#[derive(Debug, Deserialize)]
+struct InvocationQuery {
+    agent: Option<String>,
+    outcome: Option<String>,
+    source: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_invocations(
+    State(daemon): State<Arc<Daemon>>,
+    Query(query): Query<InvocationQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let since = query
+        .since
+        .as_deref()
+        .map(|since| crate::ledger::parse_since(since, now_unix()))
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let filter = super::invocations::InvocationFilter {
+        agent: query.agent,
+        outcome: query.outcome,
+        source: query.source,
+        since,
+        limit: query.limit.unwrap_or(100),
+    };
+    let rows = daemon.invocations.list(&filter).map_err(ApiError::host)?;
+    Ok(Json(json!({"invocations": rows})))
 }
 
 async fn list_keys(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod hooks;
+pub mod invocations;
 pub mod metrics;
 pub mod schedule;
 
@@ -390,6 +391,8 @@ pub struct Daemon {
     pub services: Arc<Services>,
     /// The audit log.
     pub audit: AuditLog,
+    /// The list of recent invocations.
+    pub invocations: invocations::InvocationLog,
     /// API tokens.
     pub tokens: auth::Tokens,
     /// Metrics.
@@ -576,6 +579,7 @@ impl Daemon {
             cage,
             services,
             audit,
+            invocations: invocations::InvocationLog::new(db.clone()),
             metrics,
             db,
             agents: RwLock::new(BTreeMap::new()),
@@ -1126,6 +1130,8 @@ impl Daemon {
         };
         let id = event.id.clone().unwrap_or_else(event_id);
         event.id = Some(id.clone());
+        let kind = event.kind.clone();
+        let started_at_ms = chrono::Utc::now().timestamp_millis();
         let invocation = deployed.agent.invoke(event).await;
         let (result, error) = match invocation.outcome {
             Ok(result) => (Some(result), None),
@@ -1152,6 +1158,15 @@ impl Daemon {
             agent: name.to_string(),
             event_id: id.clone(),
             source: source.to_string(),
+            duration_ms: invocation.elapsed.as_millis() as u64,
+            outcome: outcome_label.to_string(),
+        });
+        self.invocations.record(invocations::InvocationRow {
+            event_id: id.clone(),
+            agent: name.to_string(),
+            source: source.to_string(),
+            kind,
+            started_at_ms,
             duration_ms: invocation.elapsed.as_millis() as u64,
             outcome: outcome_label.to_string(),
         });
@@ -1335,6 +1350,9 @@ impl Daemon {
         }
         if let Err(error) = self.audit.flush() {
             tracing::error!(%error, "audit records not written at shutdown");
+        }
+        if let Err(error) = self.invocations.flush() {
+            tracing::error!(%error, "invocation rows not written at shutdown");
         }
         self.in_flight()
     }

@@ -1,0 +1,271 @@
+//! The list of recent invocations: one row per event an agent ran, metadata
+//! only (never a payload, a prompt or a result), with the tokens and cost
+//! of the model calls the event made.
+//!
+//! Rows are written in the background by a [`BatchWriter`] and bounded:
+//! past [`MAX_INVOCATION_ROWS`] the oldest are deleted, so a flood of
+//! webhook deliveries cannot fill the disk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::batch::{BatchError, BatchWriter, WriteError};
+use crate::db::{Database, DbError};
+
+/// Most invocation rows kept; the oldest go first.
+pub const MAX_INVOCATION_ROWS: i64 = 200_000;
+/// Most rows one listing returns.
+pub const MAX_LISTED: usize = 1_000;
+
+/// One invocation as it is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationRow {
+    /// The event's id.
+    pub event_id: String,
+    /// The agent.
+    pub agent: String,
+    /// Where the event came from (`api`, `github`, `schedule`, …).
+    pub source: String,
+    /// The event's kind.
+    pub kind: String,
+    /// When it started, in Unix milliseconds.
+    pub started_at_ms: i64,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// `ok`, or the error kind.
+    pub outcome: String,
+}
+
+/// One invocation as it is listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Invocation {
+    /// The event's id.
+    pub event_id: String,
+    /// The agent.
+    pub agent: String,
+    /// Where the event came from.
+    pub source: String,
+    /// The event's kind.
+    pub kind: String,
+    /// When it started, RFC 3339.
+    pub started_at: String,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// `ok`, or the error kind.
+    pub outcome: String,
+    /// Model calls the event made.
+    pub model_calls: u64,
+    /// Their tokens, input and output.
+    pub tokens: u64,
+    /// Their cost, in micro-dollars.
+    pub cost_micros: u64,
+}
+
+/// Which invocations to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvocationFilter {
+    /// Only this agent.
+    pub agent: Option<String>,
+    /// Only this outcome (`ok`, or an error kind).
+    pub outcome: Option<String>,
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only those started at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// At most this many (at most [`MAX_LISTED`]).
+    pub limit: usize,
+}
+
+/// The invocation log of a daemon.
+pub struct InvocationLog {
+    db: Arc<Database>,
+    writer: BatchWriter<InvocationRow>,
+}
+
+impl std::fmt::Debug for InvocationLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvocationLog").finish_non_exhaustive()
+    }
+}
+
+impl InvocationLog {
+    /// The log in `db`, with its writer thread.
+    pub fn new(db: Arc<Database>) -> Self {
+        let writer = {
+            let db = db.clone();
+            BatchWriter::spawn(
+                "invocations",
+                Duration::from_millis(50),
+                1_024,
+                move |rows: &[InvocationRow]| {
+                    write(&db, rows).map_err(|e| {
+                        tracing::error!(rows = rows.len(), error = %e, "cannot write invocation rows");
+                        WriteError::Batch(e.to_string())
+                    })
+                },
+            )
+        };
+        Self { db, writer }
+    }
+
+    /// Records an invocation (written in the background).
+    pub fn record(&self, row: InvocationRow) {
+        if let Err(error) = self.writer.push(row) {
+            tracing::error!(%error, "an invocation row was not written");
+        }
+    }
+
+    /// Waits until every row recorded so far is written.
+    pub fn flush(&self) -> Result<(), BatchError> {
+        self.writer.flush()
+    }
+
+    /// Invocations matching `filter`, newest first, with their model calls
+    /// added up.
+    pub fn list(&self, filter: &InvocationFilter) -> Result<Vec<Invocation>, DbError> {
+        if let Err(error) = self.flush() {
+            tracing::warn!(%error, "listing invocations after a failed flush");
+        }
+        let conn = self.db.lock();
+        let mut statement = conn.prepare_cached(
+            "SELECT i.event_id, i.agent, i.source, i.kind, i.started_at, i.duration_ms, i.outcome,
+                    COUNT(u.id), COALESCE(SUM(u.input_tokens + u.output_tokens), 0), COALESCE(SUM(u.cost_micros), 0)
+             FROM invocations i
+             LEFT JOIN usage u ON u.event_id = i.event_id AND u.agent = i.agent
+             WHERE (?1 IS NULL OR i.agent = ?1) AND (?2 IS NULL OR i.outcome = ?2)
+               AND (?3 IS NULL OR i.source = ?3) AND (?4 IS NULL OR i.started_at >= ?4 * 1000)
+             GROUP BY i.id ORDER BY i.id DESC LIMIT ?5",
+        )?;
+        let rows = statement
+            .query_map(
+                rusqlite::params![
+                    filter.agent,
+                    filter.outcome,
+                    filter.source,
+                    filter.since,
+                    filter.limit.clamp(1, MAX_LISTED) as i64
+                ],
+                |r| {
+                    let started: i64 = r.get(4)?;
+                    Ok(Invocation {
+                        event_id: r.get(0)?,
+                        agent: r.get(1)?,
+                        source: r.get(2)?,
+                        kind: r.get(3)?,
+                        started_at: chrono::DateTime::from_timestamp_millis(started)
+                            .map_or_else(|| started.to_string(), |t| t.to_rfc3339()),
+                        duration_ms: r.get::<_, i64>(5)? as u64,
+                        outcome: r.get(6)?,
+                        model_calls: r.get::<_, i64>(7)? as u64,
+                        tokens: r.get::<_, i64>(8)? as u64,
+                        cost_micros: r.get::<_, i64>(9)? as u64,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Stops the writer after writing what is queued.
+    pub fn close(&self) {
+        self.writer.close();
+    }
+}
+
+fn write(db: &Database, rows: &[InvocationRow]) -> rusqlite::Result<()> {
+    let mut conn = db.lock();
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO invocations (event_id, agent, source, kind, started_at, duration_ms, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for row in rows {
+            insert.execute(rusqlite::params![
+                row.event_id,
+                row.agent,
+                row.source,
+                row.kind,
+                row.started_at_ms,
+                i64::try_from(row.duration_ms).unwrap_or(i64::MAX),
+                row.outcome,
+            ])?;
+        }
+    }
+    // Keep the newest rows only.
+    tx.execute(
+        "DELETE FROM invocations WHERE id <= (SELECT MAX(id) FROM invocations) - ?1",
+        [MAX_INVOCATION_ROWS],
+    )?;
+    tx.commit()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn row(event: &str, agent: &str, outcome: &str, at: i64) -> InvocationRow {
+        InvocationRow {
+            event_id: event.into(),
+            agent: agent.into(),
+            source: "api".into(),
+            kind: "greet".into(),
+            started_at_ms: at,
+            duration_ms: 3,
+            outcome: outcome.into(),
+        }
+    }
+
+    #[test]
+    fn invocations_are_listed_newest_first_filtered_with_their_model_calls() {
+        let db = Arc::new(Database::in_memory().unwrap());
+        let ledger = crate::ledger::Ledger::new(db.clone());
+        ledger.record(&crate::ledger::UsageRecord {
+            agent: "a".into(),
+            event_id: Some("e2".into()),
+            input_tokens: 10,
+            output_tokens: 5,
+            cost_micros: 7,
+            ..Default::default()
+        });
+        ledger.flush().unwrap();
+        let log = InvocationLog::new(db);
+        log.record(row("e1", "a", "ok", 1_000));
+        log.record(row("e2", "a", "crashed", 2_000));
+        log.record(row("e3", "b", "ok", 3_000));
+        let all = log
+            .list(&InvocationFilter {
+                limit: 10,
+                ..InvocationFilter::default()
+            })
+            .unwrap();
+        let ids: Vec<&str> = all.iter().map(|i| i.event_id.as_str()).collect();
+        assert_eq!(ids, ["e3", "e2", "e1"]);
+        assert_eq!(
+            (all[1].model_calls, all[1].tokens, all[1].cost_micros),
+            (1, 15, 7)
+        );
+        assert_eq!(all[0].started_at, "1970-01-01T00:00:03+00:00");
+        let failed = log
+            .list(&InvocationFilter {
+                agent: Some("a".into()),
+                outcome: Some("crashed".into()),
+                limit: 10,
+                ..InvocationFilter::default()
+            })
+            .unwrap();
+        assert_eq!(failed.len(), 1);
+        let recent = log
+            .list(&InvocationFilter {
+                since: Some(2),
+                limit: 1,
+                ..InvocationFilter::default()
+            })
+            .unwrap();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].event_id, "e3");
+    }
+}
