@@ -448,8 +448,14 @@ fn invoke_takes_a_payload_and_kind_or_an_event_on_stdin() {
     let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{listed}");
-    assert!(rows.iter().all(|r| r["outcome"] == "ok" && r["kind"] == "greet"));
-    assert!(!listed.contains("Grace") && !listed.contains("Ada"), "{listed}");
+    assert!(
+        rows.iter()
+            .all(|r| r["outcome"] == "ok" && r["kind"] == "greet")
+    );
+    assert!(
+        !listed.contains("Grace") && !listed.contains("Ada"),
+        "{listed}"
+    );
     let table = clawcage(&[
         "invocations".as_ref(),
         "--remote".as_ref(),
@@ -457,7 +463,10 @@ fn invoke_takes_a_payload_and_kind_or_an_event_on_stdin() {
         "--state-dir".as_ref(),
         state.as_os_str(),
     ]);
-    assert!(table.starts_with("STARTED") && table.lines().count() == 3, "{table}");
+    assert!(
+        table.starts_with("STARTED") && table.lines().count() == 3,
+        "{table}"
+    );
     stop(daemon);
 }
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod event;
 mod registry;
 mod remote;
 mod run;

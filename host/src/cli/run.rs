@@ -1,6 +1,6 @@
 //! `clawcage run`: one event through one agent.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -35,17 +35,9 @@ pub struct RunCommand {
     /// An agent manifest (`.toml`) or a component (`.wasm`, run with default
     /// limits and no grants).
     pub agent: PathBuf,
-    /// The event as JSON: a file, or `-` for stdin. Default: a `cli` event
-    /// with an empty payload.
-    #[arg(long, short, conflicts_with_all = ["payload", "kind"])]
-    pub event: Option<String>,
-    /// The event's payload as JSON text, for a `cli` event (instead of
-    /// `--event`).
-    #[arg(long, value_name = "JSON")]
-    pub payload: Option<String>,
-    /// The `cli` event's kind (default `invoke`).
-    #[arg(long, value_name = "KIND")]
-    pub kind: Option<String>,
+    /// The event.
+    #[command(flatten)]
+    pub event: super::event::EventArgs,
     /// Print a JSON report (outcome, logs, timing) instead of the bare result.
     #[arg(long)]
     pub json: bool,
@@ -280,44 +272,13 @@ impl RunCommand {
     }
 
     fn read_event(&self) -> Result<Event, Failure> {
-        let text = match self.event.as_deref() {
-            None => {
-                let payload = match &self.payload {
-                    Some(text) => serde_json::from_str(text).map_err(|e| Failure {
-                        code: exit::BAD_EVENT,
-                        message: format!("--payload is not JSON: {e}"),
-                    })?,
-                    None => serde_json::json!({}),
-                };
-                let event = serde_json::json!({
-                    "source": "cli",
-                    "kind": self.kind.as_deref().unwrap_or("invoke"),
-                    "payload": payload,
-                });
-                event.to_string()
-            }
-            Some("-") => {
-                let mut text = String::new();
-                std::io::stdin()
-                    .take(crate::limits::MAX_EVENT_PAYLOAD_BYTES as u64 * 2)
-                    .read_to_string(&mut text)
-                    .map_err(|e| Failure {
-                        code: exit::BAD_EVENT,
-                        message: format!("cannot read the event from stdin: {e}"),
-                    })?;
-                text
-            }
-            Some(path) => {
-                let bytes = crate::fsutil::read_bounded(
-                    Path::new(path),
-                    crate::limits::MAX_EVENT_PAYLOAD_BYTES as u64 * 2,
-                )?;
-                String::from_utf8(bytes).map_err(|_| Failure {
-                    code: exit::BAD_EVENT,
-                    message: format!("event file {path} is not UTF-8"),
-                })?
-            }
-        };
+        let text = self.event.json_text().map_err(|e| match e {
+            super::event::EventError::File(e) => Failure::from(e),
+            super::event::EventError::Invalid(message) => Failure {
+                code: exit::BAD_EVENT,
+                message,
+            },
+        })?;
         Event::from_json(&text).map_err(|message| Failure {
             code: exit::BAD_EVENT,
             message,

@@ -551,51 +551,17 @@ pub struct InvokeCommand {
     pub remote: RemoteArgs,
     /// The agent.
     pub agent: String,
-    /// The event as JSON: a file, or `-` for stdin. Default: an `api`
-    /// event built from `--payload` and `--kind`.
-    #[arg(long, short, conflicts_with_all = ["payload", "kind"])]
-    pub event: Option<String>,
-    /// The event's payload as JSON text (instead of `--event`).
-    #[arg(long, value_name = "JSON")]
-    pub payload: Option<String>,
-    /// The event's kind (default `invoke`).
-    #[arg(long, value_name = "KIND")]
-    pub kind: Option<String>,
+    /// The event.
+    #[command(flatten)]
+    pub event: super::event::EventArgs,
 }
 
 impl InvokeCommand {
     /// Runs the command.
     pub fn run(self, out: &mut dyn Write) -> Result<(), String> {
-        let event: Value = match self.event.as_deref() {
-            Some("-") => {
-                let mut text = String::new();
-                std::io::Read::read_to_string(
-                    &mut std::io::Read::take(
-                        std::io::stdin(),
-                        crate::limits::MAX_EVENT_PAYLOAD_BYTES as u64 * 2,
-                    ),
-                    &mut text,
-                )
-                .map_err(|e| format!("cannot read the event from stdin: {e}"))?;
-                serde_json::from_str(&text).map_err(|e| format!("the event on stdin: {e}"))?
-            }
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-                serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?
-            }
-            None => {
-                let payload: Value = match &self.payload {
-                    Some(text) => serde_json::from_str(text)
-                        .map_err(|e| format!("--payload is not JSON: {e}"))?,
-                    None => serde_json::json!({}),
-                };
-                serde_json::json!({
-                    "source": "cli",
-                    "kind": self.kind.as_deref().unwrap_or("invoke"),
-                    "payload": payload,
-                })
-            }
-        };
+        let text = self.event.json_text().map_err(|e| e.to_string())?;
+        let event: Value =
+            serde_json::from_str(&text).map_err(|e| format!("the event is not JSON: {e}"))?;
         let path = format!("/v1/agents/{}/invoke", self.agent);
         let value = block_on(self.remote.call(reqwest::Method::POST, &path, Some(event)))?;
         match value["result"].as_str() {
