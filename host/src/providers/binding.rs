@@ -295,7 +295,7 @@ pub(super) trait Binding {
     fn identity(&self) -> (&Services, &str, &str);
 
     /// The vault key ids of every model of the binding's chain.
-    fn key_ids(&self) -> Vec<String>;
+    fn key_ids(&self) -> Vec<&str>;
 
     /// Fails with `leak-blocked` if the binding, or a key of its chain, is
     /// suspended. Checked when a call starts and again before any answer or
@@ -306,17 +306,13 @@ pub(super) trait Binding {
         let (services, agent, binding) = self.identity();
         let keys = self.key_ids();
         // The binding by name (with its first key), then the other keys.
-        let mut suspended = services.suspended(
-            agent,
-            Capability::Model,
-            binding,
-            keys.first().map(String::as_str),
-        );
+        let mut suspended =
+            services.suspended(agent, Capability::Model, binding, keys.first().copied());
         for key in keys.iter().skip(1) {
             if suspended.is_some() {
                 break;
             }
-            suspended = services.suspended(agent, Capability::Model, binding, Some(key));
+            suspended = services.suspended(agent, Capability::Model, binding, Some(*key));
         }
         match suspended {
             Some(message) => Err(InferenceError::LeakBlocked(message)),

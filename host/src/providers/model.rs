@@ -706,8 +706,11 @@ impl Binding for BoundModel {
         (&self.services, &self.agent, &self.binding)
     }
 
-    fn key_ids(&self) -> Vec<String> {
-        BoundModel::key_ids(self)
+    fn key_ids(&self) -> Vec<&str> {
+        self.targets
+            .iter()
+            .filter_map(|t| t.key_id.as_deref())
+            .collect()
     }
 }
 

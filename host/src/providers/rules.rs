@@ -118,7 +118,8 @@ impl ProviderRules {
     /// Checks `request` against these rules; `which` names the model in the
     /// binding's chain for the message (`""` for the binding's own).
     pub fn check(&self, request: &CompletionRequest, which: &str) -> Result<(), String> {
-        let who = format!("{}{which}", self.provider);
+        // Named only in an error: the check itself allocates nothing.
+        let who = Who(self.provider, which);
         if !self.takes_temperature
             && let Some(t) = request.temperature
             && t != 1.0
@@ -194,7 +195,7 @@ impl ProviderRules {
             }
         }
         if let Some(max) = self.max_cache_breakpoints {
-            check_cache_breakpoints(request, max, &who)?;
+            check_cache_breakpoints(request, max, who)?;
         }
         if !self.prefill_may_end_in_whitespace
             && let Some(last) = request.messages.last()
@@ -208,6 +209,16 @@ impl ProviderRules {
             ));
         }
         Ok(())
+    }
+}
+
+/// A provider and its place in the chain, as error messages name them.
+#[derive(Clone, Copy)]
+struct Who<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.0, self.1)
     }
 }
 
@@ -225,7 +236,7 @@ fn is_id(id: &str) -> bool {
 fn check_cache_breakpoints(
     request: &CompletionRequest,
     max: usize,
-    who: &str,
+    who: Who<'_>,
 ) -> Result<(), String> {
     use crate::bindings::inference::CacheTtl;
     let tools = request

@@ -41,8 +41,8 @@ impl Binding for StreamBinding {
         (&self.services, &self.agent, &self.binding)
     }
 
-    fn key_ids(&self) -> Vec<String> {
-        self.key_ids.clone()
+    fn key_ids(&self) -> Vec<&str> {
+        self.key_ids.iter().map(String::as_str).collect()
     }
 }
 
