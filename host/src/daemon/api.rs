@@ -23,99 +23,24 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Bundle, Daemon, Outcome, Pending, Refusal};
+use super::error::ApiError;
+use super::{Bundle, Daemon, Outcome, Pending};
 use crate::audit::AuditEvent;
 use crate::secret::Secret;
 use crate::{Event, db::now_unix};
 
 /// Largest deployment body: a component, base64, plus cassettes.
 pub const MAX_DEPLOY_BYTES: usize = 96 << 20;
-
-/// An API error.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    /// An error with a status, a code and a message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad-request", message)
-    }
-
-    /// The host failed (storage, a task): a bug or an environment problem.
-    fn host(error: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "host-error",
-            error.to_string(),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        let mut response = (self.status, body).into_response();
-        if let Some(seconds) = self.retry_after
-            && let Ok(value) = seconds.to_string().parse()
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        response
-    }
-}
-
-use axum::Json;
-
-impl From<Refusal> for ApiError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::UnknownAgent(_) => {
-                Self::new(StatusCode::NOT_FOUND, "unknown-agent", refusal.to_string())
-            }
-            Refusal::Busy { .. } => Self {
-                retry_after: Some(1),
-                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", refusal.to_string())
-            },
-            Refusal::ShuttingDown => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting-down",
-                refusal.to_string(),
-            ),
-            Refusal::DiskFull { .. } => Self {
-                retry_after: Some(30),
-                ..Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "disk-full",
-                    refusal.to_string(),
-                )
-            },
-        }
-    }
-}
 
 /// The status an invocation's outcome answers with.
 fn outcome_status(outcome: &Outcome) -> StatusCode {
@@ -166,9 +91,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/hooks/github", post(github_hook))
-        .route("/hooks/slack", post(slack_hook))
-        .route("/hooks/webhook/{name}", post(generic_hook))
+        .route("/hooks/github", post(super::hooks::github_hook))
+        .route("/hooks/slack", post(super::hooks::slack_hook))
+        .route("/hooks/webhook/{name}", post(super::hooks::generic_hook))
         .merge(admin)
         .layer(DefaultBodyLimit::max(max_event))
         .with_state(daemon.clone())
@@ -311,14 +236,7 @@ async fn resume(
         (None, Some(tool)) => Some((crate::suspend::Capability::Tool, tool.as_str())),
         (None, None) => None,
     };
-    let resumed = daemon
-        .resume(&name, only, request.force, &actor(request_actor))
-        .map_err(|e| match e {
-            super::ResumeError::NotRotated(message) => {
-                ApiError::new(StatusCode::CONFLICT, "rotate-first", message)
-            }
-            super::ResumeError::Failed(message) => ApiError::host(message),
-        })?;
+    let resumed = daemon.resume(&name, only, request.force, &actor(request_actor))?;
     Ok(Json(json!({"resumed": resumed})))
 }
 
@@ -333,13 +251,7 @@ async fn show_agent(
     daemon
         .show(&name)
         .map(|detail| Json(json!({"agent": detail})))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown-agent",
-                format!("no agent named {name:?}"),
-            )
-        })
+        .ok_or_else(|| super::DaemonError::UnknownAgent(name).into())
 }
 
 async fn deploy(
@@ -353,8 +265,7 @@ async fn deploy(
     let actor = actor(request_actor);
     let info = tokio::task::spawn_blocking(move || daemon.deploy(&name, bundle, &actor))
         .await
-        .map_err(ApiError::host)?
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-deployment", e))?;
+        .map_err(ApiError::host)??;
     Ok(Json(json!({"deployed": info})))
 }
 
@@ -367,8 +278,7 @@ async fn remove(
     let actor = actor(request_actor);
     tokio::task::spawn_blocking(move || daemon.remove(&name, &actor))
         .await
-        .map_err(ApiError::host)?
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "unknown-agent", e))?;
+        .map_err(ApiError::host)??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -473,21 +383,6 @@ struct NewSecret {
     secret: Secret,
 }
 
-fn vault_error(e: crate::vault::VaultError) -> ApiError {
-    use crate::vault::VaultError;
-    match e {
-        VaultError::UnknownKey(_) => {
-            ApiError::new(StatusCode::NOT_FOUND, "unknown-key", e.to_string())
-        }
-        VaultError::Exists(_)
-        | VaultError::Revoked(_)
-        | VaultError::RevokedExists(_)
-        | VaultError::Active(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
-        VaultError::Invalid(_) => ApiError::bad_request(e.to_string()),
-        other => ApiError::host(other),
-    }
-}
-
 async fn add_key(
     State(daemon): State<Arc<Daemon>>,
     request_actor: Option<axum::Extension<Actor>>,
@@ -499,8 +394,7 @@ async fn add_key(
     let info = daemon
         .services
         .vault
-        .add(&key.id, &key.provider, &key.secret)
-        .map_err(vault_error)?;
+        .add(&key.id, &key.provider, &key.secret)?;
     daemon.audit.append(AuditEvent::Key {
         change: "add".into(),
         key_id: info.id.clone(),
@@ -518,11 +412,7 @@ async fn rotate_key(
 ) -> Result<Json<Value>, ApiError> {
     let new: NewSecret = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("the body must be {\"secret\"}"))?;
-    let info = daemon
-        .services
-        .vault
-        .rotate(&id, &new.secret)
-        .map_err(vault_error)?;
+    let info = daemon.services.vault.rotate(&id, &new.secret)?;
     daemon.audit.append(AuditEvent::Key {
         change: "rotate".into(),
         key_id: info.id.clone(),
@@ -537,7 +427,7 @@ async fn delete_key(
     Path(id): Path<String>,
     request_actor: Option<axum::Extension<Actor>>,
 ) -> Result<Json<Value>, ApiError> {
-    let info = daemon.services.vault.delete(&id).map_err(vault_error)?;
+    let info = daemon.services.vault.delete(&id)?;
     daemon.audit.append(AuditEvent::Key {
         change: "delete".into(),
         key_id: info.id.clone(),
@@ -552,7 +442,7 @@ async fn revoke_key(
     Path(id): Path<String>,
     request_actor: Option<axum::Extension<Actor>>,
 ) -> Result<Json<Value>, ApiError> {
-    let info = daemon.services.vault.revoke(&id).map_err(vault_error)?;
+    let info = daemon.services.vault.revoke(&id)?;
     daemon.audit.append(AuditEvent::Key {
         change: "revoke".into(),
         key_id: info.id.clone(),
@@ -615,220 +505,4 @@ async fn audit(
 async fn audit_verify(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {
     let verification = daemon.audit.verify().map_err(ApiError::host)?;
     Ok(Json(json!(verification)))
-}
-
-// --- Webhooks -------------------------------------------------------------
-
-fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn refuse_hook(daemon: &Daemon, endpoint: &str, reason: String) -> ApiError {
-    daemon.metrics.add(
-        "clawcage_webhooks_refused_total",
-        &[("endpoint", endpoint)],
-        1,
-    );
-    daemon.audit.append(AuditEvent::WebhookRefused {
-        endpoint: endpoint.to_string(),
-        reason: reason.clone(),
-    });
-    tracing::warn!(endpoint, reason = %reason, "webhook refused");
-    ApiError::new(StatusCode::UNAUTHORIZED, "bad-signature", reason)
-}
-
-/// Starts `event` on every agent in `targets`; answers with their ids.
-fn dispatch(
-    daemon: &Arc<Daemon>,
-    targets: Vec<String>,
-    event: &Event,
-    source: &str,
-) -> Json<Value> {
-    let mut started = Vec::new();
-    for agent in targets {
-        let mut copy = event.clone();
-        copy.id = event.id.as_ref().map(|id| format!("{id}:{agent}"));
-        match daemon.invoke_async(&agent, copy, source) {
-            Ok(id) => started.push(json!({"agent": agent, "id": id})),
-            Err(e) => started.push(json!({"agent": agent, "error": e.to_string()})),
-        }
-    }
-    Json(json!({"started": started}))
-}
-
-async fn github_hook(
-    State(daemon): State<Arc<Daemon>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let signature = header_str(&headers, "x-hub-signature-256");
-    let github_event = header_str(&headers, "x-github-event").unwrap_or_default();
-    let delivery = header_str(&headers, "x-github-delivery")
-        .unwrap_or_default()
-        .to_string();
-    // Agents whose secret verifies the signature: a repository's webhook
-    // has one secret, shared by the agents subscribed to it.
-    let verified: Vec<(String, crate::manifest::Trigger)> = daemon
-        .subscribers("github")
-        .into_iter()
-        .filter(|(_, trigger)| {
-            trigger
-                .secret
-                .as_deref()
-                .and_then(|id| daemon.webhook_secret(id))
-                .is_some_and(|secret| {
-                    super::hooks::verify_github(secret.expose(), &body, signature).is_ok()
-                })
-        })
-        .collect();
-    if verified.is_empty() {
-        return Err(refuse_hook(
-            &daemon,
-            "github",
-            "no subscribed agent's secret verifies X-Hub-Signature-256".into(),
-        ));
-    }
-    if github_event == "ping" {
-        return Ok(Json(json!({"pong": true})));
-    }
-    let payload: Value =
-        serde_json::from_slice(&body).map_err(|_| ApiError::bad_request("the body is not JSON"))?;
-    let kind = match super::json_str(&payload, "/action") {
-        Some(action) => format!("{github_event}.{action}"),
-        None => github_event.to_string(),
-    };
-    deliver(&daemon, "github", delivery, kind, payload, verified)
-}
-
-/// Runs a verified delivery once: refuses one without an id, answers a
-/// repeated one with `duplicate`, and starts the event on every verified
-/// subscriber whose event filter matches.
-fn deliver(
-    daemon: &Arc<Daemon>,
-    source: &str,
-    delivery: String,
-    kind: String,
-    payload: Value,
-    verified: Vec<(String, crate::manifest::Trigger)>,
-) -> Result<Json<Value>, ApiError> {
-    if delivery.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "the {source} delivery has no id"
-        )));
-    }
-    if !daemon.first_delivery(source, &delivery) {
-        return Ok(Json(json!({"duplicate": true, "delivery": delivery})));
-    }
-    let targets = verified
-        .into_iter()
-        .filter(|(_, t)| t.events.is_empty() || t.events.contains(&kind))
-        .map(|(agent, _)| agent)
-        .collect();
-    let event = Event {
-        id: Some(delivery),
-        source: source.into(),
-        kind,
-        payload,
-    };
-    Ok(dispatch(daemon, targets, &event, source))
-}
-
-async fn slack_hook(
-    State(daemon): State<Arc<Daemon>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let timestamp = header_str(&headers, "x-slack-request-timestamp");
-    let signature = header_str(&headers, "x-slack-signature");
-    let now = now_unix();
-    let mut first_error = None;
-    let verified: Vec<(String, crate::manifest::Trigger)> = daemon
-        .subscribers("slack")
-        .into_iter()
-        .filter(|(_, trigger)| {
-            let Some(secret) = trigger
-                .secret
-                .as_deref()
-                .and_then(|id| daemon.webhook_secret(id))
-            else {
-                return false;
-            };
-            match super::hooks::verify_slack(secret.expose(), &body, timestamp, signature, now) {
-                Ok(()) => true,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    false
-                }
-            }
-        })
-        .collect();
-    if verified.is_empty() {
-        let reason = first_error.unwrap_or_else(|| "no agent subscribes to Slack events".into());
-        return Err(refuse_hook(&daemon, "slack", reason));
-    }
-    let payload: Value =
-        serde_json::from_slice(&body).map_err(|_| ApiError::bad_request("the body is not JSON"))?;
-    if super::json_str(&payload, "/type") == Some("url_verification") {
-        let challenge = super::json_str(&payload, "/challenge").unwrap_or_default();
-        return Ok(Json(json!({"challenge": challenge})));
-    }
-    let kind = super::json_str(&payload, "/event/type")
-        .unwrap_or("event_callback")
-        .to_string();
-    let delivery = super::json_str(&payload, "/event_id")
-        .unwrap_or_default()
-        .to_string();
-    deliver(&daemon, "slack", delivery, kind, payload, verified)
-}
-
-async fn generic_hook(
-    State(daemon): State<Arc<Daemon>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let signature = header_str(&headers, "x-signature-256");
-    let endpoint = format!("webhook/{name}");
-    let verified: Vec<String> = daemon
-        .subscribers("webhook")
-        .into_iter()
-        .filter(|(_, t)| t.name.as_deref() == Some(name.as_str()))
-        .filter(|(_, trigger)| {
-            trigger
-                .secret
-                .as_deref()
-                .and_then(|id| daemon.webhook_secret(id))
-                .is_some_and(|secret| {
-                    super::hooks::verify_generic(secret.expose(), &body, signature).is_ok()
-                })
-        })
-        .map(|(agent, _)| agent)
-        .collect();
-    if verified.is_empty() {
-        return Err(refuse_hook(
-            &daemon,
-            &endpoint,
-            "no subscribed agent's secret verifies X-Signature-256".into(),
-        ));
-    }
-    let payload: Value = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    // Without a delivery id, the body's hash identifies the delivery.
-    let delivery = header_str(&headers, "x-delivery-id").map_or_else(
-        || hex::encode(ring::digest::digest(&ring::digest::SHA256, &body).as_ref()),
-        str::to_string,
-    );
-    if !daemon.first_delivery(&endpoint, &delivery) {
-        return Ok(Json(json!({"duplicate": true, "delivery": delivery})));
-    }
-    let kind = header_str(&headers, "x-event-kind")
-        .unwrap_or(&name)
-        .to_string();
-    let event = Event {
-        id: Some(delivery),
-        source: "webhook".into(),
-        kind,
-        payload,
-    };
-    Ok(dispatch(&daemon, verified, &event, &endpoint))
 }

@@ -465,6 +465,7 @@ struct Request<'r> {
     manifest: Option<&'r Result<Value, String>>,
 }
 
+/// Routes a request to the handler of its OCI distribution endpoint.
 fn handle(
     registry: &Registry,
     target: Target<'_>,
@@ -472,235 +473,303 @@ fn handle(
     body: Bytes,
     check: &dyn Fn(&[u8]) -> Result<String, String>,
 ) -> Result<Response, OciError> {
-    let Request {
-        method,
-        query,
-        headers,
-        owner,
-        manifest,
-    } = *request;
-    let blob_location = |name: &str, digest: &Digest| format!("/v2/{name}/blobs/{digest}");
-    match target {
-        Target::Tags(name) => {
-            let tags = registry.manifests.tags(name)?;
-            Ok(axum::Json(json!({"name": name, "tags": tags})).into_response())
+    let method = request.method.clone();
+    match (target, method) {
+        (Target::Tags(name), Method::GET | Method::HEAD) => list_tags(registry, name),
+        (Target::Referrers(name, digest), Method::GET | Method::HEAD) => {
+            list_referrers(registry, name, digest, request)
         }
-        Target::Referrers(name, digest) => {
-            let digest = Digest::parse(digest)?;
-            let filter = query.get("artifactType").map(String::as_str);
-            let manifests = registry.manifests.referrers(name, &digest, filter)?;
-            let index = json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.index.v1+json",
-                "manifests": manifests,
-            });
-            let mut response = with_headers(
-                StatusCode::OK,
-                &[(
-                    header::CONTENT_TYPE,
-                    "application/vnd.oci.image.index.v1+json".into(),
-                )],
-                Body::from(index.to_string()),
-            );
-            if filter.is_some() {
-                response.headers_mut().insert(
-                    "oci-filters-applied",
-                    header::HeaderValue::from_static("artifactType"),
-                );
-            }
-            Ok(response)
+        (Target::Blob(name, digest), method @ (Method::GET | Method::HEAD)) => {
+            read_blob(registry, name, digest, method == Method::GET)
         }
-        Target::Blob(name, digest) => {
-            let digest = Digest::parse(digest)?;
-            if *method != Method::GET && *method != Method::HEAD {
-                return Err(OciError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "UNSUPPORTED",
-                    "blobs are read with GET or HEAD",
-                ));
-            }
-            // Size and bytes from one open file, streamed: a 64 MiB blob is
-            // never held in memory.
-            if !registry.blobs.is_linked(name, &digest) {
-                return Err(BlobError::Unknown.into());
-            }
-            let (file, size) = registry.blobs.open_blob(&digest)?;
-            let body = if *method == Method::GET {
-                Body::from_stream(tokio_util::io::ReaderStream::new(
-                    tokio::fs::File::from_std(file),
-                ))
-            } else {
-                Body::empty()
-            };
-            Ok(with_headers(
-                StatusCode::OK,
-                &[
-                    (header::CONTENT_LENGTH, size.to_string()),
-                    (header::CONTENT_TYPE, "application/octet-stream".into()),
-                    (
-                        header::HeaderName::from_static("docker-content-digest"),
-                        digest.to_string(),
-                    ),
-                ],
-                body,
-            ))
+        (Target::Blob(..), _) => Err(unsupported("blobs are read with GET or HEAD")),
+        (Target::Uploads(name, ""), Method::POST) => start_upload(registry, name, request, &body),
+        (Target::Uploads(_, ""), _) => Err(unsupported("uploads start with POST")),
+        (Target::Uploads(name, session), Method::PATCH) => {
+            append_upload(registry, name, session, request, &body)
         }
-        Target::Uploads(name, session) => {
-            let upload_location = |session: &str| format!("/v2/{name}/blobs/uploads/{session}");
-            let accepted = |session: &str, size: u64| {
-                with_headers(
-                    StatusCode::ACCEPTED,
-                    &[
-                        (header::LOCATION, upload_location(session)),
-                        (header::RANGE, format!("0-{}", size.saturating_sub(1))),
-                        (
-                            header::HeaderName::from_static("docker-upload-uuid"),
-                            session.to_string(),
-                        ),
-                        (header::CONTENT_LENGTH, "0".into()),
-                    ],
-                    Body::empty(),
-                )
-            };
-            let created = |digest: &Digest| {
-                with_headers(
-                    StatusCode::CREATED,
-                    &[
-                        (header::LOCATION, blob_location(name, digest)),
-                        (
-                            header::HeaderName::from_static("docker-content-digest"),
-                            digest.to_string(),
-                        ),
-                        (header::CONTENT_LENGTH, "0".into()),
-                    ],
-                    Body::empty(),
-                )
-            };
-            match (method.clone(), session) {
-                // Start; monolithic when a digest comes along. A mount
-                // request is answered as a plain upload (the spec allows it).
-                (Method::POST, "") => {
-                    if let Some(digest) = query.get("digest") {
-                        let digest = Digest::parse(digest)?;
-                        registry.blobs.put(owner, &digest, &body)?;
-                        registry.blobs.link(name, &digest)?;
-                        return Ok(created(&digest));
-                    }
-                    let session = registry.blobs.start(owner)?;
-                    Ok(accepted(&session, 0))
-                }
-                (Method::PATCH, session) if !session.is_empty() => {
-                    let offset = headers
-                        .get(header::CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|range| {
-                            range
-                                .trim_start_matches("bytes ")
-                                .split('-')
-                                .next()?
-                                .parse()
-                                .ok()
-                        });
-                    let size = registry.blobs.append(session, owner, offset, &body)?;
-                    Ok(accepted(session, size))
-                }
-                (Method::PUT, session) if !session.is_empty() => {
-                    let digest =
-                        Digest::parse(query.get("digest").map(String::as_str).unwrap_or_default())?;
-                    if !body.is_empty() {
-                        registry.blobs.append(session, owner, None, &body)?;
-                    }
-                    registry.blobs.finish(session, owner, &digest)?;
-                    registry.blobs.link(name, &digest)?;
-                    Ok(created(&digest))
-                }
-                (Method::GET, session) if !session.is_empty() => {
-                    let size = registry.blobs.upload_size(session, owner)?;
-                    let mut response = accepted(session, size);
-                    *response.status_mut() = StatusCode::NO_CONTENT;
-                    Ok(response)
-                }
-                (Method::DELETE, session) if !session.is_empty() => {
-                    registry.blobs.cancel(session, owner)?;
-                    Ok(StatusCode::NO_CONTENT.into_response())
-                }
-                _ => Err(OciError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "UNSUPPORTED",
-                    "not an upload operation",
-                )),
-            }
+        (Target::Uploads(name, session), Method::PUT) => {
+            finish_upload(registry, name, session, request, &body)
         }
-        Target::Manifest(name, reference) => {
-            match method.clone() {
-                Method::PUT => {
-                    let manifest = manifest
-                        .ok_or_else(|| {
-                            OciError::new(
-                                StatusCode::BAD_REQUEST,
-                                "MANIFEST_INVALID",
-                                "no manifest",
-                            )
-                        })?
-                        .as_ref()
-                        .map_err(|e| {
-                            OciError::new(
-                                StatusCode::BAD_REQUEST,
-                                "MANIFEST_INVALID",
-                                format!("not JSON: {e}"),
-                            )
-                        })?;
-                    let media_type = manifest_media_type(headers, manifest)?;
-                    let subject = check_manifest(registry, name, manifest, check)?;
-                    let digest = registry
-                        .manifests
-                        .put(name, reference, &media_type, &body)?;
-                    let mut headers = vec![
-                        (header::LOCATION, format!("/v2/{name}/manifests/{digest}")),
-                        (
-                            header::HeaderName::from_static("docker-content-digest"),
-                            digest.to_string(),
-                        ),
-                        (header::CONTENT_LENGTH, "0".into()),
-                    ];
-                    // Tells the client this registry indexes referrers.
-                    if let Some(subject) = subject {
-                        headers.push((
-                            header::HeaderName::from_static("oci-subject"),
-                            subject.to_string(),
-                        ));
-                    }
-                    Ok(with_headers(StatusCode::CREATED, &headers, Body::empty()))
-                }
-                Method::GET | Method::HEAD => {
-                    let stored = registry.manifests.get(name, reference)?;
-                    let length = stored.bytes.len().to_string();
-                    let body = if *method == Method::GET {
-                        Body::from(stored.bytes)
-                    } else {
-                        Body::empty()
-                    };
-                    Ok(with_headers(
-                        StatusCode::OK,
-                        &[
-                            (header::CONTENT_TYPE, stored.media_type),
-                            (header::CONTENT_LENGTH, length),
-                            (
-                                header::HeaderName::from_static("docker-content-digest"),
-                                stored.digest.to_string(),
-                            ),
-                        ],
-                        body,
-                    ))
-                }
-                _ => Err(OciError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "UNSUPPORTED",
-                    "manifests are read with GET/HEAD and written with PUT",
-                )),
-            }
+        (Target::Uploads(name, session), Method::GET) => {
+            upload_status(registry, name, session, request)
+        }
+        (Target::Uploads(_, session), Method::DELETE) => {
+            registry.blobs.cancel(session, request.owner)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        (Target::Uploads(..), _) => Err(unsupported("not an upload operation")),
+        (Target::Manifest(name, reference), Method::PUT) => {
+            put_manifest(registry, name, reference, request, &body, check)
+        }
+        (Target::Manifest(name, reference), method @ (Method::GET | Method::HEAD)) => {
+            read_manifest(registry, name, reference, method == Method::GET)
+        }
+        (Target::Manifest(..), _) => Err(unsupported(
+            "manifests are read with GET/HEAD and written with PUT",
+        )),
+        (Target::Tags(..) | Target::Referrers(..), _) => {
+            Err(unsupported("tags and referrers are read with GET"))
         }
     }
+}
+
+fn unsupported(message: &'static str) -> OciError {
+    OciError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message)
+}
+
+fn digest_header(digest: &Digest) -> (header::HeaderName, String) {
+    (
+        header::HeaderName::from_static("docker-content-digest"),
+        digest.to_string(),
+    )
+}
+
+/// `GET /v2/<name>/tags/list`.
+fn list_tags(registry: &Registry, name: &str) -> Result<Response, OciError> {
+    let tags = registry.manifests.tags(name)?;
+    Ok(axum::Json(json!({"name": name, "tags": tags})).into_response())
+}
+
+/// `GET /v2/<name>/referrers/<digest>[?artifactType=]`: an image index of
+/// the manifests whose subject is `digest`.
+fn list_referrers(
+    registry: &Registry,
+    name: &str,
+    digest: &str,
+    request: &Request<'_>,
+) -> Result<Response, OciError> {
+    let digest = Digest::parse(digest)?;
+    let filter = request.query.get("artifactType").map(String::as_str);
+    let manifests = registry.manifests.referrers(name, &digest, filter)?;
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let mut response = with_headers(
+        StatusCode::OK,
+        &[(
+            header::CONTENT_TYPE,
+            "application/vnd.oci.image.index.v1+json".into(),
+        )],
+        Body::from(index.to_string()),
+    );
+    if filter.is_some() {
+        response.headers_mut().insert(
+            "oci-filters-applied",
+            header::HeaderValue::from_static("artifactType"),
+        );
+    }
+    Ok(response)
+}
+
+/// `GET`/`HEAD /v2/<name>/blobs/<digest>`, streamed from one open file: a
+/// 64 MiB blob is never held in memory.
+fn read_blob(
+    registry: &Registry,
+    name: &str,
+    digest: &str,
+    with_body: bool,
+) -> Result<Response, OciError> {
+    let digest = Digest::parse(digest)?;
+    if !registry.blobs.is_linked(name, &digest) {
+        return Err(BlobError::Unknown.into());
+    }
+    let (file, size) = registry.blobs.open_blob(&digest)?;
+    let body = if with_body {
+        Body::from_stream(tokio_util::io::ReaderStream::new(
+            tokio::fs::File::from_std(file),
+        ))
+    } else {
+        Body::empty()
+    };
+    Ok(with_headers(
+        StatusCode::OK,
+        &[
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_TYPE, "application/octet-stream".into()),
+            digest_header(&digest),
+        ],
+        body,
+    ))
+}
+
+/// 202 for an upload in progress: where to send the rest, and what was
+/// received.
+fn upload_accepted(name: &str, session: &str, size: u64) -> Response {
+    with_headers(
+        StatusCode::ACCEPTED,
+        &[
+            (
+                header::LOCATION,
+                format!("/v2/{name}/blobs/uploads/{session}"),
+            ),
+            (header::RANGE, format!("0-{}", size.saturating_sub(1))),
+            (
+                header::HeaderName::from_static("docker-upload-uuid"),
+                session.to_string(),
+            ),
+            (header::CONTENT_LENGTH, "0".into()),
+        ],
+        Body::empty(),
+    )
+}
+
+/// 201 for a blob stored and linked to the repository.
+fn blob_created(name: &str, digest: &Digest) -> Response {
+    with_headers(
+        StatusCode::CREATED,
+        &[
+            (header::LOCATION, format!("/v2/{name}/blobs/{digest}")),
+            digest_header(digest),
+            (header::CONTENT_LENGTH, "0".into()),
+        ],
+        Body::empty(),
+    )
+}
+
+/// `POST /v2/<name>/blobs/uploads/`: starts an upload, or stores the body
+/// at once when a digest comes along (monolithic). A mount request is
+/// answered as a plain upload, as the spec allows.
+fn start_upload(
+    registry: &Registry,
+    name: &str,
+    request: &Request<'_>,
+    body: &[u8],
+) -> Result<Response, OciError> {
+    if let Some(digest) = request.query.get("digest") {
+        let digest = Digest::parse(digest)?;
+        registry.blobs.put(request.owner, &digest, body)?;
+        registry.blobs.link(name, &digest)?;
+        return Ok(blob_created(name, &digest));
+    }
+    let session = registry.blobs.start(request.owner)?;
+    Ok(upload_accepted(name, &session, 0))
+}
+
+/// `PATCH /v2/<name>/blobs/uploads/<session>`: one chunk, at the offset
+/// its `Content-Range` names.
+fn append_upload(
+    registry: &Registry,
+    name: &str,
+    session: &str,
+    request: &Request<'_>,
+    body: &[u8],
+) -> Result<Response, OciError> {
+    let offset = request
+        .headers
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|range| {
+            range
+                .trim_start_matches("bytes ")
+                .split('-')
+                .next()?
+                .parse()
+                .ok()
+        });
+    let size = registry
+        .blobs
+        .append(session, request.owner, offset, body)?;
+    Ok(upload_accepted(name, session, size))
+}
+
+/// `PUT /v2/<name>/blobs/uploads/<session>?digest=`: the last chunk, if
+/// any, then the digest checked and the blob linked.
+fn finish_upload(
+    registry: &Registry,
+    name: &str,
+    session: &str,
+    request: &Request<'_>,
+    body: &[u8],
+) -> Result<Response, OciError> {
+    let digest = Digest::parse(
+        request
+            .query
+            .get("digest")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )?;
+    if !body.is_empty() {
+        registry.blobs.append(session, request.owner, None, body)?;
+    }
+    registry.blobs.finish(session, request.owner, &digest)?;
+    registry.blobs.link(name, &digest)?;
+    Ok(blob_created(name, &digest))
+}
+
+/// `GET /v2/<name>/blobs/uploads/<session>`: how much was received.
+fn upload_status(
+    registry: &Registry,
+    name: &str,
+    session: &str,
+    request: &Request<'_>,
+) -> Result<Response, OciError> {
+    let size = registry.blobs.upload_size(session, request.owner)?;
+    let mut response = upload_accepted(name, session, size);
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}
+
+/// `PUT /v2/<name>/manifests/<reference>`: checked ([`check_manifest`]),
+/// stored, and tagged when the reference is a tag.
+fn put_manifest(
+    registry: &Registry,
+    name: &str,
+    reference: &str,
+    request: &Request<'_>,
+    body: &[u8],
+    check: &dyn Fn(&[u8]) -> Result<String, String>,
+) -> Result<Response, OciError> {
+    let invalid =
+        |message: String| OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", message);
+    let manifest = request
+        .manifest
+        .ok_or_else(|| invalid("no manifest".into()))?
+        .as_ref()
+        .map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let media_type = manifest_media_type(request.headers, manifest)?;
+    let subject = check_manifest(registry, name, manifest, check)?;
+    let digest = registry.manifests.put(name, reference, &media_type, body)?;
+    let mut headers = vec![
+        (header::LOCATION, format!("/v2/{name}/manifests/{digest}")),
+        digest_header(&digest),
+        (header::CONTENT_LENGTH, "0".into()),
+    ];
+    // Tells the client this registry indexes referrers.
+    if let Some(subject) = subject {
+        headers.push((
+            header::HeaderName::from_static("oci-subject"),
+            subject.to_string(),
+        ));
+    }
+    Ok(with_headers(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+/// `GET`/`HEAD /v2/<name>/manifests/<reference>`.
+fn read_manifest(
+    registry: &Registry,
+    name: &str,
+    reference: &str,
+    with_body: bool,
+) -> Result<Response, OciError> {
+    let stored = registry.manifests.get(name, reference)?;
+    let length = stored.bytes.len().to_string();
+    let body = if with_body {
+        Body::from(stored.bytes)
+    } else {
+        Body::empty()
+    };
+    Ok(with_headers(
+        StatusCode::OK,
+        &[
+            (header::CONTENT_TYPE, stored.media_type),
+            (header::CONTENT_LENGTH, length),
+            digest_header(&stored.digest),
+        ],
+        body,
+    ))
 }
 
 /// A manifest must be a JSON object with `schemaVersion: 2` whose config

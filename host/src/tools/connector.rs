@@ -20,6 +20,7 @@ use super::{ActionInfo, ToolBackend, ToolError};
 use crate::bindings::types::{RateLimit, UpstreamError};
 use crate::egress::{EgressPolicy, ReadError};
 use crate::leak::{LeakDetected, LeakGuard};
+use crate::manifest::ToolGrant;
 use crate::providers::binding::{LeakReport, Services};
 use crate::suspend::Capability;
 
@@ -88,6 +89,26 @@ pub fn record_decision(sink: Option<&Arc<dyn DecisionSink>>, decision: Decision)
 /// A connector: a service's actions, run on validated input.
 #[async_trait::async_trait]
 pub trait Connector: Send + Sync + 'static {
+    /// The grant `kind` this connector serves, which is also the vault
+    /// provider its credential must be stored under.
+    const KIND: &'static str;
+    /// Whether a grant must name a credential.
+    const NEEDS_CREDENTIAL: bool = true;
+    /// Whether a grant may choose the credential's header and format
+    /// (`credential_header`, `credential_format`); a service's own
+    /// connector sends it the service's way.
+    const CUSTOM_CREDENTIAL_HEADER: bool = false;
+    /// Headers sent with every request (API version, media type).
+    const FIXED_HEADERS: &'static [(&'static str, &'static str)] = &[];
+
+    /// The API's base URL when the grant names none.
+    fn default_base_url(grant: &ToolGrant) -> Result<String, String>
+    where
+        Self: Sized;
+    /// The connector for a grant, its scope (resources or rules) checked.
+    fn from_grant(endpoint: Endpoint, grant: &ToolGrant) -> Result<Self, String>
+    where
+        Self: Sized;
     /// Every action the connector supports.
     fn catalogue() -> Vec<Action>
     where
@@ -98,6 +119,15 @@ pub trait Connector: Send + Sync + 'static {
     fn in_scope(&self, action: &str, input: &Value) -> Result<(), String>;
     /// Runs an action whose input passed its schema and the scope check.
     async fn run(&self, action: &str, input: Value) -> Result<Value, ToolError>;
+}
+
+/// Refuses `rules` on a grant whose scope is its `resources`.
+pub(crate) fn resources_only(kind: &str, grant: &ToolGrant) -> Result<(), String> {
+    if grant.rules.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{kind} grants use resources, not rules"))
+    }
 }
 
 /// A granted tool backed by a connector: checks the suspension, the schema

@@ -14,8 +14,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::ToolError;
-use super::connector::{Action, Connector, Endpoint, rate_limited, retry_after_header, str_field};
+use super::connector::{
+    Action, Connector, Endpoint, rate_limited, resources_only, retry_after_header, str_field,
+};
 use crate::bindings::types::UpstreamError;
+use crate::manifest::ToolGrant;
 
 /// GitHub's public API.
 pub const DEFAULT_BASE_URL: &str = "https://api.github.com";
@@ -211,6 +214,27 @@ fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
 
 #[async_trait::async_trait]
 impl Connector for GitHub {
+    const KIND: &'static str = "github";
+    const FIXED_HEADERS: &'static [(&'static str, &'static str)] = &[
+        ("accept", "application/vnd.github+json"),
+        ("x-github-api-version", API_VERSION),
+    ];
+
+    fn default_base_url(_: &ToolGrant) -> Result<String, String> {
+        Ok(DEFAULT_BASE_URL.into())
+    }
+
+    fn from_grant(endpoint: Endpoint, grant: &ToolGrant) -> Result<Self, String> {
+        resources_only(Self::KIND, grant)?;
+        for pattern in &grant.resources {
+            validate_pattern(pattern)?;
+        }
+        Ok(Self {
+            endpoint,
+            repositories: grant.resources.iter().map(|r| r.to_lowercase()).collect(),
+        })
+    }
+
     fn catalogue() -> Vec<Action> {
         let labels = json!({"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string", "minLength": 1, "maxLength": 100}});
         vec![

@@ -30,15 +30,19 @@
 //! recorded calls (see [`crate::providers::replay`]). Nothing is granted
 //! unless listed: no action, resource, host, plain http or private address.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::Url;
 use reqwest::header::{HeaderName, HeaderValue};
-use reqwest::{Method, Url};
 
-use super::connector::{ConnectorTool, Credential, DecisionSink, Endpoint, Identity};
+use super::connector::{Connector, ConnectorTool, Credential, DecisionSink, Endpoint, Identity};
+use super::github::GitHub;
+use super::http::HttpTool;
+use super::notion::Notion;
+use super::slack::Slack;
 use super::{ToolBackend, ToolGrants};
 use crate::egress::EgressPolicy;
 use crate::manifest::ToolGrant;
@@ -83,233 +87,171 @@ fn build_one(
     sink: Option<Arc<dyn DecisionSink>>,
     replay: Option<Arc<Cassette>>,
 ) -> Result<Arc<dyn ToolBackend>, String> {
-    let kind = grant.kind.as_deref().unwrap_or(name);
-    let (vault_kind, default_base): (&'static str, Option<&str>) = match kind {
-        "github" => ("github", Some(super::github::DEFAULT_BASE_URL)),
-        "slack" => ("slack", Some(super::slack::DEFAULT_BASE_URL)),
-        "notion" => ("notion", Some(super::notion::DEFAULT_BASE_URL)),
-        "http" => ("http", None),
-        other => {
-            return Err(format!(
-                "kind {other:?} is not github, slack, notion or http (set `kind` when the tool's name is not its kind)"
-            ));
-        }
-    };
-    let credential = match &grant.credential {
-        // A replayed tool sends nothing, so it needs no credential.
-        _ if replay.is_some() => None,
-        Some(key_id) => {
-            let services = services.ok_or_else(|| {
-                "a credential needs a state directory with the key vault (`clawcage init`, then --state-dir)".to_string()
-            })?;
-            let info = services
-                .vault
-                .info(key_id)
-                .map_err(|e| format!("credential: {e}"))?;
-            if info.provider != vault_kind {
-                return Err(format!(
-                    "credential {key_id:?} is a {} key, not a {vault_kind} one",
-                    info.provider
-                ));
-            }
-            Some(Credential {
-                key_id: key_id.clone(),
-                kind: vault_kind,
-            })
-        }
-        None if kind == "http" => None,
-        None => return Err(format!("credential is required for {kind}")),
-    };
-    let rules = http_rules(kind, grant)?;
-    let base = match (&grant.base_url, default_base, rules.first()) {
-        (Some(url), _, _) => url.clone(),
-        (None, Some(url), _) => url.to_string(),
-        (None, None, Some(rule)) => rule.prefix.origin().ascii_serialization(),
-        (None, None, None) => return Err("rules must list at least one URL prefix".into()),
-    };
-    let base = Url::parse(&base).map_err(|e| format!("base_url {base:?}: {e}"))?;
-    if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-        return Err(format!("base_url {base} is not an http(s) URL"));
-    }
-    let policy = Arc::new(EgressPolicy::new(&grant.allow_http, &grant.allow_private));
-    // Plain http or a loopback base is refused now rather than on every
-    // call, so a mistyped manifest fails at load.
-    if kind != "http" {
-        policy
-            .check_url(&base)
-            .map_err(|e| format!("base_url {base}: {e} (see allow_http / allow_private)"))?;
-    }
-    let max_response_bytes = grant
-        .max_response_bytes
-        .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
-    if max_response_bytes == 0 || max_response_bytes > MAX_RESPONSE_BYTES {
-        return Err(format!(
-            "max_response_bytes must be 1 to {MAX_RESPONSE_BYTES}"
-        ));
-    }
-    let timeout = grant
-        .timeout_ms
-        .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-    if timeout.is_zero() || timeout > Duration::from_secs(600) {
-        return Err("timeout_ms must be 1 to 600000".into());
-    }
-    let client = crate::egress::client(policy.clone(), timeout)?;
-    let header_name = grant
-        .credential_header
-        .as_deref()
-        .unwrap_or("authorization");
-    let auth_header = (
-        HeaderName::from_bytes(header_name.to_ascii_lowercase().as_bytes())
-            .map_err(|_| format!("credential_header {header_name:?} is not a header name"))?,
-        grant
-            .credential_format
-            .clone()
-            .unwrap_or_else(|| "Bearer {credential}".into()),
-    );
-    if !auth_header.1.contains("{credential}") {
-        return Err("credential_format must contain {credential}".into());
-    }
-    if kind != "http" && (grant.credential_header.is_some() || grant.credential_format.is_some()) {
-        return Err(format!(
-            "{kind} sends its credential its own way; remove credential_header and credential_format"
-        ));
-    }
-    let fixed_headers = match kind {
-        "github" => vec![
-            header("accept", "application/vnd.github+json"),
-            header("x-github-api-version", super::github::API_VERSION),
-        ],
-        "notion" => vec![header("notion-version", super::notion::API_VERSION)],
-        _ => vec![],
-    };
-    let credential_key_id = credential.as_ref().map(|c| c.key_id.clone());
-    let endpoint = Endpoint {
-        base,
-        policy,
-        client,
-        credential,
-        auth_header,
-        fixed_headers,
-        max_response_bytes: max_response_bytes as usize,
-        services: services.cloned(),
-    };
-    let identity = Identity {
-        agent: Arc::from(agent),
-        tool: name.to_string(),
-        sink,
-        services: services.cloned(),
-        credential: credential_key_id,
-    };
-    let tool: Arc<dyn ToolBackend> = match kind {
-        "github" => {
-            for pattern in &grant.resources {
-                super::github::validate_pattern(pattern)?;
-            }
-            Arc::new(ConnectorTool::with_replay(
-                super::github::GitHub {
-                    endpoint,
-                    repositories: grant.resources.iter().map(|r| r.to_lowercase()).collect(),
-                },
-                &grant.actions,
-                identity,
-                replay,
-            )?)
-        }
-        "slack" => {
-            if let Some(bad) = grant
-                .resources
-                .iter()
-                .find(|c| !super::slack::valid_channel(c))
-            {
-                return Err(format!("{bad:?} is not a channel id (C…, G… or D…)"));
-            }
-            Arc::new(ConnectorTool::with_replay(
-                super::slack::Slack {
-                    endpoint,
-                    channels: grant.resources.clone(),
-                },
-                &grant.actions,
-                identity,
-                replay,
-            )?)
-        }
-        "notion" => {
-            let mut granted = HashSet::new();
-            for id in &grant.resources {
-                granted.insert(
-                    super::notion::normalise_id(id)
-                        .ok_or_else(|| format!("{id:?} is not a Notion id"))?,
-                );
-            }
-            Arc::new(ConnectorTool::with_replay(
-                super::notion::Notion {
-                    endpoint,
-                    granted,
-                    created: Mutex::new(HashSet::new()),
-                },
-                &grant.actions,
-                identity,
-                replay,
-            )?)
-        }
-        _ => {
-            if !grant.resources.is_empty() {
-                return Err("http grants use rules, not resources".into());
-            }
-            Arc::new(ConnectorTool::with_replay(
-                super::http::HttpTool { endpoint, rules },
-                &grant.actions,
-                identity,
-                replay,
-            )?)
-        }
-    };
     if grant.actions.is_empty() {
         return Err("actions must name at least one action".into());
     }
-    Ok(tool)
+    let parts = Parts {
+        agent,
+        name,
+        grant,
+        services,
+        sink,
+        replay,
+    };
+    match grant.kind.as_deref().unwrap_or(name) {
+        GitHub::KIND => parts.build::<GitHub>(),
+        Slack::KIND => parts.build::<Slack>(),
+        Notion::KIND => parts.build::<Notion>(),
+        HttpTool::KIND => parts.build::<HttpTool>(),
+        other => Err(format!(
+            "kind {other:?} is not github, slack, notion or http (set `kind` when the tool's name is not its kind)"
+        )),
+    }
 }
 
-fn header(name: &'static str, value: &'static str) -> (HeaderName, HeaderValue) {
-    (
-        HeaderName::from_static(name),
-        HeaderValue::from_static(value),
-    )
+/// What one grant's tool is built from.
+struct Parts<'g> {
+    agent: &'g str,
+    name: &'g str,
+    grant: &'g ToolGrant,
+    services: Option<&'g Arc<Services>>,
+    sink: Option<Arc<dyn DecisionSink>>,
+    replay: Option<Arc<Cassette>>,
 }
 
-fn http_rules(kind: &str, grant: &ToolGrant) -> Result<Vec<super::http::Rule>, String> {
-    if kind != "http" {
-        if !grant.rules.is_empty() {
-            return Err(format!("{kind} grants use resources, not rules"));
-        }
-        return Ok(vec![]);
+impl Parts<'_> {
+    /// The grant's tool, as connector `C` describes itself: credential,
+    /// endpoint, scope and actions, each checked now.
+    fn build<C: Connector>(self) -> Result<Arc<dyn ToolBackend>, String> {
+        let credential = self.credential::<C>()?;
+        let credential_key_id = credential.as_ref().map(|c| c.key_id.clone());
+        let endpoint = self.endpoint::<C>(credential)?;
+        let connector = C::from_grant(endpoint, self.grant)?;
+        let identity = Identity {
+            agent: Arc::from(self.agent),
+            tool: self.name.to_string(),
+            sink: self.sink,
+            services: self.services.cloned(),
+            credential: credential_key_id,
+        };
+        Ok(Arc::new(ConnectorTool::with_replay(
+            connector,
+            &self.grant.actions,
+            identity,
+            self.replay,
+        )?))
     }
-    let mut rules = Vec::new();
-    for spec in &grant.rules {
-        let prefix = super::http::parse_prefix(&spec.url)?;
-        let mut methods = Vec::new();
-        for method in &spec.methods {
-            methods.push(
-                Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-                    .map_err(|_| format!("{method:?} is not an HTTP method"))?,
-            );
+
+    /// The grant's credential, checked against the vault: it exists and is
+    /// a key of the connector's kind. A replayed tool sends nothing, so it
+    /// needs none.
+    fn credential<C: Connector>(&self) -> Result<Option<Credential>, String> {
+        let key_id = match &self.grant.credential {
+            _ if self.replay.is_some() => return Ok(None),
+            Some(key_id) => key_id,
+            None if C::NEEDS_CREDENTIAL => {
+                return Err(format!("credential is required for {}", C::KIND));
+            }
+            None => return Ok(None),
+        };
+        let services = self.services.ok_or_else(|| {
+            "a credential needs a state directory with the key vault (`clawcage init`, then --state-dir)".to_string()
+        })?;
+        let info = services
+            .vault
+            .info(key_id)
+            .map_err(|e| format!("credential: {e}"))?;
+        if info.provider != C::KIND {
+            return Err(format!(
+                "credential {key_id:?} is a {} key, not a {} one",
+                info.provider,
+                C::KIND
+            ));
         }
-        if methods.is_empty() {
-            return Err(format!("rule for {} lists no methods", spec.url));
-        }
-        rules.push(super::http::Rule { methods, prefix });
+        Ok(Some(Credential {
+            key_id: key_id.clone(),
+            kind: C::KIND,
+        }))
     }
-    // One origin per grant, so the credential reaches one API only.
-    if let Some(first) = rules.first()
-        && let Some(other) = rules
+
+    /// Where the tool's requests go and how: base URL, egress policy,
+    /// client with the grant's timeout, credential header, fixed headers
+    /// and the response bound.
+    fn endpoint<C: Connector>(&self, credential: Option<Credential>) -> Result<Endpoint, String> {
+        let grant = self.grant;
+        let base = match &grant.base_url {
+            Some(url) => url.clone(),
+            None => C::default_base_url(grant)?,
+        };
+        let base = Url::parse(&base).map_err(|e| format!("base_url {base:?}: {e}"))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(format!("base_url {base} is not an http(s) URL"));
+        }
+        let policy = Arc::new(EgressPolicy::new(&grant.allow_http, &grant.allow_private));
+        // Plain http or a loopback base is refused now rather than on every
+        // call, so a mistyped manifest fails at load. (An http grant's
+        // rules are checked per request, against their own hosts.)
+        if !C::CUSTOM_CREDENTIAL_HEADER {
+            policy
+                .check_url(&base)
+                .map_err(|e| format!("base_url {base}: {e} (see allow_http / allow_private)"))?;
+        }
+        let max_response_bytes = grant
+            .max_response_bytes
+            .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+        if max_response_bytes == 0 || max_response_bytes > MAX_RESPONSE_BYTES {
+            return Err(format!(
+                "max_response_bytes must be 1 to {MAX_RESPONSE_BYTES}"
+            ));
+        }
+        let timeout = grant
+            .timeout_ms
+            .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        if timeout.is_zero() || timeout > Duration::from_secs(600) {
+            return Err("timeout_ms must be 1 to 600000".into());
+        }
+        let client = crate::egress::client(policy.clone(), timeout)?;
+        if !C::CUSTOM_CREDENTIAL_HEADER
+            && (grant.credential_header.is_some() || grant.credential_format.is_some())
+        {
+            return Err(format!(
+                "{} sends its credential its own way; remove credential_header and credential_format",
+                C::KIND
+            ));
+        }
+        let header_name = grant
+            .credential_header
+            .as_deref()
+            .unwrap_or("authorization");
+        let auth_header = (
+            HeaderName::from_bytes(header_name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("credential_header {header_name:?} is not a header name"))?,
+            grant
+                .credential_format
+                .clone()
+                .unwrap_or_else(|| "Bearer {credential}".into()),
+        );
+        if !auth_header.1.contains("{credential}") {
+            return Err("credential_format must contain {credential}".into());
+        }
+        let fixed_headers = C::FIXED_HEADERS
             .iter()
-            .find(|r| r.prefix.origin() != first.prefix.origin())
-    {
-        return Err(format!(
-            "all rules of one grant must share an origin ({} and {}); grant another tool for another API",
-            first.prefix.origin().ascii_serialization(),
-            other.prefix.origin().ascii_serialization()
-        ));
+            .map(|(name, value)| {
+                (
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            })
+            .collect();
+        Ok(Endpoint {
+            base,
+            policy,
+            client,
+            credential,
+            auth_header,
+            fixed_headers,
+            max_response_bytes: max_response_bytes as usize,
+            services: self.services.cloned(),
+        })
     }
-    Ok(rules)
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::ToolError;
 use super::connector::{Action, Connector, Endpoint, rate_limited, retry_after_header};
 use crate::bindings::types::UpstreamError;
+use crate::manifest::ToolGrant;
 
 /// Most headers a guest may set on one request.
 pub const MAX_HEADERS: usize = 32;
@@ -131,8 +132,63 @@ impl HttpTool {
     }
 }
 
+/// A grant's rules, checked: each a URL prefix and its methods, all on one
+/// origin so the credential reaches one API only.
+pub fn rules_of(grant: &ToolGrant) -> Result<Vec<Rule>, String> {
+    let mut rules = Vec::new();
+    for spec in &grant.rules {
+        let prefix = parse_prefix(&spec.url)?;
+        let mut methods = Vec::new();
+        for method in &spec.methods {
+            methods.push(
+                Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| format!("{method:?} is not an HTTP method"))?,
+            );
+        }
+        if methods.is_empty() {
+            return Err(format!("rule for {} lists no methods", spec.url));
+        }
+        rules.push(Rule { methods, prefix });
+    }
+    if let Some(first) = rules.first()
+        && let Some(other) = rules
+            .iter()
+            .find(|r| r.prefix.origin() != first.prefix.origin())
+    {
+        return Err(format!(
+            "all rules of one grant must share an origin ({} and {}); grant another tool for another API",
+            first.prefix.origin().ascii_serialization(),
+            other.prefix.origin().ascii_serialization()
+        ));
+    }
+    Ok(rules)
+}
+
 #[async_trait::async_trait]
 impl Connector for HttpTool {
+    const KIND: &'static str = "http";
+    const NEEDS_CREDENTIAL: bool = false;
+    const CUSTOM_CREDENTIAL_HEADER: bool = true;
+
+    /// The rules' shared origin.
+    fn default_base_url(grant: &ToolGrant) -> Result<String, String> {
+        match rules_of(grant)?.first() {
+            Some(rule) => Ok(rule.prefix.origin().ascii_serialization()),
+            None => Err("rules must list at least one URL prefix".into()),
+        }
+    }
+
+    fn from_grant(endpoint: Endpoint, grant: &ToolGrant) -> Result<Self, String> {
+        if !grant.resources.is_empty() {
+            return Err("http grants use rules, not resources".into());
+        }
+        let rules = rules_of(grant)?;
+        if rules.is_empty() {
+            return Err("rules must list at least one URL prefix".into());
+        }
+        Ok(Self { endpoint, rules })
+    }
+
     fn catalogue() -> Vec<Action> {
         vec![Action {
             name: "request",

@@ -24,8 +24,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::ToolError;
-use super::connector::{Action, Connector, Endpoint, rate_limited, retry_after_header, str_field};
+use super::connector::{
+    Action, Connector, Endpoint, rate_limited, resources_only, retry_after_header, str_field,
+};
 use crate::bindings::types::UpstreamError;
+use crate::manifest::ToolGrant;
 
 /// Notion's API.
 pub const DEFAULT_BASE_URL: &str = "https://api.notion.com";
@@ -104,6 +107,27 @@ impl Notion {
 
 #[async_trait::async_trait]
 impl Connector for Notion {
+    const KIND: &'static str = "notion";
+    const FIXED_HEADERS: &'static [(&'static str, &'static str)] =
+        &[("notion-version", API_VERSION)];
+
+    fn default_base_url(_: &ToolGrant) -> Result<String, String> {
+        Ok(DEFAULT_BASE_URL.into())
+    }
+
+    fn from_grant(endpoint: Endpoint, grant: &ToolGrant) -> Result<Self, String> {
+        resources_only(Self::KIND, grant)?;
+        let mut granted = HashSet::new();
+        for id in &grant.resources {
+            granted.insert(normalise_id(id).ok_or_else(|| format!("{id:?} is not a Notion id"))?);
+        }
+        Ok(Self {
+            endpoint,
+            granted,
+            created: Mutex::new(HashSet::new()),
+        })
+    }
+
     fn catalogue() -> Vec<Action> {
         vec![
             Action {

@@ -10,8 +10,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::ToolError;
-use super::connector::{Action, Connector, Endpoint, rate_limited, retry_after_header};
+use super::connector::{
+    Action, Connector, Endpoint, rate_limited, resources_only, retry_after_header,
+};
 use crate::bindings::types::UpstreamError;
+use crate::manifest::ToolGrant;
 
 /// Slack's Web API.
 pub const DEFAULT_BASE_URL: &str = "https://slack.com/api";
@@ -82,6 +85,23 @@ impl Slack {
 
 #[async_trait::async_trait]
 impl Connector for Slack {
+    const KIND: &'static str = "slack";
+
+    fn default_base_url(_: &ToolGrant) -> Result<String, String> {
+        Ok(DEFAULT_BASE_URL.into())
+    }
+
+    fn from_grant(endpoint: Endpoint, grant: &ToolGrant) -> Result<Self, String> {
+        resources_only(Self::KIND, grant)?;
+        if let Some(bad) = grant.resources.iter().find(|c| !valid_channel(c)) {
+            return Err(format!("{bad:?} is not a channel id (C…, G… or D…)"));
+        }
+        Ok(Self {
+            endpoint,
+            channels: grant.resources.clone(),
+        })
+    }
+
     fn catalogue() -> Vec<Action> {
         vec![
             Action {
