@@ -154,6 +154,58 @@ impl Cage {
         Ok(Arc::new(bindings))
     }
 
+    /// Every vault id the manifest sends (model keys, fallback keys, tool
+    /// credentials) is in the vault: a typo is told apart from a bad
+    /// manifest, and named with the command that fixes it.
+    fn check_vault_ids(&self, manifest: &Manifest) -> Result<(), LoadError> {
+        let Some(services) = &self.services else {
+            return Ok(());
+        };
+        let mut ids = Vec::new();
+        for (name, spec) in &manifest.models {
+            if spec.provider == "replay" {
+                continue;
+            }
+            ids.extend(spec.key.iter().map(|id| (format!("models.{name}.key"), id)));
+            for (index, fallback) in spec.fallbacks.iter().enumerate() {
+                ids.extend(
+                    fallback
+                        .key
+                        .iter()
+                        .map(|id| (format!("models.{name}.fallbacks[{index}].key"), id)),
+                );
+            }
+        }
+        for (name, grant) in &manifest.tools {
+            if grant.cassette.is_none() {
+                ids.extend(
+                    grant
+                        .credential
+                        .iter()
+                        .map(|id| (format!("tools.{name}.credential"), id)),
+                );
+            }
+        }
+        for (field, id) in ids {
+            if let Err(crate::vault::VaultError::UnknownKey(_)) = services.vault.info(id) {
+                let known: Vec<String> = services
+                    .vault
+                    .list()
+                    .map(|keys| keys.into_iter().map(|k| k.id).collect())
+                    .unwrap_or_default();
+                return Err(LoadError::UnknownKey(format!(
+                    "{field} = {id:?} is not in the vault ({}); add it with `clawcage key add {id} --provider …`",
+                    if known.is_empty() {
+                        "it holds no keys".to_string()
+                    } else {
+                        format!("it holds {}", known.join(", "))
+                    }
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The engine.
     pub fn engine(&self) -> &CageEngine {
         &self.engine
@@ -162,6 +214,7 @@ impl Cage {
     /// Loads the agent a manifest describes. `base_dir` resolves the
     /// component's relative path (normally the manifest's directory).
     pub fn load_manifest(&self, manifest: &Manifest, base_dir: &Path) -> Result<Agent, LoadError> {
+        self.check_vault_ids(manifest)?;
         let models = self.bind_models(manifest, base_dir)?;
         let tools = crate::tools::grants::build(
             &manifest.name,

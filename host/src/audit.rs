@@ -107,14 +107,25 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         event_id: Option<String>,
     },
-    /// A key was added, rotated or revoked.
+    /// A key was added, rotated, revoked or deleted.
     Key {
-        /// `add`, `rotate` or `revoke`.
+        /// `add`, `rotate`, `revoke` or `delete`.
         change: String,
         /// The key's id.
         key_id: String,
         /// Its provider.
         provider: String,
+        /// Who did it (a token name, or `cli`).
+        actor: String,
+    },
+    /// An API token was created or revoked.
+    Token {
+        /// `add` or `revoke`.
+        change: String,
+        /// The token's name (never its value).
+        name: String,
+        /// `admin`, or `publish:<namespaces>`.
+        scope: String,
         /// Who did it (a token name, or `cli`).
         actor: String,
     },

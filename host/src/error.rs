@@ -50,6 +50,9 @@ pub enum LoadError {
     /// The manifest asks for something this host does not support yet.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The manifest names a key or credential the vault does not hold.
+    #[error("{0}")]
+    UnknownKey(String),
 }
 
 impl LoadError {

@@ -443,10 +443,11 @@ fn invoke_takes_a_payload_and_kind_or_an_event_on_stdin() {
         state.as_os_str(),
         "--agent".as_ref(),
         "hello".as_ref(),
-        "--json".as_ref(),
+        "--output".as_ref(),
+        "json".as_ref(),
     ]);
     let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let rows = rows.as_array().unwrap();
+    let rows = rows["invocations"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{listed}");
     assert!(
         rows.iter()
@@ -486,4 +487,171 @@ fn version_and_shell_completions() {
         "{}",
         &zsh[..80.min(zsh.len())]
     );
+}
+
+/// Runs `clawcage` with `env`; answers its exit code, stdout and stderr.
+fn exit_code(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(CLAWCAGE);
+    command
+        .args(args)
+        .env_remove("CLAWCAGE_URL")
+        .env_remove("CLAWCAGE_TOKEN")
+        .env_remove("CLAWCAGE_STATE_DIR");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.stdin(Stdio::null()).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_admin_command_takes_the_daemon_the_same_way_and_exits_by_failure_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+
+    // Not initialised: 11, for local and daemon commands alike.
+    for args in [
+        &["key", "list", "--state-dir", state_arg][..],
+        &["usage", "--state-dir", state_arg],
+        &["serve", "--listen", "127.0.0.1:0", "--state-dir", state_arg],
+    ] {
+        let (code, _, stderr) = exit_code(args, &[]);
+        assert_eq!(code, 11, "{args:?}: {stderr}");
+        assert!(stderr.contains("clawcage init"), "{args:?}: {stderr}");
+    }
+    clawcage(&["init".as_ref(), "--state-dir".as_ref(), state.as_os_str()]);
+    // A key-id typo in a manifest is "not found" (12), not "bad manifest".
+    let manifest = dir.path().join("typo.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"typo\"\n[component]\npath = \"x.wasm\"\n[models.default]\nprovider = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\nkey = \"anthropc\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = exit_code(
+        &[
+            "run",
+            manifest.to_str().unwrap(),
+            "--payload",
+            "{}",
+            "--state-dir",
+            state_arg,
+        ],
+        &[],
+    );
+    assert_eq!(code, 12, "{stderr}");
+    assert!(
+        stderr.contains("\"anthropc\" is not in the vault"),
+        "{stderr}"
+    );
+    // A value that does not parse is a usage error.
+    let (code, _, stderr) = exit_code(
+        &["usage", "--since", "2026-02-31", "--state-dir", state_arg],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+
+    let (daemon, _rest, url) = serve(&state, &[]);
+    let token = std::fs::read_to_string(state.join("admin.token")).unwrap();
+    // The daemon from the environment, the token from the state directory;
+    // the same flags before or after the subcommand.
+    let env = [("CLAWCAGE_URL", url.as_str())];
+    let with = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--state-dir", state_arg]);
+        exit_code(&all, &env)
+    };
+    let (code, out, err) = with(&["token", "add", "ci"]);
+    assert_eq!(code, 0, "{err}");
+    let ci_token = out.trim().to_string();
+    assert!(ci_token.starts_with("cc_"), "{out}");
+    for args in [
+        &["key", "list"][..],
+        &["key", "--remote", &url, "list"],
+        &["key", "list", "--remote", &url],
+    ] {
+        let (code, out, err) = with(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(out.trim(), "no keys", "{args:?}");
+    }
+    // The listings: a table with RFC 3339 times, or the API's JSON.
+    let (code, table, err) = with(&["token", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("CREATED"),
+        "{table}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("ci ")
+            && l.contains("admin")
+            && l.contains("T")
+            && l.contains("Z ")),
+        "{table}"
+    );
+    let (code, json, _) = with(&["token", "list", "--output", "json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(json["tokens"].as_array().unwrap().len() >= 2, "{json}");
+    let (code, _, err) = with(&["usage", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = with(&["audit", "verify"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ok: "), "{out}");
+    let key = "ab".repeat(32);
+    let (code, out, err) = with(&["trust", "add", "acme", &key]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("acme") && out.contains(&key), "{out}");
+    // Through the daemon: the change is on disk, and on the record with
+    // the token's name as its actor.
+    let policy = std::fs::read_to_string(state.join("trust.toml")).unwrap();
+    assert!(policy.contains(&key), "{policy}");
+    let (_, exported, _) = with(&["audit", "export"]);
+    assert!(
+        exported
+            .lines()
+            .any(|l| l.contains(r#""kind":"token""#) && l.contains(r#""change":"add""#)),
+        "{exported}"
+    );
+    assert!(
+        exported
+            .lines()
+            .any(|l| l.contains(r#""kind":"trust""#) && l.contains(r#""actor":"admin""#)),
+        "{exported}"
+    );
+
+    // Failure classes against the daemon.
+    let cases: [(&[&str], &[(&str, &str)], i32); 6] = [
+        (&["agent", "remove", "nobody"], &env, 12),
+        (&["key", "revoke", "nothing"], &env, 12),
+        (&["token", "add", "ci"], &env, 13),
+        (&["agent", "list", "--token", "cc_wrong"], &env, 15),
+        (&["trust", "remove", "other", &key], &env, 12),
+        (
+            &["agent", "list"],
+            &[
+                ("CLAWCAGE_URL", "http://127.0.0.1:9"),
+                ("CLAWCAGE_TOKEN", token.trim()),
+            ],
+            14,
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let mut all = args.to_vec();
+        all.extend(["--state-dir", state_arg]);
+        let (code, _, stderr) = exit_code(&all, env);
+        assert_eq!(code, expected, "{args:?}: {stderr}");
+    }
+    // The token made through the API works, and is revoked through it.
+    let (code, _, err) = exit_code(&["agent", "list", "--token", &ci_token], &env);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = with(&["token", "revoke", "ci"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = exit_code(&["agent", "list", "--token", &ci_token], &env);
+    assert_eq!(code, 15);
+    stop(daemon);
 }

@@ -484,8 +484,11 @@ async fn editing_deleting_or_reordering_audit_rows_is_detected() {
     let verify = || {
         let mut out = Vec::new();
         let result = clawcage::cli::AuditCommand {
-            state: StateArgs {
-                state_dir: Some(daemon.state.clone()),
+            daemon: clawcage::cli::DaemonArgs {
+                state: StateArgs {
+                    state_dir: Some(daemon.state.clone()),
+                },
+                ..Default::default()
             },
             action: clawcage::cli::AuditAction::Verify,
         }
@@ -517,8 +520,11 @@ async fn editing_deleting_or_reordering_audit_rows_is_detected() {
         conn(tamper);
         let mut out = Vec::new();
         let error = clawcage::cli::AuditCommand {
-            state: StateArgs {
-                state_dir: Some(copy.clone()),
+            daemon: clawcage::cli::DaemonArgs {
+                state: StateArgs {
+                    state_dir: Some(copy.clone()),
+                },
+                ..Default::default()
             },
             action: clawcage::cli::AuditAction::Verify,
         }
@@ -629,7 +635,7 @@ async fn keys_are_managed_remotely_with_the_cli() {
         let mut out = Vec::new();
         let state = daemon.state.clone();
         let mut key = key;
-        key.state.state_dir = Some(state);
+        key.daemon.state.state_dir = Some(state);
         key.run(&mut stdin.as_bytes(), &mut out)
             .map(|()| String::from_utf8(out).unwrap())
     };
@@ -638,7 +644,7 @@ async fn keys_are_managed_remotely_with_the_cli() {
         tokio::task::block_in_place(|| run(&["add", "remote", "--provider", "anthropic"], secret))
             .unwrap();
     assert!(
-        added.contains("\"remote\"") && !added.contains(secret),
+        added.contains("added remote (anthropic") && !added.contains(secret),
         "{added}"
     );
     let listed = tokio::task::block_in_place(|| run(&["list"], "")).unwrap();

@@ -438,7 +438,11 @@ fn manifests_with_bindings_are_checked_against_the_vault() {
     let err = load(&ANTHROPIC.replace("anthropic-a", "missing"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no key \"missing\""), "{err}");
+    assert!(
+        err.contains("models.default.key = \"missing\" is not in the vault")
+            && err.contains("clawcage key add missing"),
+        "{err}"
+    );
     let err = load(&ANTHROPIC.replace("anthropic-a", "openai-b"))
         .unwrap_err()
         .to_string();

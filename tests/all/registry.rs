@@ -886,7 +886,10 @@ async fn the_publisher_flow_works_from_the_command_line() {
         &state,
     ])
     .unwrap();
-    assert!(policy.contains("[namespaces.acme]"), "{policy}");
+    assert!(
+        policy.starts_with("NAMESPACE") && policy.contains("\nacme  "),
+        "{policy}"
+    );
     let deployed = with_remote(&["agent", "deploy", &manifest]).unwrap();
     assert!(deployed.contains("acme/hello@sha256:"), "{deployed}");
     // --component overrides the manifest's component.

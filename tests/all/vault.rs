@@ -59,15 +59,17 @@ fn keys_are_added_listed_rotated_and_revoked_without_ever_showing_the_value() {
         "{list}"
     );
     let json: serde_json::Value =
-        serde_json::from_str(&clawcage(&state, &["key", "list", "--json"], "").unwrap()).unwrap();
-    let fingerprint = json[0]["fingerprint"].as_str().unwrap().to_string();
+        serde_json::from_str(&clawcage(&state, &["key", "list", "--output", "json"], "").unwrap())
+            .unwrap();
+    let fingerprint = json["keys"][0]["fingerprint"].as_str().unwrap().to_string();
 
     let rotated = clawcage(&state, &["key", "rotate", "main"], "sk-ant-api03-ROTATEDoFw4CYxwUxYNYk9kStSGAEzPkT0vcSIy14XlfE732iMRNww0ZebbT3PDZN0mRyiI9L9QHYJD3WpMXcKX99cbz5AA\n").unwrap();
     assert!(rotated.contains("rotated"), "{rotated}");
     let json: serde_json::Value =
-        serde_json::from_str(&clawcage(&state, &["key", "list", "--json"], "").unwrap()).unwrap();
+        serde_json::from_str(&clawcage(&state, &["key", "list", "-o", "json"], "").unwrap())
+            .unwrap();
     assert_ne!(
-        json[0]["fingerprint"].as_str().unwrap(),
+        json["keys"][0]["fingerprint"].as_str().unwrap(),
         fingerprint,
         "rotation must change the fingerprint"
     );
@@ -281,15 +283,16 @@ fn usage_reports_spend_per_agent_model_and_key() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&clawcage(&state, &["usage", "--json"], "").unwrap()).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 2);
-    assert_eq!(json[1]["estimated_calls"], 0);
+    assert_eq!(json["usage"].as_array().unwrap().len(), 2);
+    assert_eq!(json["usage"][1]["estimated_calls"], 0);
     // By day: the same rows, each with its UTC day.
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let by_day: serde_json::Value =
-        serde_json::from_str(&clawcage(&state, &["usage", "--by", "day", "--json"], "").unwrap())
-            .unwrap();
+    let by_day: serde_json::Value = serde_json::from_str(
+        &clawcage(&state, &["usage", "--by", "day", "-o", "json"], "").unwrap(),
+    )
+    .unwrap();
     assert!(
-        by_day
+        by_day["usage"]
             .as_array()
             .unwrap()
             .iter()
@@ -422,9 +425,13 @@ async fn run_and_serve_share_the_state_directorys_compile_cache_which_can_be_lis
     let code = run.run_with(&mut Vec::new(), &mut Vec::new()).await;
     assert_eq!(code, 0);
     let cache = state.join("cache");
-    let listed = clawcage(&state, &["cache", "list", "--json"], "").unwrap();
+    let listed = clawcage(&state, &["cache", "list", "--output", "json"], "").unwrap();
     let artifacts: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(artifacts.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        artifacts["artifacts"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
     // An artifact unused for a week, beside it.
     let old = cache.join(format!(
         "{}-0123456789abcdef0123456789abcdef.cwasm",

@@ -1,53 +1,44 @@
 //! The `clawcage` command line. Each subcommand is a struct with
-//! `execute(self)`; the binary only parses arguments.
+//! `run`/`execute`; the binary only parses arguments.
+//!
+//! One convention throughout: commands that talk to a daemon take
+//! `--remote URL` (`CLAWCAGE_URL`) and `--token` (`CLAWCAGE_TOKEN`)
+//! anywhere after the command name ([`DaemonArgs`]); commands that list or
+//! show take `--output table|json` ([`OutputArgs`]); times for people are
+//! RFC 3339; every failure exits with the code of its kind ([`exit`]).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agents;
+mod audit;
 mod event;
+mod failure;
+mod keys;
+mod output;
 mod registry;
 mod remote;
 mod run;
 mod serve;
 mod state;
+mod tokens;
+mod usage;
 
+pub use agents::{AgentAction, AgentCommand, InvocationsCommand, InvokeCommand};
+pub use audit::{AuditAction, AuditCommand};
+pub use failure::{CliError, exit};
+pub use keys::{KeyAction, KeyCommand};
+pub use output::{Output, OutputArgs};
 pub use registry::{
     KeygenCommand, PullCommand, PushCommand, SignCommand, TrustAction, TrustCommand,
 };
+pub use remote::{DEFAULT_URL, DaemonArgs, TOKEN_FILE};
 pub use run::{RunCommand, default_cache_dir};
-pub use serve::{
-    AgentCommand, AuditAction, AuditCommand, InvocationsCommand, InvokeCommand, ServeCommand,
-    TOKEN_FILE, TokenCommand,
-};
-pub use state::{
-    CacheAction, CacheCommand, InitCommand, KeyAction, KeyCommand, StateArgs, UsageCommand,
-};
-
-/// Exit codes of `clawcage run`, one per kind of failure, so scripts can
-/// tell bad input from a failing agent.
-pub mod exit {
-    /// The handler returned an error.
-    pub const AGENT_ERROR: u8 = 1;
-    /// Bad command-line usage (clap's own code).
-    pub const USAGE: u8 = 2;
-    /// A file could not be read.
-    pub const MISSING_FILE: u8 = 3;
-    /// The manifest is invalid.
-    pub const BAD_MANIFEST: u8 = 4;
-    /// The file is not a WebAssembly component.
-    pub const NOT_A_COMPONENT: u8 = 5;
-    /// The component does not fit the `clawcage:agent` world.
-    pub const WRONG_WORLD: u8 = 6;
-    /// The event is not valid.
-    pub const BAD_EVENT: u8 = 7;
-    /// The agent crashed (panic, abort, trap).
-    pub const CRASHED: u8 = 8;
-    /// The agent hit a limit (deadline, memory, fuel, stack, result size).
-    pub const LIMIT: u8 = 9;
-    /// The host failed or is busy.
-    pub const HOST: u8 = 10;
-}
+pub use serve::ServeCommand;
+pub use state::{CacheAction, CacheCommand, InitCommand, StateArgs};
+pub use tokens::{TokenAction, TokenCommand};
+pub use usage::{UsageCommand, UsageGrouping};
 
 /// ClawCage: run AI agents as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -105,11 +96,11 @@ pub enum Command {
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn execute(self) -> ExitCode {
-        let simple = |result: Result<(), String>| match result {
+        let simple = |result: Result<(), CliError>| match result {
             Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                eprintln!("error: {message}");
-                ExitCode::FAILURE
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(error.code)
             }
         };
         match self.command {

@@ -4,11 +4,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::remote::block_on;
-use super::serve::RemoteArgs;
-use super::state::StateArgs;
+use super::failure::CliError;
+use super::output::{OutputArgs, Table};
+use super::remote::{DaemonArgs, block_on};
+use crate::daemon::trust::TrustChange;
 use crate::registry::client::RegistryClient;
-use crate::registry::signing::{NamespaceTrust, PublisherKey, TRUST_FILE, TrustPolicy};
+use crate::registry::signing::{PublisherKey, TRUST_FILE, TrustPolicy};
 use crate::secret::Secret;
 
 /// `clawcage keygen`: creates a publisher's Ed25519 key pair.
@@ -22,13 +23,13 @@ pub struct KeygenCommand {
 
 impl KeygenCommand {
     /// Runs the command.
-    pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), CliError> {
         let private = self.out.with_extension("key");
         let public = self.out.with_extension("pub");
         if private.exists() {
-            return Err(format!(
-                "{} exists; refusing to overwrite a key",
-                private.display()
+            return Err(CliError::new(
+                super::exit::REFUSED,
+                format!("{} exists; refusing to overwrite a key", private.display()),
             ));
         }
         let (key, pkcs8) = PublisherKey::generate()?;
@@ -74,17 +75,17 @@ pub struct PushCommand {
     pub sign: Option<PathBuf>,
     /// The registry (the daemon) and a token.
     #[command(flatten)]
-    pub remote: RemoteArgs,
+    pub remote: DaemonArgs,
 }
 
 impl PushCommand {
     /// Runs the command.
-    pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), CliError> {
         let component =
             crate::fsutil::read_bounded(&self.component, crate::limits::MAX_COMPONENT_BYTES)
                 .map_err(|e| e.to_string())?;
         let key = self.sign.as_deref().map(load_key).transpose()?;
-        let client = RegistryClient::new(&self.remote.url, &self.remote.token()?)?;
+        let client = RegistryClient::new(self.remote.url(), &self.remote.token()?)?;
         let pushed = block_on(async {
             client
                 .push_component(&self.name, &self.version, &component, key.as_ref())
@@ -115,14 +116,14 @@ pub struct SignCommand {
     pub digest: String,
     /// The registry (the daemon) and a token.
     #[command(flatten)]
-    pub remote: RemoteArgs,
+    pub remote: DaemonArgs,
 }
 
 impl SignCommand {
     /// Runs the command.
-    pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), CliError> {
         let key = load_key(&self.key)?;
-        let client = RegistryClient::new(&self.remote.url, &self.remote.token()?)?;
+        let client = RegistryClient::new(self.remote.url(), &self.remote.token()?)?;
         let expected =
             crate::registry::blobs::Digest::parse(&self.digest).map_err(|e| e.to_string())?;
         let (digest, signature) = block_on(async {
@@ -154,13 +155,13 @@ pub struct PullCommand {
     pub verify_key: Option<String>,
     /// The registry (the daemon) and a token.
     #[command(flatten)]
-    pub remote: RemoteArgs,
+    pub remote: DaemonArgs,
 }
 
 impl PullCommand {
     /// Runs the command.
-    pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
-        let client = RegistryClient::new(&self.remote.url, &self.remote.token()?)?;
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), CliError> {
+        let client = RegistryClient::new(self.remote.url(), &self.remote.token()?)?;
         let pulled = block_on(async { client.pull_component(&self.reference).await })?;
         if let Some(key) = &self.verify_key {
             let key = public_key_arg(key)?;
@@ -169,9 +170,12 @@ impl PullCommand {
                 .iter()
                 .any(|s| s.public_key.eq_ignore_ascii_case(&key))
             {
-                return Err(format!(
-                    "{} (digest {}) is not signed by {key}",
-                    self.reference, pulled.digest
+                return Err(CliError::new(
+                    super::exit::REFUSED,
+                    format!(
+                        "{} (digest {}) is not signed by {key}",
+                        self.reference, pulled.digest
+                    ),
                 ));
             }
         }
@@ -216,13 +220,17 @@ fn public_key_arg(arg: &str) -> Result<String, String> {
 }
 
 /// `clawcage trust`: the operator's trusted publisher keys, per namespace
-/// (`trust.toml` in the state directory; read at every deployment, so a
-/// change applies to the next one).
+/// (`trust.toml` in the state directory; read at every deployment, and
+/// applied to running agents within a second of a change). Local, or on a
+/// running daemon with `--remote`.
 #[derive(Debug, clap::Args)]
 pub struct TrustCommand {
-    /// The state directory.
+    /// The policy: the local state directory's, or a daemon's (`--remote`).
     #[command(flatten)]
-    pub state: StateArgs,
+    pub daemon: DaemonArgs,
+    /// The output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// What to do.
     #[command(subcommand)]
     pub action: TrustAction,
@@ -260,80 +268,78 @@ pub enum TrustAction {
 
 impl TrustCommand {
     /// Runs the command.
-    pub fn run(&self, out: &mut dyn Write) -> Result<(), String> {
-        let path = self.state.dir()?.join(TRUST_FILE);
-        let mut policy = TrustPolicy::load(&path)?;
-        let check_namespace = |namespace: &str| {
-            if namespace.contains('/') || crate::registry::validate_repository(namespace).is_err() {
-                Err(format!(
-                    "{namespace:?} is not a namespace (the first part of acme/triage)"
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        match &self.action {
-            TrustAction::Add { namespace, key } => {
-                check_namespace(namespace)?;
-                let key = public_key_arg(key)?;
-                let trust = policy.namespaces.entry(namespace.clone()).or_default();
-                if !trust.keys.contains(&key) {
-                    trust.keys.push(key);
-                }
-            }
-            TrustAction::Remove { namespace, key } => {
-                let key = public_key_arg(key)?;
-                let trust = policy
-                    .namespaces
-                    .get_mut(namespace)
-                    .ok_or_else(|| format!("namespace {namespace:?} trusts no key"))?;
-                let before = trust.keys.len();
-                trust.keys.retain(|k| !k.eq_ignore_ascii_case(&key));
-                if trust.keys.len() == before {
-                    return Err(format!("namespace {namespace:?} does not trust {key}"));
-                }
-            }
-            TrustAction::AllowUnsigned { namespace, deny } => {
-                check_namespace(namespace)?;
-                policy
-                    .namespaces
-                    .entry(namespace.clone())
-                    .or_insert_with(NamespaceTrust::default)
-                    .allow_unsigned = !deny;
-            }
-            TrustAction::List => {}
-        }
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), CliError> {
         let change = match &self.action {
-            TrustAction::Add { namespace, key } => Some(("add", namespace, Some(key))),
-            TrustAction::Remove { namespace, key } => Some(("remove", namespace, Some(key))),
-            TrustAction::AllowUnsigned { namespace, deny } => Some((
-                if *deny {
-                    "deny-unsigned"
-                } else {
-                    "allow-unsigned"
-                },
-                namespace,
-                None,
-            )),
+            TrustAction::Add { namespace, key } => Some(TrustChange::Add {
+                namespace: namespace.clone(),
+                key: public_key_arg(key).map_err(CliError::usage)?,
+            }),
+            TrustAction::Remove { namespace, key } => Some(TrustChange::Remove {
+                namespace: namespace.clone(),
+                key: public_key_arg(key).map_err(CliError::usage)?,
+            }),
+            TrustAction::AllowUnsigned { namespace, deny } => Some(if *deny {
+                TrustChange::DenyUnsigned {
+                    namespace: namespace.clone(),
+                }
+            } else {
+                TrustChange::AllowUnsigned {
+                    namespace: namespace.clone(),
+                }
+            }),
             TrustAction::List => None,
         };
-        if let Some((change, namespace, key)) = change {
-            policy.save(&path)?;
-            // On the record, like every other change to what may run.
-            let db = crate::db::Database::open(&self.state.dir()?).map_err(|e| e.to_string())?;
-            let audit = crate::audit::AuditLog::new(std::sync::Arc::new(db));
-            audit.append(crate::audit::AuditEvent::Trust {
-                change: change.into(),
-                namespace: namespace.clone(),
-                key: key.map(|k| public_key_arg(k)).transpose()?,
-                actor: "cli".into(),
-            });
-            audit
-                .flush()
-                .map_err(|e| format!("the trust change was not audited: {e}"))?;
+        let policy: TrustPolicy = if self.daemon.is_remote() {
+            let answer = match &change {
+                Some(change) => self.daemon.call(
+                    reqwest::Method::POST,
+                    "/v1/trust",
+                    Some(serde_json::to_value(change).map_err(|e| e.to_string())?),
+                )?,
+                None => self.daemon.call(reqwest::Method::GET, "/v1/trust", None)?,
+            };
+            serde_json::from_value(answer["trust"].clone())
+                .map_err(|e| format!("the daemon's trust policy: {e}"))?
+        } else {
+            let dir = self.daemon.state.dir()?;
+            let path = dir.join(TRUST_FILE);
+            match &change {
+                Some(change) => {
+                    // On the record, like every other change to what may run.
+                    let db = crate::db::Database::open(&dir)?;
+                    let audit = crate::audit::AuditLog::new(std::sync::Arc::new(db));
+                    let policy = crate::daemon::trust::change_trust(&path, change, &audit, "cli");
+                    audit.close();
+                    policy?
+                }
+                None => TrustPolicy::load(&path)?,
+            }
+        };
+        if self.output.is_json() {
+            super::output::json(out, &serde_json::json!({ "trust": policy }));
+            return Ok(());
         }
-        let text = toml::to_string(&policy).map_err(|e| e.to_string())?;
-        let _ = write!(out, "{text}");
+        let mut table = Table::new(&["NAMESPACE", "UNSIGNED", "TRUSTED KEYS"]);
+        for (namespace, trust) in &policy.namespaces {
+            table.row(vec![
+                namespace.clone(),
+                if trust.allow_unsigned {
+                    "allowed"
+                } else {
+                    "refused"
+                }
+                .into(),
+                if trust.keys.is_empty() {
+                    "-".into()
+                } else {
+                    trust.keys.join(" ")
+                },
+            ]);
+        }
+        table.print(
+            out,
+            "no namespace is trusted: every registry deployment is refused",
+        );
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::exit;
+use super::failure::CliError;
 use crate::agent::Cage;
 use crate::engine::EngineOptions;
 use crate::error::{InvokeError, LoadError};
@@ -56,12 +57,10 @@ pub struct RunCommand {
     pub state: super::StateArgs,
 }
 
-struct Failure {
-    code: u8,
-    message: String,
-}
+/// `run`'s failures are the CLI's.
+type Failure = CliError;
 
-impl From<LoadError> for Failure {
+impl From<LoadError> for CliError {
     fn from(e: LoadError) -> Self {
         let code = match &e {
             LoadError::Io { .. } => exit::MISSING_FILE,
@@ -71,6 +70,7 @@ impl From<LoadError> for Failure {
             LoadError::NotAComponent(_) | LoadError::Compile(_) => exit::NOT_A_COMPONENT,
             LoadError::UnsupportedImport { .. } | LoadError::WrongWorld(_) => exit::WRONG_WORLD,
             LoadError::Engine(_) | LoadError::Cache(_) => exit::HOST,
+            LoadError::UnknownKey(_) => exit::NOT_FOUND,
         };
         Failure {
             code,
@@ -149,10 +149,7 @@ impl RunCommand {
                     .values()
                     .any(|t| t.cassette.is_none() && t.credential.is_some())
         }) {
-            let services = self.state.open_services().map_err(|message| Failure {
-                code: exit::BAD_MANIFEST,
-                message,
-            })?;
+            let services = self.state.open_services()?;
             cage = cage.with_services(services.clone());
             shared_services = Some(services);
         }

@@ -11,6 +11,8 @@
 //! | `GET /v1/invocations?agent=&outcome=&source=&since=&limit=` | token | recent invocations, newest first, with their model calls' tokens and cost |
 //! | `GET /v1/invocations/{id}` | token | an async invocation's state |
 //! | `GET/POST /v1/keys`, `POST /v1/keys/{id}/rotate`, `DELETE /v1/keys/{id}` (revoke), `POST /v1/keys/{id}/delete` | token | the vault |
+//! | `GET/POST /v1/tokens`, `DELETE /v1/tokens/{name}` (revoke) | token | API tokens (a new token's value is in the answer, once) |
+//! | `GET /v1/trust`, `POST /v1/trust` (a [`TrustChange`](super::trust::TrustChange)) | token | the registry trust policy |
 //! | `GET /v1/usage?agent=&since=&by=model|day` | token | spend |
 //! | `GET /v1/audit?after=&limit=`, `GET /v1/audit/verify` | token | the audit log |
 //! | `POST /hooks/github`, `/hooks/slack`, `/hooks/webhook/{name}` | signature | triggers |
@@ -80,6 +82,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/keys/{id}/rotate", post(rotate_key))
         .route("/v1/keys/{id}/delete", post(delete_key))
         .route("/v1/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/v1/tokens", get(list_tokens).post(add_token))
+        .route("/v1/tokens/{name}", axum::routing::delete(revoke_token))
+        .route("/v1/trust", get(show_trust).post(change_trust))
         .route("/v1/usage", get(usage))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
@@ -450,6 +455,92 @@ async fn revoke_key(
         actor: actor(request_actor),
     });
     Ok(Json(json!({"key": info})))
+}
+
+async fn list_tokens(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {
+    let tokens = daemon.tokens.list().map_err(ApiError::host)?;
+    Ok(Json(json!({"tokens": tokens})))
+}
+
+/// A token to create: admin, or a publisher's for some namespaces.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    #[serde(default)]
+    publish: Vec<String>,
+}
+
+async fn add_token(
+    State(daemon): State<Arc<Daemon>>,
+    request_actor: Option<axum::Extension<Actor>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: NewToken = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::bad_request("the body must be {\"name\", \"publish\": [namespace, …]}")
+    })?;
+    let scope = if request.publish.is_empty() {
+        super::auth::Scope::Admin
+    } else {
+        super::auth::Scope::Publish(request.publish)
+    };
+    let token = daemon.tokens.create_scoped(&request.name, &scope)?;
+    daemon.audit.append(AuditEvent::Token {
+        change: "add".into(),
+        name: request.name.clone(),
+        scope: scope.label(),
+        actor: actor(request_actor),
+    });
+    // The only time the value is shown: never kept by a cache on the way.
+    let body =
+        Json(json!({"name": request.name, "scope": scope.label(), "token": token.expose_str()}));
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        body,
+    )
+        .into_response())
+}
+
+async fn revoke_token(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    request_actor: Option<axum::Extension<Actor>>,
+) -> Result<Json<Value>, ApiError> {
+    daemon.tokens.revoke(&name)?;
+    daemon.audit.append(AuditEvent::Token {
+        change: "revoke".into(),
+        name: name.clone(),
+        scope: String::new(),
+        actor: actor(request_actor),
+    });
+    Ok(Json(json!({"revoked": name})))
+}
+
+async fn show_trust(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {
+    let policy = crate::registry::signing::TrustPolicy::load(&daemon.trust_policy_path())
+        .map_err(ApiError::host)?;
+    Ok(Json(json!({"trust": policy})))
+}
+
+async fn change_trust(
+    State(daemon): State<Arc<Daemon>>,
+    request_actor: Option<axum::Extension<Actor>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let change: super::trust::TrustChange = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not {{\"change\": \"add\"|\"remove\"|\"allow-unsigned\"|\"deny-unsigned\", \"namespace\", \"key\"?}}: {e}"
+        ))
+    })?;
+    let actor = actor(request_actor);
+    // File I/O and a wait for the audit writer: off the async workers.
+    let policy = tokio::task::spawn_blocking(move || {
+        super::trust::change_trust(&daemon.trust_policy_path(), &change, &daemon.audit, &actor)
+    })
+    .await
+    .map_err(ApiError::host)??;
+    Ok(Json(json!({"trust": policy})))
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,23 @@ pub struct TokenInfo {
     pub publish: Option<Vec<String>>,
 }
 
+/// Why a token was not created or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// A name or namespace that is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The name is taken.
+    #[error("a token named {0:?} exists; revoke it or pick another name")]
+    Exists(String),
+    /// No active token has that name.
+    #[error("no active token named {0:?}")]
+    Unknown(String),
+    /// The database (or the random number generator) failed.
+    #[error("{0}")]
+    Storage(String),
+}
+
 /// What a token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -44,6 +61,14 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// `admin`, or `publish:<namespaces>`, for records and listings.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Admin => "admin".into(),
+            Self::Publish(namespaces) => format!("publish:{}", namespaces.join(",")),
+        }
+    }
+
     /// Whether a token of this scope may use the registry repository
     /// `repository`.
     pub fn may_publish(&self, repository: &str) -> bool {
@@ -161,27 +186,29 @@ impl Tokens {
 
     /// Creates an admin token named `name` and returns it: the only time it
     /// is visible.
-    pub fn create(&self, name: &str) -> Result<Secret, String> {
+    pub fn create(&self, name: &str) -> Result<Secret, TokenError> {
         self.create_scoped(name, &Scope::Admin)
     }
 
     /// Creates a token of `scope`; see [`Tokens::create`].
-    pub fn create_scoped(&self, name: &str, scope: &Scope) -> Result<Secret, String> {
-        crate::text::validate_name("token name", name, 64)?;
+    pub fn create_scoped(&self, name: &str, scope: &Scope) -> Result<Secret, TokenError> {
+        crate::text::validate_name("token name", name, 64).map_err(TokenError::Invalid)?;
         let namespaces = match scope {
             Scope::Admin => None,
             Scope::Publish(namespaces) => {
                 if namespaces.is_empty() {
-                    return Err("a publisher token needs at least one namespace".into());
+                    return Err(TokenError::Invalid(
+                        "a publisher token needs at least one namespace".into(),
+                    ));
                 }
                 for namespace in namespaces {
                     let valid = namespace == "*"
                         || (!namespace.contains('/')
                             && crate::registry::validate_repository(namespace).is_ok());
                     if !valid {
-                        return Err(format!(
+                        return Err(TokenError::Invalid(format!(
                             "{namespace:?} is not a namespace (like acme, or * for all)"
-                        ));
+                        )));
                     }
                 }
                 Some(namespaces.join(","))
@@ -190,7 +217,7 @@ impl Tokens {
         let mut bytes = [0u8; 32];
         ring::rand::SystemRandom::new()
             .fill(&mut bytes)
-            .map_err(|_| "the OS random number generator failed".to_string())?;
+            .map_err(|_| TokenError::Storage("the OS random number generator failed".into()))?;
         let token = format!("{TOKEN_PREFIX}{}", hex::encode(bytes));
         let inserted = self
             .db
@@ -199,18 +226,16 @@ impl Tokens {
                 "INSERT INTO api_tokens (name, token_hash, created_at, publish_namespaces) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
                 rusqlite::params![name, hash(&token), now_unix(), namespaces],
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TokenError::Storage(e.to_string()))?;
         if inserted == 0 {
-            return Err(format!(
-                "a token named {name:?} exists; revoke it or pick another name"
-            ));
+            return Err(TokenError::Exists(name.to_string()));
         }
         self.changed();
         Ok(Secret::from(token))
     }
 
     /// Revokes a token; requests with it fail from now on.
-    pub fn revoke(&self, name: &str) -> Result<(), String> {
+    pub fn revoke(&self, name: &str) -> Result<(), TokenError> {
         let updated = self
             .db
             .lock()
@@ -218,9 +243,9 @@ impl Tokens {
                 "UPDATE api_tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
                 rusqlite::params![name, now_unix()],
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TokenError::Storage(e.to_string()))?;
         if updated == 0 {
-            return Err(format!("no active token named {name:?}"));
+            return Err(TokenError::Unknown(name.to_string()));
         }
         self.changed();
         Ok(())

@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::auth::TokenError;
 use crate::vault::VaultError;
 
 /// Why the daemon did not do what was asked.
@@ -47,6 +48,15 @@ pub enum DaemonError {
     /// `force` was not given.
     #[error("{0}")]
     NotRotated(String),
+    /// The request is not valid (a name, a key, a field).
+    #[error("{0}")]
+    Invalid(String),
+    /// What the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the state.
+    #[error("{0}")]
+    Conflict(String),
     /// The host failed: files, the database, a task. A bug or an
     /// environment problem, never the caller's doing.
     #[error("{0}")]
@@ -142,6 +152,9 @@ impl From<DaemonError> for ApiError {
                 Self::new(StatusCode::BAD_REQUEST, "invalid-deployment", message)
             }
             DaemonError::NotRotated(_) => Self::new(StatusCode::CONFLICT, "rotate-first", message),
+            DaemonError::Invalid(_) => Self::bad_request(message),
+            DaemonError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not-found", message),
+            DaemonError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
             DaemonError::Host(_) => Self::host(message),
         }
     }
@@ -159,6 +172,24 @@ impl From<VaultError> for ApiError {
             VaultError::Invalid(_) => Self::bad_request(message),
             _ => Self::host(message),
         }
+    }
+}
+
+impl From<TokenError> for DaemonError {
+    fn from(error: TokenError) -> Self {
+        let message = error.to_string();
+        match error {
+            TokenError::Invalid(_) => Self::Invalid(message),
+            TokenError::Exists(_) => Self::Conflict(message),
+            TokenError::Unknown(_) => Self::NotFound(message),
+            TokenError::Storage(_) => Self::Host(message),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(error: TokenError) -> Self {
+        DaemonError::from(error).into()
     }
 }
 

@@ -30,7 +30,7 @@ mod invoke;
 pub mod metrics;
 pub mod schedule;
 mod suspensions;
-mod trust;
+pub mod trust;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;

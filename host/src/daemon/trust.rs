@@ -1,12 +1,14 @@
 //! The trust policy (`trust.toml`) applied to agents deployed from the
 //! registry: at start, at every deployment, and whenever the file changes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Daemon;
 use super::agents::{Deployed, ORIGIN_FILE, deployment_record};
+use super::{Daemon, DaemonError};
+use crate::audit::{AuditEvent, AuditLog};
+use crate::registry::signing::TrustPolicy;
 
 /// The trust policy, or why it could not be read.
 pub(super) type PolicyRead = Result<crate::registry::signing::TrustPolicy, String>;
@@ -135,5 +137,179 @@ impl Daemon {
     /// agents (an error refuses every registry agent, not the others).
     pub(super) fn trust_policy(&self) -> PolicyRead {
         crate::registry::signing::TrustPolicy::load(&self.trust_policy_path())
+    }
+}
+
+/// One change to the trust policy, made with `clawcage trust` or
+/// `POST /v1/trust`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TrustChange {
+    /// Trust a publisher key (64 hex digits) for a namespace.
+    Add {
+        /// The namespace (`acme` for `acme/triage`).
+        namespace: String,
+        /// The public key, hex.
+        key: String,
+    },
+    /// Stop trusting a key.
+    Remove {
+        /// The namespace.
+        namespace: String,
+        /// The public key, hex.
+        key: String,
+    },
+    /// Allow unsigned components from a namespace.
+    AllowUnsigned {
+        /// The namespace.
+        namespace: String,
+    },
+    /// Stop allowing them.
+    DenyUnsigned {
+        /// The namespace.
+        namespace: String,
+    },
+}
+
+impl TrustChange {
+    /// Its name in the audit record.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Add { .. } => "add",
+            Self::Remove { .. } => "remove",
+            Self::AllowUnsigned { .. } => "allow-unsigned",
+            Self::DenyUnsigned { .. } => "deny-unsigned",
+        }
+    }
+
+    fn namespace(&self) -> &str {
+        match self {
+            Self::Add { namespace, .. }
+            | Self::Remove { namespace, .. }
+            | Self::AllowUnsigned { namespace }
+            | Self::DenyUnsigned { namespace } => namespace,
+        }
+    }
+
+    /// Makes the change to `policy`; the key is stored in lower case.
+    fn apply(&self, policy: &mut TrustPolicy) -> Result<(), DaemonError> {
+        let namespace = self.namespace();
+        if namespace.contains('/') || crate::registry::validate_repository(namespace).is_err() {
+            return Err(DaemonError::Invalid(format!(
+                "{namespace:?} is not a namespace (the first part of acme/triage)"
+            )));
+        }
+        match self {
+            Self::Add { key, .. } => {
+                let key = public_key_hex(key)?;
+                let trust = policy.namespaces.entry(namespace.to_string()).or_default();
+                if !trust.keys.contains(&key) {
+                    trust.keys.push(key);
+                }
+            }
+            Self::Remove { key, .. } => {
+                let key = public_key_hex(key)?;
+                let trust = policy.namespaces.get_mut(namespace).ok_or_else(|| {
+                    DaemonError::NotFound(format!("namespace {namespace:?} trusts no key"))
+                })?;
+                let before = trust.keys.len();
+                trust.keys.retain(|k| !k.eq_ignore_ascii_case(&key));
+                if trust.keys.len() == before {
+                    return Err(DaemonError::NotFound(format!(
+                        "namespace {namespace:?} does not trust {key}"
+                    )));
+                }
+            }
+            Self::AllowUnsigned { .. } | Self::DenyUnsigned { .. } => {
+                policy
+                    .namespaces
+                    .entry(namespace.to_string())
+                    .or_default()
+                    .allow_unsigned = matches!(self, Self::AllowUnsigned { .. });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An Ed25519 public key as 64 lower-case hex digits.
+fn public_key_hex(key: &str) -> Result<String, DaemonError> {
+    let key = key.trim().to_ascii_lowercase();
+    match hex::decode(&key) {
+        Ok(bytes) if bytes.len() == 32 => Ok(key),
+        _ => Err(DaemonError::Invalid(format!(
+            "{key:?} is not an Ed25519 public key (64 hex digits)"
+        ))),
+    }
+}
+
+/// Makes `change` to the trust policy at `path` and records it in `audit`
+/// as done by `actor`; answers the policy as saved. A daemon applies it
+/// within a second ([`watch_trust`]), and at every deployment.
+pub fn change_trust(
+    path: &Path,
+    change: &TrustChange,
+    audit: &AuditLog,
+    actor: &str,
+) -> Result<TrustPolicy, DaemonError> {
+    let mut policy = TrustPolicy::load(path).map_err(DaemonError::Host)?;
+    change.apply(&mut policy)?;
+    policy.save(path).map_err(DaemonError::Host)?;
+    audit.append(AuditEvent::Trust {
+        change: change.name().into(),
+        namespace: change.namespace().to_string(),
+        key: match change {
+            TrustChange::Add { key, .. } | TrustChange::Remove { key, .. } => {
+                Some(key.trim().to_ascii_lowercase())
+            }
+            _ => None,
+        },
+        actor: actor.to_string(),
+    });
+    audit
+        .flush()
+        .map_err(|e| DaemonError::host("the trust change was made but not audited", e))?;
+    Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_changes_check_their_namespace_and_key() {
+        let mut policy = TrustPolicy::default();
+        let key = "AB".repeat(32);
+        TrustChange::Add {
+            namespace: "acme".into(),
+            key: key.clone(),
+        }
+        .apply(&mut policy)
+        .unwrap();
+        assert_eq!(policy.namespaces["acme"].keys, vec!["ab".repeat(32)]);
+        let refused = [
+            TrustChange::Add {
+                namespace: "acme/triage".into(),
+                key: key.clone(),
+            },
+            TrustChange::Add {
+                namespace: "acme".into(),
+                key: "00".into(),
+            },
+        ];
+        for change in refused {
+            assert!(matches!(
+                change.apply(&mut policy),
+                Err(DaemonError::Invalid(_))
+            ));
+        }
+        let missing = TrustChange::Remove {
+            namespace: "other".into(),
+            key,
+        };
+        assert!(matches!(
+            missing.apply(&mut policy),
+            Err(DaemonError::NotFound(_))
+        ));
     }
 }
