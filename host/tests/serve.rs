@@ -625,7 +625,8 @@ fn every_admin_command_takes_the_daemon_the_same_way_and_exits_by_failure_class(
     );
 
     // Failure classes against the daemon.
-    let cases: [(&[&str], &[(&str, &str)], i32); 6] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32);
+    let cases: [Case<'_>; 6] = [
         (&["agent", "remove", "nobody"], &env, 12),
         (&["key", "revoke", "nothing"], &env, 12),
         (&["token", "add", "ci"], &env, 13),
