@@ -13,7 +13,7 @@
 //! - no redirects: the client never follows one (a redirect could leave
 //!   the granted resource as well as the granted host), and
 //!   [`EgressPolicy::check_redirect`] says why one was refused;
-//! - response bodies read through [`read_bounded`] within a size and the
+//! - response bodies read through [`crate::outbound::read_bounded`] within a size and the
 //!   call's time.
 
 use std::collections::BTreeSet;
@@ -233,49 +233,6 @@ pub fn denial_in(error: &reqwest::Error) -> Option<EgressDenied> {
         source = e.source();
     }
     None
-}
-
-/// Why a body could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// Larger than allowed.
-    #[error("the response is larger than {0} bytes")]
-    TooLarge(usize),
-    /// The connection failed or timed out.
-    #[error("reading the response failed: {0}")]
-    Failed(String),
-}
-
-/// Reads a response body of at most `max` bytes.
-pub async fn read_bounded(
-    mut response: reqwest::Response,
-    max: usize,
-) -> Result<Vec<u8>, ReadError> {
-    if response
-        .content_length()
-        .is_some_and(|length| length > max as u64)
-    {
-        return Err(ReadError::TooLarge(max));
-    }
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > max {
-                    return Err(ReadError::TooLarge(max));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => {
-                return Err(ReadError::Failed(if e.is_timeout() {
-                    "timed out".into()
-                } else {
-                    "the connection failed".into()
-                }));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,119 @@
 //! What every outbound HTTP exchange with a credential shares, for model
 //! providers ([`crate::providers`]) and tool connectors ([`crate::tools`])
-//! alike: how long a server asks to wait, and whether a reply's body can be
-//! checked for the credential as it is.
+//! alike: one client configuration (rustls on ring, no redirects, no
+//! proxies), the credential header built in zeroizing memory and marked
+//! sensitive, bodies read within a size and time bound, how long a server
+//! asks to wait, whether a reply's body can be checked for the credential
+//! as it is, and what to say about a failed request without its URL. The
+//! egress checks (which hosts, which addresses) are [`crate::egress`].
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderValue};
+
+use crate::secret::Secret;
+
+/// The placeholder a credential template puts the credential in.
+pub const CREDENTIAL_PLACEHOLDER: &str = "{credential}";
+
+/// The header value for a credential: `template` with
+/// [`CREDENTIAL_PLACEHOLDER`] replaced by the secret (`Bearer {credential}`,
+/// or `{credential}` alone), built in memory that is zeroized when dropped,
+/// and marked sensitive so no debug output or HTTP/2 table shows it.
+pub fn credential_header(template: &str, secret: &Secret) -> Result<HeaderValue, &'static str> {
+    let credential = secret
+        .expose_str()
+        .ok_or("the credential is not valid text")?;
+    let value = zeroize::Zeroizing::new(template.replace(CREDENTIAL_PLACEHOLDER, credential));
+    let mut header =
+        HeaderValue::from_str(&value).map_err(|_| "the credential is not a valid header value")?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// Why a reply's body was not read whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// Larger than allowed.
+    #[error("the response is larger than {0} bytes")]
+    TooLarge(usize),
+    /// No bytes came for the idle limit.
+    #[error("the response stalled")]
+    Idle,
+    /// The body did not finish by the deadline.
+    #[error("the response did not finish in time")]
+    Deadline,
+    /// The connection failed (the kind only: reqwest's message can hold
+    /// the URL).
+    #[error("reading the response failed: {0}")]
+    Failed(&'static str),
+}
+
+/// How much of a body to read, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// The most bytes; a `Content-Length` above it is refused unread.
+    pub max: usize,
+    /// The longest wait for the next bytes.
+    pub idle: Option<Duration>,
+    /// When the whole body must be in.
+    pub by: Option<Instant>,
+}
+
+/// Reads a whole body within `limits`.
+pub async fn read_bounded(
+    mut response: reqwest::Response,
+    limits: ReadLimits,
+) -> Result<Vec<u8>, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limits.max as u64)
+    {
+        return Err(ReadError::TooLarge(limits.max));
+    }
+    let mut body = Vec::new();
+    loop {
+        let idle_at = limits.idle.map(|idle| Instant::now() + idle);
+        let until = match (idle_at, limits.by) {
+            (Some(idle), Some(by)) if idle < by => Some((idle, ReadError::Idle)),
+            (_, Some(by)) => Some((by, ReadError::Deadline)),
+            (Some(idle), None) => Some((idle, ReadError::Idle)),
+            (None, None) => None,
+        };
+        let chunk = match until {
+            Some((at, kind)) => tokio::time::timeout_at(at.into(), response.chunk())
+                .await
+                .map_err(|_| kind)?,
+            None => response.chunk().await,
+        };
+        match chunk {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limits.max {
+                    return Err(ReadError::TooLarge(limits.max));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(ReadError::Failed(error_kind(&e))),
+        }
+    }
+}
+
+/// What went wrong with a request, without reqwest's message (which can
+/// include the URL, and so a path the operator considers private).
+pub fn error_kind(error: &reqwest::Error) -> &'static str {
+    if error.is_connect() {
+        "connection failed"
+    } else if error.is_timeout() {
+        "timed out"
+    } else if error.is_body() || error.is_decode() {
+        "bad response body"
+    } else {
+        "request failed"
+    }
+}
 
 /// Time to set up a connection (TCP and TLS), unless a caller sets its own.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,6 +204,20 @@ pub fn client_builder(connect_timeout: Duration) -> Result<reqwest::ClientBuilde
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_header_is_sensitive_and_refuses_what_is_not_a_header() {
+        let secret = Secret::from("sk-test-123".to_string());
+        let header = credential_header("Bearer {credential}", &secret).unwrap();
+        assert!(header.is_sensitive());
+        assert_eq!(header.to_str().unwrap(), "Bearer sk-test-123");
+        assert_eq!(format!("{header:?}"), "Sensitive");
+        let broken = Secret::from("line\nbreak".to_string());
+        assert_eq!(
+            credential_header(CREDENTIAL_PLACEHOLDER, &broken).unwrap_err(),
+            "the credential is not a valid header value"
+        );
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

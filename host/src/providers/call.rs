@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::binding::Services;
-use super::target::{Target, limit};
+use super::target::Target;
 use crate::bindings::inference::{Error as InferenceError, TimeoutKind};
 use crate::bindings::types::UpstreamError;
 use crate::ledger::UsageRecord;
@@ -67,48 +67,28 @@ pub(super) fn usage_record(
     }
 }
 
-pub(super) fn error_kind(error: &reqwest::Error) -> &'static str {
-    // reqwest's messages can include the URL; the kind is enough.
-    if error.is_connect() {
-        "connection failed"
-    } else if error.is_timeout() {
-        "timed out"
-    } else if error.is_body() || error.is_decode() {
-        "bad response body"
-    } else {
-        "request failed"
-    }
-}
+pub(super) use crate::outbound::error_kind;
 
 /// Reads a whole body of at most `max` bytes, with `idle` between chunks
-/// and everything by `answer_by`.
+/// and everything by `answer_by` ([`crate::outbound::read_bounded`]).
 pub(super) async fn read_bounded(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     idle: std::time::Duration,
     answer_by: Instant,
     max: usize,
 ) -> Result<Vec<u8>, InferenceError> {
-    let mut body = Vec::new();
-    loop {
-        let (by, kind) = limit(idle, TimeoutKind::Idle, answer_by);
-        match tokio::time::timeout_at(by.into(), response.chunk()).await {
-            Err(_) => return Err(InferenceError::Timeout(kind)),
-            Ok(Err(e)) => {
-                return Err(unavailable(format!(
-                    "reading the response: {}",
-                    error_kind(&e)
-                )));
-            }
-            Ok(Ok(None)) => return Ok(body),
-            Ok(Ok(Some(chunk))) => {
-                if body.len() + chunk.len() > max {
-                    return Err(upstream(
-                        None,
-                        format!("the response is larger than {max} bytes"),
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-        }
-    }
+    use crate::outbound::{ReadError, ReadLimits};
+    let limits = ReadLimits {
+        max,
+        idle: Some(idle),
+        by: Some(answer_by),
+    };
+    crate::outbound::read_bounded(response, limits)
+        .await
+        .map_err(|e| match e {
+            ReadError::Idle => InferenceError::Timeout(TimeoutKind::Idle),
+            ReadError::Deadline => InferenceError::Timeout(TimeoutKind::Deadline),
+            ReadError::TooLarge(_) => upstream(None, e.to_string()),
+            ReadError::Failed(kind) => unavailable(format!("reading the response: {kind}")),
+        })
 }

@@ -283,22 +283,12 @@ impl Target {
             builder = builder.header("anthropic-version", super::anthropic::API_VERSION);
         }
         if let Some(key) = key {
-            let value = key
-                .expose_str()
-                .ok_or_else(|| InferenceError::Unavailable("the key is not valid text".into()))?;
-            let (name, value) = match self.provider {
-                ProviderKind::Anthropic => {
-                    ("x-api-key", zeroize::Zeroizing::new(value.to_string()))
-                }
-                _ => (
-                    "authorization",
-                    zeroize::Zeroizing::new(format!("Bearer {value}")),
-                ),
+            let (name, template) = match self.provider {
+                ProviderKind::Anthropic => ("x-api-key", crate::outbound::CREDENTIAL_PLACEHOLDER),
+                _ => ("authorization", "Bearer {credential}"),
             };
-            let mut header = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
-                InferenceError::Unavailable("the key is not a valid header value".into())
-            })?;
-            header.set_sensitive(true);
+            let header = crate::outbound::credential_header(template, key)
+                .map_err(|e| InferenceError::Unavailable(e.replace("credential", "key")))?;
             builder = builder.header(name, header);
         }
         Ok(builder

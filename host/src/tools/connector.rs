@@ -18,9 +18,10 @@ use serde_json::Value;
 
 use super::{ActionInfo, ToolBackend, ToolError};
 use crate::bindings::types::{RateLimit, UpstreamError};
-use crate::egress::{EgressPolicy, ReadError};
+use crate::egress::EgressPolicy;
 use crate::leak::{LeakDetected, LeakGuard};
 use crate::manifest::ToolGrant;
+use crate::outbound::ReadError;
 use crate::providers::binding::{LeakReport, Services};
 use crate::suspend::Capability;
 
@@ -460,13 +461,8 @@ impl Endpoint {
                 .vault
                 .secret_and_previous(&credential.key_id, credential.kind)
                 .map_err(|e| unavailable(format!("credential {:?}: {e}", credential.key_id)))?;
-            let token = secret
-                .expose_str()
-                .ok_or_else(|| unavailable("the credential is not valid text"))?;
-            let value = zeroize::Zeroizing::new(self.auth_header.1.replace("{credential}", token));
-            let mut header = HeaderValue::from_str(&value)
-                .map_err(|_| unavailable("the credential is not a valid header value"))?;
-            header.set_sensitive(true);
+            let header = crate::outbound::credential_header(&self.auth_header.1, &secret)
+                .map_err(unavailable)?;
             request = request.header(self.auth_header.0.clone(), header);
             let carried = Services::guard_for(credential.kind, &secret, previous.as_ref());
             // Fail closed: a credential goes out only where its answer
@@ -517,14 +513,20 @@ impl Endpoint {
                 message: refused.into(),
             }));
         }
-        let body = crate::egress::read_bounded(response, self.max_response_bytes)
+        // The client's timeout bounds the whole request, body included.
+        let limits = crate::outbound::ReadLimits {
+            max: self.max_response_bytes,
+            idle: None,
+            by: None,
+        };
+        let body = crate::outbound::read_bounded(response, limits)
             .await
             .map_err(|e| match e {
                 ReadError::TooLarge(_) => ToolError::Upstream(UpstreamError {
                     status: Some(status.as_u16()),
                     message: e.to_string(),
                 }),
-                ReadError::Failed(_) => unavailable(e.to_string()),
+                _ => unavailable(e.to_string()),
             })?;
         if let Some((key_id, guard)) = &guard {
             // The whole body, not only what the connector passes on: a quote
