@@ -25,7 +25,7 @@ use crate::batch::{BatchError, BatchWriter, WriteError};
 use crate::db::{Database, DbError, now_unix};
 
 /// The hash before the first record.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn is_zero(value: &u64) -> bool {
     *value == 0
@@ -282,12 +282,12 @@ impl std::fmt::Debug for AuditLog {
 
 /// The longest string a record keeps: anything longer (a guest-chosen URL,
 /// an upstream's message) is cut, so one record stays small.
-pub const MAX_RECORD_STRING_BYTES: usize = 512;
+pub(crate) const MAX_RECORD_STRING_BYTES: usize = 512;
 
 /// How many records one event may cause in detail (tool decisions and model
 /// calls); the rest are counted in one [`AuditEvent::RecordsSuppressed`]
 /// written before the event's [`AuditEvent::Invocation`] record.
-pub const MAX_DETAILED_RECORDS_PER_EVENT: u32 = 100;
+pub(crate) const MAX_DETAILED_RECORDS_PER_EVENT: u32 = 100;
 
 /// Events whose counts are kept at once; past this the counts are dropped
 /// (an event that never ends with an invocation record must not grow the

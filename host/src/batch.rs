@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// How a batch write failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// This batch was lost; the writer carries on with the next.
     #[error("{0}")]
     Batch(String),
@@ -79,7 +79,7 @@ impl<T> Inner<T> {
 }
 
 /// A batching background writer of `T`s.
-pub struct BatchWriter<T: Send + 'static> {
+pub(crate) struct BatchWriter<T: Send + 'static> {
     name: &'static str,
     max_batch: usize,
     inner: Arc<Inner<T>>,
@@ -147,7 +147,7 @@ impl<T: Send + 'static> BatchWriter<T> {
 
     /// Queues what `add` appends (it returns how many), under the queue's
     /// lock, so related items stay together and in order.
-    pub fn push_with(&self, add: impl FnOnce(&mut Vec<T>) -> u64) -> Result<(), BatchError> {
+    pub(crate) fn push_with(&self, add: impl FnOnce(&mut Vec<T>) -> u64) -> Result<(), BatchError> {
         let mut state = self.inner.lock();
         if let Some(reason) = &state.stopped {
             return Err(BatchError::Stopped {

@@ -75,7 +75,7 @@ pub enum DbError {
 
 /// The default state directory: `$XDG_DATA_HOME/clawcage` or
 /// `~/.local/share/clawcage`.
-pub fn default_state_dir() -> Option<PathBuf> {
+pub(crate) fn default_state_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
@@ -125,7 +125,8 @@ impl Database {
     }
 
     /// An in-memory database, for tests.
-    pub fn in_memory() -> Result<Self, DbError> {
+    #[cfg(test)]
+    pub(crate) fn in_memory() -> Result<Self, DbError> {
         let conn = Connection::open_in_memory()?;
         Self::prepare(conn, PathBuf::from(":memory:"))
     }

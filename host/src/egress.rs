@@ -34,7 +34,7 @@ pub struct EgressPolicy {
 /// to show the agent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct EgressDenied(pub String);
+pub(crate) struct EgressDenied(pub String);
 
 impl EgressPolicy {
     /// A policy that also allows plain http to `allow_http` hosts and
@@ -55,7 +55,7 @@ impl EgressPolicy {
     /// Checks a URL before anything is sent: scheme, user information, and
     /// the address when the host is an IP literal (names are checked when
     /// they resolve).
-    pub fn check_url(&self, url: &Url) -> Result<(), EgressDenied> {
+    pub(crate) fn check_url(&self, url: &Url) -> Result<(), EgressDenied> {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(EgressDenied(
                 "URLs with user information (user@host) are refused".into(),
@@ -88,7 +88,7 @@ impl EgressPolicy {
     /// Cloud-metadata addresses are refused even for `allow_private`
     /// hosts: nothing a tool needs lives there, and the instance's
     /// credentials do.
-    pub fn check_ip(&self, host: &str, ip: IpAddr) -> Result<(), EgressDenied> {
+    pub(crate) fn check_ip(&self, host: &str, ip: IpAddr) -> Result<(), EgressDenied> {
         match non_public(ip) {
             Some(kind)
                 if kind == "cloud metadata"
@@ -104,7 +104,7 @@ impl EgressPolicy {
 
     /// Explains a redirect the client did not follow: refused outright when
     /// its target breaks this policy, otherwise simply not followed.
-    pub fn check_redirect(&self, from: &Url, location: Option<&str>) -> EgressDenied {
+    pub(crate) fn check_redirect(&self, from: &Url, location: Option<&str>) -> EgressDenied {
         let Some(target) = location.and_then(|l| from.join(l).ok()) else {
             return EgressDenied("the service redirected without a valid Location".into());
         };
@@ -120,7 +120,7 @@ impl EgressPolicy {
 }
 
 /// The kind of a non-public address, or `None` for a public one.
-pub fn non_public(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn non_public(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => non_public_v4(v4),
         IpAddr::V6(v6) => non_public_v6(v6),
@@ -224,7 +224,7 @@ pub fn client(policy: Arc<EgressPolicy>, timeout: Duration) -> Result<reqwest::C
 }
 
 /// The egress refusal inside a client error, if that is what it is.
-pub fn denial_in(error: &reqwest::Error) -> Option<EgressDenied> {
+pub(crate) fn denial_in(error: &reqwest::Error) -> Option<EgressDenied> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(denied) = e.downcast_ref::<EgressDenied>() {

@@ -15,17 +15,17 @@ use crate::limits::{MAX_INSTANCES, MAX_MEMORIES, MAX_MEMORY_BYTES, MAX_TABLES};
 
 /// How often the epoch ticker advances the engine's epoch. A runaway guest is
 /// stopped at most one tick after its deadline.
-pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
+pub(crate) const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Bytes of each memory kept resident between instances by default. With
 /// `PAGEMAP_SCAN` only the dirtied pages are reset, which more than halves
 /// the per-event cost of a small agent (see the `floor` benchmark) for at
 /// most this much resident memory per warm pool slot.
-pub const DEFAULT_KEEP_RESIDENT: usize = 1 << 20;
+pub(crate) const DEFAULT_KEEP_RESIDENT: usize = 1 << 20;
 /// Default number of agent instances that may be alive at once.
-pub const DEFAULT_MAX_CONCURRENT_INSTANCES: u32 = 100;
+pub(crate) const DEFAULT_MAX_CONCURRENT_INSTANCES: u32 = 100;
 
 /// The compile cache's default size cap.
-pub const DEFAULT_CACHE_MAX_BYTES: u64 = 2 << 30;
+pub(crate) const DEFAULT_CACHE_MAX_BYTES: u64 = 2 << 30;
 
 /// Settings for a [`CageEngine`]. The defaults suit a daemon on a small
 /// machine.
@@ -199,7 +199,7 @@ pub enum CacheOutcome {
 /// The directory is created with mode 0700 and refused when others can write
 /// to it: a precompiled artifact is native code that runs in this process.
 #[derive(Debug, Clone)]
-pub struct ComponentCache {
+pub(crate) struct ComponentCache {
     dir: PathBuf,
     engine_hash: String,
     max_bytes: u64,
@@ -207,7 +207,7 @@ pub struct ComponentCache {
 
 /// One precompiled artifact in a cache directory.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CachedArtifact {
+pub(crate) struct CachedArtifact {
     /// The component's sha256.
     pub sha256: String,
     /// The engine compatibility hash it was compiled for.
@@ -225,7 +225,7 @@ pub struct CachedArtifact {
 
 /// The artifacts in cache directory `dir`, least recently used first.
 /// Files that are not artifacts are left out.
-pub fn cached_artifacts(
+pub(crate) fn cached_artifacts(
     dir: &Path,
     current_engine: Option<&str>,
 ) -> std::io::Result<Vec<CachedArtifact>> {
@@ -268,7 +268,7 @@ pub fn cached_artifacts(
 
 /// Removes the least recently used artifacts of `dir` until at most
 /// `max_bytes` remain, never `keep`; returns what was removed.
-pub fn evict(
+pub(crate) fn evict(
     dir: &Path,
     max_bytes: u64,
     keep: Option<&Path>,
@@ -306,15 +306,9 @@ impl ComponentCache {
     }
 
     /// This cache with a size cap of `max_bytes`.
-    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+    pub(crate) fn with_max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
-    }
-
-    /// The compatibility hash of this cache's engine, as artifact names
-    /// carry it.
-    pub fn engine_hash(&self) -> &str {
-        &self.engine_hash
     }
 
     fn artifact_path(&self, sha256: &str) -> PathBuf {
@@ -323,7 +317,7 @@ impl ComponentCache {
     }
 
     /// Loads the artifact for `sha256`, or compiles `bytes` and stores it.
-    pub fn load_or_compile(
+    pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
         bytes: &[u8],

@@ -45,7 +45,7 @@ impl Event {
     }
 
     /// Parses an event from JSON text, with a clear error.
-    pub fn from_json(text: &str) -> Result<Self, String> {
+    pub(crate) fn from_json(text: &str) -> Result<Self, String> {
         if text.len() > MAX_EVENT_PAYLOAD_BYTES + 4 * MAX_EVENT_FIELD_BYTES {
             return Err(format!("event is {} bytes, more than allowed", text.len()));
         }
@@ -94,7 +94,7 @@ fn check_field(name: &str, value: &str) -> Result<(), String> {
 /// A fresh event id: 32 hex digits, a random per-process prefix and a
 /// counter. Unique and unguessable across restarts without a system call per
 /// event (ids need not be secret, only distinct).
-pub fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     use std::sync::LazyLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: LazyLock<u64> = LazyLock::new(|| {

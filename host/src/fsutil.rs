@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Creates `dir` (and parents) with mode 0700, then checks it with
 /// [`check_private`].
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -23,7 +23,7 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Refuses a directory that other users can write to, or that belongs to
 /// someone else.
-pub fn check_private(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn check_private(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -46,7 +46,7 @@ pub fn check_private(dir: &Path) -> std::io::Result<()> {
 
 /// The effective user id of this process.
 #[cfg(unix)]
-pub fn current_uid() -> u32 {
+pub(crate) fn current_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     #[allow(unsafe_code)]
     unsafe {
@@ -57,7 +57,7 @@ pub fn current_uid() -> u32 {
 /// Reads `path` if it is a regular file (not a symlink) that belongs to
 /// this user and that no one else can write. The checks are made on the
 /// opened file itself, so it cannot be swapped between check and read.
-pub fn read_owned_file(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_owned_file(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut options = fs::OpenOptions::new();
     options.read(true);
@@ -75,7 +75,7 @@ pub fn read_owned_file(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Checks that `path` is a regular file (not a symlink) that belongs to this
 /// user and that no one else can write, before its contents are trusted.
-pub fn check_owned_file(path: &Path) -> std::io::Result<()> {
+pub(crate) fn check_owned_file(path: &Path) -> std::io::Result<()> {
     check_owned_metadata(path, &fs::symlink_metadata(path)?)
 }
 
@@ -146,7 +146,7 @@ fn create_temp_file(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {
 /// Opens `path` for writing, creating it with mode 0600 if needed, without
 /// following a symlink at its place, and checks it like
 /// [`check_owned_file`]. For lock files.
-pub fn open_private_file(path: &Path) -> std::io::Result<fs::File> {
+pub(crate) fn open_private_file(path: &Path) -> std::io::Result<fs::File> {
     let mut options = fs::OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]

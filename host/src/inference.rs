@@ -24,22 +24,22 @@ use crate::bindings::inference::{
 pub use crate::bindings::inference::Completion;
 
 /// Longest binding name a guest may pass to `model.open`.
-pub const MAX_BINDING_NAME_BYTES: usize = 64;
+pub(crate) const MAX_BINDING_NAME_BYTES: usize = 64;
 /// Most models and streams one invocation may hold open at once; stops a
 /// guest from filling the host's resource table.
 pub const MAX_OPEN_HANDLES: usize = 64;
 /// Most messages in one request.
-pub const MAX_MESSAGES: usize = 2_000;
+pub(crate) const MAX_MESSAGES: usize = 2_000;
 /// Most tools in one request.
-pub const MAX_TOOLS: usize = 128;
+pub(crate) const MAX_TOOLS: usize = 128;
 /// Most stop sequences in one request.
-pub const MAX_STOP_SEQUENCES: usize = 16;
+pub(crate) const MAX_STOP_SEQUENCES: usize = 16;
 /// Longest stop sequence.
-pub const MAX_STOP_SEQUENCE_BYTES: usize = 256;
+pub(crate) const MAX_STOP_SEQUENCE_BYTES: usize = 256;
 /// Longest tool name (the providers' own limit is 64).
-pub const MAX_TOOL_NAME_BYTES: usize = 64;
+pub(crate) const MAX_TOOL_NAME_BYTES: usize = 64;
 /// Total text in one request (prompts, tool specs, tool inputs and results).
-pub const MAX_REQUEST_BYTES: usize = 8 << 20;
+pub(crate) const MAX_REQUEST_BYTES: usize = 8 << 20;
 
 /// A stream of completion increments produced by a [`ModelBackend`]. The
 /// last item of a successful stream is [`StreamEvent::Finished`].
@@ -87,7 +87,7 @@ pub trait ModelBackend: Send + Sync + 'static {
 pub type ModelBindings = BTreeMap<String, Arc<dyn ModelBackend>>;
 
 /// Per-invocation state of the `inference` capability.
-pub struct InferenceCtx {
+pub(crate) struct InferenceCtx {
     bindings: Arc<ModelBindings>,
     open_handles: usize,
     call: CallContext,
@@ -140,7 +140,7 @@ pub struct CompletionStreamHandle {
 
 /// What the `inference` host functions operate on: the capability's own
 /// state and the store's resource table.
-pub struct InferenceView<'a> {
+pub(crate) struct InferenceView<'a> {
     /// The capability's state.
     pub ctx: &'a mut InferenceCtx,
     /// The store's resource table, shared with WASI.
@@ -154,7 +154,7 @@ impl HasData for HasInference {
 }
 
 /// Adds the `inference` interface to `linker`.
-pub fn add_to_linker<T: Send + 'static>(
+pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> InferenceView<'_>,
 ) -> wasmtime::Result<()> {
@@ -195,7 +195,7 @@ fn validate_tool_name(name: &str) -> Result<(), String> {
 /// provider shares. What only some providers refuse is checked by the
 /// binding (see [`crate::providers::rules`]). Nothing is dropped, joined or
 /// reordered silently: a request that would need it is refused instead.
-pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
+pub(crate) fn validate_request(request: &CompletionRequest) -> Result<(), String> {
     let mut total = request.system.as_ref().map_or(0, String::len);
     if request.system.as_deref() == Some("") {
         return Err("system must not be empty when given (leave it out instead)".into());
@@ -326,7 +326,7 @@ pub fn validate_request(request: &CompletionRequest) -> Result<(), String> {
 }
 
 /// Longest tool-use id (providers' ids are under 64 bytes).
-pub const MAX_TOOL_USE_ID_BYTES: usize = 256;
+pub(crate) const MAX_TOOL_USE_ID_BYTES: usize = 256;
 
 fn check_tool_use_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_TOOL_USE_ID_BYTES {

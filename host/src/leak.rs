@@ -51,7 +51,7 @@ pub const STREAM_HOLD_BYTES: usize = WINDOW - 1;
 
 /// The fewest private bytes a secret must have, so that a window cannot be
 /// guessed and ordinary text does not match it by chance.
-pub const MIN_PRIVATE_BYTES: usize = 16;
+pub(crate) const MIN_PRIVATE_BYTES: usize = 16;
 
 /// What a secret is for: this decides which of its parts are public and how
 /// long it must be.
@@ -78,7 +78,7 @@ pub enum SecretKind {
 impl SecretKind {
     /// The kind of a vault provider name; unknown names are treated like
     /// an HTTP credential.
-    pub fn of_provider(provider: &str) -> Self {
+    pub(crate) fn of_provider(provider: &str) -> Self {
         match provider {
             "anthropic" => Self::Anthropic,
             "openai" => Self::OpenAi,
@@ -93,7 +93,7 @@ impl SecretKind {
 
     /// The shortest secret of this kind that the vault accepts: what the
     /// service issues, so a truncated paste is caught at once.
-    pub fn min_bytes(self) -> usize {
+    pub(crate) fn min_bytes(self) -> usize {
         match self {
             // `sk-ant-api03-` and 95 characters.
             Self::Anthropic => 100,
@@ -165,7 +165,7 @@ const OPENAI_MARKER: &[u8] = b"T3BlbkFJ";
 ///   one: only its signature is private.
 /// - Anthropic keys end in a constant `AA`; OpenAI's older keys hold the
 ///   constant `T3BlbkFJ`.
-pub fn private_segments(kind: SecretKind, secret: &[u8]) -> Vec<Range<usize>> {
+pub(crate) fn private_segments(kind: SecretKind, secret: &[u8]) -> Vec<Range<usize>> {
     let mut start = PUBLIC_PREFIXES
         .iter()
         .find(|prefix| secret.starts_with(prefix.as_bytes()))
@@ -206,7 +206,7 @@ pub fn private_segments(kind: SecretKind, secret: &[u8]) -> Vec<Range<usize>> {
 
 /// Checks that a secret is fit to hold: long enough for its kind, with
 /// enough private bytes, and not a run of a few repeated characters.
-pub fn check_quality(kind: SecretKind, secret: &Secret) -> Result<(), String> {
+pub(crate) fn check_quality(kind: SecretKind, secret: &Secret) -> Result<(), String> {
     let bytes = secret.expose();
     if bytes.len() < kind.min_bytes() {
         return Err(format!(
@@ -448,7 +448,7 @@ impl LeakGuard {
     }
 
     /// A scanner for text that reaches the guest in pieces, in order.
-    pub fn scanner(&self) -> Scanner {
+    pub(crate) fn scanner(&self) -> Scanner {
         Scanner::new(self.matcher.clone())
     }
 
@@ -462,7 +462,7 @@ impl LeakGuard {
     }
 
     /// Checks a JSON document: as text, and with its strings joined.
-    pub fn check_json(&self, json: &str) -> Result<(), LeakDetected> {
+    pub(crate) fn check_json(&self, json: &str) -> Result<(), LeakDetected> {
         if self.matcher.is_none() {
             return Ok(());
         }
@@ -474,7 +474,7 @@ impl LeakGuard {
     /// order: all values, and all object keys, each as one text (a secret
     /// split across fields is whole there). The text of the document itself
     /// is the caller's to check.
-    pub fn check_json_strings(&self, json: &str) -> Result<(), LeakDetected> {
+    pub(crate) fn check_json_strings(&self, json: &str) -> Result<(), LeakDetected> {
         let Some(matcher) = &self.matcher else {
             return Ok(());
         };
@@ -693,7 +693,7 @@ impl<const ALIGNMENTS: usize> Runs<ALIGNMENTS> {
 /// that itself holds `%41` or `\u` sequences), and base64 and hex runs are
 /// decoded separately.
 #[derive(Clone)]
-pub struct Scanner {
+pub(crate) struct Scanner {
     matcher: Option<Arc<Matcher>>,
     raw: ViewTail,
     unescape: Unescape,
@@ -720,7 +720,7 @@ impl Scanner {
     }
 
     /// Scans the next piece of text.
-    pub fn feed(&mut self, data: &[u8]) -> Result<(), LeakDetected> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(), LeakDetected> {
         let Some(matcher) = self.matcher.clone() else {
             return Ok(());
         };
@@ -939,7 +939,7 @@ fn base64_value(byte: u8) -> Option<u8> {
 /// the last [`STREAM_HOLD_BYTES`] always held back until more arrives or the
 /// part ends. What is held back never depends on what the text says.
 #[derive(Debug, Default)]
-pub struct HeldText {
+pub(crate) struct HeldText {
     held: String,
 }
 

@@ -38,7 +38,7 @@ use crate::db::{Database, DbError, now_unix};
 
 /// The advisory lock file inside a state directory, held by the one process
 /// that enforces budgets.
-pub const LOCK_FILE: &str = "host.lock";
+pub(crate) const LOCK_FILE: &str = "host.lock";
 
 /// At most this many usage rows are written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -70,7 +70,7 @@ pub struct BudgetLimits {
 impl BudgetLimits {
     /// Refuses a limit of 0: it would refuse every call while telling the
     /// agent to retry (to stop an agent's model calls, remove its bindings).
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         for (field, value) in [
             ("tokens_per_day", self.tokens_per_day),
             ("tokens_per_month", self.tokens_per_month),
@@ -298,7 +298,7 @@ struct Shared {
 }
 
 /// A function told about every settled call.
-pub type UsageHook = Arc<dyn Fn(&UsageRecord) + Send + Sync>;
+pub(crate) type UsageHook = Arc<dyn Fn(&UsageRecord) + Send + Sync>;
 
 impl Shared {
     fn lock_books(&self) -> MutexGuard<'_, HashMap<String, Book>> {
@@ -321,12 +321,12 @@ impl std::fmt::Debug for Ledger {
 }
 
 /// Start of the UTC day containing `now` (Unix seconds).
-pub fn day_start(now: i64) -> i64 {
+pub(crate) fn day_start(now: i64) -> i64 {
     now - now.rem_euclid(86_400)
 }
 
 /// Start of the UTC month containing `now` (Unix seconds).
-pub fn month_start(now: i64) -> i64 {
+pub(crate) fn month_start(now: i64) -> i64 {
     // Days since the epoch to a civil date and back (H. Hinnant's algorithms).
     let days = now.div_euclid(86_400);
     let z = days + 719_468;
@@ -340,7 +340,7 @@ pub fn month_start(now: i64) -> i64 {
 }
 
 /// Unix seconds at the start of a UTC civil date (H. Hinnant's algorithm).
-pub fn date_start(year: i64, month: u32, day: u32) -> i64 {
+pub(crate) fn date_start(year: i64, month: u32, day: u32) -> i64 {
     let (m, d) = (i64::from(month), i64::from(day));
     let y = if m <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -352,7 +352,7 @@ pub fn date_start(year: i64, month: u32, day: u32) -> i64 {
 
 /// Parses when a usage report starts: `today`, `month` (this UTC month),
 /// a date `YYYY-MM-DD`, or Unix seconds.
-pub fn parse_since(text: &str, now: i64) -> Result<i64, String> {
+pub(crate) fn parse_since(text: &str, now: i64) -> Result<i64, String> {
     match text {
         "today" => return Ok(day_start(now)),
         "month" => return Ok(month_start(now)),
@@ -399,7 +399,7 @@ impl Ledger {
 
     /// A ledger that is the budget authority for `state_dir`: it takes the
     /// directory's advisory lock, and fails if another process holds it.
-    pub fn exclusive(db: Arc<Database>, state_dir: &Path) -> Result<Self, DbError> {
+    pub(crate) fn exclusive(db: Arc<Database>, state_dir: &Path) -> Result<Self, DbError> {
         let path = state_dir.join(LOCK_FILE);
         let state_error = |reason: String| DbError::StateDir {
             path: state_dir.display().to_string(),
@@ -630,7 +630,7 @@ impl Ledger {
 
     /// Installs the function told about every settled call; only the first
     /// one installed counts.
-    pub fn set_usage_hook(&self, hook: UsageHook) {
+    pub(crate) fn set_usage_hook(&self, hook: UsageHook) {
         let _ = self.shared.usage_hook.set(hook);
     }
 
@@ -660,7 +660,7 @@ impl Ledger {
     }
 
     /// As [`Ledger::summary`], also split by UTC day when `by_day`.
-    pub fn summary_by(
+    pub(crate) fn summary_by(
         &self,
         agent: Option<&str>,
         since: i64,

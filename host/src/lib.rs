@@ -21,13 +21,13 @@
 
 pub mod agent;
 pub mod audit;
-pub mod batch;
+pub(crate) mod batch;
 #[allow(missing_docs)] // generated from the documented WIT
 pub mod bindings;
 pub mod cli;
 pub mod daemon;
 pub mod db;
-pub mod egress;
+pub(crate) mod egress;
 pub mod engine;
 pub mod error;
 pub mod event;
@@ -39,14 +39,14 @@ pub mod limits;
 pub mod log;
 pub mod manifest;
 pub mod outbound;
-pub mod output;
+pub(crate) mod output;
 pub mod pricing;
 pub mod providers;
 pub mod registry;
 pub mod secret;
 pub mod state;
 pub mod suspend;
-pub mod text;
+pub(crate) mod text;
 pub mod tools;
 pub mod vault;
 

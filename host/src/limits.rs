@@ -10,23 +10,23 @@ use serde::{Deserialize, Serialize};
 
 /// Largest linear memory any agent may be given. The pooling allocator sizes
 /// its slots for this, so a manifest cannot ask for more.
-pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_MEMORY_BYTES: u64 = 1 << 30;
 /// Default linear memory limit for an agent: enough for JSON-heavy agents,
 /// small enough that a memory bomb cannot take the host down.
-pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+pub(crate) const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
 /// Largest table any agent may be given (function-pointer tables of big
 /// Rust guests stay far below this).
-pub const MAX_TABLE_ELEMENTS: u32 = 100_000;
+pub(crate) const MAX_TABLE_ELEMENTS: u32 = 100_000;
 /// Default table element limit.
-pub const DEFAULT_TABLE_ELEMENTS: u32 = 20_000;
+pub(crate) const DEFAULT_TABLE_ELEMENTS: u32 = 20_000;
 /// Core instances one component may create; a Rust agent with WASI needs a
 /// handful, so this only stops pathological components. The instance pool
 /// reserves this many per slot, so one agent can never take another's share.
-pub const MAX_INSTANCES: u32 = 16;
+pub(crate) const MAX_INSTANCES: u32 = 16;
 /// Linear memories one component may have (a Rust agent has one).
-pub const MAX_MEMORIES: u32 = 2;
+pub(crate) const MAX_MEMORIES: u32 = 2;
 /// Tables one component may have (a Rust agent has one or two).
-pub const MAX_TABLES: u32 = 4;
+pub(crate) const MAX_TABLES: u32 = 4;
 /// Bytes a guest may hand the host in one call (strings and lists, counted
 /// as wasmtime copies them). Bounds what a hostile guest can make the host
 /// allocate, including requests whose lists all point at the same bytes.
@@ -35,23 +35,23 @@ pub const MAX_HOSTCALL_BYTES: usize = 16 << 20;
 /// once in the host's resource table.
 pub const MAX_RESOURCE_HANDLES: usize = 1_024;
 /// Default wall-clock deadline for one event.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// Longest deadline a manifest may ask for.
-pub const MAX_DEADLINE: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MAX_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// Largest result (or error message) a handler may return. Bigger results are
 /// refused with [`crate::InvokeError::ResultTooLarge`] rather than passed on.
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
 /// Longest log line kept; longer lines are cut at a character boundary.
-pub const MAX_LOG_LINE_BYTES: usize = 4 * 1024;
+pub(crate) const MAX_LOG_LINE_BYTES: usize = 4 * 1024;
 /// Most log lines (from the `log` interface and from stdout/stderr together)
 /// kept per event; further lines are dropped and counted.
 pub const MAX_LOG_LINES: usize = 1_000;
 /// Bytes of stdout and of stderr captured per event; the rest is discarded.
 pub const MAX_CAPTURED_OUTPUT_BYTES: usize = 64 * 1024;
 /// Largest event payload handed to a guest.
-pub const MAX_EVENT_PAYLOAD_BYTES: usize = 1 << 20;
+pub(crate) const MAX_EVENT_PAYLOAD_BYTES: usize = 1 << 20;
 /// Longest event id, source or kind.
-pub const MAX_EVENT_FIELD_BYTES: usize = 256;
+pub(crate) const MAX_EVENT_FIELD_BYTES: usize = 256;
 /// Largest component file the host will load.
 pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
 
@@ -93,7 +93,7 @@ impl Limits {
     }
 
     /// Checks every limit against its hard bound.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.memory_bytes == 0 || self.memory_bytes > MAX_MEMORY_BYTES {
             return Err(format!(
                 "limits.memory_bytes = {} is outside 1..={MAX_MEMORY_BYTES}",
@@ -167,7 +167,7 @@ impl std::fmt::Display for LimitKind {
 /// Growth past a limit is refused (`memory.grow` returns -1) rather than
 /// trapped, so a guest that handles allocation failure can recover.
 #[derive(Debug)]
-pub struct StoreLimiter {
+pub(crate) struct StoreLimiter {
     memory_bytes: usize,
     table_elements: usize,
     instances: usize,

@@ -71,7 +71,7 @@ impl From<Level> for LogLevel {
 
 /// Per-invocation state of the `log` capability.
 #[derive(Debug)]
-pub struct LogCtx {
+pub(crate) struct LogCtx {
     agent: Arc<str>,
     event_id: Arc<str>,
     capture: bool,
@@ -131,7 +131,7 @@ impl LogCtx {
     }
 
     /// Turns captured stdout or stderr bytes into log lines.
-    pub fn record_output(&mut self, stream: LogStream, bytes: &[u8], dropped_bytes: u64) {
+    pub(crate) fn record_output(&mut self, stream: LogStream, bytes: &[u8], dropped_bytes: u64) {
         let level = match stream {
             LogStream::Stderr => LogLevel::Warn,
             _ => LogLevel::Info,
@@ -155,14 +155,14 @@ impl LogCtx {
     }
 
     /// Takes the captured lines (empty unless capture is on).
-    pub fn take_lines(&mut self) -> Vec<LogLine> {
+    pub(crate) fn take_lines(&mut self) -> Vec<LogLine> {
         std::mem::take(&mut self.kept)
     }
 }
 
 /// Escapes control characters (all but tab), so guest text cannot forge
 /// extra log lines with newlines or drive a terminal with escape sequences.
-pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(|c| c.is_control() && c != '\t') {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -194,7 +194,7 @@ impl HasData for HasLog {
 
 /// Adds the `log` (and the shared `types`) interface to `linker`, projecting
 /// the store's state onto its [`LogCtx`].
-pub fn add_to_linker<T: Send + 'static>(
+pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut LogCtx,
 ) -> wasmtime::Result<()> {

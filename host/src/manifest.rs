@@ -37,9 +37,9 @@ use crate::error::LoadError;
 use crate::limits::Limits;
 
 /// Longest agent name.
-pub const MAX_AGENT_NAME_BYTES: usize = 64;
+pub(crate) const MAX_AGENT_NAME_BYTES: usize = 64;
 /// Largest manifest file.
-pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
 
 /// An agent manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -327,7 +327,7 @@ impl Manifest {
     }
 
     /// Checks everything serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= MAX_AGENT_NAME_BYTES
             && self

@@ -16,7 +16,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use crate::secret::Secret;
 
 /// The placeholder a credential template puts the credential in.
-pub const CREDENTIAL_PLACEHOLDER: &str = "{credential}";
+pub(crate) const CREDENTIAL_PLACEHOLDER: &str = "{credential}";
 
 /// The header value for a credential: `template` with
 /// [`CREDENTIAL_PLACEHOLDER`] replaced by the secret (`Bearer {credential}`,
@@ -35,7 +35,7 @@ pub fn credential_header(template: &str, secret: &Secret) -> Result<HeaderValue,
 
 /// Why a reply's body was not read whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// Larger than allowed.
     #[error("the response is larger than {0} bytes")]
     TooLarge(usize),
@@ -53,7 +53,7 @@ pub enum ReadError {
 
 /// How much of a body to read, and for how long.
 #[derive(Debug, Clone, Copy)]
-pub struct ReadLimits {
+pub(crate) struct ReadLimits {
     /// The most bytes; a `Content-Length` above it is refused unread.
     pub max: usize,
     /// The longest wait for the next bytes.
@@ -63,7 +63,7 @@ pub struct ReadLimits {
 }
 
 /// Reads a whole body within `limits`.
-pub async fn read_bounded(
+pub(crate) async fn read_bounded(
     mut response: reqwest::Response,
     limits: ReadLimits,
 ) -> Result<Vec<u8>, ReadError> {
@@ -119,7 +119,7 @@ pub fn error_kind(error: &reqwest::Error) -> &'static str {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest wait a server can ask for; more is taken as this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// How long the server asks to wait before trying again:
 /// `retry-after-ms` (OpenAI, Anthropic), or `Retry-After` in seconds or as

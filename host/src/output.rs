@@ -25,7 +25,7 @@ struct Captured {
 
 /// One captured output stream (stdout or stderr) of one invocation.
 #[derive(Debug, Clone)]
-pub struct CapturedOutput {
+pub(crate) struct CapturedOutput {
     capacity: usize,
     inner: Arc<Mutex<Captured>>,
 }
@@ -38,7 +38,7 @@ impl Default for CapturedOutput {
 
 impl CapturedOutput {
     /// A capture that keeps at most `capacity` bytes.
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
         Self {
             capacity,
             inner: Arc::default(),
@@ -54,7 +54,7 @@ impl CapturedOutput {
     }
 
     /// What was kept so far, leaving it in place.
-    pub fn peek(&self) -> Bytes {
+    pub(crate) fn peek(&self) -> Bytes {
         let captured = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         Bytes::copy_from_slice(&captured.kept)
     }

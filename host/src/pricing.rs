@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Price of one model, in micro-dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Price {
+pub(crate) struct Price {
     /// Per million input tokens read without the prompt cache.
     pub input: u64,
     /// Per million output tokens.
@@ -111,7 +111,7 @@ impl Price {
 
     /// The most `input` and `output` tokens can cost, whatever part of the
     /// input the provider caches (a cache write costs more than a read).
-    pub fn worst_case_micros(&self, input: u64, output: u64) -> u64 {
+    pub(crate) fn worst_case_micros(&self, input: u64, output: u64) -> u64 {
         let dearest_input = self
             .input
             .max(self.cache_read)
@@ -188,7 +188,7 @@ const BUILTIN: &[(&str, &str, Price)] = &[
 
 /// One configured price.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PriceEntry {
+pub(crate) struct PriceEntry {
     /// Provider kind.
     pub provider: String,
     /// Model id, or a prefix of model ids.
@@ -214,7 +214,7 @@ pub struct PriceEntry {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PriceFile {
+pub(crate) struct PriceFile {
     /// The entries; they override shipped prices for the same provider and
     /// model.
     #[serde(default)]
@@ -224,7 +224,7 @@ pub struct PriceFile {
 /// One entry of the price file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PriceFileEntry {
+pub(crate) struct PriceFileEntry {
     /// Provider kind.
     pub provider: String,
     /// Model id or prefix.
@@ -330,7 +330,7 @@ impl PriceTable {
     }
 
     /// The shipped prices with `overrides` taking precedence.
-    pub fn with_overrides(overrides: impl IntoIterator<Item = PriceEntry>) -> Self {
+    pub(crate) fn with_overrides(overrides: impl IntoIterator<Item = PriceEntry>) -> Self {
         let mut table = Self::builtin();
         for entry in overrides {
             table
@@ -343,7 +343,7 @@ impl PriceTable {
 
     /// The price of `model` at `provider`: the longest matching prefix.
     /// OpenAI-compatible servers use OpenAI's names only when configured.
-    pub fn price(&self, provider: &str, model: &str) -> Option<Price> {
+    pub(crate) fn price(&self, provider: &str, model: &str) -> Option<Price> {
         self.entries
             .iter()
             .filter(|e| e.provider == provider && model.starts_with(e.model.as_str()))

@@ -18,7 +18,7 @@ impl Secret {
 
     /// The secret's bytes. Use them for as short a time as possible (building
     /// one request), and never copy them into anything that outlives it.
-    pub fn expose(&self) -> &[u8] {
+    pub(crate) fn expose(&self) -> &[u8] {
         &self.0
     }
 

@@ -91,7 +91,7 @@ impl AgentStateBuilder {
     }
 
     /// Keeps log lines in memory for the caller, besides tracing them.
-    pub fn capture_logs(mut self, capture: bool) -> Self {
+    pub(crate) fn capture_logs(mut self, capture: bool) -> Self {
         self.capture_logs = capture;
         self
     }

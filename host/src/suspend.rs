@@ -130,7 +130,7 @@ impl Suspensions {
 
     /// Suspensions kept in memory only (for tests and embedders without a
     /// state directory).
-    pub fn in_memory() -> Self {
+    pub(crate) fn in_memory() -> Self {
         Self {
             db: None,
             current: Mutex::new(BTreeMap::new()),
@@ -190,7 +190,11 @@ impl Suspensions {
     }
 
     /// The suspensions `resume` with these arguments would lift.
-    pub fn matching(&self, agent: &str, only: Option<(Capability, &str)>) -> Vec<Suspension> {
+    pub(crate) fn matching(
+        &self,
+        agent: &str,
+        only: Option<(Capability, &str)>,
+    ) -> Vec<Suspension> {
         self.current()
             .values()
             .filter(|s| {

@@ -2,7 +2,7 @@
 //! boundary, quoting guest-supplied names in errors, and checking names.
 
 /// Cuts `text` to at most `max` bytes without splitting a character.
-pub fn truncate_at_char_boundary(text: &str, max: usize) -> &str {
+pub(crate) fn truncate_at_char_boundary(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

@@ -32,22 +32,22 @@ use crate::db::{Database, DbError, now_unix};
 use crate::secret::Secret;
 
 /// The environment variable that may hold the master key.
-pub const MASTER_KEY_ENV: &str = "CLAWCAGE_MASTER_KEY";
+pub(crate) const MASTER_KEY_ENV: &str = "CLAWCAGE_MASTER_KEY";
 /// The master key file's name in the state directory.
-pub const MASTER_KEY_FILE: &str = "master.key";
+pub(crate) const MASTER_KEY_FILE: &str = "master.key";
 /// Longest key id.
-pub const MAX_KEY_ID_BYTES: usize = 64;
+pub(crate) const MAX_KEY_ID_BYTES: usize = 64;
 /// Shortest secret the vault stores at all; each provider's own minimum
 /// ([`crate::leak::SecretKind::min_bytes`]) is usually higher.
-pub const MIN_SECRET_BYTES: usize = 16;
+pub(crate) const MIN_SECRET_BYTES: usize = 16;
 /// Largest secret the vault stores.
-pub const MAX_SECRET_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_SECRET_BYTES: usize = 16 * 1024;
 /// How long after a rotation answers are still checked for a key's old
 /// value: longer than any event may run.
-pub const PREVIOUS_KEY_GRACE_SECS: i64 = 2 * 3600;
+pub(crate) const PREVIOUS_KEY_GRACE_SECS: i64 = 2 * 3600;
 
 /// Providers (and tool credential kinds) a key may belong to.
-pub const PROVIDERS: &[&str] = &[
+pub(crate) const PROVIDERS: &[&str] = &[
     "anthropic",
     "openai",
     "openai-compatible",
@@ -129,7 +129,7 @@ impl MasterKey {
     }
 
     /// Parses 64 hex digits (surrounding white space is ignored).
-    pub fn from_hex(text: &str) -> Result<Self, VaultError> {
+    pub(crate) fn from_hex(text: &str) -> Result<Self, VaultError> {
         let text = text.trim();
         let decoded = Zeroizing::new(
             hex::decode(text)
@@ -186,7 +186,7 @@ impl MasterKey {
 
     /// Creates the key file in `state_dir` with mode 0600 unless it exists
     /// (or the environment supplies the key). Returns whether it created one.
-    pub fn create_file_if_missing(state_dir: &Path) -> Result<bool, VaultError> {
+    pub(crate) fn create_file_if_missing(state_dir: &Path) -> Result<bool, VaultError> {
         let path = state_dir.join(MASTER_KEY_FILE);
         if std::env::var_os(MASTER_KEY_ENV).is_some() || path.exists() {
             return Ok(false);
@@ -256,7 +256,7 @@ fn aad(id: &str, provider: &str) -> Vec<u8> {
 }
 
 /// Checks a key id: 1 to 64 bytes of `[A-Za-z0-9_.-]`.
-pub fn validate_key_id(id: &str) -> Result<(), VaultError> {
+pub(crate) fn validate_key_id(id: &str) -> Result<(), VaultError> {
     crate::text::validate_name("key id", id, MAX_KEY_ID_BYTES).map_err(VaultError::Invalid)
 }
 
@@ -478,7 +478,12 @@ impl Vault {
 
     /// The key's value before its last rotation, if it was rotated and not
     /// revoked since. Never sent anywhere.
-    pub fn previous_secret(&self, id: &str, provider: &str) -> Result<Option<Secret>, VaultError> {
+    #[cfg(test)]
+    pub(crate) fn previous_secret(
+        &self,
+        id: &str,
+        provider: &str,
+    ) -> Result<Option<Secret>, VaultError> {
         match self.secret_and_previous(id, provider) {
             Ok((_, previous)) => Ok(previous),
             // Revocation wipes the previous value with the current one.
@@ -490,7 +495,7 @@ impl Vault {
     /// The key for one use, and its value before its last rotation (a call
     /// still in flight may carry that one, so answers are checked for it
     /// too), in one read.
-    pub fn secret_and_previous(
+    pub(crate) fn secret_and_previous(
         &self,
         id: &str,
         provider: &str,

@@ -23,7 +23,7 @@ pub struct EventArgs {
 
 /// Why the event could not be read.
 #[derive(Debug)]
-pub enum EventError {
+pub(crate) enum EventError {
     /// The event file could not be read.
     File(LoadError),
     /// The event is not valid.
@@ -41,7 +41,7 @@ impl std::fmt::Display for EventError {
 
 impl EventArgs {
     /// The event's JSON text, read within the event size bound.
-    pub fn json_text(&self) -> Result<String, EventError> {
+    pub(crate) fn json_text(&self) -> Result<String, EventError> {
         let max = crate::limits::MAX_EVENT_PAYLOAD_BYTES as u64 * 2;
         match self.event.as_deref() {
             None => {

@@ -32,7 +32,7 @@ pub mod exit {
     pub const AGENT_ERROR: u8 = 1;
     /// Bad command-line usage (clap's own code), or a value that does not
     /// parse.
-    pub const USAGE: u8 = 2;
+    pub(crate) const USAGE: u8 = 2;
     /// A file could not be read or written.
     pub const MISSING_FILE: u8 = 3;
     /// The manifest is invalid.
@@ -48,17 +48,17 @@ pub mod exit {
     /// The agent hit a limit (deadline, memory, fuel, stack, result size).
     pub const LIMIT: u8 = 9;
     /// The host failed, or is busy or draining.
-    pub const HOST: u8 = 10;
+    pub(crate) const HOST: u8 = 10;
     /// The state directory is not initialised.
-    pub const NOT_INITIALISED: u8 = 11;
+    pub(crate) const NOT_INITIALISED: u8 = 11;
     /// No such key, agent, token, namespace or invocation.
     pub const NOT_FOUND: u8 = 12;
     /// The request conflicts with the state.
-    pub const REFUSED: u8 = 13;
+    pub(crate) const REFUSED: u8 = 13;
     /// No daemon answers.
-    pub const UNREACHABLE: u8 = 14;
+    pub(crate) const UNREACHABLE: u8 = 14;
     /// No token, a wrong one, or one without the right.
-    pub const UNAUTHORISED: u8 = 15;
+    pub(crate) const UNAUTHORISED: u8 = 15;
 }
 
 /// A failed command: its exit code ([`exit`]) and what to tell the user.

@@ -29,7 +29,7 @@ pub struct OutputArgs {
 
 impl OutputArgs {
     /// Whether JSON was asked for.
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         self.json || self.output == Output::Json
     }
 }

@@ -60,7 +60,7 @@ impl DaemonArgs {
 
     /// Whether a daemon was named, so a command that also works locally
     /// goes through the API.
-    pub fn is_remote(&self) -> bool {
+    pub(crate) fn is_remote(&self) -> bool {
         self.remote.is_some()
     }
 

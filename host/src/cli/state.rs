@@ -43,7 +43,9 @@ impl StateArgs {
     }
 
     /// Opens the vault, ledger and prices that model bindings need.
-    pub fn open_services(&self) -> Result<Arc<crate::providers::binding::Services>, CliError> {
+    pub(crate) fn open_services(
+        &self,
+    ) -> Result<Arc<crate::providers::binding::Services>, CliError> {
         let dir = self.dir()?;
         // Not initialised is its own failure, not a bad manifest.
         Database::open(&dir)?;
@@ -52,14 +54,9 @@ impl StateArgs {
         Ok(Arc::new(services))
     }
 
-    /// Opens the vault of an initialised state directory.
-    pub fn open_vault(&self) -> Result<Vault, CliError> {
-        self.open_vault_and_audit().map(|(vault, _)| vault)
-    }
-
     /// Opens the vault of an initialised state directory and its audit
     /// log (key changes are audited, made here or through the daemon).
-    pub fn open_vault_and_audit(&self) -> Result<(Vault, crate::audit::AuditLog), CliError> {
+    pub(crate) fn open_vault_and_audit(&self) -> Result<(Vault, crate::audit::AuditLog), CliError> {
         let dir = self.dir()?;
         let db = Arc::new(Database::open(&dir)?);
         let master = MasterKey::load(&dir)?;

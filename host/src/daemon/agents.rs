@@ -85,7 +85,7 @@ pub struct Deployed {
 
 impl Deployed {
     /// Events waiting for a slot.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
 }
@@ -201,7 +201,7 @@ impl Daemon {
     /// One agent in detail: what [`Daemon::list`] says, its manifest as
     /// deployed (bindings, fallbacks, tools and scopes, triggers, limits,
     /// budget; vault ids, never a secret) and its suspensions.
-    pub fn show(&self, name: &str) -> Option<AgentDetail> {
+    pub(crate) fn show(&self, name: &str) -> Option<AgentDetail> {
         let agents = self.read_agents();
         let deployed = agents.get(name)?;
         Some(AgentDetail {

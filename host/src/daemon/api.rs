@@ -42,7 +42,7 @@ use crate::secret::Secret;
 use crate::{Event, db::now_unix};
 
 /// Largest deployment body: a component, base64, plus cassettes.
-pub const MAX_DEPLOY_BYTES: usize = 96 << 20;
+pub(crate) const MAX_DEPLOY_BYTES: usize = 96 << 20;
 
 /// The status an invocation's outcome answers with.
 fn outcome_status(outcome: &Outcome) -> StatusCode {

@@ -18,7 +18,7 @@ use crate::db::{Database, DbError, now_unix};
 use crate::secret::Secret;
 
 /// The prefix of every token, so scanners can recognise a leaked one.
-pub const TOKEN_PREFIX: &str = "cc_";
+pub(crate) const TOKEN_PREFIX: &str = "cc_";
 
 /// A token's public facts.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -71,7 +71,7 @@ impl Scope {
 
     /// Whether a token of this scope may use the registry repository
     /// `repository`.
-    pub fn may_publish(&self, repository: &str) -> bool {
+    pub(crate) fn may_publish(&self, repository: &str) -> bool {
         match self {
             Self::Admin => true,
             Self::Publish(namespaces) => {
@@ -121,7 +121,7 @@ fn hash(token: &str) -> String {
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -284,7 +284,7 @@ impl Tokens {
 
     /// The name and scope of the active token `presented` is, if any.
     /// Every active token's hash is compared, in constant time.
-    pub fn authenticate_scoped(&self, presented: &str) -> Option<(String, Scope)> {
+    pub(crate) fn authenticate_scoped(&self, presented: &str) -> Option<(String, Scope)> {
         let presented = hash(presented);
         let rows = self.active()?;
         let mut found = None;

@@ -85,7 +85,7 @@ impl Bundle {
 
     /// Deploys the registry component `reference` instead of the manifest's
     /// own component.
-    pub fn with_registry_component(mut self, reference: &str) -> Result<Self, String> {
+    pub(crate) fn with_registry_component(mut self, reference: &str) -> Result<Self, String> {
         let mut manifest = Manifest::from_toml(&self.manifest).map_err(|e| e.to_string())?;
         manifest.component.path = None;
         manifest.component.registry = Some(reference.to_string());

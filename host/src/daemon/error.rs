@@ -73,7 +73,7 @@ impl DaemonError {
 /// An API error: status, code, message and, for refusals worth retrying,
 /// `Retry-After` seconds.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -111,6 +111,7 @@ impl ApiError {
     }
 
     /// The status answered.
+    #[cfg(test)]
     pub fn status(&self) -> StatusCode {
         self.status
     }

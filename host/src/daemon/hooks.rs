@@ -23,7 +23,7 @@ use crate::db::now_unix;
 
 /// How far a Slack request's timestamp may be from now, in seconds (Slack's
 /// own recommendation), so a captured request cannot be replayed later.
-pub const SLACK_WINDOW_SECS: i64 = 300;
+pub(crate) const SLACK_WINDOW_SECS: i64 = 300;
 
 fn verify_hex_hmac(secret: &[u8], message: &[&[u8]], hex_tag: &str) -> Result<(), String> {
     let tag = hex::decode(hex_tag).map_err(|_| "the signature is not hex".to_string())?;
@@ -33,7 +33,11 @@ fn verify_hex_hmac(secret: &[u8], message: &[&[u8]], hex_tag: &str) -> Result<()
 }
 
 /// Verifies GitHub's `X-Hub-Signature-256: sha256=<hex>` over the raw body.
-pub fn verify_github(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), String> {
+pub(crate) fn verify_github(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), String> {
     let header = header.ok_or("X-Hub-Signature-256 is missing")?;
     let hex_tag = header
         .strip_prefix("sha256=")
@@ -42,7 +46,11 @@ pub fn verify_github(secret: &[u8], body: &[u8], header: Option<&str>) -> Result
 }
 
 /// Verifies a generic `X-Signature-256: sha256=<hex>` over the raw body.
-pub fn verify_generic(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), String> {
+pub(crate) fn verify_generic(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), String> {
     let header = header.ok_or("X-Signature-256 is missing")?;
     let hex_tag = header
         .strip_prefix("sha256=")
@@ -53,7 +61,7 @@ pub fn verify_generic(secret: &[u8], body: &[u8], header: Option<&str>) -> Resul
 /// Verifies Slack's `X-Slack-Signature: v0=<hex>` over
 /// `v0:<X-Slack-Request-Timestamp>:<body>`, refusing timestamps more than
 /// [`SLACK_WINDOW_SECS`] from `now`.
-pub fn verify_slack(
+pub(crate) fn verify_slack(
     secret: &[u8],
     body: &[u8],
     timestamp: Option<&str>,
@@ -92,13 +100,13 @@ pub fn sign_slack(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 }
 
 /// A JSON value's string, for event ids and kinds from webhooks.
-pub fn json_str<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
+pub(crate) fn json_str<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
 
 impl Daemon {
     /// Records a webhook delivery; `false` when it was seen before.
-    pub fn first_delivery(&self, source: &str, delivery_id: &str) -> bool {
+    pub(crate) fn first_delivery(&self, source: &str, delivery_id: &str) -> bool {
         let conn = self.db.lock();
         // Forget deliveries older than a week.
         let _ = conn.execute(
@@ -114,12 +122,12 @@ impl Daemon {
     }
 
     /// A webhook signing secret from the vault.
-    pub fn webhook_secret(&self, key_id: &str) -> Option<crate::secret::Secret> {
+    pub(crate) fn webhook_secret(&self, key_id: &str) -> Option<crate::secret::Secret> {
         self.services.vault.secret(key_id, "webhook").ok()
     }
 
     /// Agents subscribed to a trigger source, with their triggers.
-    pub fn subscribers(&self, source: &str) -> Vec<(String, crate::manifest::Trigger)> {
+    pub(crate) fn subscribers(&self, source: &str) -> Vec<(String, crate::manifest::Trigger)> {
         self.read_agents()
             .iter()
             .flat_map(|(name, deployed)| {

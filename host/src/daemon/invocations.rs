@@ -15,9 +15,9 @@ use crate::batch::{BatchError, BatchWriter, WriteError};
 use crate::db::{Database, DbError};
 
 /// Most invocation rows kept; the oldest go first.
-pub const MAX_INVOCATION_ROWS: i64 = 200_000;
+pub(crate) const MAX_INVOCATION_ROWS: i64 = 200_000;
 /// Most rows one listing returns.
-pub const MAX_LISTED: usize = 1_000;
+pub(crate) const MAX_LISTED: usize = 1_000;
 
 /// One invocation as it is recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]

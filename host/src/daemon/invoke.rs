@@ -220,7 +220,7 @@ impl Daemon {
 
     /// Starts an invocation in the background and returns its invocation id;
     /// poll it with [`Daemon::result`].
-    pub fn invoke_async(
+    pub(crate) fn invoke_async(
         self: &Arc<Self>,
         name: &str,
         mut event: Event,

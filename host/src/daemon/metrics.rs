@@ -11,7 +11,7 @@ pub struct Metrics {
 }
 
 /// A gauge to render: name, help, and values by label set.
-pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, u64)>);
+pub(crate) type Gauge<'a> = (&'a str, &'a str, Vec<(String, u64)>);
 
 /// What each metric means.
 const HELP: &[(&str, &str)] = &[
@@ -81,7 +81,7 @@ impl Metrics {
 
     /// The text exposition, with `gauges` (name, help, labelled values)
     /// appended.
-    pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
+    pub(crate) fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let mut out = String::new();
         let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         for (name, help) in HELP {

@@ -74,7 +74,7 @@ pub struct DaemonOptions {
 }
 
 /// The default reserve of free disk for the state directory: 256 MiB.
-pub const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 256 << 20;
+pub(crate) const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 256 << 20;
 
 impl DaemonOptions {
     /// Defaults for a state directory. Compiled components are cached in
@@ -292,7 +292,7 @@ impl Daemon {
     /// Checks that `bytes` is a component of the `clawcage:agent` world,
     /// compiling it (and caching the result, so its first event does not
     /// compile).
-    pub fn check_component(&self, bytes: &[u8]) -> Result<String, String> {
+    pub(crate) fn check_component(&self, bytes: &[u8]) -> Result<String, String> {
         self.cage
             .load_component("pushed", bytes, None)
             .map(|agent| agent.sha256().to_string())
@@ -337,7 +337,7 @@ impl Daemon {
     }
 
     /// Whether shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
 

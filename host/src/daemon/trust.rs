@@ -32,7 +32,7 @@ impl Daemon {
     /// on; its files stay, so it comes back if the key is trusted again),
     /// and one that is trusted again is loaded. Answers the agents
     /// unloaded and loaded. [`watch_trust`] calls this every second.
-    pub fn enforce_trust(&self) -> (Vec<String>, Vec<String>) {
+    pub(crate) fn enforce_trust(&self) -> (Vec<String>, Vec<String>) {
         let _lifecycle = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = std::fs::read(self.trust_policy_path()).unwrap_or_default();
         let mut fingerprint = [0u8; 32];
@@ -127,7 +127,7 @@ impl Daemon {
     }
 
     /// The trust policy's file.
-    pub fn trust_policy_path(&self) -> PathBuf {
+    pub(crate) fn trust_policy_path(&self) -> PathBuf {
         self.options
             .state_dir
             .join(crate::registry::signing::TRUST_FILE)
@@ -144,7 +144,7 @@ impl Daemon {
 /// `POST /v1/trust`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "change", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum TrustChange {
+pub(crate) enum TrustChange {
     /// Trust a publisher key (64 hex digits) for a namespace.
     Add {
         /// The namespace (`acme` for `acme/triage`).
@@ -246,7 +246,7 @@ fn public_key_hex(key: &str) -> Result<String, DaemonError> {
 /// Makes `change` to the trust policy at `path` and records it in `audit`
 /// as done by `actor`; answers the policy as saved. A daemon applies it
 /// within a second ([`watch_trust`]), and at every deployment.
-pub fn change_trust(
+pub(crate) fn change_trust(
     path: &Path,
     change: &TrustChange,
     audit: &AuditLog,

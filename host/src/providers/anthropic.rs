@@ -9,7 +9,7 @@ use crate::bindings::inference::{
 };
 
 /// The API version header this adapter speaks.
-pub const API_VERSION: &str = "2023-06-01";
+pub(crate) const API_VERSION: &str = "2023-06-01";
 
 /// Anthropic's `cache_control` for a breakpoint.
 fn cache_control(ttl: CacheTtl) -> Value {
@@ -181,7 +181,7 @@ pub fn parse_response(body: &Value) -> Result<Parsed, String> {
 
 /// Decodes one streamed event's data into increments. An `error` event is
 /// returned as `Err((error type, message))`.
-pub fn parse_event(data: &str) -> Result<Vec<Increment>, (String, String)> {
+pub(crate) fn parse_event(data: &str) -> Result<Vec<Increment>, (String, String)> {
     let value: Value = serde_json::from_str(data).map_err(|e| {
         (
             "invalid_event".to_string(),

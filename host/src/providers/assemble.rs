@@ -27,7 +27,7 @@ pub struct UsageUpdate {
 
 impl UsageUpdate {
     /// Applies the counts this update carries to `tokens`.
-    pub fn apply_to(&self, tokens: &mut Tokens) {
+    pub(crate) fn apply_to(&self, tokens: &mut Tokens) {
         for (field, value) in [
             (&mut tokens.input, self.input),
             (&mut tokens.output, self.output),
@@ -43,7 +43,7 @@ impl UsageUpdate {
 }
 
 /// The WIT usage of `tokens`.
-pub fn wit_usage(tokens: &Tokens, estimated: bool) -> Usage {
+pub(crate) fn wit_usage(tokens: &Tokens, estimated: bool) -> Usage {
     Usage {
         input_tokens: tokens.input,
         output_tokens: tokens.output,
@@ -55,7 +55,7 @@ pub fn wit_usage(tokens: &Tokens, estimated: bool) -> Usage {
 
 /// One increment of a provider's stream, after its wire format is decoded.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Increment {
+pub(crate) enum Increment {
     /// The model id the provider reports.
     Model(String),
     /// Text for content part `index`.
@@ -99,7 +99,7 @@ enum Part {
 }
 
 /// Assembles increments into stream events and a completion.
-pub struct Assembler {
+pub(crate) struct Assembler {
     model: String,
     provider: &'static str,
     fallback: u32,
@@ -144,7 +144,7 @@ impl Assembler {
     /// Whether the provider reported the whole usage: input, and output
     /// once generation stopped (Anthropic reports input first and output
     /// at the end; OpenAI both in a last chunk).
-    pub fn usage_reported(&self) -> bool {
+    pub(crate) fn usage_reported(&self) -> bool {
         self.saw_input && self.saw_output_after_stop
     }
 
@@ -156,13 +156,13 @@ impl Assembler {
     }
 
     /// The bytes of text and tool input generated so far.
-    pub fn generated_bytes(&self) -> usize {
+    pub(crate) fn generated_bytes(&self) -> usize {
         self.generated_bytes
     }
 
     /// Ends a stream that stopped without its end marker (`[DONE]`): the
     /// finished completion, when the provider had said why it stopped.
-    pub fn finish_at_end_of_stream(&mut self) -> Option<StreamEvent> {
+    pub(crate) fn finish_at_end_of_stream(&mut self) -> Option<StreamEvent> {
         if self.done || self.stop.is_none() {
             return None;
         }
@@ -171,7 +171,10 @@ impl Assembler {
     }
 
     /// Applies one increment; returns the event for the guest, if any.
-    pub fn apply(&mut self, increment: Increment) -> Result<Option<StreamEvent>, InferenceError> {
+    pub(crate) fn apply(
+        &mut self,
+        increment: Increment,
+    ) -> Result<Option<StreamEvent>, InferenceError> {
         let opens = match &increment {
             Increment::Text { index, .. } | Increment::ToolStart { index, .. } => {
                 !self.parts.contains_key(index)

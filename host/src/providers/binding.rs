@@ -49,7 +49,7 @@ impl ProviderKind {
     }
 
     /// The public API's base URL.
-    pub fn default_base_url(self) -> Option<&'static str> {
+    pub(crate) fn default_base_url(self) -> Option<&'static str> {
         match self {
             Self::Anthropic => Some("https://api.anthropic.com"),
             Self::OpenAi => Some("https://api.openai.com/v1"),
@@ -79,7 +79,7 @@ pub struct Services {
 }
 
 /// Called for every blocked leak (the daemon audits it).
-pub type LeakHook = Arc<dyn Fn(&LeakReport) + Send + Sync>;
+pub(crate) type LeakHook = Arc<dyn Fn(&LeakReport) + Send + Sync>;
 
 /// A blocked leak: metadata only, never the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +120,7 @@ impl Services {
     }
 
     /// The HTTP client with connect timeout `connect`.
-    pub fn client_for(&self, connect: Duration) -> Result<reqwest::Client, String> {
+    pub(crate) fn client_for(&self, connect: Duration) -> Result<reqwest::Client, String> {
         if connect == http::CONNECT_TIMEOUT {
             return Ok(self.http.clone());
         }
@@ -143,7 +143,7 @@ impl Services {
     }
 
     /// Installs the function told of every blocked leak.
-    pub fn set_leak_hook(&self, hook: LeakHook) {
+    pub(crate) fn set_leak_hook(&self, hook: LeakHook) {
         *self.leak_hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 

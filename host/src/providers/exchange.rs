@@ -21,7 +21,7 @@ use crate::secret::Secret;
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// The most of an error message that is quoted to the guest.
-pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
+pub(crate) const MAX_ERROR_MESSAGE_BYTES: usize = 512;
 
 impl BoundModel {
     /// Logs a timeout (the guest gets it as `timeout(kind)`) and returns it.

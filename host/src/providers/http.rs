@@ -11,12 +11,12 @@ use reqwest::StatusCode;
 /// model that has a fallback after it; it moves on.
 pub const MAX_ATTEMPTS: u32 = 3;
 /// The first retry's backoff; each later one doubles, with full jitter.
-pub const BASE_BACKOFF: Duration = Duration::from_millis(250);
+pub(crate) const BASE_BACKOFF: Duration = Duration::from_millis(250);
 /// Time allowed to connect, by default (a binding sets its own; see
 /// [`super::target::Timeouts`]).
-pub const CONNECT_TIMEOUT: Duration = crate::outbound::DEFAULT_CONNECT_TIMEOUT;
+pub(crate) const CONNECT_TIMEOUT: Duration = crate::outbound::DEFAULT_CONNECT_TIMEOUT;
 /// Largest response body read from a provider.
-pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// Builds the shared client.
 pub fn client() -> Result<reqwest::Client, String> {
@@ -27,7 +27,7 @@ pub fn client() -> Result<reqwest::Client, String> {
 
 /// Whether a status is worth retrying: rate limits, overload and server
 /// errors.
-pub fn retryable(status: StatusCode) -> bool {
+pub(crate) fn retryable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
         408 | 409 | 429 | 500 | 502 | 503 | 504 | 529
@@ -42,7 +42,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 /// The wait before retry number `attempt` (1-based): the server's
 /// `retry-after` when it gave one, else exponential backoff with full
 /// jitter.
-pub fn backoff(attempt: u32, server: Option<Duration>) -> Duration {
+pub(crate) fn backoff(attempt: u32, server: Option<Duration>) -> Duration {
     if let Some(wait) = server {
         return wait;
     }
@@ -53,7 +53,7 @@ pub fn backoff(attempt: u32, server: Option<Duration>) -> Duration {
 }
 
 /// Whether waiting `wait` still leaves time before `deadline`.
-pub fn fits(wait: Duration, deadline: Instant) -> bool {
+pub(crate) fn fits(wait: Duration, deadline: Instant) -> bool {
     Instant::now() + wait < deadline
 }
 

@@ -34,7 +34,7 @@ pub struct Parsed {
 
 /// The `error.message` of a provider's error body (Anthropic and OpenAI
 /// both put it there), if it has one.
-pub fn error_message(body: &serde_json::Value) -> Option<String> {
+pub(crate) fn error_message(body: &serde_json::Value) -> Option<String> {
     body.pointer("/error/message")
         .and_then(serde_json::Value::as_str)
         .map(str::to_string)

@@ -52,7 +52,7 @@ use crate::secret::Secret;
 use crate::vault::VaultError;
 
 /// Most fallbacks one binding may list.
-pub const MAX_FALLBACKS: usize = 4;
+pub(crate) const MAX_FALLBACKS: usize = 4;
 
 /// One agent's binding: its own model and its fallbacks.
 pub struct BoundModel {

@@ -263,7 +263,7 @@ pub fn parse_response(body: &Value) -> Result<Parsed, String> {
 /// which starts a new call. Ids the guest could not quote back are
 /// replaced (see `call_id`).
 #[derive(Debug, Default)]
-pub struct ChunkDecoder {
+pub(crate) struct ChunkDecoder {
     /// Open tool calls: (wire index, the server's id (at most 256 bytes
     /// kept), part index).
     calls: Vec<(Option<u64>, String, usize)>,

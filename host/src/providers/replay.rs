@@ -37,9 +37,9 @@ use crate::inference::{CallContext, CompletionEvents, ModelBackend};
 /// The cassette format's version: 2 since `clawcage:agent@0.2.0` (prompt
 /// caching, cache token counts, the answering model's provider). Version 1
 /// files are read and upgraded in memory.
-pub const CASSETTE_VERSION: u32 = 2;
+pub(crate) const CASSETTE_VERSION: u32 = 2;
 /// Largest cassette file read.
-pub const MAX_CASSETTE_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_CASSETTE_BYTES: u64 = 64 << 20;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,7 +150,7 @@ impl Cassette {
     }
 
     /// The recorded answer to a tool call.
-    pub fn find_tool(
+    pub(crate) fn find_tool(
         &self,
         tool: &str,
         action: &str,
@@ -176,7 +176,7 @@ impl Cassette {
 }
 
 /// The `replay` provider: answers from a cassette.
-pub struct ReplayModel {
+pub(crate) struct ReplayModel {
     /// The binding name.
     pub binding: String,
     /// The model id the manifest names.
@@ -198,7 +198,7 @@ impl ReplayModel {
 
 /// The stream events that deliver `completion`: text in word-sized deltas,
 /// each tool use as a start and its input, then the whole.
-pub fn events_for(completion: &Completion) -> Vec<StreamEvent> {
+pub(crate) fn events_for(completion: &Completion) -> Vec<StreamEvent> {
     let mut events = Vec::new();
     for part in &completion.content {
         match part {
@@ -255,7 +255,7 @@ impl ModelBackend for ReplayModel {
 }
 
 /// Wraps a real binding and records every successful exchange.
-pub struct RecordingModel {
+pub(crate) struct RecordingModel {
     /// The binding name.
     pub binding: String,
     /// The real backend.
@@ -328,7 +328,7 @@ impl ModelBackend for RecordingModel {
 }
 
 /// Wraps a granted tool and records every call and its result.
-pub struct RecordingTool {
+pub(crate) struct RecordingTool {
     /// The tool's granted name.
     pub tool: String,
     /// The real tool.

@@ -74,7 +74,7 @@ pub const OPENAI: ProviderRules = ProviderRules {
 
 /// OpenAI's reasoning models (o1, o3, o4-mini, the gpt-5 family): no
 /// temperature but the default 1, and no stop sequences.
-pub const OPENAI_REASONING: ProviderRules = ProviderRules {
+pub(crate) const OPENAI_REASONING: ProviderRules = ProviderRules {
     takes_temperature: false,
     takes_stop: false,
     ..OPENAI
@@ -88,7 +88,7 @@ const OPENAI_REASONING_PREFIXES: &[&str] = &["o1", "o3", "o4", "gpt-5"];
 const OPENAI_CHAT_PREFIXES: &[&str] = &["gpt-5-chat"];
 
 /// The rules of OpenAI model `model`.
-pub fn openai_model(model: &str) -> ProviderRules {
+pub(crate) fn openai_model(model: &str) -> ProviderRules {
     let reasoning = OPENAI_REASONING_PREFIXES
         .iter()
         .any(|prefix| model.starts_with(prefix))
@@ -101,7 +101,7 @@ pub fn openai_model(model: &str) -> ProviderRules {
 /// Servers that speak Chat Completions: OpenAI's ranges, without limits
 /// that only OpenAI's own service enforces (llama.cpp, vLLM and Ollama take
 /// more than 4 stop sequences).
-pub const OPENAI_COMPATIBLE: ProviderRules = ProviderRules {
+pub(crate) const OPENAI_COMPATIBLE: ProviderRules = ProviderRules {
     provider: "openai-compatible",
     max_temperature: 2.0,
     max_stop_sequences: None,

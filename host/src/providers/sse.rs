@@ -8,7 +8,7 @@
 
 /// Largest event the parser buffers; a server that sends more without a
 /// blank line is broken or hostile.
-pub const MAX_EVENT_BYTES: usize = 4 << 20;
+pub(crate) const MAX_EVENT_BYTES: usize = 4 << 20;
 
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,14 +29,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = crate::outbound::DEFAULT_CONNECT_T
 /// bytes of the answer: an unstreamed completion's headers, which servers
 /// send once the answer is ready, or a stream's first event. Past it,
 /// `timeout(first-byte)`.
-pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest quiet time between two chunks of an answer before the call
 /// fails with `timeout(idle)`.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time kept back from the event's deadline for the guest to handle a
 /// timeout (try something else, report it): calls give up this much before
 /// the deadline, or a tenth of the time left when that is less.
-pub const GUEST_RESERVE: Duration = Duration::from_secs(1);
+pub(crate) const GUEST_RESERVE: Duration = Duration::from_secs(1);
 
 /// The time limits of a call to one target. The defaults sit below the
 /// default event deadline (30 s), so a stalled provider is noticed while
@@ -64,7 +64,7 @@ impl Default for Timeouts {
 
 /// When a call must have its answer, so that the guest keeps
 /// [`GUEST_RESERVE`] (or a tenth of the time left) before `deadline`.
-pub fn answer_by(deadline: Instant) -> Instant {
+pub(crate) fn answer_by(deadline: Instant) -> Instant {
     let left = deadline.saturating_duration_since(Instant::now());
     deadline - GUEST_RESERVE.min(left / 10)
 }
@@ -115,7 +115,7 @@ fn is_loopback(url: &Url) -> bool {
 /// `https://api.anthropic.com/v1`, `https://api.openai.com/v1`,
 /// `http://127.0.0.1:8080/v1`. One with no path at all gets `/v1`. The
 /// host appends `/messages` (Anthropic) or `/chat/completions`.
-pub fn endpoint(
+pub(crate) fn endpoint(
     provider: ProviderKind,
     base_url: Option<&str>,
     allow_http: bool,
@@ -266,14 +266,14 @@ impl Target {
 
     /// The URL, for the operator's log (never for the guest: it names
     /// internal hosts, and a gateway may keep a token in its path).
-    pub fn shown_url(&self) -> &str {
+    pub(crate) fn shown_url(&self) -> &str {
         self.endpoint.as_str()
     }
 
     /// The HTTP request for `body`, with `key` in the provider's header.
     /// The header value is built in a zeroizing buffer and marked
     /// sensitive, so neither a log nor a dropped string keeps it.
-    pub fn http_request(
+    pub(crate) fn http_request(
         &self,
         key: Option<&Secret>,
         body: &str,

@@ -25,14 +25,14 @@ use std::time::{Duration, Instant};
 use ring::digest::{Context, SHA256};
 
 /// Largest blob accepted.
-pub const DEFAULT_MAX_BLOB_BYTES: u64 = 64 << 20;
+pub(crate) const DEFAULT_MAX_BLOB_BYTES: u64 = 64 << 20;
 /// Uploads idle longer than this are dropped.
-pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most uploads in progress at once.
-pub const MAX_UPLOADS: usize = 256;
+pub(crate) const MAX_UPLOADS: usize = 256;
 /// Most uploads in progress at once for one token, so one publisher cannot
 /// take every slot from the others.
-pub const MAX_UPLOADS_PER_OWNER: usize = 16;
+pub(crate) const MAX_UPLOADS_PER_OWNER: usize = 16;
 
 /// A failed blob operation, with the OCI Distribution error code it maps to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,14 +247,14 @@ impl BlobStore {
     }
 
     /// Whether `repository` holds the blob `digest` (and the store has it).
-    pub fn is_linked(&self, repository: &str, digest: &Digest) -> bool {
+    pub(crate) fn is_linked(&self, repository: &str, digest: &Digest) -> bool {
         self.link_path(repository, digest)
             .is_ok_and(|path| path.is_file())
             && self.blob_path(digest).is_file()
     }
 
     /// A stored blob, opened for reading, and its size.
-    pub fn open_blob(&self, digest: &Digest) -> Result<(File, u64), BlobError> {
+    pub(crate) fn open_blob(&self, digest: &Digest) -> Result<(File, u64), BlobError> {
         let file = File::open(self.blob_path(digest)).map_err(|_| BlobError::Unknown)?;
         let size = file.metadata().map_err(io)?.len();
         Ok((file, size))
@@ -323,7 +323,7 @@ impl BlobStore {
     }
 
     /// How many bytes an upload holds.
-    pub fn upload_size(&self, session: &str, owner: &str) -> Result<u64, BlobError> {
+    pub(crate) fn upload_size(&self, session: &str, owner: &str) -> Result<u64, BlobError> {
         let upload = self.session(session, owner)?;
         let size = upload.lock().unwrap_or_else(|e| e.into_inner()).size;
         Ok(size)
@@ -422,7 +422,7 @@ impl BlobStore {
     }
 
     /// Cancels an upload.
-    pub fn cancel(&self, session: &str, owner: &str) -> Result<(), BlobError> {
+    pub(crate) fn cancel(&self, session: &str, owner: &str) -> Result<(), BlobError> {
         self.session(session, owner)?;
         self.discard(session);
         Ok(())

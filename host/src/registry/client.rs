@@ -278,7 +278,7 @@ impl RegistryClient {
     /// at, whoever pushed it, only if that is `expected` (so a publisher
     /// never signs what someone else put under the tag). Answers the signed
     /// digest and the signature's.
-    pub async fn sign_reference(
+    pub(crate) async fn sign_reference(
         &self,
         reference: &str,
         expected: &Digest,

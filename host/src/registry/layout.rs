@@ -59,12 +59,12 @@ pub struct WasmConfig {
 }
 
 /// The world every ClawCage agent targets.
-pub const AGENT_WORLD: &str = "clawcage:agent/agent";
+pub(crate) const AGENT_WORLD: &str = "clawcage:agent/agent";
 
 /// Reads a component's top-level imports and exports (not those of the
 /// modules and components nested inside it). Does not validate it: the
 /// engine does that when it compiles.
-pub fn interfaces(bytes: &[u8]) -> Result<ComponentInterfaces, String> {
+pub(crate) fn interfaces(bytes: &[u8]) -> Result<ComponentInterfaces, String> {
     use wasmparser::{Parser, Payload};
     let mut imports = BTreeSet::new();
     let mut exports = BTreeSet::new();
@@ -116,7 +116,7 @@ pub fn config_for(component: &[u8]) -> Result<WasmConfig, String> {
 }
 
 /// An OCI descriptor.
-pub fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+pub(crate) fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
     serde_json::json!({
         "mediaType": media_type,
         "digest": Digest::of(bytes).to_string(),
@@ -137,7 +137,7 @@ pub fn manifest_for(config: &[u8], component: &[u8]) -> Vec<u8> {
 }
 
 /// Checks a pushed config against its layer; the error says what is wrong.
-pub fn check_config(config: &[u8], layer: &[u8]) -> Result<(), String> {
+pub(crate) fn check_config(config: &[u8], layer: &[u8]) -> Result<(), String> {
     let config: WasmConfig = serde_json::from_slice(config)
         .map_err(|e| format!("the config is not a Wasm OCI config: {e}"))?;
     if config.architecture != "wasm" || config.os != "wasip2" {

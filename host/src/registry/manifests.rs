@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use super::blobs::Digest;
 
 /// Largest manifest accepted.
-pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+pub(crate) const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 /// A failed manifest operation, with its OCI error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +76,7 @@ fn io(e: std::io::Error) -> ManifestError {
 }
 
 /// Checks a tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-pub fn validate_tag(tag: &str) -> Result<(), ManifestError> {
+pub(crate) fn validate_tag(tag: &str) -> Result<(), ManifestError> {
     let bytes = tag.as_bytes();
     let ok = !bytes.is_empty()
         && bytes.len() <= 128
@@ -93,7 +93,7 @@ pub fn validate_tag(tag: &str) -> Result<(), ManifestError> {
 
 /// Whether a tag is a semantic version (`1.2.0`, `v1.2.0-rc.1`), which is
 /// immutable once pushed.
-pub fn is_version(tag: &str) -> bool {
+pub(crate) fn is_version(tag: &str) -> bool {
     let core = tag.strip_prefix('v').unwrap_or(tag);
     let core = core.split(['-', '+']).next().unwrap_or_default();
     let parts: Vec<&str> = core.split('.').collect();

@@ -34,7 +34,7 @@ use signing::{Signature, TrustPolicy};
 
 /// A component found in the registry and allowed by the trust policy.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The repository.
     pub repository: String,
     /// The manifest's digest (what was signed).
@@ -55,7 +55,7 @@ impl Resolved {
 
 /// Splits a reference into repository and tag or digest:
 /// `acme/triage@1.2.0`, `acme/triage@sha256:<hex>` or `acme/triage:1.2.0`.
-pub fn parse_reference(reference: &str) -> Result<(&str, &str), String> {
+pub(crate) fn parse_reference(reference: &str) -> Result<(&str, &str), String> {
     let split = reference.split_once('@').or_else(|| {
         reference
             .rsplit_once(':')
@@ -94,7 +94,7 @@ impl Registry {
 
     /// A blob, checked against its digest (the store is content-addressed,
     /// but the disk is not trusted to have kept it so).
-    pub fn verified_blob(&self, digest: &Digest) -> Result<Vec<u8>, String> {
+    pub(crate) fn verified_blob(&self, digest: &Digest) -> Result<Vec<u8>, String> {
         let bytes = self
             .blobs
             .read(digest)
@@ -178,7 +178,11 @@ impl Registry {
     /// component the trust policy allows. Every digest on the way is
     /// checked against the bytes: the manifest's, the layer's, the
     /// signatures'.
-    pub fn resolve(&self, reference: &str, policy: &TrustPolicy) -> Result<Resolved, String> {
+    pub(crate) fn resolve(
+        &self,
+        reference: &str,
+        policy: &TrustPolicy,
+    ) -> Result<Resolved, String> {
         let (repository, version) = parse_reference(reference)?;
         let (digest, manifest) = self.verified_manifest(repository, version)?;
         let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
@@ -234,13 +238,13 @@ impl Registry {
 }
 
 /// Longest repository name.
-pub const MAX_REPOSITORY_BYTES: usize = 255;
+pub(crate) const MAX_REPOSITORY_BYTES: usize = 255;
 
 /// Checks a repository name against the OCI Distribution spec's grammar:
 /// `/`-separated path components of lower-case letters and digits, joined
 /// inside a component by `.`, `_`, `__` or runs of `-`. So no `..`, no
 /// empty segment, no upper case, and nothing a path could be tricked with.
-pub fn validate_repository(name: &str) -> Result<(), String> {
+pub(crate) fn validate_repository(name: &str) -> Result<(), String> {
     let invalid = || {
         format!(
             "repository name {name:?} is invalid (NAME_INVALID): use lower-case path components like acme/triage"

@@ -45,19 +45,19 @@ use crate::secret::Secret;
 /// The artifact type (and layer media type) of a signature.
 pub const SIGNATURE_TYPE: &str = "application/vnd.clawcage.signature.v1+json";
 /// The OCI empty config's media type, for artifacts without a config.
-pub const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
+pub(crate) const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
 /// The OCI empty config's bytes.
-pub const EMPTY_CONFIG: &[u8] = b"{}";
+pub(crate) const EMPTY_CONFIG: &[u8] = b"{}";
 /// The annotation on a signature referrer naming the signer's public key.
 pub const SIGNER_ANNOTATION: &str = "dev.clawcage.signature.public-key";
 
 /// Largest signature blob read.
-pub const MAX_SIGNATURE_BYTES: u64 = 4096;
+pub(crate) const MAX_SIGNATURE_BYTES: u64 = 4096;
 /// Most signatures on one manifest considered at deployment.
 pub const MAX_SIGNATURES: usize = 64;
 
 /// The trust policy's file in the state directory.
-pub const TRUST_FILE: &str = "trust.toml";
+pub(crate) const TRUST_FILE: &str = "trust.toml";
 
 /// The first line of every signed message.
 const CONTEXT: &str = "clawcage-manifest-signature-v2";
@@ -93,7 +93,7 @@ impl PublisherKey {
     }
 
     /// A key pair from its stored PKCS#8 document (hex).
-    pub fn from_pkcs8_hex(text: &Secret) -> Result<Self, String> {
+    pub(crate) fn from_pkcs8_hex(text: &Secret) -> Result<Self, String> {
         let bytes = zeroize::Zeroizing::new(
             hex::decode(text.expose_str().unwrap_or_default().trim())
                 .map_err(|_| "the private key is not hex".to_string())?,
@@ -166,7 +166,7 @@ impl Signature {
     }
 
     /// A signature from its layer blob.
-    pub fn from_blob(bytes: &[u8]) -> Result<Self, String> {
+    pub(crate) fn from_blob(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() as u64 > MAX_SIGNATURE_BYTES {
             return Err("a signature blob is larger than 4 KiB".into());
         }

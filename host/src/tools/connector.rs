@@ -27,7 +27,7 @@ use crate::suspend::Capability;
 
 /// One action a connector can offer.
 #[derive(Debug, Clone)]
-pub struct Action {
+pub(crate) struct Action {
     /// The action's name, as granted and called.
     pub name: &'static str,
     /// What it does, for the agent and its model.
@@ -56,7 +56,7 @@ pub struct Decision {
 }
 
 /// The longest guest- or upstream-chosen string a log line quotes.
-pub const MAX_QUOTED_BYTES: usize = 512;
+pub(crate) const MAX_QUOTED_BYTES: usize = 512;
 
 /// Where decisions go: the host's logs always, and any sink installed (the
 /// daemon's audit log, or a test).
@@ -66,7 +66,7 @@ pub trait DecisionSink: Send + Sync + 'static {
 }
 
 /// Records a decision in the logs and the sink.
-pub fn record_decision(sink: Option<&Arc<dyn DecisionSink>>, decision: Decision) {
+pub(crate) fn record_decision(sink: Option<&Arc<dyn DecisionSink>>, decision: Decision) {
     // The resource and reason can quote what the guest sent (a URL of
     // kilobytes): the log line quotes a bounded prefix.
     let bound =
@@ -89,7 +89,7 @@ pub fn record_decision(sink: Option<&Arc<dyn DecisionSink>>, decision: Decision)
 
 /// A connector: a service's actions, run on validated input.
 #[async_trait::async_trait]
-pub trait Connector: Send + Sync + 'static {
+pub(crate) trait Connector: Send + Sync + 'static {
     /// The grant `kind` this connector serves, which is also the vault
     /// provider its credential must be stored under.
     const KIND: &'static str;
@@ -134,7 +134,7 @@ pub(crate) fn resources_only(kind: &str, grant: &ToolGrant) -> Result<(), String
 /// A granted tool backed by a connector: checks the suspension, the schema
 /// and the scope, records the decision, runs the action and checks the
 /// result for the credentials the call carried.
-pub struct ConnectorTool<C> {
+pub(crate) struct ConnectorTool<C> {
     connector: C,
     actions: Vec<Action>,
     identity: Identity,
@@ -143,7 +143,7 @@ pub struct ConnectorTool<C> {
 
 /// Who is calling what, for decisions.
 #[derive(Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The agent.
     pub agent: Arc<str>,
     /// The tool's granted name.
@@ -197,15 +197,10 @@ fn error_text(error: &ToolError) -> String {
 }
 
 impl<C: Connector> ConnectorTool<C> {
-    /// A tool offering `granted` actions of `connector`; unknown names are an
-    /// error naming them.
-    pub fn new(connector: C, granted: &[String], identity: Identity) -> Result<Self, String> {
-        Self::with_replay(connector, granted, identity, None)
-    }
-
-    /// Like [`ConnectorTool::new`], answering checked calls from `replay`
+    /// A tool offering `granted` actions of `connector` (unknown names are
+    /// an error naming them), answering checked calls from `replay`
     /// instead of the service when given.
-    pub fn with_replay(
+    pub(crate) fn with_replay(
         connector: C,
         granted: &[String],
         identity: Identity,
@@ -415,7 +410,7 @@ impl Endpoint {
 
     /// Sends a request to `segments` under the base URL with an optional
     /// JSON body; see [`Endpoint::send`].
-    pub async fn send_json(
+    pub(crate) async fn send_json(
         &self,
         method: Method,
         segments: &[&str],
@@ -575,12 +570,12 @@ pub fn rate_limited(retry_after: Option<Duration>, message: String) -> ToolError
 }
 
 /// How long the service asks to wait (see [`crate::outbound::retry_after`]).
-pub fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
     crate::outbound::retry_after(headers)
 }
 
 /// The first of several string fields of a JSON object.
-pub fn str_field<'v>(value: &'v Value, names: &[&str]) -> Option<&'v str> {
+pub(crate) fn str_field<'v>(value: &'v Value, names: &[&str]) -> Option<&'v str> {
     names.iter().find_map(|name| value.get(*name)?.as_str())
 }
 

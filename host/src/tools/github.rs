@@ -21,11 +21,11 @@ use crate::bindings::types::UpstreamError;
 use crate::manifest::ToolGrant;
 
 /// GitHub's public API.
-pub const DEFAULT_BASE_URL: &str = "https://api.github.com";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.github.com";
 /// The REST API version sent.
-pub const API_VERSION: &str = "2022-11-28";
+pub(crate) const API_VERSION: &str = "2022-11-28";
 /// Most items one listing returns.
-pub const MAX_LIST_ITEMS: u64 = 1_000;
+pub(crate) const MAX_LIST_ITEMS: u64 = 1_000;
 
 /// A GitHub grant: its endpoint and repository patterns.
 pub struct GitHub {
@@ -36,7 +36,7 @@ pub struct GitHub {
 }
 
 /// Checks a repository pattern from a grant.
-pub fn validate_pattern(pattern: &str) -> Result<(), String> {
+pub(crate) fn validate_pattern(pattern: &str) -> Result<(), String> {
     let Some((owner, repo)) = pattern.split_once('/') else {
         return Err(format!("{pattern:?} is not owner/repo or owner/*"));
     };

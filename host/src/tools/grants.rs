@@ -50,11 +50,11 @@ use crate::providers::binding::Services;
 use crate::providers::replay::Cassette;
 
 /// Default time for one tool request.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default largest response.
-pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 << 20;
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 << 20;
 /// Largest response an operator may allow.
-pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
 /// Builds the tools `grants` describe for `agent`. Credentials are checked
 /// against the vault now, so a missing or mismatched key fails the load, not

@@ -18,7 +18,7 @@ use crate::bindings::types::UpstreamError;
 use crate::manifest::ToolGrant;
 
 /// Most headers a guest may set on one request.
-pub const MAX_HEADERS: usize = 32;
+pub(crate) const MAX_HEADERS: usize = 32;
 /// Headers a guest may never set: framing, routing, hop-by-hop, ambient
 /// credentials, and what would change the bytes of the answer (a
 /// compressed or partial body would carry an echoed credential past the
@@ -48,7 +48,7 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 
 /// One rule: methods and a URL prefix.
 #[derive(Debug, Clone)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// Allowed methods, upper-case.
     pub methods: Vec<Method>,
     /// The prefix: scheme, host, port and path.
@@ -56,7 +56,7 @@ pub struct Rule {
 }
 
 /// A generic HTTP grant.
-pub struct HttpTool {
+pub(crate) struct HttpTool {
     /// The endpoint (its base is the rules' shared origin).
     pub endpoint: Endpoint,
     /// The rules.
@@ -65,7 +65,7 @@ pub struct HttpTool {
 
 /// Parses a rule's URL prefix; it must be an absolute http(s) URL without
 /// user information, query or fragment.
-pub fn parse_prefix(text: &str) -> Result<Url, String> {
+pub(crate) fn parse_prefix(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
     if !matches!(url.scheme(), "http" | "https")
         || url.host_str().is_none()
@@ -134,7 +134,7 @@ impl HttpTool {
 
 /// A grant's rules, checked: each a URL prefix and its methods, all on one
 /// origin so the credential reaches one API only.
-pub fn rules_of(grant: &ToolGrant) -> Result<Vec<Rule>, String> {
+pub(crate) fn rules_of(grant: &ToolGrant) -> Result<Vec<Rule>, String> {
     let mut rules = Vec::new();
     for spec in &grant.rules {
         let prefix = parse_prefix(&spec.url)?;

@@ -29,13 +29,13 @@ use crate::bindings::tools::{Host, HostTool};
 use crate::text::{quote, validate_name};
 
 /// Longest tool name a guest may pass to `tool.open`.
-pub const MAX_TOOL_NAME_BYTES: usize = 64;
+pub(crate) const MAX_TOOL_NAME_BYTES: usize = 64;
 /// Longest action name.
-pub const MAX_ACTION_NAME_BYTES: usize = 64;
+pub(crate) const MAX_ACTION_NAME_BYTES: usize = 64;
 /// Largest JSON input to one call.
-pub const MAX_TOOL_INPUT_BYTES: usize = 1 << 20;
+pub(crate) const MAX_TOOL_INPUT_BYTES: usize = 1 << 20;
 /// Most tools one invocation may hold open at once.
-pub const MAX_OPEN_TOOLS: usize = 32;
+pub(crate) const MAX_OPEN_TOOLS: usize = 32;
 
 /// A tool granted to an agent: a connector plus the scopes of the grant.
 /// Connectors implement this; the guest sees only [`ActionInfo`]s.
@@ -64,7 +64,7 @@ tokio::task_local! {
 }
 
 /// The event whose tool call is running, if any.
-pub fn current_event() -> Option<Arc<str>> {
+pub(crate) fn current_event() -> Option<Arc<str>> {
     CURRENT_EVENT.try_with(Arc::clone).ok()
 }
 
@@ -88,7 +88,7 @@ impl ToolsCtx {
     }
 
     /// The same, for calls made while handling event `event_id`.
-    pub fn for_event(grants: Arc<ToolGrants>, event_id: Arc<str>) -> Self {
+    pub(crate) fn for_event(grants: Arc<ToolGrants>, event_id: Arc<str>) -> Self {
         Self {
             event_id: Some(event_id),
             ..Self::new(grants)
@@ -117,7 +117,7 @@ impl HasData for HasTools {
 }
 
 /// Adds the `tools` interface to `linker`.
-pub fn add_to_linker<T: Send + 'static>(
+pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> ToolsView<'_>,
 ) -> wasmtime::Result<()> {

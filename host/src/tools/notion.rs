@@ -31,11 +31,11 @@ use crate::bindings::types::UpstreamError;
 use crate::manifest::ToolGrant;
 
 /// Notion's API.
-pub const DEFAULT_BASE_URL: &str = "https://api.notion.com";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.notion.com";
 /// The API version sent.
-pub const API_VERSION: &str = "2022-06-28";
+pub(crate) const API_VERSION: &str = "2022-06-28";
 /// Most rows one query returns.
-pub const MAX_LIST_ITEMS: u64 = 1_000;
+pub(crate) const MAX_LIST_ITEMS: u64 = 1_000;
 /// Most pages remembered as created by the agent.
 const MAX_REMEMBERED_PAGES: usize = 10_000;
 
@@ -50,7 +50,7 @@ pub struct Notion {
 }
 
 /// A Notion id as 32 lower-case hex digits, or `None`.
-pub fn normalise_id(id: &str) -> Option<String> {
+pub(crate) fn normalise_id(id: &str) -> Option<String> {
     let hex: String = id.chars().filter(|c| *c != '-').collect();
     (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_lowercase())
 }

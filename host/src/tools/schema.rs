@@ -12,7 +12,8 @@
 use serde_json::Value;
 
 /// The keywords this validator understands.
-pub const KEYWORDS: &[&str] = &[
+#[cfg(test)]
+pub(crate) const KEYWORDS: &[&str] = &[
     "type",
     "description",
     "properties",
@@ -30,7 +31,7 @@ pub const KEYWORDS: &[&str] = &[
 ];
 
 /// Checks `value` against `schema`; the error names the offending path.
-pub fn validate(schema: &Value, value: &Value) -> Result<(), String> {
+pub(crate) fn validate(schema: &Value, value: &Value) -> Result<(), String> {
     check(schema, value, "input")
 }
 
@@ -146,8 +147,10 @@ fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Every keyword `schema` uses that [`validate`] does not understand.
-pub fn unknown_keywords(schema: &Value) -> Vec<String> {
+/// Every keyword `schema` uses that [`validate`] does not understand
+/// (checked over every connector's schemas by the tests).
+#[cfg(test)]
+pub(crate) fn unknown_keywords(schema: &Value) -> Vec<String> {
     let mut unknown = Vec::new();
     if let Some(map) = schema.as_object() {
         for (key, value) in map {

@@ -17,9 +17,9 @@ use crate::bindings::types::UpstreamError;
 use crate::manifest::ToolGrant;
 
 /// Slack's Web API.
-pub const DEFAULT_BASE_URL: &str = "https://slack.com/api";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://slack.com/api";
 /// Most messages one history listing returns.
-pub const MAX_LIST_ITEMS: u64 = 1_000;
+pub(crate) const MAX_LIST_ITEMS: u64 = 1_000;
 
 /// A Slack grant: its endpoint and channel ids.
 pub struct Slack {
@@ -30,7 +30,7 @@ pub struct Slack {
 }
 
 /// Checks a channel id from a grant or an input.
-pub fn valid_channel(id: &str) -> bool {
+pub(crate) fn valid_channel(id: &str) -> bool {
     (2..=32).contains(&id.len())
         && id.starts_with(['C', 'G', 'D'])
         && id
