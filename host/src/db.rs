@@ -39,6 +39,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_invocations",
         include_str!("../migrations/0008_invocations.sql"),
     ),
+    (
+        "0009_invocations_index",
+        include_str!("../migrations/0009_invocations_index.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.
@@ -85,10 +89,14 @@ pub(crate) fn default_state_dir() -> Option<PathBuf> {
     Some(base.join("clawcage"))
 }
 
-/// An open database. One connection, behind a mutex: SQLite serialises
-/// writers anyway, and every statement here is short.
+/// An open database: one connection for writes, behind a mutex (SQLite
+/// serialises writers anyway), and one for the reads requests make (tokens,
+/// keys), which in WAL mode never wait for a writer's transaction, so a
+/// batch of audit records being committed does not stall a request.
 pub struct Database {
     conn: Mutex<Connection>,
+    /// `query_only`; absent for an in-memory database (reads use `conn`).
+    reader: Option<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -148,10 +156,29 @@ impl Database {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         migrate(&conn)?;
+        let reader = if path.as_os_str() == ":memory:" {
+            None
+        } else {
+            let reader = Connection::open(&path)?;
+            reader.busy_timeout(std::time::Duration::from_secs(5))?;
+            reader.pragma_update(None, "query_only", "ON")?;
+            Some(Mutex::new(reader))
+        };
         Ok(Self {
             conn: Mutex::new(conn),
+            reader,
             path,
         })
+    }
+
+    /// A connection for reads only (statements that write fail on it):
+    /// it sees every committed write and never waits for one in progress.
+    pub(crate) fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader
+            .as_ref()
+            .unwrap_or(&self.conn)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The connection, locked for the caller's statements.

@@ -448,7 +448,7 @@ impl Vault {
     /// Metadata of one key.
     pub fn info(&self, id: &str) -> Result<KeyInfo, VaultError> {
         self.db
-            .lock()
+            .read()
             .query_row(
                 "SELECT id, provider, fingerprint, created_at, rotated_at, revoked_at FROM keys WHERE id = ?1",
                 [id],
@@ -460,7 +460,7 @@ impl Vault {
 
     /// Metadata of every key, by id.
     pub fn list(&self) -> Result<Vec<KeyInfo>, VaultError> {
-        let conn = self.db.lock();
+        let conn = self.db.read();
         let mut statement =
             conn.prepare("SELECT id, provider, fingerprint, created_at, rotated_at, revoked_at FROM keys ORDER BY id")?;
         let keys = statement
@@ -500,9 +500,11 @@ impl Vault {
         id: &str,
         provider: &str,
     ) -> Result<(Secret, Option<Secret>), VaultError> {
+        // The read connection: a model or tool call never waits for a batch
+        // of records being committed.
         let row: Option<(StoredKey, Option<i64>)> = self
             .db
-            .lock()
+            .read()
             .prepare_cached(
                 "SELECT provider, nonce, ciphertext, previous_nonce, previous_ciphertext, rotated_at FROM keys WHERE id = ?1",
             )?

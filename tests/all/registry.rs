@@ -533,7 +533,8 @@ async fn untrusted_unsigned_and_tampered_components_are_never_deployed() {
             &forged_manifest,
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("MANIFEST_INVALID") && err.contains("does not verify"),
         "{err}"
@@ -649,7 +650,8 @@ async fn components_outside_the_world_or_with_lying_configs_are_refused() {
             &layout::manifest_for(&config, &hello),
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("MANIFEST_INVALID") && err.contains("component.imports"),
         "{err}"
@@ -666,7 +668,8 @@ async fn components_outside_the_world_or_with_lying_configs_are_refused() {
             &layout::manifest_for(wasip1, &hello),
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("wasip1"), "{err}");
 
     // Refusals are audited with their reason.
@@ -720,7 +723,8 @@ async fn publisher_tokens_reach_only_their_namespaces_and_never_the_admin_api() 
     let err = publisher
         .push_component("other/hello", "1.0.0", &hello, None)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("403") && err.contains("DENIED"), "{err}");
     let other = daemon
         .v2(reqwest::Method::GET, "other/hello/tags/list")
@@ -737,7 +741,8 @@ async fn publisher_tokens_reach_only_their_namespaces_and_never_the_admin_api() 
     let err = publisher
         .blob("acme/hello", &Digest::of(&secret))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("BLOB_UNKNOWN"), "{err}");
     let config = br#"{"architecture":"wasm","os":"wasip2"}"#;
     publisher.push_blob("acme/hello", config).await.unwrap();
@@ -749,7 +754,8 @@ async fn publisher_tokens_reach_only_their_namespaces_and_never_the_admin_api() 
             &layout::manifest_for(config, &secret),
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("MANIFEST_BLOB_UNKNOWN"), "{err}");
     // The admin API does not take a publisher token.
     let agents = daemon
@@ -1141,7 +1147,8 @@ async fn signed_builds_cannot_be_relabelled_as_another_version_or_repository() {
             &signature_manifest,
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not \"acme/other\""), "{err}");
     let message = refused(&daemon, "other", "acme/other@1.0.0").await;
     assert!(message.contains("unsigned"), "{message}");
@@ -1200,7 +1207,8 @@ async fn signatures_by_other_keys_cannot_crowd_out_the_trusted_one() {
     let err = client
         .put_manifest("acme/hello", &digest(&lying), layout::MANIFEST_TYPE, &lying)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("annotation"), "{err}");
 }
 

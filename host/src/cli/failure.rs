@@ -171,6 +171,20 @@ impl From<TokenError> for CliError {
     }
 }
 
+impl From<crate::registry::client::ClientError> for CliError {
+    fn from(error: crate::registry::client::ClientError) -> Self {
+        use crate::registry::client::ClientError;
+        let code = match &error {
+            ClientError::Unreachable { .. } => exit::UNREACHABLE,
+            ClientError::Refused { status, .. } => {
+                reqwest::StatusCode::from_u16(*status).map_or(exit::HOST, code_for_status)
+            }
+            ClientError::Invalid(_) => exit::REFUSED,
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
 /// The exit code for a daemon's HTTP answer.
 pub(crate) fn code_for_status(status: reqwest::StatusCode) -> u8 {
     match status.as_u16() {

@@ -155,7 +155,9 @@ impl Tokens {
         {
             return Some(tokens.clone());
         }
-        let conn = self.db.lock();
+        // The read connection: a token check never waits for a batch of
+        // records being committed.
+        let conn = self.db.read();
         let data_version: i64 = conn
             .prepare_cached("PRAGMA data_version")
             .ok()?

@@ -3,8 +3,9 @@
 //! of the model calls the event made.
 //!
 //! Rows are written in the background by a [`BatchWriter`] and bounded:
-//! past [`MAX_INVOCATION_ROWS`] the oldest are deleted, so a flood of
-//! webhook deliveries cannot fill the disk.
+//! past [`MAX_INVOCATION_ROWS`] the oldest are deleted (every
+//! [`PRUNE_EVERY`] rows, so at most that many more are ever kept), and a
+//! flood of webhook deliveries cannot fill the disk.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,9 @@ use crate::db::{Database, DbError};
 
 /// Most invocation rows kept; the oldest go first.
 pub(crate) const MAX_INVOCATION_ROWS: i64 = 200_000;
+/// Rows written between two deletions of the oldest: one range delete per
+/// few thousand rows, rather than one per batch.
+pub(crate) const PRUNE_EVERY: u64 = 4_096;
 /// Most rows one listing returns.
 pub(crate) const MAX_LISTED: usize = 1_000;
 
@@ -95,12 +99,17 @@ impl InvocationLog {
     pub fn new(db: Arc<Database>) -> Self {
         let writer = {
             let db = db.clone();
+            // Rows written since the last prune; the first batch prunes.
+            let mut since_prune = PRUNE_EVERY;
             BatchWriter::spawn(
                 "invocations",
                 Duration::from_millis(50),
                 1_024,
                 move |rows: &[InvocationRow]| {
-                    write(&db, rows).map_err(|e| {
+                    since_prune += rows.len() as u64;
+                    let prune = since_prune >= PRUNE_EVERY;
+                    let keep = prune.then_some(MAX_INVOCATION_ROWS);
+                    write(&db, rows, keep).map(|()| if prune { since_prune = 0 }).map_err(|e| {
                         tracing::error!(rows = rows.len(), error = %e, "cannot write invocation rows");
                         WriteError::Batch(e.to_string())
                     })
@@ -174,7 +183,9 @@ impl InvocationLog {
     }
 }
 
-fn write(db: &Database, rows: &[InvocationRow]) -> rusqlite::Result<()> {
+/// Writes `rows` in one transaction; with `keep`, deletes all but the
+/// newest `keep` rows too.
+fn write(db: &Database, rows: &[InvocationRow], keep: Option<i64>) -> rusqlite::Result<()> {
     let mut conn = db.lock();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
@@ -195,10 +206,12 @@ fn write(db: &Database, rows: &[InvocationRow]) -> rusqlite::Result<()> {
         }
     }
     // Keep the newest rows only.
-    tx.execute(
-        "DELETE FROM invocations WHERE id <= (SELECT MAX(id) FROM invocations) - ?1",
-        [MAX_INVOCATION_ROWS],
-    )?;
+    if let Some(keep) = keep {
+        tx.execute(
+            "DELETE FROM invocations WHERE id <= (SELECT MAX(id) FROM invocations) - ?1",
+            [keep],
+        )?;
+    }
     tx.commit()
 }
 
@@ -217,6 +230,25 @@ mod tests {
             duration_ms: 3,
             outcome: outcome.into(),
         }
+    }
+
+    #[test]
+    fn a_prune_keeps_only_the_newest_rows() {
+        let db = Database::in_memory().unwrap();
+        let rows: Vec<_> = (0..10)
+            .map(|i| row(&format!("e{i}"), "a", "ok", i))
+            .collect();
+        write(&db, &rows[..6], None).unwrap();
+        write(&db, &rows[6..], Some(4)).unwrap();
+        let conn = db.lock();
+        let kept: Vec<String> = conn
+            .prepare("SELECT event_id FROM invocations ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kept, ["e6", "e7", "e8", "e9"]);
     }
 
     #[test]

@@ -11,6 +11,9 @@ use crate::Event;
 use crate::audit::AuditEvent;
 use crate::error::InvokeError;
 
+/// How long a free-space reading is used before the disk is asked again.
+const DISK_CHECK_INTERVAL_MS: u64 = 500;
+
 /// Async invocation results kept for polling.
 pub const MAX_KEPT_RESULTS: usize = 10_000;
 
@@ -107,10 +110,7 @@ impl Daemon {
         if min == 0 {
             return Ok(());
         }
-        // A state directory whose disk cannot even be asked about cannot be
-        // counted on to take the event's records either: refuse (free 0).
-        let free = rustix::fs::statvfs(&self.options.state_dir)
-            .map_or(0, |stats| stats.f_bavail.saturating_mul(stats.f_frsize));
+        let free = self.free_disk();
         if free >= min {
             return Ok(());
         }
@@ -128,6 +128,25 @@ impl Daemon {
             free_mib: free >> 20,
             min_mib: min >> 20,
         })
+    }
+
+    /// Free bytes on the state directory's disk, asked at most every
+    /// [`DISK_CHECK_INTERVAL_MS`]: one system call per interval rather than
+    /// per event. (The reserve is hundreds of MiB; what events write in
+    /// that time is kilobytes.)
+    fn free_disk(&self) -> u64 {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let checked = self.disk_checked_ms.load(Ordering::Acquire);
+        if checked != 0 && now.saturating_sub(checked) < DISK_CHECK_INTERVAL_MS {
+            return self.disk_free.load(Ordering::Acquire);
+        }
+        // A state directory whose disk cannot even be asked about cannot be
+        // counted on to take the event's records either: refuse (free 0).
+        let free = rustix::fs::statvfs(&self.options.state_dir)
+            .map_or(0, |stats| stats.f_bavail.saturating_mul(stats.f_frsize));
+        self.disk_free.store(free, Ordering::Release);
+        self.disk_checked_ms.store(now, Ordering::Release);
+        free
     }
 
     /// Runs one event through an agent, waiting for a slot (within the

@@ -68,14 +68,27 @@ fn escape(value: &str) -> String {
 impl Metrics {
     /// Adds `amount` to a counter.
     pub fn add(&self, name: &str, labels: &[(&str, &str)], amount: u64) {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect::<Vec<_>>()
-            .join(",");
+        // One string per call (this runs for every event): the label set.
+        let mut key = String::with_capacity(64);
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                key.push(',');
+            }
+            key.push_str(k);
+            key.push_str("=\"");
+            if v.contains(['\\', '"', '\n']) {
+                key.push_str(&escape(v));
+            } else {
+                key.push_str(v);
+            }
+            key.push('"');
+        }
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let series = counters.entry(name.to_string()).or_default();
-        let value = series.entry(labels).or_default();
+        let series = match counters.get_mut(name) {
+            Some(series) => series,
+            None => counters.entry(name.to_string()).or_default(),
+        };
+        let value = series.entry(key).or_default();
         *value = value.saturating_add(amount);
     }
 

@@ -121,6 +121,12 @@ pub struct Daemon {
     registry: Option<crate::registry::Registry>,
     /// The SHA-256 of the trust policy file as last enforced.
     trust_seen: Mutex<Option<[u8; 32]>>,
+    /// When the daemon opened, for the free-space reading's age.
+    started: std::time::Instant,
+    /// The last free-space reading of the state directory's disk, and when
+    /// it was taken (ms after `started`, plus one; 0: never).
+    disk_free: std::sync::atomic::AtomicU64,
+    disk_checked_ms: std::sync::atomic::AtomicU64,
     /// Serialises deploy, remove and trust enforcement, so an agent checked
     /// against one trust policy is never installed after another policy
     /// was enforced, and a removed agent is never loaded back.
@@ -280,6 +286,9 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
             registry,
             trust_seen: Mutex::new(None),
+            started: std::time::Instant::now(),
+            disk_free: std::sync::atomic::AtomicU64::new(0),
+            disk_checked_ms: std::sync::atomic::AtomicU64::new(0),
             lifecycle: Mutex::new(()),
         });
         daemon.load_deployed()?;

@@ -37,6 +37,47 @@ pub struct Pushed {
     pub signature: Option<Digest>,
 }
 
+/// Why a registry request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The registry could not be reached.
+    #[error("{what}: {message}")]
+    Unreachable {
+        /// What was being done.
+        what: String,
+        /// Why (never the URL's path).
+        message: String,
+    },
+    /// The registry answered with an error.
+    #[error("{what}: {status}: {code} {message}")]
+    Refused {
+        /// What was being done.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The OCI error code (`MANIFEST_UNKNOWN`, `DENIED`, …).
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The input, or what the registry sent, is not right: a digest that
+    /// does not match, something that is not a component.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<&str> for ClientError {
+    fn from(message: &str) -> Self {
+        Self::Invalid(message.to_string())
+    }
+}
+
+impl From<String> for ClientError {
+    fn from(message: String) -> Self {
+        Self::Invalid(message)
+    }
+}
+
 /// What a pull fetched.
 #[derive(Debug, Clone)]
 pub struct Pulled {
@@ -51,7 +92,7 @@ pub struct Pulled {
 
 impl RegistryClient {
     /// A client of the registry at `base` (`http://127.0.0.1:7878`).
-    pub fn new(base: &str, token: &str) -> Result<Self, String> {
+    pub fn new(base: &str, token: &str) -> Result<Self, ClientError> {
         let http = crate::outbound::client_builder(crate::outbound::DEFAULT_CONNECT_TIMEOUT)?
             .timeout(Duration::from_secs(600))
             .build()
@@ -71,7 +112,7 @@ impl RegistryClient {
 
     /// An upload location as a path on this registry. An absolute location
     /// elsewhere is refused: the token goes to this registry only.
-    fn same_origin(&self, location: &str) -> Result<String, String> {
+    fn same_origin(&self, location: &str) -> Result<String, ClientError> {
         if location.starts_with('/') {
             return Ok(location.to_string());
         }
@@ -79,7 +120,8 @@ impl RegistryClient {
             Some(path) if path.starts_with('/') => Ok(path.to_string()),
             _ => Err(format!(
                 "the registry sent the upload elsewhere ({location}); not sending the token there"
-            )),
+            )
+            .into()),
         }
     }
 
@@ -87,23 +129,34 @@ impl RegistryClient {
         &self,
         request: reqwest::RequestBuilder,
         what: &str,
-    ) -> Result<reqwest::Response, String> {
-        let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            what: what.to_string(),
+            message: if e.is_connect() {
+                "no registry answers there (is `clawcage serve` running?)".into()
+            } else {
+                crate::outbound::error_kind(&e).into()
+            },
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let error = &body["errors"][0];
-        Err(format!(
-            "{what}: {status}: {} {}",
-            error["code"].as_str().unwrap_or(""),
-            error["message"].as_str().unwrap_or("the registry refused")
-        ))
+        Err(ClientError::Refused {
+            what: what.to_string(),
+            status: status.as_u16(),
+            code: error["code"].as_str().unwrap_or("").to_string(),
+            message: error["message"]
+                .as_str()
+                .unwrap_or("the registry refused")
+                .to_string(),
+        })
     }
 
     /// Uploads a blob unless the registry has it.
-    pub async fn push_blob(&self, repository: &str, bytes: &[u8]) -> Result<Digest, String> {
+    pub async fn push_blob(&self, repository: &str, bytes: &[u8]) -> Result<Digest, ClientError> {
         let digest = Digest::of(bytes);
         let exists = self
             .request(Method::HEAD, &format!("/v2/{repository}/blobs/{digest}"))
@@ -147,7 +200,7 @@ impl RegistryClient {
         reference: &str,
         media_type: &str,
         bytes: &[u8],
-    ) -> Result<Digest, String> {
+    ) -> Result<Digest, ClientError> {
         self.send(
             self.request(
                 Method::PUT,
@@ -167,7 +220,7 @@ impl RegistryClient {
         &self,
         repository: &str,
         reference: &str,
-    ) -> Result<(Digest, Value), String> {
+    ) -> Result<(Digest, Value), ClientError> {
         let response = self
             .send(
                 self.request(
@@ -194,14 +247,15 @@ impl RegistryClient {
         if expected.is_some_and(|expected| expected != digest) {
             return Err(format!(
                 "{repository}@{reference}: the manifest's bytes do not match its digest"
-            ));
+            )
+            .into());
         }
         let manifest = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
         Ok((digest, manifest))
     }
 
     /// A blob, checked against its digest.
-    pub async fn blob(&self, repository: &str, digest: &Digest) -> Result<Vec<u8>, String> {
+    pub async fn blob(&self, repository: &str, digest: &Digest) -> Result<Vec<u8>, ClientError> {
         let response = self
             .send(
                 self.request(Method::GET, &format!("/v2/{repository}/blobs/{digest}")),
@@ -210,7 +264,7 @@ impl RegistryClient {
             .await?;
         let bytes = response.bytes().await.map_err(|e| e.to_string())?;
         if Digest::of(&bytes) != *digest {
-            return Err(format!("blob {digest}: the bytes do not match the digest"));
+            return Err(format!("blob {digest}: the bytes do not match the digest").into());
         }
         Ok(bytes.to_vec())
     }
@@ -223,13 +277,14 @@ impl RegistryClient {
         version: &str,
         component: &[u8],
         key: Option<&PublisherKey>,
-    ) -> Result<Pushed, String> {
+    ) -> Result<Pushed, ClientError> {
         super::validate_repository(repository)?;
         super::manifests::validate_tag(version).map_err(|e| e.to_string())?;
         if key.is_some() && !super::manifests::is_version(version) {
             return Err(format!(
                 "{version:?} is not a version: only semantic versions (1.2.0) are signed"
-            ));
+            )
+            .into());
         }
         let config =
             serde_json::to_vec(&layout::config_for(component)?).map_err(|e| e.to_string())?;
@@ -258,7 +313,7 @@ impl RegistryClient {
         digest: &Digest,
         size: usize,
         key: &PublisherKey,
-    ) -> Result<Digest, String> {
+    ) -> Result<Digest, ClientError> {
         let signature = key.sign(repository, version, digest)?;
         let blob = signature.to_blob();
         self.push_blob(repository, signing::EMPTY_CONFIG).await?;
@@ -283,18 +338,19 @@ impl RegistryClient {
         reference: &str,
         expected: &Digest,
         key: &PublisherKey,
-    ) -> Result<(Digest, Digest), String> {
+    ) -> Result<(Digest, Digest), ClientError> {
         let (repository, version) = super::parse_reference(reference)?;
         if Digest::parse(version).is_ok() {
             return Err(format!(
                 "{reference}: sign a version (name@1.2.0); pass the digest you expect with --digest"
-            ));
+            )
+            .into());
         }
         let (digest, _) = self.manifest(repository, version).await?;
         if *expected != digest {
-            return Err(format!(
-                "{reference} is {digest}, not the {expected} you meant to sign"
-            ));
+            return Err(
+                format!("{reference} is {digest}, not the {expected} you meant to sign").into(),
+            );
         }
         let bytes_len = self.manifest_len(repository, &digest).await?;
         let signature = self
@@ -303,7 +359,7 @@ impl RegistryClient {
         Ok((digest, signature))
     }
 
-    async fn manifest_len(&self, repository: &str, digest: &Digest) -> Result<usize, String> {
+    async fn manifest_len(&self, repository: &str, digest: &Digest) -> Result<usize, ClientError> {
         let response = self
             .send(
                 self.request(
@@ -318,18 +374,20 @@ impl RegistryClient {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| "the registry did not give the manifest's size".to_string())
+            .ok_or_else(|| {
+                ClientError::Invalid("the registry did not give the manifest's size".into())
+            })
     }
 
     /// Pulls the component at `reference` (`name@version`,
     /// `name@sha256:…`), and the signatures on it that verify.
-    pub async fn pull_component(&self, reference: &str) -> Result<Pulled, String> {
+    pub async fn pull_component(&self, reference: &str) -> Result<Pulled, ClientError> {
         let (repository, version) = super::parse_reference(reference)?;
         let (digest, manifest) = self.manifest(repository, version).await?;
         let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
         let layer = match layers.as_slice() {
             [layer] if layer["mediaType"] == layout::LAYER_TYPE => layer,
-            _ => return Err(format!("{reference} is not a component (one wasm layer)")),
+            _ => return Err(format!("{reference} is not a component (one wasm layer)").into()),
         };
         let layer_digest =
             Digest::parse(layer["digest"].as_str().unwrap_or("")).map_err(|e| e.to_string())?;
