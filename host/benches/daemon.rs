@@ -5,7 +5,9 @@
 //! memory over time.
 //!
 //! Run with `cargo bench -p clawcage-host --bench daemon`. Environment:
-//! `LOAD_SECS` (per level, default 3), `SOAK_SECS` (default 60; 0 skips).
+//! `LOAD_SECS` (per level, default 3), `LEVELS` (concurrency levels,
+//! default `1,2,4,8,16,32,64`; repeat one to see the spread),
+//! `SOAK_SECS` (default 60; 0 skips).
 //! Client and server share this machine's cores, as they would behind a
 //! local proxy; the figures are for comparing the two servers, not for
 //! absolute capacity.
@@ -181,7 +183,11 @@ fn main() {
         drive(&http, &daemon_invoke, &token, 4, Duration::from_secs(1)).await;
         drive(&http, &baseline_invoke, &token, 4, Duration::from_secs(1)).await;
         println!("concurrency | clawcage req/s p50 p99 errors | baseline req/s p50 p99 errors | ratio");
-        for concurrency in [1, 2, 4, 8, 16, 32, 64] {
+        let levels: Vec<usize> = std::env::var("LEVELS")
+            .ok()
+            .map(|levels| levels.split(',').filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 2, 4, 8, 16, 32, 64]);
+        for concurrency in levels {
             let duration = Duration::from_secs(load_secs);
             let ours = drive(&http, &daemon_invoke, &token, concurrency, duration).await;
             let base = drive(&http, &baseline_invoke, &token, concurrency, duration).await;
