@@ -176,9 +176,9 @@ fn random_id(prefix: &str) -> String {
 impl Daemon {
     /// Opens the state directory (it must be initialised), takes its budget
     /// lock, and loads every deployed agent.
-    pub fn open(options: DaemonOptions) -> Result<Arc<Self>, String> {
+    pub fn open(options: DaemonOptions) -> Result<Arc<Self>, DaemonError> {
         let dir = options.state_dir.clone();
-        let (db, services) = Services::open(&dir)?;
+        let (db, services) = Services::open(&dir).map_err(DaemonError::Host)?;
         let audit = AuditLog::new(db.clone());
         let metrics = metrics::Metrics::default();
         {
@@ -259,16 +259,16 @@ impl Daemon {
         }
         let services = Arc::new(services);
         let cage = Cage::new(options.engine.clone())
-            .map_err(|e| e.to_string())?
+            .map_err(|e| DaemonError::host("the engine", e))?
             .with_services(services.clone())
             .with_decision_sink(Arc::new(AuditDecisions {
                 audit: audit.clone(),
                 metrics: metrics.clone(),
             }));
-        let registry = Some(crate::registry::Registry::open(
-            &dir.join("registry"),
-            options.max_blob_bytes,
-        )?);
+        let registry = Some(
+            crate::registry::Registry::open(&dir.join("registry"), options.max_blob_bytes)
+                .map_err(DaemonError::Host)?,
+        );
         let daemon = Arc::new(Self {
             global: Semaphore::new(options.max_concurrent),
             tokens: auth::Tokens::new(db.clone()),
@@ -291,7 +291,7 @@ impl Daemon {
             disk_checked_ms: std::sync::atomic::AtomicU64::new(0),
             lifecycle: Mutex::new(()),
         });
-        daemon.load_deployed()?;
+        daemon.load_deployed().map_err(DaemonError::Host)?;
         Ok(daemon)
     }
 
