@@ -56,6 +56,8 @@ publisher=target/demo-publisher
 kill -TERM "$daemon"
 wait "$daemon"
 trap - EXIT
+# The daemon is gone: the rest works on the state directory itself.
+unset CLAWCAGE_URL
 "$clawcage" audit verify
 
 if [ -n "${ANTHROPIC_API_KEY:-}" ]; then

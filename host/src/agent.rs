@@ -23,8 +23,6 @@ use crate::limits::{
 use crate::log::LogLine;
 use crate::manifest::Manifest;
 use crate::providers::binding::Services;
-use crate::providers::model::BoundModel;
-use crate::providers::replay::{Cassette, ReplayModel};
 use crate::state::{AgentState, AgentStateBuilder};
 use crate::tools::ToolGrants;
 
@@ -101,59 +99,6 @@ impl Cage {
         self
     }
 
-    fn bind_models(
-        &self,
-        manifest: &Manifest,
-        base_dir: &Path,
-    ) -> Result<Arc<ModelBindings>, LoadError> {
-        let mut bindings = ModelBindings::new();
-        for (name, spec) in &manifest.models {
-            if spec.provider == "replay" {
-                if !spec.fallbacks.is_empty()
-                    || spec.timeouts != crate::manifest::ModelTimeouts::default()
-                    || spec.dialect.is_some()
-                    || spec.allow_http
-                {
-                    return Err(LoadError::Manifest(format!(
-                        "models.{name}: the replay provider answers from its cassette; fallbacks, timeouts, dialect and allow_http do not apply to it"
-                    )));
-                }
-                let Some(path) = &spec.cassette else {
-                    return Err(LoadError::Manifest(format!(
-                        "models.{name}.cassette is required for the replay provider"
-                    )));
-                };
-                let cassette = Cassette::load(&base_dir.join(path)).map_err(LoadError::Manifest)?;
-                bindings.insert(
-                    name.clone(),
-                    Arc::new(ReplayModel {
-                        binding: name.clone(),
-                        model: spec.model.clone(),
-                        cassette: Arc::new(cassette),
-                    }),
-                );
-                continue;
-            }
-            let Some(services) = &self.services else {
-                return Err(LoadError::Unsupported(format!(
-                    "models.{name} uses {}; that needs a state directory with the key vault (`clawcage init`, then --state-dir)",
-                    spec.provider
-                )));
-            };
-            let model = BoundModel::from_manifest(
-                &manifest.name,
-                name,
-                spec,
-                &manifest.budget,
-                manifest.limits.deadline(),
-                services,
-            )
-            .map_err(LoadError::Manifest)?;
-            bindings.insert(name.clone(), Arc::new(model));
-        }
-        Ok(Arc::new(bindings))
-    }
-
     /// Every vault id the manifest sends (model keys, fallback keys, tool
     /// credentials) is in the vault: a typo is told apart from a bad
     /// manifest, and named with the command that fixes it.
@@ -215,7 +160,7 @@ impl Cage {
     /// component's relative path (normally the manifest's directory).
     pub fn load_manifest(&self, manifest: &Manifest, base_dir: &Path) -> Result<Agent, LoadError> {
         self.check_vault_ids(manifest)?;
-        let models = self.bind_models(manifest, base_dir)?;
+        let models = crate::providers::bind(manifest, base_dir, self.services.as_ref())?;
         let tools = crate::tools::grants::build(
             &manifest.name,
             &manifest.tools,

@@ -17,7 +17,16 @@ pub mod sse;
 mod stream;
 pub mod target;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use crate::bindings::inference::{ContentPart, StopReason};
+use crate::error::LoadError;
+use crate::inference::ModelBindings;
+use crate::manifest::Manifest;
+use binding::Services;
+use model::BoundModel;
+use replay::{Cassette, ReplayModel};
 
 /// A non-streamed answer, decoded from either wire format.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,4 +56,61 @@ fn str_field(value: &serde_json::Value, field: &str) -> String {
         .and_then(serde_json::Value::as_str)
         .unwrap_or("")
         .to_string()
+}
+
+/// The model bindings a manifest asks for, each checked now (provider
+/// rules, URL policy, time limits, keys, prices for a budget): live models
+/// through `services`' vault and ledger, or replayed from a cassette. The
+/// cage composes them with the tools; the providers build them.
+pub(crate) fn bind(
+    manifest: &Manifest,
+    base_dir: &Path,
+    services: Option<&Arc<Services>>,
+) -> Result<Arc<ModelBindings>, LoadError> {
+    let mut bindings = ModelBindings::new();
+    for (name, spec) in &manifest.models {
+        if spec.provider == "replay" {
+            if !spec.fallbacks.is_empty()
+                || spec.timeouts != crate::manifest::ModelTimeouts::default()
+                || spec.dialect.is_some()
+                || spec.allow_http
+            {
+                return Err(LoadError::Manifest(format!(
+                    "models.{name}: the replay provider answers from its cassette; fallbacks, timeouts, dialect and allow_http do not apply to it"
+                )));
+            }
+            let Some(path) = &spec.cassette else {
+                return Err(LoadError::Manifest(format!(
+                    "models.{name}.cassette is required for the replay provider"
+                )));
+            };
+            let cassette = Cassette::load(&base_dir.join(path)).map_err(LoadError::Manifest)?;
+            bindings.insert(
+                name.clone(),
+                Arc::new(ReplayModel {
+                    binding: name.clone(),
+                    model: spec.model.clone(),
+                    cassette: Arc::new(cassette),
+                }),
+            );
+            continue;
+        }
+        let Some(services) = services else {
+            return Err(LoadError::Unsupported(format!(
+                "models.{name} uses {}; that needs a state directory with the key vault (`clawcage init`, then --state-dir)",
+                spec.provider
+            )));
+        };
+        let model = BoundModel::from_manifest(
+            &manifest.name,
+            name,
+            spec,
+            &manifest.budget,
+            manifest.limits.deadline(),
+            services,
+        )
+        .map_err(LoadError::Manifest)?;
+        bindings.insert(name.clone(), Arc::new(model));
+    }
+    Ok(Arc::new(bindings))
 }
