@@ -409,36 +409,12 @@ impl InvokeCommand {
 /// `POST /v1/agents/{name}/invoke`: the outcome, whatever its status; a
 /// refusal (unknown agent, busy, draining) as an error.
 async fn invoke_call(base: &str, token: &str, path: &str, event: Value) -> Result<Value, CliError> {
-    let client = crate::outbound::client_builder(crate::outbound::DEFAULT_CONNECT_TIMEOUT)?
-        .timeout(std::time::Duration::from_secs(600))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    let response = client
-        .post(&url)
-        .bearer_auth(token)
-        .json(&event)
-        .send()
-        .await
-        .map_err(|e| {
-            CliError::new(
-                exit::UNREACHABLE,
-                super::remote::unreachable_daemon(base, &e),
-            )
-        })?;
-    let status = response.status();
-    let value: Value = response.json().await.unwrap_or(Value::Null);
+    let body = zeroize::Zeroizing::new(event.to_string());
+    let (status, value) =
+        super::remote::remote_answer(base, token, Method::POST, path, Some(body)).await?;
     // An outcome names its agent; a refusal is `{"error": {"code", …}}`.
     if status.is_success() || value.get("agent").is_some() {
         return Ok(value);
     }
-    Err(CliError::new(
-        super::failure::code_for_status(status),
-        format!(
-            "{status}: {}",
-            value["error"]["message"]
-                .as_str()
-                .unwrap_or("the daemon refused")
-        ),
-    ))
+    Err(super::remote::refusal(status, &value))
 }

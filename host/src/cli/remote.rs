@@ -116,6 +116,37 @@ pub(crate) async fn remote_call(
     path: &str,
     body: Option<Zeroizing<String>>,
 ) -> Result<Value, CliError> {
+    let (status, value) = remote_answer(base, token, method, path, body).await?;
+    if status.is_success() {
+        Ok(value)
+    } else {
+        Err(refusal(status, &value))
+    }
+}
+
+/// The error for a daemon's refusal: its message, and the exit code its
+/// status calls for.
+pub(crate) fn refusal(status: reqwest::StatusCode, value: &Value) -> CliError {
+    CliError::new(
+        code_for_status(status),
+        format!(
+            "{status}: {}",
+            value["error"]["message"]
+                .as_str()
+                .unwrap_or("the daemon refused")
+        ),
+    )
+}
+
+/// One request to a running daemon: its status and JSON body, whatever the
+/// status; an error only when the daemon could not be asked.
+pub(crate) async fn remote_answer(
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Zeroizing<String>>,
+) -> Result<(reqwest::StatusCode, Value), CliError> {
     let client = crate::outbound::client_builder(crate::outbound::DEFAULT_CONNECT_TIMEOUT)?
         .timeout(Duration::from_secs(600))
         .build()
@@ -133,19 +164,7 @@ pub(crate) async fn remote_call(
         .map_err(|e| CliError::new(exit::UNREACHABLE, unreachable_daemon(base, &e)))?;
     let status = response.status();
     let value: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        Ok(value)
-    } else {
-        Err(CliError::new(
-            code_for_status(status),
-            format!(
-                "{status}: {}",
-                value["error"]["message"]
-                    .as_str()
-                    .unwrap_or("the daemon refused")
-            ),
-        ))
-    }
+    Ok((status, value))
 }
 
 /// What to say when the daemon at `base` could not be asked.
