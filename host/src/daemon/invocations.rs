@@ -2,17 +2,20 @@
 //! only (never a payload, a prompt or a result), with the tokens and cost
 //! of the model calls the event made.
 //!
-//! Rows are written in the background by a [`BatchWriter`] and bounded:
-//! past [`MAX_INVOCATION_ROWS`] the oldest are deleted (every
-//! [`PRUNE_EVERY`] rows, so at most that many more are ever kept), and a
-//! flood of webhook deliveries cannot fill the disk.
+//! A row is written with the event's audit record, in its transaction (an
+//! audit [`Companion`]): one writer thread and one commit per batch for
+//! both, and never a listed invocation without its record or the reverse.
+//! Rows are bounded: past [`MAX_INVOCATION_ROWS`] the oldest are deleted
+//! (every [`PRUNE_EVERY`] rows, so at most that many more are ever kept),
+//! and a flood of webhook deliveries cannot fill the disk.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::batch::{BatchError, BatchWriter, WriteError};
+use crate::audit::{AuditEvent, AuditLog, Companion};
+use crate::batch::BatchError;
 use crate::db::{Database, DbError};
 
 /// Most invocation rows kept; the oldest go first.
@@ -85,7 +88,9 @@ pub struct InvocationFilter {
 /// The invocation log of a daemon.
 pub struct InvocationLog {
     db: Arc<Database>,
-    writer: BatchWriter<InvocationRow>,
+    audit: AuditLog,
+    /// Rows recorded so far: every [`PRUNE_EVERY`]th prunes, the first too.
+    recorded: AtomicU64,
 }
 
 impl std::fmt::Debug for InvocationLog {
@@ -95,40 +100,34 @@ impl std::fmt::Debug for InvocationLog {
 }
 
 impl InvocationLog {
-    /// The log in `db`, with its writer thread.
-    pub fn new(db: Arc<Database>) -> Self {
-        let writer = {
-            let db = db.clone();
-            // Rows written since the last prune; the first batch prunes.
-            let mut since_prune = PRUNE_EVERY;
-            BatchWriter::spawn(
-                "invocations",
-                Duration::from_millis(50),
-                1_024,
-                move |rows: &[InvocationRow]| {
-                    since_prune += rows.len() as u64;
-                    let prune = since_prune >= PRUNE_EVERY;
-                    let keep = prune.then_some(MAX_INVOCATION_ROWS);
-                    write(&db, rows, keep).map(|()| if prune { since_prune = 0 }).map_err(|e| {
-                        tracing::error!(rows = rows.len(), error = %e, "cannot write invocation rows");
-                        WriteError::Batch(e.to_string())
-                    })
-                },
-            )
-        };
-        Self { db, writer }
+    /// The log in `db`, written through `audit`'s writer.
+    pub fn new(db: Arc<Database>, audit: AuditLog) -> Self {
+        Self {
+            db,
+            audit,
+            recorded: AtomicU64::new(0),
+        }
     }
 
-    /// Records an invocation (written in the background).
+    /// Records an invocation: its audit record, and its row with it (both
+    /// written in the background, in one transaction).
     pub fn record(&self, row: InvocationRow) {
-        if let Err(error) = self.writer.push(row) {
-            tracing::error!(%error, "an invocation row was not written");
-        }
+        let event = AuditEvent::Invocation {
+            agent: row.agent.clone(),
+            event_id: row.event_id.clone(),
+            source: row.source.clone(),
+            duration_ms: row.duration_ms,
+            outcome: row.outcome.clone(),
+        };
+        let prune = self.recorded.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == 0;
+        let keep = prune.then_some(MAX_INVOCATION_ROWS);
+        let companion: Companion = Box::new(move |tx| write(tx, &row, keep));
+        self.audit.append_with(event, Some(companion));
     }
 
     /// Waits until every row recorded so far is written.
     pub fn flush(&self) -> Result<(), BatchError> {
-        self.writer.flush()
+        self.audit.flush()
     }
 
     /// Invocations matching `filter`, newest first, with their model calls
@@ -176,43 +175,36 @@ impl InvocationLog {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
-
-    /// Stops the writer after writing what is queued.
-    pub fn close(&self) {
-        self.writer.close();
-    }
 }
 
-/// Writes `rows` in one transaction; with `keep`, deletes all but the
-/// newest `keep` rows too.
-fn write(db: &Database, rows: &[InvocationRow], keep: Option<i64>) -> rusqlite::Result<()> {
-    let mut conn = db.lock();
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO invocations (event_id, agent, source, kind, started_at, duration_ms, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        for row in rows {
-            insert.execute(rusqlite::params![
-                row.event_id,
-                row.agent,
-                row.source,
-                row.kind,
-                row.started_at_ms,
-                i64::try_from(row.duration_ms).unwrap_or(i64::MAX),
-                row.outcome,
-            ])?;
-        }
-    }
+/// Writes `row` on `conn` (inside the caller's transaction); with `keep`,
+/// deletes all but the newest `keep` rows too.
+fn write(
+    conn: &rusqlite::Connection,
+    row: &InvocationRow,
+    keep: Option<i64>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO invocations (event_id, agent, source, kind, started_at, duration_ms, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(rusqlite::params![
+        row.event_id,
+        row.agent,
+        row.source,
+        row.kind,
+        row.started_at_ms,
+        i64::try_from(row.duration_ms).unwrap_or(i64::MAX),
+        row.outcome,
+    ])?;
     // Keep the newest rows only.
     if let Some(keep) = keep {
-        tx.execute(
+        conn.prepare_cached(
             "DELETE FROM invocations WHERE id <= (SELECT MAX(id) FROM invocations) - ?1",
-            [keep],
-        )?;
+        )?
+        .execute([keep])?;
     }
-    tx.commit()
+    Ok(())
 }
 
 #[cfg(test)]
@@ -235,12 +227,11 @@ mod tests {
     #[test]
     fn a_prune_keeps_only_the_newest_rows() {
         let db = Database::in_memory().unwrap();
-        let rows: Vec<_> = (0..10)
-            .map(|i| row(&format!("e{i}"), "a", "ok", i))
-            .collect();
-        write(&db, &rows[..6], None).unwrap();
-        write(&db, &rows[6..], Some(4)).unwrap();
         let conn = db.lock();
+        for i in 0..10 {
+            let keep = (i == 9).then_some(4);
+            write(&conn, &row(&format!("e{i}"), "a", "ok", i), keep).unwrap();
+        }
         let kept: Vec<String> = conn
             .prepare("SELECT event_id FROM invocations ORDER BY id")
             .unwrap()
@@ -264,7 +255,8 @@ mod tests {
             ..Default::default()
         });
         ledger.flush().unwrap();
-        let log = InvocationLog::new(db);
+        let audit = AuditLog::new(db.clone());
+        let log = InvocationLog::new(db.clone(), audit.clone());
         log.record(row("e1", "a", "ok", 1_000));
         log.record(row("e2", "a", "crashed", 2_000));
         log.record(row("e3", "b", "ok", 3_000));
@@ -276,6 +268,13 @@ mod tests {
             .unwrap();
         let ids: Vec<&str> = all.iter().map(|i| i.event_id.as_str()).collect();
         assert_eq!(ids, ["e3", "e2", "e1"]);
+        // Each row came with its audit record.
+        let records = audit.read(0, 10).unwrap();
+        let audited: Vec<&str> = records
+            .iter()
+            .filter_map(|r| r.event.get("event_id").and_then(|e| e.as_str()))
+            .collect();
+        assert_eq!(audited, ["e1", "e2", "e3"]);
         assert_eq!(
             (all[1].model_calls, all[1].tokens, all[1].cost_micros),
             (1, 15, 7)

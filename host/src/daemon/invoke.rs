@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use super::{Daemon, DaemonError, invocations, random_id};
 use crate::Event;
-use crate::audit::AuditEvent;
 use crate::error::InvokeError;
 
 /// How long a free-space reading is used before the disk is asked again.
@@ -211,13 +210,7 @@ impl Daemon {
             &[("agent", name)],
             invocation.elapsed.as_micros() as u64,
         );
-        self.audit.append(AuditEvent::Invocation {
-            agent: name.to_string(),
-            event_id: id.clone(),
-            source: source.to_string(),
-            duration_ms: invocation.elapsed.as_millis() as u64,
-            outcome: outcome_label.to_string(),
-        });
+        // Its audit record and its row in the list, in one transaction.
         self.invocations.record(invocations::InvocationRow {
             event_id: id.clone(),
             agent: name.to_string(),

@@ -275,8 +275,8 @@ impl Daemon {
             options,
             cage,
             services,
-            audit,
-            invocations: invocations::InvocationLog::new(db.clone()),
+            audit: audit.clone(),
+            invocations: invocations::InvocationLog::new(db.clone(), audit),
             metrics,
             db,
             agents: RwLock::new(BTreeMap::new()),
@@ -338,9 +338,6 @@ impl Daemon {
         }
         if let Err(error) = self.audit.flush() {
             tracing::error!(%error, "audit records not written at shutdown");
-        }
-        if let Err(error) = self.invocations.flush() {
-            tracing::error!(%error, "invocation rows not written at shutdown");
         }
         self.in_flight()
     }
