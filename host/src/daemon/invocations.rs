@@ -119,7 +119,10 @@ impl InvocationLog {
             duration_ms: row.duration_ms,
             outcome: row.outcome.clone(),
         };
-        let prune = self.recorded.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == 0;
+        let prune = self
+            .recorded
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PRUNE_EVERY);
         let keep = prune.then_some(MAX_INVOCATION_ROWS);
         let companion: Companion = Box::new(move |tx| write(tx, &row, keep));
         self.audit.append_with(event, Some(companion));
