@@ -155,12 +155,15 @@ impl<T: Send + 'static> BatchWriter<T> {
                 reason: reason.clone(),
             });
         }
-        let was_empty = state.items.is_empty();
+        let before = state.items.len();
         let added = add(&mut state.items);
         state.queued += added;
         // Only the first item of a batch wakes the writer (the rest wait
-        // for it to linger and collect them), unless the batch is full.
-        if added > 0 && (was_empty || state.items.len() >= self.max_batch) {
+        // for it to linger and collect them), and the one that fills a
+        // batch. Not every item past that: a busy writer finds a full
+        // queue when it comes back, and each wake is a system call.
+        let filled = before < self.max_batch && state.items.len() >= self.max_batch;
+        if added > 0 && (before == 0 || filled) {
             self.inner.wake.notify_one();
         }
         Ok(())

@@ -96,7 +96,7 @@ impl Scope {
 
 /// Active tokens' names and hashes, the state they were read at, and when
 /// that state was last confirmed.
-type TokenCache = Option<((i64, u64), std::time::Instant, Vec<ActiveToken>)>;
+type TokenCache = Option<((i64, u64), std::time::Instant, Arc<[ActiveToken]>)>;
 
 /// An active token's name, hash and scope.
 type ActiveToken = (String, String, Scope);
@@ -146,7 +146,7 @@ impl Tokens {
 
     /// The active tokens, re-read only when they may have changed (here, or
     /// in another process: SQLite's `data_version` moves then).
-    fn active(&self) -> Option<Vec<ActiveToken>> {
+    fn active(&self) -> Option<Arc<[ActiveToken]>> {
         let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(((_, cached_generation), confirmed, tokens)) = cache.as_ref()
@@ -175,7 +175,7 @@ impl Tokens {
                 "SELECT name, token_hash, publish_namespaces FROM api_tokens WHERE revoked_at IS NULL",
             )
             .ok()?;
-        let tokens: Vec<ActiveToken> = statement
+        let tokens: Arc<[ActiveToken]> = statement
             .query_map([], |r| {
                 Ok((r.get(0)?, r.get(1)?, Scope::from_column(r.get(2)?)))
             })
@@ -290,9 +290,9 @@ impl Tokens {
         let presented = hash(presented);
         let rows = self.active()?;
         let mut found = None;
-        for (name, stored, scope) in rows {
+        for (name, stored, scope) in rows.iter() {
             if constant_time_eq(stored.as_bytes(), presented.as_bytes()) {
-                found = Some((name, scope));
+                found = Some((name.clone(), scope.clone()));
             }
         }
         found
