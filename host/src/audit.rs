@@ -184,6 +184,37 @@ pub enum AuditEvent {
         /// The OCI error code and message, when refused.
         reason: Option<String>,
     },
+    /// A blob stored in the registry by an upload. Bounded per token: see
+    /// `BlobUploadsSuppressed`.
+    BlobUpload {
+        /// The repository.
+        repository: String,
+        /// The blob's digest.
+        digest: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Who pushed (a token name).
+        actor: String,
+    },
+    /// Blob upload records of a token not written, past its bound in a
+    /// window: how many.
+    BlobUploadsSuppressed {
+        /// Who pushed.
+        actor: String,
+        /// Records not written.
+        suppressed: u64,
+    },
+    /// A manifest, tag or blob deleted from the registry.
+    RegistryDelete {
+        /// The repository.
+        repository: String,
+        /// `manifest`, `tag` or `blob`.
+        what: String,
+        /// The digest or tag.
+        reference: String,
+        /// Who deleted (a token name).
+        actor: String,
+    },
     /// A request to the admin API, or a refused attempt.
     Admin {
         /// The token's name, or `unknown`.

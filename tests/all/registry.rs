@@ -266,7 +266,7 @@ async fn blobs_and_manifests_round_trip_with_the_specs_errors() {
                     r#"{{"schemaVersion":2,"pad":"{}"}}"#,
                     "x".repeat(5 << 20)
                 )),
-            (400, "SIZE_INVALID"),
+            (413, "SIZE_INVALID"),
         ),
     ] {
         let (status, code) = error_code(request.send().await.unwrap()).await;
@@ -951,7 +951,7 @@ async fn hostile_uploads_get_the_specs_errors_and_leave_nothing_behind() {
         .await
         .unwrap();
     let (status, code) = error_code(response).await;
-    assert_eq!((status, code.as_str()), (400, "SIZE_INVALID"));
+    assert_eq!((status, code.as_str()), (413, "SIZE_INVALID"));
     // Oversized, in chunks each under the limit.
     let location = start_upload().await;
     let first = daemon
@@ -970,7 +970,7 @@ async fn hostile_uploads_get_the_specs_errors_and_leave_nothing_behind() {
         .await
         .unwrap();
     let (status, code) = error_code(second).await;
-    assert_eq!((status, code.as_str()), (400, "SIZE_INVALID"));
+    assert_eq!((status, code.as_str()), (413, "SIZE_INVALID"));
 
     // Truncated: half the bytes, the whole's digest.
     let whole = b"the whole blob, of which only half arrives".to_vec();
@@ -1027,7 +1027,11 @@ async fn hostile_uploads_get_the_specs_errors_and_leave_nothing_behind() {
         ("GET /v2/acme//x/tags/list", "NAME_INVALID"),
         ("GET /v2/ACME/x/tags/list", "NAME_INVALID"),
         ("GET /v2/acme/.x/manifests/1.0.0", "NAME_INVALID"),
-        ("GET /v2/acme/x/manifests/..%2F..%2Fsecret", "TAG_INVALID"),
+        // Not a tag, so it names no manifest (the spec: 404).
+        (
+            "GET /v2/acme/x/manifests/..%2F..%2Fsecret",
+            "MANIFEST_UNKNOWN",
+        ),
     ] {
         let (status, body) = raw_request(&daemon, request).await;
         assert!(

@@ -63,7 +63,6 @@ struct Actor(String);
 /// The router, over a daemon.
 pub fn router(daemon: Arc<Daemon>) -> Router {
     let max_event = daemon.options().max_event_bytes;
-    let max_blob = usize::try_from(daemon.options().max_blob_bytes).unwrap_or(usize::MAX);
     let admin = Router::new()
         .route("/v1/agents", get(list_agents))
         .route(
@@ -88,6 +87,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/usage", get(usage))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/registry/usage", get(registry_usage))
+        .route("/v1/registry/gc", post(registry_gc))
         .layer(axum::middleware::from_fn_with_state(
             daemon.clone(),
             authenticate,
@@ -102,7 +103,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(admin)
         .layer(DefaultBodyLimit::max(max_event))
         .with_state(daemon.clone())
-        .merge(crate::registry::api::routes(daemon, max_blob))
+        .merge(crate::registry::api::routes(daemon))
 }
 
 async fn authenticate(
@@ -591,6 +592,61 @@ async fn audit(
         .read(query.after, limit)
         .map_err(ApiError::host)?;
     Ok(Json(json!({"records": records})))
+}
+
+/// `GET /v1/registry/usage`: bytes of blobs each namespace holds, and its
+/// quota.
+async fn registry_usage(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {
+    let worker = daemon.clone();
+    let usage = tokio::task::spawn_blocking(move || {
+        let registry = worker.registry()?;
+        let quota = registry.blobs.quota();
+        Some(
+            registry
+                .blobs
+                .usage_by_namespace()
+                .into_iter()
+                .map(|(namespace, bytes)| json!({"namespace": namespace, "bytes": bytes, "quota_bytes": quota}))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .map_err(ApiError::host)?
+    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not-found", "no registry"))?;
+    Ok(Json(json!({"namespaces": usage})))
+}
+
+/// Query of `POST /v1/registry/gc`.
+#[derive(Debug, serde::Deserialize)]
+struct GcQuery {
+    /// Keep what no manifest names if it is younger than this (default: an
+    /// hour), so a push in progress keeps its blobs.
+    grace_secs: Option<u64>,
+}
+
+/// `POST /v1/registry/gc[?grace_secs=]`: collects blobs no manifest names
+/// and their compiled artifacts; never a deployed agent's component.
+async fn registry_gc(
+    State(daemon): State<Arc<Daemon>>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+    Query(query): Query<GcQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let grace = query.grace_secs.map_or(
+        crate::registry::gc::DEFAULT_GRACE,
+        std::time::Duration::from_secs,
+    );
+    let worker = daemon.clone();
+    let collection = tokio::task::spawn_blocking(move || {
+        let registry = worker.registry()?;
+        let in_use = crate::registry::api::in_use(&worker);
+        let cache = worker.options().engine.cache_dir.clone();
+        Some(registry.collect(&in_use.components, grace, cache.as_deref()))
+    })
+    .await
+    .map_err(ApiError::host)?
+    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not-found", "no registry"))?;
+    tracing::info!(%actor, blobs = collection.blobs_removed, bytes = collection.bytes_freed, "registry garbage collected");
+    Ok(Json(json!(collection)))
 }
 
 async fn audit_verify(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {

@@ -66,6 +66,9 @@ pub struct DaemonOptions {
     pub max_event_bytes: usize,
     /// Largest blob the registry takes (a pushed component, say).
     pub max_blob_bytes: u64,
+    /// Most bytes of blobs one registry namespace may hold (`None`: no
+    /// bound).
+    pub registry_quota_bytes: Option<u64>,
     /// The engine's settings.
     pub engine: EngineOptions,
     /// Free space the state directory's disk must keep: below it, new events
@@ -91,6 +94,7 @@ impl DaemonOptions {
             drain_timeout: Duration::from_secs(30),
             max_event_bytes: 1 << 20,
             max_blob_bytes: crate::registry::blobs::DEFAULT_MAX_BLOB_BYTES,
+            registry_quota_bytes: Some(crate::registry::blobs::DEFAULT_NAMESPACE_QUOTA_BYTES),
             engine,
             min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_BYTES,
         }
@@ -266,8 +270,12 @@ impl Daemon {
                 metrics: metrics.clone(),
             }));
         let registry = Some(
-            crate::registry::Registry::open(&dir.join("registry"), options.max_blob_bytes)
-                .map_err(DaemonError::Host)?,
+            crate::registry::Registry::open(
+                &dir.join("registry"),
+                options.max_blob_bytes,
+                options.registry_quota_bytes,
+            )
+            .map_err(DaemonError::Host)?,
         );
         let daemon = Arc::new(Self {
             global: Semaphore::new(options.max_concurrent),

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use super::Registry;
 use super::blobs::{BlobError, Digest};
 use super::layout::{CONFIG_TYPE, LAYER_TYPE};
-use super::manifests::ManifestError;
+use super::manifests::{self, ManifestError};
 use super::signing::{self, Signature};
 use crate::audit::AuditEvent;
 use crate::daemon::Daemon;
@@ -37,6 +37,9 @@ struct OciError {
     code: &'static str,
     message: String,
 }
+
+/// Seconds a client told `429` waits before trying again.
+const RETRY_AFTER_SECS: u64 = 30;
 
 impl OciError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -59,6 +62,12 @@ impl IntoResponse for OciError {
                 header::HeaderValue::from_static("Basic realm=\"clawcage\""),
             );
         }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
         response
     }
 }
@@ -67,9 +76,14 @@ impl From<BlobError> for OciError {
     fn from(e: BlobError) -> Self {
         let status = match e {
             BlobError::Unknown | BlobError::UploadUnknown => StatusCode::NOT_FOUND,
-            BlobError::RangeInvalid { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            BlobError::RangeInvalid { .. } | BlobError::UploadBusy => {
+                StatusCode::RANGE_NOT_SATISFIABLE
+            }
             BlobError::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
+            BlobError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BlobError::QuotaExceeded { .. } | BlobError::InUse(_) => StatusCode::FORBIDDEN,
             BlobError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            BlobError::BodyBroken(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, e.code(), e.to_string())
@@ -80,7 +94,8 @@ impl From<ManifestError> for OciError {
     fn from(e: ManifestError) -> Self {
         let status = match e {
             ManifestError::Unknown | ManifestError::NameUnknown => StatusCode::NOT_FOUND,
-            ManifestError::Immutable { .. } => StatusCode::FORBIDDEN,
+            ManifestError::Immutable { .. } | ManifestError::InUse(_) => StatusCode::FORBIDDEN,
+            ManifestError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ManifestError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -117,7 +132,12 @@ fn authenticate(daemon: &Daemon, headers: &HeaderMap) -> Result<(String, Scope),
 }
 
 /// The routes, for merging into the daemon's router.
-pub fn routes(daemon: Arc<Daemon>, max_blob_bytes: usize) -> Router {
+///
+/// No body limit is set here: a manifest is read whole up to
+/// [`super::manifests::MAX_MANIFEST_BYTES`], an upload streams to disk as
+/// the blob store asks for it (bounded by the blob size limit and the
+/// namespace's quota), and any other body is never read.
+pub fn routes(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v2/", get(root))
         .route("/v2/{*path}", any(dispatch))
@@ -125,9 +145,7 @@ pub fn routes(daemon: Arc<Daemon>, max_blob_bytes: usize) -> Router {
             daemon.clone(),
             require_token,
         ))
-        .layer(DefaultBodyLimit::max(
-            max_blob_bytes.saturating_add(1 << 20),
-        ))
+        .layer(DefaultBodyLimit::disable())
         .route(
             "/.well-known/wasm-pkg/registry.json",
             get(wasm_pkg_metadata),
@@ -224,13 +242,88 @@ fn with_headers(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// A request body that notes when it was read to its end.
+struct Tracked {
+    inner: Body,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.finished
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether a request says it has a body.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.trim() != "0")
+            && headers.contains_key(header::CONTENT_LENGTH)
+}
+
+/// The largest body of a refused request read anyway, so that the client
+/// can reuse its connection.
+const DRAINED_BODY_BYTES: u64 = 64 << 10;
+
+/// Answers `response` to a request whose body was never read: a body of a
+/// few KiB is read and dropped first, so the connection stays usable;
+/// anything larger gets `Connection: close` (hyper closes the connection
+/// rather than read an unread body, and the client must know).
+async fn refuse_unread(request: axum::extract::Request, mut response: Response) -> Response {
+    if !has_body(request.headers()) {
+        return response;
+    }
+    let small = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .is_some_and(|n| n <= DRAINED_BODY_BYTES);
+    let drained = small
+        && tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            axum::body::to_bytes(request.into_body(), DRAINED_BODY_BYTES as usize),
+        )
+        .await
+        .is_ok_and(|read| read.is_ok());
+    if !drained {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// Who is calling: a token's name and scope, set by [`require_token`].
 #[derive(Debug, Clone)]
 struct Caller(String, Scope);
 
 /// Authenticates every `/v2/` request *before* its body is read, so an
 /// anonymous client cannot make the daemon buffer an upload; a refused one
-/// is an audit record, as on the admin API.
+/// is an audit record, as on the admin API. Any response to a request
+/// whose body was not read to its end says `Connection: close`.
 async fn require_token(
     State(daemon): State<Arc<Daemon>>,
     mut request: axum::extract::Request,
@@ -245,10 +338,28 @@ async fn require_token(
             if let Some(target) = parse(&raw)
                 && !scope.may_publish(target.repository())
             {
-                return outside_namespaces(&daemon, actor, request.method(), target.repository());
+                let refusal =
+                    outside_namespaces(&daemon, actor, request.method(), target.repository());
+                return refuse_unread(request, refusal).await;
             }
             request.extensions_mut().insert(Caller(actor, scope));
-            next.run(request).await
+            let finished = Arc::new(std::sync::atomic::AtomicBool::new(!has_body(
+                request.headers(),
+            )));
+            let request = request.map(|inner| {
+                Body::new(Tracked {
+                    inner,
+                    finished: finished.clone(),
+                })
+            });
+            let mut response = next.run(request).await;
+            if !finished.load(std::sync::atomic::Ordering::Acquire) {
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            response
         }
         Err(refusal) => {
             // Clients ask anonymously first to learn the challenge; a
@@ -260,7 +371,111 @@ async fn require_token(
                     allowed: false,
                 });
             }
-            refusal.into_response()
+            refuse_unread(request, refusal.into_response()).await
+        }
+    }
+}
+
+/// Manifest bodies read at once, in all and per token: at most
+/// 16 × 4 MiB in memory, 4 × 4 MiB for one token.
+const MANIFEST_READS: usize = 16;
+const MANIFEST_READS_PER_TOKEN: usize = 4;
+
+/// Counts manifest bodies being read, per token and in all.
+#[derive(Debug, Default)]
+pub(crate) struct BodyReads {
+    per_token: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// A manifest body being read; the slot is given back on drop.
+struct ReadSlot<'r> {
+    reads: &'r BodyReads,
+    token: String,
+}
+
+impl BodyReads {
+    fn enter(&self, token: &str) -> Option<ReadSlot<'_>> {
+        let mut per_token = self.per_token.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = per_token.values().sum();
+        let mine = per_token.get(token).copied().unwrap_or(0);
+        if total >= MANIFEST_READS || mine >= MANIFEST_READS_PER_TOKEN {
+            return None;
+        }
+        *per_token.entry(token.to_string()).or_default() += 1;
+        Some(ReadSlot {
+            reads: self,
+            token: token.to_string(),
+        })
+    }
+}
+
+impl Drop for ReadSlot<'_> {
+    fn drop(&mut self) {
+        let mut per_token = self
+            .reads
+            .per_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_token.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                per_token.remove(&self.token);
+            }
+        }
+    }
+}
+
+/// Reads a manifest body whole, bounded in size and in how many are read
+/// at once.
+async fn read_manifest_body(
+    registry: &Registry,
+    actor: &str,
+    body: Body,
+) -> Result<Bytes, OciError> {
+    let Some(_slot) = registry.body_reads.enter(actor) else {
+        return Err(OciError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            "too many manifests being pushed at once",
+        ));
+    };
+    let mut body = body;
+    let mut read = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx))
+            .await
+    {
+        let frame = frame.map_err(|e| {
+            OciError::new(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_INVALID",
+                format!("the body broke off: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if read.len() + data.len() > super::manifests::MAX_MANIFEST_BYTES {
+                return Err(ManifestError::TooLarge.into());
+            }
+            read.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(read))
+}
+
+/// Pulls a body's pieces from a blocking thread, one at a time, as the
+/// blob store asks for them.
+fn pull(handle: &tokio::runtime::Handle, body: &mut Body) -> Option<Result<Bytes, String>> {
+    loop {
+        let frame = handle.block_on(std::future::poll_fn(|cx| {
+            http_body::Body::poll_frame(std::pin::Pin::new(&mut *body), cx)
+        }))?;
+        match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => return Some(Ok(data)),
+                // Trailers: not content.
+                Err(_) => continue,
+            },
+            Err(e) => return Some(Err(e.to_string())),
         }
     }
 }
@@ -272,7 +487,7 @@ async fn dispatch(
     Query(query): Query<std::collections::HashMap<String, String>>,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(target) = parse(&path) else {
         return OciError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such route")
@@ -286,26 +501,50 @@ async fn dispatch(
     if !scope.may_publish(repository) {
         return outside_namespaces(&daemon, actor, &method, repository);
     }
-    let push = match target {
-        Target::Manifest(name, reference) if method == Method::PUT => {
-            // Refused before it is parsed; parsed once.
-            if body.len() > super::manifests::MAX_MANIFEST_BYTES {
-                return OciError::from(ManifestError::TooLarge).into_response();
-            }
-            let parsed = serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string());
-            let kind = parsed.as_ref().map_or("other", artifact_kind);
-            Some((name.to_string(), reference.to_string(), kind, parsed))
+    let Some(registry) = daemon.registry() else {
+        return OciError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", "no registry").into_response();
+    };
+    // A manifest is read whole (bounded) and parsed once; an upload's body
+    // is pulled by the blob store as it writes; no other body is read.
+    let mut push = None;
+    let mut manifest = None;
+    let mut body = Some(body);
+    if let Target::Manifest(name, reference) = target
+        && method == Method::PUT
+    {
+        let bytes =
+            match read_manifest_body(registry, &actor, body.take().unwrap_or_default()).await {
+                Ok(bytes) => bytes,
+                Err(e) => return e.into_response(),
+            };
+        let parsed = serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string());
+        let kind = parsed.as_ref().map_or("other", artifact_kind);
+        push = Some((name.to_string(), reference.to_string(), kind));
+        manifest = Some((parsed, bytes));
+    }
+    let streamed = matches!(target, Target::Uploads(..))
+        && matches!(method, Method::PATCH | Method::PUT | Method::POST);
+    let body = if streamed { body.take() } else { None };
+    // Disk I/O, hashing and compiling a pushed component: off the async
+    // workers. The body is pulled from there.
+    let worker = daemon.clone();
+    let owner = actor.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let deletion = match target {
+        Target::Manifest(name, reference) if method == Method::DELETE => Some((
+            name.to_string(),
+            if Digest::parse(reference).is_ok() {
+                "manifest"
+            } else {
+                "tag"
+            },
+            reference.to_string(),
+        )),
+        Target::Blob(name, digest) if method == Method::DELETE => {
+            Some((name.to_string(), "blob", digest.to_string()))
         }
         _ => None,
     };
-    let (push, manifest) = match push {
-        Some((name, reference, kind, parsed)) => (Some((name, reference, kind)), Some(parsed)),
-        None => (None, None),
-    };
-    // Disk I/O, hashing and compiling a pushed component: off the async
-    // workers.
-    let worker = daemon.clone();
-    let owner = actor.clone();
     let result = tokio::task::spawn_blocking(move || {
         let Some(registry) = worker.registry() else {
             return Err(OciError::new(
@@ -315,16 +554,25 @@ async fn dispatch(
             ));
         };
         let check = |bytes: &[u8]| worker.check_component(bytes);
+        let in_use = in_use(&worker);
         let target = parse(&path)
             .ok_or_else(|| OciError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such route"))?;
+        let mut body = body;
+        let mut chunks = || body.as_mut().and_then(|body| pull(&runtime, body));
         let request = Request {
             method: &method,
             query: &query,
             headers: &headers,
             owner: &owner,
+            scope: &scope,
             manifest: manifest.as_ref(),
+            in_use: &in_use,
         };
-        handle(registry, target, &request, body, &check)
+        let answer = handle(registry, target, &request, &mut chunks, &check);
+        if let Ok((_, Some(stored))) = &answer {
+            audit_blob_upload(&worker, registry, stored, &owner);
+        }
+        answer.map(|(response, _)| response)
     })
     .await
     .unwrap_or_else(|e| {
@@ -334,6 +582,14 @@ async fn dispatch(
             format!("the registry failed: {e}"),
         ))
     });
+    if let (Some((repository, what, reference)), Ok(_)) = (deletion, &result) {
+        daemon.audit.append(AuditEvent::RegistryDelete {
+            repository,
+            what: what.into(),
+            reference,
+            actor: actor.clone(),
+        });
+    }
     if let Some((repository, reference, artifact)) = push {
         let (digest, reason) = match &result {
             Ok(response) => (
@@ -454,6 +710,89 @@ fn artifact_kind(manifest: &Value) -> &'static str {
     }
 }
 
+/// What deployed agents run: never deleted or collected.
+#[derive(Debug, Default, Clone)]
+pub struct InUse {
+    /// The sha256 (hex) of every deployed component.
+    pub components: std::collections::HashSet<String>,
+    /// Every deployed manifest, as `repository@sha256:…`.
+    pub manifests: std::collections::HashSet<String>,
+}
+
+/// What the deployed agents of `daemon` run.
+pub(crate) fn in_use(daemon: &Daemon) -> InUse {
+    let mut in_use = InUse::default();
+    for agent in daemon.list() {
+        in_use.components.insert(agent.sha256);
+        if let Some(origin) = agent.origin {
+            in_use.manifests.insert(origin.reference);
+        }
+    }
+    in_use
+}
+
+/// Blob upload records one token writes per window; past that they are
+/// counted, and the count is written when its next window opens.
+const BLOB_RECORDS_PER_WINDOW: u32 = 1_000;
+const BLOB_RECORD_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Per token: when its window opened, records written in it, records
+/// suppressed.
+#[derive(Debug, Default)]
+pub(crate) struct UploadRecords {
+    per_token: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32, u64)>>,
+}
+
+/// The audit record of a stored blob, within its token's bound.
+fn audit_blob_upload(daemon: &Daemon, registry: &Registry, stored: &StoredBlob, actor: &str) {
+    let (write, suppressed_before) = {
+        let mut per_token = registry
+            .upload_records
+            .per_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let entry = per_token
+            .entry(actor.to_string())
+            .or_insert((std::time::Instant::now(), 0, 0));
+        let mut suppressed_before = 0;
+        if entry.0.elapsed() >= BLOB_RECORD_WINDOW {
+            suppressed_before = entry.2;
+            *entry = (std::time::Instant::now(), 0, 0);
+        }
+        let write = entry.1 < BLOB_RECORDS_PER_WINDOW;
+        if write {
+            entry.1 += 1;
+        } else {
+            entry.2 += 1;
+        }
+        (write, suppressed_before)
+    };
+    if suppressed_before > 0 {
+        daemon.audit.append(AuditEvent::BlobUploadsSuppressed {
+            actor: actor.to_string(),
+            suppressed: suppressed_before,
+        });
+    }
+    if write {
+        daemon.audit.append(AuditEvent::BlobUpload {
+            repository: stored.repository.clone(),
+            digest: stored.digest.to_string(),
+            size: stored.size,
+            actor: actor.to_string(),
+        });
+    }
+}
+
+/// A blob stored by an upload, for its audit record.
+pub(crate) struct StoredBlob {
+    /// The repository.
+    pub repository: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+}
+
 /// What [`handle`] needs of a request besides its target and body.
 struct Request<'r> {
     method: &'r Method,
@@ -461,52 +800,80 @@ struct Request<'r> {
     headers: &'r HeaderMap,
     /// The token's name: uploads are counted per token.
     owner: &'r str,
-    /// A pushed manifest, parsed (or why it is not JSON).
-    manifest: Option<&'r Result<Value, String>>,
+    /// The token's scope: a mount reads only from where it may publish.
+    scope: &'r Scope,
+    /// A pushed manifest, parsed (or why it is not JSON), and its bytes.
+    manifest: Option<&'r (Result<Value, String>, Bytes)>,
+    /// What deployed agents run.
+    in_use: &'r InUse,
 }
 
-/// Routes a request to the handler of its OCI distribution endpoint.
+/// A handler's answer, and the blob it stored, if any.
+type Answer = Result<(Response, Option<StoredBlob>), OciError>;
+
+fn plain(response: Result<Response, OciError>) -> Answer {
+    response.map(|r| (r, None))
+}
+
+/// Routes a request to the handler of its OCI distribution endpoint. The
+/// method is matched before anything in the path is parsed, so an
+/// unsupported method is `405` whatever else is wrong.
 fn handle(
     registry: &Registry,
     target: Target<'_>,
     request: &Request<'_>,
-    body: Bytes,
+    body: super::blobs::Chunks<'_>,
     check: &dyn Fn(&[u8]) -> Result<String, String>,
-) -> Result<Response, OciError> {
+) -> Answer {
     let method = request.method.clone();
     match (target, method) {
-        (Target::Tags(name), Method::GET | Method::HEAD) => list_tags(registry, name),
+        (Target::Tags(name), Method::GET | Method::HEAD) => {
+            plain(list_tags(registry, name, request))
+        }
         (Target::Referrers(name, digest), Method::GET | Method::HEAD) => {
-            list_referrers(registry, name, digest, request)
+            plain(list_referrers(registry, name, digest, request))
         }
-        (Target::Blob(name, digest), method @ (Method::GET | Method::HEAD)) => {
-            read_blob(registry, name, digest, method == Method::GET)
+        (Target::Blob(name, digest), method @ (Method::GET | Method::HEAD)) => plain(read_blob(
+            registry,
+            name,
+            digest,
+            method == Method::GET,
+            request,
+        )),
+        (Target::Blob(name, digest), Method::DELETE) => {
+            plain(delete_blob(registry, name, digest, request))
         }
-        (Target::Blob(..), _) => Err(unsupported("blobs are read with GET or HEAD")),
-        (Target::Uploads(name, ""), Method::POST) => start_upload(registry, name, request, &body),
+        (Target::Blob(..), _) => Err(unsupported(
+            "blobs are read with GET or HEAD and removed with DELETE",
+        )),
+        (Target::Uploads(name, ""), Method::POST) => start_upload(registry, name, request, body),
         (Target::Uploads(_, ""), _) => Err(unsupported("uploads start with POST")),
         (Target::Uploads(name, session), Method::PATCH) => {
-            append_upload(registry, name, session, request, &body)
+            plain(append_upload(registry, name, session, request, body))
         }
         (Target::Uploads(name, session), Method::PUT) => {
-            finish_upload(registry, name, session, request, &body)
+            finish_upload(registry, name, session, request, body)
         }
         (Target::Uploads(name, session), Method::GET) => {
-            upload_status(registry, name, session, request)
+            plain(upload_status(registry, name, session, request))
         }
-        (Target::Uploads(_, session), Method::DELETE) => {
+        (Target::Uploads(name, session), Method::DELETE) => {
+            registry.blobs.check_session(session, request.owner, name)?;
             registry.blobs.cancel(session, request.owner)?;
-            Ok(StatusCode::NO_CONTENT.into_response())
+            plain(Ok(StatusCode::NO_CONTENT.into_response()))
         }
         (Target::Uploads(..), _) => Err(unsupported("not an upload operation")),
         (Target::Manifest(name, reference), Method::PUT) => {
-            put_manifest(registry, name, reference, request, &body, check)
+            plain(put_manifest(registry, name, reference, request, check))
         }
-        (Target::Manifest(name, reference), method @ (Method::GET | Method::HEAD)) => {
-            read_manifest(registry, name, reference, method == Method::GET)
+        (Target::Manifest(name, reference), method @ (Method::GET | Method::HEAD)) => plain(
+            read_manifest(registry, name, reference, method == Method::GET),
+        ),
+        (Target::Manifest(name, reference), Method::DELETE) => {
+            plain(delete_manifest(registry, name, reference, request))
         }
         (Target::Manifest(..), _) => Err(unsupported(
-            "manifests are read with GET/HEAD and written with PUT",
+            "manifests are read with GET/HEAD, written with PUT and removed with DELETE",
         )),
         (Target::Tags(..) | Target::Referrers(..), _) => {
             Err(unsupported("tags and referrers are read with GET"))
@@ -525,10 +892,42 @@ fn digest_header(digest: &Digest) -> (header::HeaderName, String) {
     )
 }
 
-/// `GET /v2/<name>/tags/list`.
-fn list_tags(registry: &Registry, name: &str) -> Result<Response, OciError> {
+/// Most tags one page lists when the client does not say.
+const MAX_TAGS_PER_PAGE: usize = 1_000;
+
+/// `GET /v2/<name>/tags/list[?n=&last=]`: tags in byte order, after `last`
+/// (exclusive), at most `n` (at most [`MAX_TAGS_PER_PAGE`]), with a
+/// `Link` to the next page when there is more. `n=0` is an empty list.
+fn list_tags(registry: &Registry, name: &str, request: &Request<'_>) -> Result<Response, OciError> {
+    let n = match request.query.get("n") {
+        None => MAX_TAGS_PER_PAGE,
+        Some(n) => n.parse::<usize>().map_err(|_| {
+            OciError::new(
+                StatusCode::BAD_REQUEST,
+                "PAGINATION_NUMBER_INVALID",
+                "n must be a number of tags",
+            )
+        })?,
+    }
+    .min(MAX_TAGS_PER_PAGE);
+    let last = request.query.get("last").map(String::as_str);
     let tags = registry.manifests.tags(name)?;
-    Ok(axum::Json(json!({"name": name, "tags": tags})).into_response())
+    let after: Vec<&String> = tags
+        .iter()
+        .filter(|tag| last.is_none_or(|last| tag.as_str() > last))
+        .collect();
+    let page: Vec<&String> = after.iter().take(n).copied().collect();
+    let mut response = axum::Json(json!({"name": name, "tags": page})).into_response();
+    if n > 0
+        && after.len() > page.len()
+        && let Some(last) = page.last()
+        && let Ok(link) = header::HeaderValue::from_str(&format!(
+            "</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""
+        ))
+    {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
 }
 
 /// `GET /v2/<name>/referrers/<digest>[?artifactType=]`: an image index of
@@ -564,34 +963,125 @@ fn list_referrers(
     Ok(response)
 }
 
+/// A digest in a blob's path: one of another algorithm names no blob here.
+fn blob_digest(digest: &str) -> Result<Digest, OciError> {
+    Digest::parse(digest).map_err(|e| match e {
+        BlobError::Unsupported(_) => OciError::from(BlobError::Unknown),
+        e => e.into(),
+    })
+}
+
+/// A single `Range: bytes=…` of a blob of `size` bytes: its first and last
+/// byte, clamped to the blob; `Err` when it cannot be satisfied; `None`
+/// when there is no range (or several, answered whole, as RFC 9110 allows).
+fn byte_range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = headers.get(header::RANGE)?.to_str().ok()?.trim();
+    let spec = spec.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let parse = |text: &str| text.trim().parse::<u64>().ok();
+    let range = match (first.trim().is_empty(), last.trim().is_empty()) {
+        // The last n bytes.
+        (true, false) => match parse(last) {
+            Some(0) | None => Err(()),
+            Some(n) => Ok((size.saturating_sub(n), size.saturating_sub(1))),
+        },
+        (false, true) => match parse(first) {
+            Some(start) if start < size => Ok((start, size - 1)),
+            _ => Err(()),
+        },
+        (false, false) => match (parse(first), parse(last)) {
+            (Some(start), Some(end)) if start <= end && start < size => {
+                Ok((start, end.min(size - 1)))
+            }
+            _ => Err(()),
+        },
+        (true, true) => Err(()),
+    };
+    Some(range.and_then(|r| if size == 0 { Err(()) } else { Ok(r) }))
+}
+
 /// `GET`/`HEAD /v2/<name>/blobs/<digest>`, streamed from one open file: a
-/// 64 MiB blob is never held in memory.
+/// 64 MiB blob is never held in memory. One `Range` is answered `206`.
 fn read_blob(
     registry: &Registry,
     name: &str,
     digest: &str,
     with_body: bool,
+    request: &Request<'_>,
 ) -> Result<Response, OciError> {
-    let digest = Digest::parse(digest)?;
+    use std::io::{Seek, SeekFrom};
+    let digest = blob_digest(digest)?;
     if !registry.blobs.is_linked(name, &digest) {
         return Err(BlobError::Unknown.into());
     }
-    let (file, size) = registry.blobs.open_blob(&digest)?;
+    let (mut file, size) = registry.blobs.open_blob(&digest)?;
+    let (status, start, length, range) = match byte_range(request.headers, size) {
+        None => (StatusCode::OK, 0, size, None),
+        Some(Ok((first, last))) => (
+            StatusCode::PARTIAL_CONTENT,
+            first,
+            last - first + 1,
+            Some(format!("bytes {first}-{last}/{size}")),
+        ),
+        Some(Err(())) => {
+            let mut response = OciError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UNKNOWN",
+                format!("the blob has {size} bytes; that range is not in it"),
+            )
+            .into_response();
+            if let Ok(value) = header::HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
     let body = if with_body {
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| BlobError::Io(e.to_string()))?;
         Body::from_stream(tokio_util::io::ReaderStream::new(
-            tokio::fs::File::from_std(file),
+            tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), length),
         ))
     } else {
         Body::empty()
     };
+    let mut headers = vec![
+        (header::CONTENT_LENGTH, length.to_string()),
+        (header::CONTENT_TYPE, "application/octet-stream".into()),
+        (header::ACCEPT_RANGES, "bytes".into()),
+        digest_header(&digest),
+    ];
+    if let Some(range) = range {
+        headers.push((header::CONTENT_RANGE, range));
+    }
+    Ok(with_headers(status, &headers, body))
+}
+
+/// `DELETE /v2/<name>/blobs/<digest>`: the repository lets go of the blob
+/// (`202`); the bytes go at the next garbage collection when nothing else
+/// holds them. The component a deployed agent runs is not let go of.
+fn delete_blob(
+    registry: &Registry,
+    name: &str,
+    digest: &str,
+    request: &Request<'_>,
+) -> Result<Response, OciError> {
+    let digest = blob_digest(digest)?;
+    if request.in_use.components.contains(digest.hex()) {
+        return Err(BlobError::InUse(format!(
+            "{digest} is the component of a deployed agent: remove or redeploy the agent first"
+        ))
+        .into());
+    }
+    let _storing = registry.storing();
+    registry.blobs.unlink(name, &digest)?;
     Ok(with_headers(
-        StatusCode::OK,
-        &[
-            (header::CONTENT_LENGTH, size.to_string()),
-            (header::CONTENT_TYPE, "application/octet-stream".into()),
-            digest_header(&digest),
-        ],
-        body,
+        StatusCode::ACCEPTED,
+        &[(header::CONTENT_LENGTH, "0".into())],
+        Body::empty(),
     ))
 }
 
@@ -629,74 +1119,183 @@ fn blob_created(name: &str, digest: &Digest) -> Response {
     )
 }
 
+/// Links a blob just stored, unless a garbage collection is running (it
+/// holds the lock until it is done, then the link is made).
+fn link_stored(registry: &Registry, name: &str, digest: &Digest) -> Result<(), OciError> {
+    let _storing = registry.storing();
+    // The blob may have been collected between its upload and this link
+    // only if it was older than the grace period: then it is gone, say so.
+    registry.blobs.size(digest)?;
+    registry.blobs.link(name, digest)?;
+    Ok(())
+}
+
 /// `POST /v2/<name>/blobs/uploads/`: starts an upload, or stores the body
-/// at once when a digest comes along (monolithic). A mount request is
-/// answered as a plain upload, as the spec allows.
+/// at once when a digest comes along (monolithic), or mounts a blob from
+/// another repository the token may publish to (`?mount=&from=`, `201`);
+/// a mount that cannot be made is answered as a plain upload (`202`), as
+/// the spec says.
 fn start_upload(
     registry: &Registry,
     name: &str,
     request: &Request<'_>,
-    body: &[u8],
-) -> Result<Response, OciError> {
+    body: super::blobs::Chunks<'_>,
+) -> Answer {
     if let Some(digest) = request.query.get("digest") {
         let digest = Digest::parse(digest)?;
-        registry.blobs.put(request.owner, &digest, body)?;
-        registry.blobs.link(name, &digest)?;
-        return Ok(blob_created(name, &digest));
+        let size = {
+            let _storing = registry.storing();
+            let size = registry
+                .blobs
+                .put_stream(request.owner, name, &digest, body)?;
+            registry.blobs.link(name, &digest)?;
+            size
+        };
+        let stored = StoredBlob {
+            repository: name.to_string(),
+            digest: digest.clone(),
+            size,
+        };
+        return Ok((blob_created(name, &digest), Some(stored)));
     }
-    let session = registry.blobs.start(request.owner)?;
-    Ok(upload_accepted(name, &session, 0))
+    if let (Some(mount), Some(from)) = (request.query.get("mount"), request.query.get("from"))
+        && let Ok(digest) = Digest::parse(mount)
+        && super::validate_repository(from).is_ok()
+        && request.scope.may_publish(from)
+        && registry.blobs.is_linked(from, &digest)
+    {
+        let size = registry.blobs.size(&digest)?;
+        if let Some(quota) = registry.blobs.quota() {
+            let namespace = super::blobs::namespace_of(name);
+            let used = registry
+                .blobs
+                .namespace_usage(namespace)
+                .saturating_add(size);
+            if !registry.blobs.is_linked(name, &digest) && used > quota {
+                return Err(BlobError::QuotaExceeded {
+                    namespace: namespace.to_string(),
+                    used,
+                    quota,
+                }
+                .into());
+            }
+        }
+        link_stored(registry, name, &digest)?;
+        return Ok((blob_created(name, &digest), None));
+    }
+    let session = registry.blobs.start(request.owner, name)?;
+    Ok((upload_accepted(name, &session, 0), None))
+}
+
+/// A `Content-Range` of a chunk: `<start>-<end>`, with or without a
+/// `bytes ` or `bytes=` prefix. Anything else is refused (`416`), not
+/// ignored: a range the registry cannot read must not turn its order check
+/// off.
+fn chunk_range(headers: &HeaderMap) -> Result<Option<super::blobs::ChunkRange>, OciError> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        OciError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            "Content-Range must be <start>-<end>, the chunk's first and last byte",
+        )
+    };
+    let text = value.to_str().map_err(|_| invalid())?.trim();
+    let text = text
+        .strip_prefix("bytes=")
+        .or_else(|| text.strip_prefix("bytes "))
+        .unwrap_or(text);
+    let (start, end) = text.split_once('-').ok_or_else(invalid)?;
+    let number = |t: &str| {
+        (!t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<u64>().ok())
+            .flatten()
+    };
+    let (Some(start), Some(end)) = (number(start), number(end)) else {
+        return Err(invalid());
+    };
+    if end < start {
+        return Err(invalid());
+    }
+    // A declared length must agree with the range, before a byte is read.
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        && length != end - start + 1
+    {
+        return Err(invalid());
+    }
+    Ok(Some(super::blobs::ChunkRange {
+        start,
+        end: Some(end),
+    }))
 }
 
 /// `PATCH /v2/<name>/blobs/uploads/<session>`: one chunk, at the offset
-/// its `Content-Range` names.
+/// its `Content-Range` names, streamed to disk.
 fn append_upload(
     registry: &Registry,
     name: &str,
     session: &str,
     request: &Request<'_>,
-    body: &[u8],
+    body: super::blobs::Chunks<'_>,
 ) -> Result<Response, OciError> {
-    let offset = request
-        .headers
-        .get(header::CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|range| {
-            range
-                .trim_start_matches("bytes ")
-                .split('-')
-                .next()?
-                .parse()
-                .ok()
-        });
+    registry.blobs.check_session(session, request.owner, name)?;
+    let range = chunk_range(request.headers)?;
     let size = registry
         .blobs
-        .append(session, request.owner, offset, body)?;
+        .append_stream(session, request.owner, range, body)?;
     Ok(upload_accepted(name, session, size))
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<session>?digest=`: the last chunk, if
-/// any, then the digest checked and the blob linked.
+/// any (at the offset its `Content-Range` names: out of order is `416` and
+/// the upload stays), then the digest checked and the blob linked. Any
+/// other refusal ends the session, so refused closings never pile up
+/// against the token's upload limit.
 fn finish_upload(
     registry: &Registry,
     name: &str,
     session: &str,
     request: &Request<'_>,
-    body: &[u8],
-) -> Result<Response, OciError> {
-    let digest = Digest::parse(
-        request
-            .query
-            .get("digest")
-            .map(String::as_str)
-            .unwrap_or_default(),
-    )?;
-    if !body.is_empty() {
-        registry.blobs.append(session, request.owner, None, body)?;
+    body: super::blobs::Chunks<'_>,
+) -> Answer {
+    registry.blobs.check_session(session, request.owner, name)?;
+    let range = chunk_range(request.headers)?;
+    let mut finish = || -> Result<(Digest, u64), OciError> {
+        let digest = Digest::parse(
+            request
+                .query
+                .get("digest")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )?;
+        let size = registry
+            .blobs
+            .append_stream(session, request.owner, range, body)?;
+        let _storing = registry.storing();
+        registry.blobs.finish(session, request.owner, &digest)?;
+        registry.blobs.link(name, &digest)?;
+        Ok((digest, size))
+    };
+    match finish() {
+        Ok((digest, size)) => {
+            let stored = StoredBlob {
+                repository: name.to_string(),
+                digest: digest.clone(),
+                size,
+            };
+            Ok((blob_created(name, &digest), Some(stored)))
+        }
+        // Out of order: the client may send the chunk again, where it goes.
+        Err(e) if e.status == StatusCode::RANGE_NOT_SATISFIABLE => Err(e),
+        Err(e) => {
+            registry.blobs.close_after_refusal(session, request.owner);
+            Err(e)
+        }
     }
-    registry.blobs.finish(session, request.owner, &digest)?;
-    registry.blobs.link(name, &digest)?;
-    Ok(blob_created(name, &digest))
 }
 
 /// `GET /v2/<name>/blobs/uploads/<session>`: how much was received.
@@ -706,6 +1305,7 @@ fn upload_status(
     session: &str,
     request: &Request<'_>,
 ) -> Result<Response, OciError> {
+    registry.blobs.check_session(session, request.owner, name)?;
     let size = registry.blobs.upload_size(session, request.owner)?;
     let mut response = upload_accepted(name, session, size);
     *response.status_mut() = StatusCode::NO_CONTENT;
@@ -719,17 +1319,19 @@ fn put_manifest(
     name: &str,
     reference: &str,
     request: &Request<'_>,
-    body: &[u8],
     check: &dyn Fn(&[u8]) -> Result<String, String>,
 ) -> Result<Response, OciError> {
     let invalid =
         |message: String| OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", message);
-    let manifest = request
+    let (parsed, body) = request
         .manifest
-        .ok_or_else(|| invalid("no manifest".into()))?
+        .ok_or_else(|| invalid("no manifest".into()))?;
+    let manifest = parsed
         .as_ref()
         .map_err(|e| invalid(format!("not JSON: {e}")))?;
     let media_type = manifest_media_type(request.headers, manifest)?;
+    // From the check of its blobs to its storing, no collection runs.
+    let _storing = registry.storing();
     let subject = check_manifest(registry, name, manifest, check)?;
     let digest = registry.manifests.put(name, reference, &media_type, body)?;
     let mut headers = vec![
@@ -745,6 +1347,46 @@ fn put_manifest(
         ));
     }
     Ok(with_headers(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+/// `DELETE /v2/<name>/manifests/<reference>`: by digest, the manifest, its
+/// tags and the manifests that refer to it (its signatures); by tag, only
+/// the tag. A version tag is retired, never to name other bytes. What a
+/// deployed agent runs is refused.
+fn delete_manifest(
+    registry: &Registry,
+    name: &str,
+    reference: &str,
+    request: &Request<'_>,
+) -> Result<Response, OciError> {
+    let _storing = registry.storing();
+    match Digest::parse(reference) {
+        Ok(digest) => {
+            let in_use = |d: &Digest| request.in_use.manifests.contains(&format!("{name}@{d}"));
+            registry.manifests.delete(name, &digest, &in_use)?;
+        }
+        Err(BlobError::Unsupported(_)) => return Err(ManifestError::Unknown.into()),
+        Err(_) => {
+            let digest = registry.manifests.get(name, reference)?.digest;
+            if request
+                .in_use
+                .manifests
+                .contains(&format!("{name}@{digest}"))
+                && manifests::is_version(reference)
+            {
+                return Err(ManifestError::InUse(format!(
+                    "{name}@{reference} is what a deployed agent runs: remove or redeploy the agent first"
+                ))
+                .into());
+            }
+            registry.manifests.untag(name, reference)?;
+        }
+    }
+    Ok(with_headers(
+        StatusCode::ACCEPTED,
+        &[(header::CONTENT_LENGTH, "0".into())],
+        Body::empty(),
+    ))
 }
 
 /// `GET`/`HEAD /v2/<name>/manifests/<reference>`.

@@ -26,6 +26,8 @@ use ring::digest::{Context, SHA256};
 
 /// Largest blob accepted.
 pub(crate) const DEFAULT_MAX_BLOB_BYTES: u64 = 64 << 20;
+/// The default quota of one namespace: 2 GiB of blobs.
+pub(crate) const DEFAULT_NAMESPACE_QUOTA_BYTES: u64 = 2 << 30;
 /// Uploads idle longer than this are dropped.
 pub(crate) const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most uploads in progress at once.
@@ -59,8 +61,36 @@ pub enum BlobError {
     #[error("the blob is larger than {0} bytes")]
     TooLarge(u64),
     /// Too many uploads at once (`TOOMANYREQUESTS`).
-    #[error("too many uploads in progress")]
+    #[error(
+        "too many uploads in progress; finish or cancel one, or retry after the idle ones expire"
+    )]
     TooManyUploads,
+    /// A digest of an algorithm this registry does not store
+    /// (`DIGEST_INVALID`; a read of one is `BLOB_UNKNOWN`).
+    #[error("unsupported digest algorithm {0:?}: this registry stores sha256 only")]
+    Unsupported(String),
+    /// The namespace would pass its disk quota (`DENIED`).
+    #[error(
+        "namespace {namespace:?} is over its quota: {used} of {quota} bytes used; delete something and collect garbage, or ask the operator for more"
+    )]
+    QuotaExceeded {
+        /// The namespace.
+        namespace: String,
+        /// Bytes it holds, with this upload.
+        used: u64,
+        /// Its quota.
+        quota: u64,
+    },
+    /// The blob is what a deployed agent runs (`DENIED`).
+    #[error("{0}")]
+    InUse(String),
+    /// Another request is writing this upload (HTTP 416).
+    #[error("another request is writing this upload; send the next chunk when it is done")]
+    UploadBusy,
+    /// The request body broke off (`BLOB_UPLOAD_INVALID`); the upload is
+    /// over.
+    #[error("the body broke off: {0}; start the upload again")]
+    BodyBroken(String),
     /// A bad repository name (`NAME_INVALID`).
     #[error("{0}")]
     NameInvalid(String),
@@ -75,8 +105,11 @@ impl BlobError {
         match self {
             Self::Unknown => "BLOB_UNKNOWN",
             Self::UploadUnknown => "BLOB_UPLOAD_UNKNOWN",
-            Self::DigestInvalid(_) => "DIGEST_INVALID",
-            Self::RangeInvalid { .. } => "BLOB_UPLOAD_INVALID",
+            Self::DigestInvalid(_) | Self::Unsupported(_) => "DIGEST_INVALID",
+            Self::QuotaExceeded { .. } | Self::InUse(_) => "DENIED",
+            Self::RangeInvalid { .. } | Self::UploadBusy | Self::BodyBroken(_) => {
+                "BLOB_UPLOAD_INVALID"
+            }
             Self::TooLarge(_) => "SIZE_INVALID",
             Self::TooManyUploads => "TOOMANYREQUESTS",
             Self::NameInvalid(_) => "NAME_INVALID",
@@ -95,18 +128,36 @@ fn io(e: std::io::Error) -> BlobError {
 pub struct Digest(String);
 
 impl Digest {
-    /// Parses a digest.
+    /// Parses a digest: `sha256:` and 64 lower-case hex digits. A
+    /// well-formed digest of another algorithm (`sha512:…`) is
+    /// [`BlobError::Unsupported`]; anything else is
+    /// [`BlobError::DigestInvalid`].
     pub fn parse(text: &str) -> Result<Self, BlobError> {
-        let hex = text
-            .strip_prefix("sha256:")
-            .ok_or_else(|| BlobError::DigestInvalid(format!("{text:?} is not sha256:<hex>")))?;
+        let Some(hex) = text.strip_prefix("sha256:") else {
+            // The spec's grammar: algorithm ":" encoded.
+            let algorithm = text.split_once(':').map(|(a, _)| a).filter(|a| {
+                !a.is_empty()
+                    && a.len() <= 32
+                    && a.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b)
+                    })
+            });
+            return Err(match algorithm {
+                Some(algorithm) => BlobError::Unsupported(algorithm.to_string()),
+                None => BlobError::DigestInvalid(format!(
+                    "{:?} is not a digest (sha256:<64 hex digits>)",
+                    crate::text::truncate_at_char_boundary(text, 100)
+                )),
+            });
+        };
         if hex.len() != 64
             || !hex
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(BlobError::DigestInvalid(format!(
-                "{text:?} is not sha256 followed by 64 lower-case hex digits"
+                "{:?} is not sha256 followed by 64 lower-case hex digits",
+                crate::text::truncate_at_char_boundary(text, 100)
             )));
         }
         Ok(Self(hex.to_string()))
@@ -140,17 +191,44 @@ struct Upload {
     closed: bool,
 }
 
-/// A session: who started it, and its upload.
+/// A session: who started it, where, and its upload.
 struct Session {
     /// A token's name. Only its owner may use a session.
     owner: String,
+    /// The repository it was started in: used anywhere else, it is
+    /// unknown (and its bytes count against this repository's namespace).
+    repository: String,
     upload: Arc<Mutex<Upload>>,
+}
+
+/// Where a chunk sits in its blob, from `Content-Range`: its first byte
+/// and, when given, its last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    /// The offset of the chunk's first byte.
+    pub start: u64,
+    /// The offset of its last byte, if the client said.
+    pub end: Option<u64>,
+}
+
+/// The pieces of a request body, read as the store asks for them: `None`
+/// at the end, an error if the client went away.
+pub(crate) type Chunks<'c> = &'c mut dyn FnMut() -> Option<Result<bytes::Bytes, String>>;
+
+/// The namespace of a repository: its first path component.
+pub(crate) fn namespace_of(repository: &str) -> &str {
+    repository.split('/').next().unwrap_or(repository)
 }
 
 /// The blob store.
 pub struct BlobStore {
     root: PathBuf,
     max_blob_bytes: u64,
+    /// Most bytes of blobs one namespace may hold, if bounded.
+    quota: Option<u64>,
+    /// Bytes held per namespace, as last counted; dropped when a link
+    /// changes, counted again when asked.
+    usage: Mutex<HashMap<String, u64>>,
     /// Sessions. The map's lock is held only to find or change an entry;
     /// writing and hashing a chunk holds that upload's own lock, so one slow
     /// upload does not stall the others.
@@ -168,7 +246,7 @@ impl std::fmt::Debug for BlobStore {
 impl BlobStore {
     /// A store under `root` (created 0700), dropping uploads left by an
     /// earlier process.
-    pub fn open(root: &Path, max_blob_bytes: u64) -> Result<Self, BlobError> {
+    pub fn open(root: &Path, max_blob_bytes: u64, quota: Option<u64>) -> Result<Self, BlobError> {
         for dir in ["blobs/sha256", "uploads", "links"] {
             crate::fsutil::create_private_dir(&root.join(dir)).map_err(io)?;
         }
@@ -180,6 +258,8 @@ impl BlobStore {
         Ok(Self {
             root: root.to_path_buf(),
             max_blob_bytes,
+            quota,
+            usage: Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
         })
     }
@@ -198,11 +278,107 @@ impl BlobStore {
 
     /// `owner`'s session; another token's is as unknown as a made-up one.
     fn session(&self, session: &str, owner: &str) -> Result<Arc<Mutex<Upload>>, BlobError> {
+        self.session_in(session, owner).map(|(upload, _)| upload)
+    }
+
+    fn session_in(
+        &self,
+        session: &str,
+        owner: &str,
+    ) -> Result<(Arc<Mutex<Upload>>, String), BlobError> {
         self.lock()
             .get(session)
             .filter(|s| s.owner == owner)
-            .map(|s| s.upload.clone())
+            .map(|s| (s.upload.clone(), s.repository.clone()))
             .ok_or(BlobError::UploadUnknown)
+    }
+
+    /// Whether `session` is `owner`'s and was started in `repository`.
+    pub(crate) fn check_session(
+        &self,
+        session: &str,
+        owner: &str,
+        repository: &str,
+    ) -> Result<(), BlobError> {
+        match self.session_in(session, owner) {
+            Ok((_, started_in)) if started_in == repository => Ok(()),
+            _ => Err(BlobError::UploadUnknown),
+        }
+    }
+
+    /// The most bytes one namespace may hold, if bounded.
+    pub fn quota(&self) -> Option<u64> {
+        self.quota
+    }
+
+    /// Bytes of blobs `namespace` holds: each blob linked into any of its
+    /// repositories, counted once.
+    pub fn namespace_usage(&self, namespace: &str) -> u64 {
+        if let Some(used) = self
+            .usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(namespace)
+        {
+            return *used;
+        }
+        let mut digests = std::collections::HashSet::new();
+        if let Ok(repositories) = fs::read_dir(self.root.join("links")) {
+            for repository in repositories.flatten() {
+                let name = repository.file_name().to_string_lossy().replace('+', "/");
+                if namespace_of(&name) != namespace {
+                    continue;
+                }
+                for link in fs::read_dir(repository.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    digests.insert(link.file_name());
+                }
+            }
+        }
+        let used = digests
+            .iter()
+            .filter_map(|hex| fs::metadata(self.root.join("blobs/sha256").join(hex)).ok())
+            .map(|m| m.len())
+            .sum();
+        self.usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(namespace.to_string(), used);
+        used
+    }
+
+    /// Every namespace that holds blobs, with its usage.
+    pub fn usage_by_namespace(&self) -> Vec<(String, u64)> {
+        let mut namespaces: Vec<String> = fs::read_dir(self.root.join("links"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().replace('+', "/"))
+            .map(|name| namespace_of(&name).to_string())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        namespaces
+            .into_iter()
+            .map(|namespace| {
+                let used = self.namespace_usage(&namespace);
+                (namespace, used)
+            })
+            .collect()
+    }
+
+    /// Forgets the counted usage (links changed).
+    pub(crate) fn recount(&self, namespace: Option<&str>) {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        match namespace {
+            Some(namespace) => {
+                usage.remove(namespace);
+            }
+            None => usage.clear(),
+        }
     }
 
     /// Ends a session: closes its upload and removes its file.
@@ -243,7 +419,33 @@ impl BlobStore {
         if let Some(dir) = path.parent() {
             crate::fsutil::create_private_dir(dir).map_err(io)?;
         }
-        crate::fsutil::write_atomically(&path, b"").map_err(io)
+        crate::fsutil::write_atomically(&path, b"").map_err(io)?;
+        self.recount(Some(namespace_of(repository)));
+        Ok(())
+    }
+
+    /// Removes `repository`'s link to `digest` (a blob `DELETE`); the blob
+    /// itself goes at the next garbage collection if nothing else holds it.
+    pub fn unlink(&self, repository: &str, digest: &Digest) -> Result<(), BlobError> {
+        let path = self.link_path(repository, digest)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                self.recount(Some(namespace_of(repository)));
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::Unknown),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// The directory of blobs, for the garbage collector.
+    pub(crate) fn blob_dir(&self) -> PathBuf {
+        self.root.join("blobs/sha256")
+    }
+
+    /// The directory of links, for the garbage collector.
+    pub(crate) fn link_dir(&self) -> PathBuf {
+        self.root.join("links")
     }
 
     /// Whether `repository` holds the blob `digest` (and the store has it).
@@ -265,17 +467,43 @@ impl BlobStore {
         fs::read(self.blob_path(digest)).map_err(|_| BlobError::Unknown)
     }
 
-    /// Stores `bytes` whole (a monolithic upload for `owner`), checking
-    /// `digest`.
-    pub fn put(&self, owner: &str, digest: &Digest, bytes: &[u8]) -> Result<(), BlobError> {
-        let session = self.start(owner)?;
-        self.append(&session, owner, None, bytes)?;
-        self.finish(&session, owner, digest)
+    /// Stores `bytes` whole (a monolithic upload for `owner` in
+    /// `repository`), checking `digest`.
+    pub fn put(
+        &self,
+        owner: &str,
+        repository: &str,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<u64, BlobError> {
+        let mut once = Some(bytes::Bytes::copy_from_slice(bytes));
+        self.put_stream(owner, repository, digest, &mut || once.take().map(Ok))
     }
 
-    /// Starts an upload for `owner` (a token's name); returns its session
-    /// id.
-    pub fn start(&self, owner: &str) -> Result<String, BlobError> {
+    /// Stores a body whole, as it streams in (a monolithic upload), checking
+    /// `digest`. Returns the blob's size.
+    pub(crate) fn put_stream(
+        &self,
+        owner: &str,
+        repository: &str,
+        digest: &Digest,
+        chunks: Chunks<'_>,
+    ) -> Result<u64, BlobError> {
+        let session = self.start(owner, repository)?;
+        let size = match self.append_stream(&session, owner, None, chunks) {
+            Ok(size) => size,
+            Err(e) => {
+                self.discard(&session);
+                return Err(e);
+            }
+        };
+        self.finish(&session, owner, digest)?;
+        Ok(size)
+    }
+
+    /// Starts an upload for `owner` (a token's name) in `repository`;
+    /// returns its session id.
+    pub fn start(&self, owner: &str, repository: &str) -> Result<String, BlobError> {
         let mut uploads = self.lock();
         uploads.retain(|session, entry| {
             // An upload busy writing is not idle.
@@ -310,6 +538,7 @@ impl BlobStore {
             session.clone(),
             Session {
                 owner: owner.to_string(),
+                repository: repository.to_string(),
                 upload: Arc::new(Mutex::new(Upload {
                     file,
                     hasher: Context::new(&SHA256),
@@ -339,35 +568,106 @@ impl BlobStore {
         offset: Option<u64>,
         bytes: &[u8],
     ) -> Result<u64, BlobError> {
-        let upload = self.session(session, owner)?;
-        let mut upload = upload.lock().unwrap_or_else(|e| e.into_inner());
+        let range = offset.map(|start| ChunkRange { start, end: None });
+        let mut once = Some(bytes::Bytes::copy_from_slice(bytes));
+        self.append_stream(session, owner, range, &mut || once.take().map(Ok))
+    }
+
+    /// Appends a chunk as it streams in, hashing as it goes. With a
+    /// `range`, the chunk must start where the upload ends (else
+    /// [`BlobError::RangeInvalid`], and the upload is as it was) and, when
+    /// the range names its end, be exactly that long. Only this session's
+    /// bytes are read: the body is pulled after the session and range are
+    /// checked, one piece at a time. Passing the size limit or the
+    /// namespace's quota, a body that breaks off, a length that does not
+    /// match the range or a failed write end the upload.
+    pub(crate) fn append_stream(
+        &self,
+        session: &str,
+        owner: &str,
+        range: Option<ChunkRange>,
+        chunks: Chunks<'_>,
+    ) -> Result<u64, BlobError> {
+        let (upload, repository) = self.session_in(session, owner)?;
+        // One writer per upload: a second request does not queue (its body
+        // unread, its thread parked) behind the first.
+        let mut upload = match upload.try_lock() {
+            Ok(upload) => upload,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(BlobError::UploadBusy),
+        };
         if upload.closed {
             return Err(BlobError::UploadUnknown);
         }
-        if let Some(claimed) = offset
-            && claimed != upload.size
+        if let Some(range) = range
+            && range.start != upload.size
         {
             return Err(BlobError::RangeInvalid {
-                claimed,
+                claimed: range.start,
                 actual: upload.size,
             });
         }
-        let size = upload.size + bytes.len() as u64;
-        if size > self.max_blob_bytes {
+        let namespace = namespace_of(&repository);
+        let held = self.quota.map(|_| self.namespace_usage(namespace));
+        let started_at = upload.size;
+        let failed = |store: &Self, upload: std::sync::MutexGuard<'_, Upload>, e: BlobError| {
             drop(upload);
-            self.discard(session);
-            return Err(BlobError::TooLarge(self.max_blob_bytes));
+            store.discard(session);
+            Err(e)
+        };
+        while let Some(chunk) = chunks() {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    return failed(self, upload, BlobError::BodyBroken(e));
+                }
+            };
+            let size = upload.size + chunk.len() as u64;
+            if size > self.max_blob_bytes {
+                return failed(self, upload, BlobError::TooLarge(self.max_blob_bytes));
+            }
+            if let (Some(quota), Some(held)) = (self.quota, held)
+                && held.saturating_add(size) > quota
+            {
+                let used = held.saturating_add(size);
+                let namespace = namespace.to_string();
+                return failed(
+                    self,
+                    upload,
+                    BlobError::QuotaExceeded {
+                        namespace,
+                        used,
+                        quota,
+                    },
+                );
+            }
+            // A failed write leaves the file's bytes unknown: the upload is over.
+            if let Err(e) = upload.file.write_all(&chunk) {
+                return failed(self, upload, io(e));
+            }
+            upload.hasher.update(&chunk);
+            upload.size = size;
+            upload.touched = Instant::now();
         }
-        // A failed write leaves the file's bytes unknown: the upload is over.
-        if let Err(e) = upload.file.write_all(bytes) {
-            drop(upload);
-            self.discard(session);
-            return Err(io(e));
+        if let Some(ChunkRange {
+            start,
+            end: Some(end),
+        }) = range
+        {
+            let received = upload.size - started_at;
+            if end.checked_sub(start).map(|n| n + 1) != Some(received) {
+                let actual = upload.size;
+                return failed(
+                    self,
+                    upload,
+                    BlobError::RangeInvalid {
+                        claimed: end,
+                        actual,
+                    },
+                );
+            }
         }
-        upload.hasher.update(bytes);
-        upload.size = size;
-        upload.touched = Instant::now();
-        Ok(size)
+        Ok(upload.size)
     }
 
     /// Finishes an upload: the digest computed while streaming must be
@@ -412,6 +712,10 @@ impl BlobStore {
         let target = self.blob_path(digest);
         if fs::read(&target).is_ok_and(|stored| Digest::of(&stored) == *digest) {
             let _ = fs::remove_file(&path);
+            // Pushed again just now: young again for the garbage collector.
+            if let Ok(file) = File::options().append(true).open(&target) {
+                let _ = file.set_modified(std::time::SystemTime::now());
+            }
             return Ok(());
         }
         if let Err(e) = fs::rename(&path, &target) {
@@ -427,6 +731,14 @@ impl BlobStore {
         self.discard(session);
         Ok(())
     }
+
+    /// Ends a session after a refusal, whatever the caller's session id:
+    /// an unknown or foreign one is left alone.
+    pub(crate) fn close_after_refusal(&self, session: &str, owner: &str) {
+        if self.session(session, owner).is_ok() {
+            self.discard(session);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -436,7 +748,7 @@ mod tests {
 
     fn store(max: u64) -> (tempfile::TempDir, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(&dir.path().join("registry"), max).unwrap();
+        let store = BlobStore::open(&dir.path().join("registry"), max, None).unwrap();
         (dir, store)
     }
 
@@ -449,7 +761,7 @@ mod tests {
         let (_dir, store) = store(1 << 20);
         let content = b"\0asm component bytes".repeat(100);
         let digest = Digest::of(&content);
-        let session = store.start("publisher").unwrap();
+        let session = store.start("publisher", "acme/x").unwrap();
         let (first, rest) = content.split_at(700);
         assert_eq!(
             store.append(&session, "publisher", Some(0), first).unwrap(),
@@ -486,7 +798,7 @@ mod tests {
     fn bad_uploads_leave_nothing_behind() {
         let (_dir, store) = store(1024);
         // Wrong digest.
-        let session = store.start("publisher").unwrap();
+        let session = store.start("publisher", "acme/x").unwrap();
         store.append(&session, "publisher", None, b"hello").unwrap();
         let claimed = Digest::of(b"hellO");
         let err = store.finish(&session, "publisher", &claimed).unwrap_err();
@@ -494,11 +806,11 @@ mod tests {
         assert_eq!(store.size(&claimed).unwrap_err(), BlobError::Unknown);
         // Truncated: the digest of the whole, only part sent.
         let whole = Digest::of(b"hello world");
-        let session = store.start("publisher").unwrap();
+        let session = store.start("publisher", "acme/x").unwrap();
         store.append(&session, "publisher", None, b"hello").unwrap();
         assert!(store.finish(&session, "publisher", &whole).is_err());
         // Too large.
-        let session = store.start("publisher").unwrap();
+        let session = store.start("publisher", "acme/x").unwrap();
         assert_eq!(
             store
                 .append(&session, "publisher", None, &[0; 2048])
@@ -511,7 +823,7 @@ mod tests {
             BlobError::UploadUnknown
         );
         // Cancelled, and unknown sessions.
-        let session = store.start("publisher").unwrap();
+        let session = store.start("publisher", "acme/x").unwrap();
         store.cancel(&session, "publisher").unwrap();
         assert_eq!(
             store
@@ -532,7 +844,7 @@ mod tests {
     #[test]
     fn sessions_are_their_owners_and_closed_once_finished() {
         let (_dir, store) = store(1 << 20);
-        let session = store.start("acme").unwrap();
+        let session = store.start("acme", "acme/x").unwrap();
         store.append(&session, "acme", None, b"mine").unwrap();
         for refused in [
             store.append(&session, "other", None, b"x").unwrap_err(),
@@ -559,13 +871,13 @@ mod tests {
     fn one_owner_cannot_take_every_upload_slot() {
         let (_dir, store) = store(1 << 20);
         for _ in 0..MAX_UPLOADS_PER_OWNER {
-            store.start("greedy").unwrap();
+            store.start("greedy", "acme/x").unwrap();
         }
         assert_eq!(
-            store.start("greedy").unwrap_err(),
+            store.start("greedy", "acme/x").unwrap_err(),
             BlobError::TooManyUploads
         );
-        let other = store.start("publisher").unwrap();
+        let other = store.start("publisher", "acme/x").unwrap();
         store.cancel(&other, "publisher").unwrap();
     }
 
@@ -574,15 +886,20 @@ mod tests {
         let (_dir, store) = store(1 << 20);
         let content = b"a component's bytes".to_vec();
         let digest = Digest::of(&content);
-        store.put("publisher", &digest, &content).unwrap();
+        store.put("publisher", "acme/x", &digest, &content).unwrap();
         let path = store.blob_path(&digest);
-        let stored = fs::metadata(&path).unwrap().modified().unwrap();
-        // Intact: an upload of the same bytes leaves the stored file alone.
-        store.put("publisher", &digest, &content).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), stored);
+        use std::os::unix::fs::MetadataExt as _;
+        let stored = fs::metadata(&path).unwrap();
+        // Intact: an upload of the same bytes keeps the stored file (the
+        // same inode), only made young again for the garbage collector.
+        std::thread::sleep(Duration::from_millis(20));
+        store.put("publisher", "acme/x", &digest, &content).unwrap();
+        let again = fs::metadata(&path).unwrap();
+        assert_eq!(again.ino(), stored.ino());
+        assert!(again.modified().unwrap() > stored.modified().unwrap());
         // Altered: the verified upload replaces it.
         fs::write(&path, b"tampered").unwrap();
-        store.put("publisher", &digest, &content).unwrap();
+        store.put("publisher", "acme/x", &digest, &content).unwrap();
         assert_eq!(store.read(&digest).unwrap(), content);
         assert_eq!(uploads_left(&store), 0);
     }

@@ -10,6 +10,9 @@
 //!   manifest whose `subject` is that digest (a signature, say), for the
 //!   OCI 1.1 referrers API;
 //!
+//! - `tags/<repository>/.retired/<tag>`: the digest a deleted version tag
+//!   pointed at, so the version can never name other bytes;
+//!
 //! where `<repository>` has its `/` written as `+`.
 //!
 //! Repository names are checked against the OCI grammar before they become
@@ -51,6 +54,9 @@ pub enum ManifestError {
     /// Too large (`SIZE_INVALID`).
     #[error("the manifest is larger than {MAX_MANIFEST_BYTES} bytes")]
     TooLarge,
+    /// What a deployed agent runs (`DENIED`).
+    #[error("{0}")]
+    InUse(String),
     /// The disk failed.
     #[error("storage: {0}")]
     Io(String),
@@ -64,7 +70,7 @@ impl ManifestError {
             Self::TagInvalid(_) => "TAG_INVALID",
             Self::Unknown => "MANIFEST_UNKNOWN",
             Self::NameUnknown => "NAME_UNKNOWN",
-            Self::Immutable { .. } => "DENIED",
+            Self::Immutable { .. } | Self::InUse(_) => "DENIED",
             Self::TooLarge => "SIZE_INVALID",
             Self::Io(_) => "UNKNOWN",
         }
@@ -175,8 +181,10 @@ impl ManifestStore {
             Some(tag) => {
                 let tags = self.repository_dir("tags", repository)?;
                 let tag_path = tags.join(tag);
+                let retired = tags.join(RETIRED).join(tag);
                 if is_version(tag)
-                    && let Ok(existing) = fs::read_to_string(&tag_path)
+                    && let Ok(existing) =
+                        fs::read_to_string(&tag_path).or_else(|_| fs::read_to_string(&retired))
                     && existing != digest.to_string()
                 {
                     return Err(ManifestError::Immutable {
@@ -214,12 +222,13 @@ impl ManifestStore {
         Ok(digest)
     }
 
-    /// A manifest by tag or digest.
+    /// A manifest by tag or digest. A reference that is neither a valid
+    /// tag nor a digest names nothing: [`ManifestError::Unknown`].
     pub fn get(&self, repository: &str, reference: &str) -> Result<StoredManifest, ManifestError> {
         let digest = match Digest::parse(reference) {
             Ok(digest) => digest,
             Err(_) => {
-                validate_tag(reference)?;
+                validate_tag(reference).map_err(|_| ManifestError::Unknown)?;
                 let tags = self.repository_dir("tags", repository)?;
                 let text =
                     fs::read_to_string(tags.join(reference)).map_err(|_| ManifestError::Unknown)?;
@@ -288,7 +297,152 @@ impl ManifestStore {
         tags.sort();
         Ok(tags)
     }
+    /// Removes a tag (`DELETE` by tag). A version tag is retired, not
+    /// forgotten: that version can only ever be pushed again with the same
+    /// bytes.
+    pub fn untag(&self, repository: &str, tag: &str) -> Result<Digest, ManifestError> {
+        validate_tag(tag).map_err(|_| ManifestError::Unknown)?;
+        let _serial = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        let tags = self.repository_dir("tags", repository)?;
+        let path = tags.join(tag);
+        let text = fs::read_to_string(&path).map_err(|_| ManifestError::Unknown)?;
+        let digest = Digest::parse(text.trim()).map_err(|_| ManifestError::Unknown)?;
+        if is_version(tag) {
+            crate::fsutil::create_private_dir(&tags.join(RETIRED)).map_err(io)?;
+            crate::fsutil::write_atomically(&tags.join(RETIRED).join(tag), text.as_bytes())
+                .map_err(io)?;
+        }
+        fs::remove_file(&path).map_err(io)?;
+        Ok(digest)
+    }
+
+    /// Deletes a manifest by digest: its tags (version tags retired), its
+    /// entry in its subject's referrers, and every manifest that refers to
+    /// it (its signatures follow it), depth first. Answers the digests
+    /// deleted. `in_use` refuses a manifest a deployed agent runs.
+    pub fn delete(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        in_use: &dyn Fn(&Digest) -> bool,
+    ) -> Result<Vec<Digest>, ManifestError> {
+        let manifests = self.repository_dir("manifests", repository)?;
+        if !manifests.join(digest.hex()).is_file() {
+            return Err(ManifestError::Unknown);
+        }
+        let mut deleted = Vec::new();
+        self.delete_one(repository, digest, in_use, 0, &mut deleted)?;
+        Ok(deleted)
+    }
+
+    fn delete_one(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        in_use: &dyn Fn(&Digest) -> bool,
+        depth: usize,
+        deleted: &mut Vec<Digest>,
+    ) -> Result<(), ManifestError> {
+        // Referrers of referrers: a chain this deep is an attack, not a
+        // signature.
+        if depth > 4 || deleted.len() > 10_000 {
+            return Ok(());
+        }
+        if in_use(digest) {
+            return Err(ManifestError::InUse(format!(
+                "{repository}@{digest} is what a deployed agent runs: remove or redeploy the agent first"
+            )));
+        }
+        // Its referrers first (signatures follow their subject).
+        let referrers = self.repository_dir("referrers", repository)?;
+        let own = referrers.join(digest.hex());
+        let children: Vec<String> = fs::read_dir(&own)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.starts_with(".tmp-"))
+            .collect();
+        for child in children {
+            if let Ok(child) = Digest::parse(&format!("sha256:{child}")) {
+                self.delete_one(repository, &child, in_use, depth + 1, deleted)?;
+            }
+        }
+        let _ = fs::remove_dir_all(&own);
+        let manifests = self.repository_dir("manifests", repository)?;
+        let path = manifests.join(digest.hex());
+        let bytes = fs::read(&path).unwrap_or_default();
+        let media_type = fs::read_to_string(path.with_extension("type")).unwrap_or_default();
+        // Out of its subject's referrers.
+        if let Some((subject, _)) = referrer_descriptor(&media_type, &bytes, digest) {
+            let _ = fs::remove_file(referrers.join(subject.hex()).join(digest.hex()));
+        }
+        {
+            let _serial = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+            let tags = self.repository_dir("tags", repository)?;
+            let pointing = fs::read_dir(&tags)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter(|e| {
+                    fs::read_to_string(e.path()).is_ok_and(|t| t.trim() == digest.to_string())
+                });
+            for entry in pointing {
+                let tag = entry.file_name().to_string_lossy().to_string();
+                if is_version(&tag) {
+                    crate::fsutil::create_private_dir(&tags.join(RETIRED)).map_err(io)?;
+                    crate::fsutil::write_atomically(
+                        &tags.join(RETIRED).join(&tag),
+                        digest.to_string().as_bytes(),
+                    )
+                    .map_err(io)?;
+                }
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let _ = fs::remove_file(path.with_extension("type"));
+        deleted.push(digest.clone());
+        Ok(())
+    }
+
+    /// Every stored manifest: repository, digest and bytes, for the garbage
+    /// collector's mark.
+    pub(crate) fn all(&self) -> Vec<(String, Digest, Vec<u8>)> {
+        let mut out = Vec::new();
+        let Ok(repositories) = fs::read_dir(self.root.join("manifests")) else {
+            return out;
+        };
+        for repository in repositories.flatten() {
+            let name = repository.file_name().to_string_lossy().replace('+', "/");
+            for entry in fs::read_dir(repository.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let file = entry.file_name().to_string_lossy().to_string();
+                if file.contains('.') {
+                    continue;
+                }
+                if let (Ok(digest), Ok(bytes)) = (
+                    Digest::parse(&format!("sha256:{file}")),
+                    fs::read(entry.path()),
+                ) {
+                    out.push((name.clone(), digest, bytes));
+                }
+            }
+        }
+        out
+    }
 }
+
+/// Where deleted version tags are remembered, inside a repository's tags.
+const RETIRED: &str = ".retired";
 
 /// When a manifest names a `subject`, that subject's digest and the
 /// manifest's descriptor as the referrers API lists it: media type, digest,

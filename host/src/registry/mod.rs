@@ -23,6 +23,7 @@
 pub mod api;
 pub mod blobs;
 pub mod client;
+pub mod gc;
 pub mod layout;
 pub mod manifests;
 pub mod signing;
@@ -81,15 +82,31 @@ pub struct Registry {
     pub blobs: blobs::BlobStore,
     /// Manifests and tags.
     pub manifests: manifests::ManifestStore,
+    /// Held exclusively by a garbage collection, shared by whatever stores
+    /// a manifest or a blob (see [`gc`]).
+    pub(crate) gc: std::sync::RwLock<()>,
+    /// Manifest bodies being read.
+    pub(crate) body_reads: api::BodyReads,
+    /// Blob upload audit records per token, for their bound.
+    pub(crate) upload_records: api::UploadRecords,
 }
 
 impl Registry {
     /// Opens (creating) the registry under `root`.
-    pub fn open(root: &Path, max_blob_bytes: u64) -> Result<Self, String> {
+    pub fn open(root: &Path, max_blob_bytes: u64, quota: Option<u64>) -> Result<Self, String> {
         Ok(Self {
-            blobs: blobs::BlobStore::open(root, max_blob_bytes).map_err(|e| e.to_string())?,
+            blobs: blobs::BlobStore::open(root, max_blob_bytes, quota)
+                .map_err(|e| e.to_string())?,
             manifests: manifests::ManifestStore::open(root).map_err(|e| e.to_string())?,
+            gc: std::sync::RwLock::new(()),
+            body_reads: api::BodyReads::default(),
+            upload_records: api::UploadRecords::default(),
         })
+    }
+
+    /// Shared with other writers, exclusive of a garbage collection.
+    pub(crate) fn storing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gc.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A blob, checked against its digest (the store is content-addressed,
