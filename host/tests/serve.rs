@@ -602,6 +602,15 @@ fn every_admin_command_takes_the_daemon_the_same_way_and_exits_by_failure_class(
     let (code, out, err) = with(&["audit", "verify"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("ok: "), "{out}");
+    // Registry upkeep: usage per namespace and a collection, through the
+    // daemon.
+    let (code, out, err) = with(&["registry", "usage"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "no namespace holds blobs");
+    let (code, out, err) = with(&["registry", "gc", "--grace-secs", "0", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let collected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(collected["blobs_removed"], 0, "{out}");
     let key = "ab".repeat(32);
     let (code, out, err) = with(&["trust", "add", "acme", &key]);
     assert_eq!(code, 0, "{err}");

@@ -9,6 +9,7 @@ mod daemon;
 mod inference;
 mod loading;
 mod macro_errors;
+mod oci;
 mod registry;
 mod samples;
 mod sandbox;

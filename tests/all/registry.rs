@@ -11,13 +11,13 @@ use serde_json::{Value, json};
 
 use crate::daemon::{Running, start};
 
-fn digest(bytes: &[u8]) -> String {
+pub(crate) fn digest(bytes: &[u8]) -> String {
     clawcage::registry::blobs::Digest::of(bytes).to_string()
 }
 
 impl Running {
     /// A GET on the registry, as JSON.
-    async fn v2_json(&self, path: &str) -> Value {
+    pub(crate) async fn v2_json(&self, path: &str) -> Value {
         let response = self.v2(reqwest::Method::GET, path).send().await.unwrap();
         response.json().await.unwrap()
     }
@@ -28,7 +28,7 @@ impl Running {
         response.bytes().await.unwrap().to_vec()
     }
 
-    fn v2(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn v2(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         // Standard clients log in with Basic: any user, the token as password.
         let basic = base64::engine::general_purpose::STANDARD
             .encode(format!("publisher:{}", self.token.trim()));
@@ -59,7 +59,7 @@ async fn raw_request(daemon: &Running, request_line: &str) -> (u16, String) {
     (status, response)
 }
 
-async fn error_code(response: reqwest::Response) -> (u16, String) {
+pub(crate) async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     (
@@ -279,7 +279,11 @@ async fn blobs_and_manifests_round_trip_with_the_specs_errors() {
 
 /// Pushes `layer` with a Wasm config and answers the manifest PUT's status
 /// and error code.
-async fn push_component(daemon: &Running, tag: &str, layer: &[u8]) -> (u16, String, String) {
+pub(crate) async fn push_component(
+    daemon: &Running,
+    tag: &str,
+    layer: &[u8],
+) -> (u16, String, String) {
     use reqwest::Method;
     let config = br#"{"architecture":"wasm","os":"wasip2","layerDigests":[]}"#;
     for blob in [&config[..], layer] {
@@ -348,7 +352,11 @@ async fn only_components_of_the_clawcage_world_are_accepted() {
 }
 
 /// Deploys agent `name` from registry `reference` through the API.
-async fn deploy_reference(daemon: &Running, name: &str, reference: &str) -> (u16, Value) {
+pub(crate) async fn deploy_reference(
+    daemon: &Running,
+    name: &str,
+    reference: &str,
+) -> (u16, Value) {
     let manifest = format!("name = {name:?}\n[component]\nregistry = {reference:?}\n");
     daemon
         .call(
@@ -373,7 +381,12 @@ fn registry_client(daemon: &Running) -> RegistryClient {
     RegistryClient::new(&daemon.url, daemon.token.trim()).unwrap()
 }
 
-fn trust(daemon: &Running, namespace: &str, keys: &[&PublisherKey], allow_unsigned: bool) {
+pub(crate) fn trust(
+    daemon: &Running,
+    namespace: &str,
+    keys: &[&PublisherKey],
+    allow_unsigned: bool,
+) {
     let mut policy = TrustPolicy::default();
     policy.namespaces.insert(
         namespace.to_string(),

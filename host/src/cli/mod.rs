@@ -85,6 +85,9 @@ pub enum Command {
     Pull(PullCommand),
     /// Manage the publisher keys trusted per namespace for deployment.
     Trust(TrustCommand),
+    /// Registry upkeep on a running daemon: usage per namespace, garbage
+    /// collection.
+    Registry(registry::RegistryCommand),
     /// Print a shell completion script (`clawcage completions bash >
     /// /etc/bash_completion.d/clawcage`).
     Completions {
@@ -120,6 +123,7 @@ impl Cli {
             Command::Sign(sign) => simple(sign.run(&mut std::io::stdout())),
             Command::Pull(pull) => simple(pull.run(&mut std::io::stdout())),
             Command::Trust(trust) => simple(trust.run(&mut std::io::stdout())),
+            Command::Registry(registry) => simple(registry.run(&mut std::io::stdout())),
             Command::Completions { shell } => {
                 let mut command = <Self as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut command, "clawcage", &mut std::io::stdout());

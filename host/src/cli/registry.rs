@@ -343,3 +343,81 @@ impl TrustCommand {
         Ok(())
     }
 }
+
+/// `clawcage registry`: the upkeep of a running daemon's registry.
+#[derive(Debug, clap::Args)]
+pub struct RegistryCommand {
+    /// The daemon.
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// The output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: RegistryAction,
+}
+
+/// Registry subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum RegistryAction {
+    /// Bytes of blobs each namespace holds, and its quota.
+    Usage,
+    /// Removes blobs no manifest names (and their compiled artifacts);
+    /// never what a deployed agent runs.
+    Gc {
+        /// Keep unnamed blobs younger than this many seconds, so pushes in
+        /// progress keep theirs (default: an hour).
+        #[arg(long)]
+        grace_secs: Option<u64>,
+    },
+}
+
+impl RegistryCommand {
+    /// Runs the command.
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), CliError> {
+        match &self.action {
+            RegistryAction::Usage => {
+                let value = self
+                    .daemon
+                    .call(reqwest::Method::GET, "/v1/registry/usage", None)?;
+                if self.output.is_json() {
+                    super::output::json(out, &value);
+                    return Ok(());
+                }
+                let mut table = Table::new(&["NAMESPACE", "BYTES", "QUOTA"]);
+                for row in value["namespaces"].as_array().into_iter().flatten() {
+                    table.row(vec![
+                        row["namespace"].as_str().unwrap_or("").into(),
+                        row["bytes"].to_string(),
+                        row["quota_bytes"]
+                            .as_u64()
+                            .map_or_else(|| "none".into(), |q| q.to_string()),
+                    ]);
+                }
+                table.print(out, "no namespace holds blobs");
+            }
+            RegistryAction::Gc { grace_secs } => {
+                let path = match grace_secs {
+                    Some(secs) => format!("/v1/registry/gc?grace_secs={secs}"),
+                    None => "/v1/registry/gc".into(),
+                };
+                let value = self.daemon.call(reqwest::Method::POST, &path, None)?;
+                if self.output.is_json() {
+                    super::output::json(out, &value);
+                    return Ok(());
+                }
+                let _ = writeln!(
+                    out,
+                    "removed {} blob(s), {} bytes, {} link(s), {} compiled artifact(s); kept {} young",
+                    value["blobs_removed"],
+                    value["bytes_freed"],
+                    value["links_removed"],
+                    value["artifacts_removed"],
+                    value["kept_young"]
+                );
+            }
+        }
+        Ok(())
+    }
+}

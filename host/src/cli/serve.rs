@@ -34,6 +34,10 @@ pub struct ServeCommand {
     /// their records. 0 turns the check off.
     #[arg(long, default_value_t = crate::daemon::DEFAULT_MIN_FREE_DISK_BYTES >> 20, env = "CLAWCAGE_MIN_FREE_DISK_MIB")]
     pub min_free_disk_mib: u64,
+    /// Most MiB of blobs one registry namespace may hold; an upload past
+    /// it is refused (`DENIED`). 0: no bound.
+    #[arg(long, default_value_t = crate::registry::blobs::DEFAULT_NAMESPACE_QUOTA_BYTES >> 20, env = "CLAWCAGE_REGISTRY_QUOTA_MIB")]
+    pub registry_quota_mib: u64,
 }
 
 impl ServeCommand {
@@ -72,6 +76,8 @@ impl ServeCommand {
         options.max_concurrent = self.max_concurrent.max(1);
         options.drain_timeout = Duration::from_secs(self.drain_seconds);
         options.min_free_disk_bytes = self.min_free_disk_mib.saturating_mul(1 << 20);
+        options.registry_quota_bytes =
+            (self.registry_quota_mib > 0).then(|| self.registry_quota_mib.saturating_mul(1 << 20));
         options.engine.max_concurrent_instances = (options.max_concurrent as u32).max(16);
         let daemon = Daemon::open(options)?;
         for manifest in &self.deploy {

@@ -1165,13 +1165,16 @@ fn start_upload(
         && registry.blobs.is_linked(from, &digest)
     {
         let size = registry.blobs.size(&digest)?;
-        if let Some(quota) = registry.blobs.quota() {
-            let namespace = super::blobs::namespace_of(name);
+        let namespace = super::blobs::namespace_of(name);
+        // Bytes the namespace holds already cost nothing more.
+        if let Some(quota) = registry.blobs.quota()
+            && !registry.blobs.namespace_holds(namespace, &digest)
+        {
             let used = registry
                 .blobs
                 .namespace_usage(namespace)
                 .saturating_add(size);
-            if !registry.blobs.is_linked(name, &digest) && used > quota {
+            if used > quota {
                 return Err(BlobError::QuotaExceeded {
                     namespace: namespace.to_string(),
                     used,

@@ -350,6 +350,18 @@ impl BlobStore {
         used
     }
 
+    /// Whether any repository of `namespace` links `digest`.
+    pub(crate) fn namespace_holds(&self, namespace: &str, digest: &Digest) -> bool {
+        fs::read_dir(self.root.join("links"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                namespace_of(&e.file_name().to_string_lossy().replace('+', "/")) == namespace
+            })
+            .any(|e| e.path().join(digest.hex()).is_file())
+    }
+
     /// Every namespace that holds blobs, with its usage.
     pub fn usage_by_namespace(&self) -> Vec<(String, u64)> {
         let mut namespaces: Vec<String> = fs::read_dir(self.root.join("links"))

@@ -41,7 +41,8 @@ pub struct Collection {
     pub links_removed: u64,
     /// Compiled artifacts removed.
     pub artifacts_removed: u64,
-    /// Unnamed blobs kept because they are younger than the grace period.
+    /// Unnamed blobs and links kept because they are younger than the
+    /// grace period.
     pub kept_young: u64,
 }
 
@@ -109,10 +110,10 @@ impl Registry {
                 if hex.starts_with(".tmp-") {
                     continue;
                 }
-                let keep = named_in.contains(&(name.clone(), hex.clone()))
-                    || deployed.contains(&hex)
-                    || !older_than(&link.path(), cutoff);
-                if keep {
+                if named_in.contains(&(name.clone(), hex.clone())) || deployed.contains(&hex) {
+                    linked.insert(hex);
+                } else if !older_than(&link.path(), cutoff) {
+                    report.kept_young += 1;
                     linked.insert(hex);
                 } else if fs::remove_file(link.path()).is_ok() {
                     report.links_removed += 1;
