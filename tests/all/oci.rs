@@ -508,7 +508,11 @@ async fn deletion_follows_the_spec_and_spares_what_is_deployed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_collection_never_takes_a_blob_from_a_racing_push_or_a_deployed_agent() {
-    let daemon = start().await;
+    // A compile cache of its own: this test removes artifacts from it.
+    let daemon = start_with(|options| {
+        options.engine.cache_dir = Some(options.state_dir.join("own-cache"));
+    })
+    .await;
     // An orphan: uploaded, never named by a manifest; and a component that
     // is deployed and then deleted from the registry's view.
     let orphan = b"nobody names me".to_vec();
@@ -554,6 +558,45 @@ async fn garbage_collection_never_takes_a_blob_from_a_racing_push_or_a_deployed_
         hello
     );
     assert!(compiled(&hello_sha));
+
+    // A component pushed, compiled, then deleted: its layer and its
+    // compiled artifact go; the config its sibling still names stays.
+    let noop = std::fs::read(clawcage_tests::NOOP).unwrap();
+    let (status, _, message) = push_component(&daemon, "2.0.0", &noop).await;
+    assert_eq!(status, 201, "{message}");
+    let noop_sha = digest(&noop).trim_start_matches("sha256:").to_string();
+    assert!(compiled(&noop_sha));
+    let head = daemon
+        .v2(Method::HEAD, "acme/pushed/manifests/2.0.0")
+        .send()
+        .await
+        .unwrap();
+    let noop_manifest = head.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        status_of(
+            &daemon,
+            Method::DELETE,
+            &format!("acme/pushed/manifests/{noop_manifest}")
+        )
+        .await,
+        202
+    );
+    let manifest: Value = daemon.v2_json("acme/pushed/manifests/1.0.0").await;
+    let config = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let (_, collected) = daemon
+        .call(Method::POST, "/v1/registry/gc?grace_secs=0", None)
+        .await;
+    assert_eq!(collected["blobs_removed"], 1, "{collected}");
+    assert_eq!(collected["artifacts_removed"], 1, "{collected}");
+    assert!(!compiled(&noop_sha));
+    assert!(compiled(&hello_sha));
+    assert_eq!(
+        status_of(&daemon, Method::GET, &format!("acme/pushed/blobs/{config}")).await,
+        200
+    );
 
     // Pushes racing collections with no grace: every manifest stored names
     // blobs that are there; a push either completes or is refused.
