@@ -1,6 +1,7 @@
 //! Third-party OCI clients against the daemon's registry: `skopeo` (from
 //! Debian) copies a component to an OCI layout directory and back, and
-//! `oras` (oras-py, from PyPI) pushes and pulls one; both byte for byte.
+//! `oras` (oras-py, from PyPI) pushes and pulls one, and `wkg` (built from
+//! its crate) pushes and pulls one over plain HTTP; all byte for byte.
 //!
 //! `.ci/run` installs both and sets `CLAWCAGE_REQUIRE_CLIENTS=1`, which
 //! turns a missing client into a failure; elsewhere a missing client skips
@@ -141,4 +142,50 @@ async fn oras_pushes_and_pulls_a_component_byte_for_byte() {
         daemon.audit_text().contains("core wasm module"),
         "the refusal is audited with its reason"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wkg_pushes_and_pulls_a_component_over_plain_http() {
+    if !available("wkg", &["--version"]) {
+        return;
+    }
+    let daemon = start().await;
+    let hello = std::fs::read(clawcage_tests::HELLO).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("hello.wasm");
+    std::fs::write(&component, &hello).unwrap();
+    let reference = format!("{}/acme/wkg:1.0.0", host(&daemon));
+    // wkg keeps a cache and a config under $HOME: give it its own.
+    let wkg = |args: &[&str]| {
+        let mut command = Command::new("wkg");
+        command
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .args(args)
+            .args(["--insecure", &host(&daemon)])
+            .args(["-u", "publisher", "-p", daemon.token.trim()]);
+        command
+    };
+    run(wkg(&[
+        "oci",
+        "push",
+        &reference,
+        component.to_str().unwrap(),
+    ]))
+    .await;
+    // What wkg pushed was checked and is a component our client reads.
+    let client = RegistryClient::new(&daemon.url, daemon.token.trim()).unwrap();
+    let pulled = client.pull_component("acme/wkg@1.0.0").await.unwrap();
+    assert_eq!(pulled.component, hello);
+    let out = dir.path().join("pulled.wasm");
+    run(wkg(&[
+        "oci",
+        "pull",
+        &reference,
+        "-o",
+        out.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(std::fs::read(&out).unwrap(), hello);
 }

@@ -774,3 +774,112 @@ async fn namespaces_keep_to_their_quota_and_uploads_are_on_the_record() {
     assert_eq!(uploads[0]["size"], 6000);
     assert!(uploads[0]["actor"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suites_discovery_and_push_edges() {
+    let daemon = start().await;
+    let config = b"{\"edge\":true}".to_vec();
+    assert_eq!(push_blob(&daemon, "acme/edge", &config).await, 201);
+    // A manifest with no mediaType field and no layers, as the suite's
+    // "emptylayer": stored, typed by its Content-Type.
+    let empty = json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
+        "layers": [],
+    });
+    let response = daemon
+        .v2(Method::PUT, "acme/edge/manifests/emptylayer")
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(empty.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert!(response.headers().contains_key("location"));
+    // A referrer whose subject is not pushed (yet): accepted, and says so.
+    let missing = digest(b"not pushed");
+    let (status, referrer) =
+        push_manifest(&daemon, "acme/edge", "early", &[&config], Some(&missing)).await;
+    assert_eq!(status, 201);
+    let listed = daemon
+        .v2(Method::GET, &format!("acme/edge/referrers/{missing}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.headers()["content-type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let index: Value = listed.json().await.unwrap();
+    assert_eq!(index["manifests"][0]["digest"], referrer);
+    // Referrers of a digest nothing refers to: an empty index.
+    let none = daemon
+        .v2(
+            Method::GET,
+            &format!("acme/edge/referrers/{}", digest(b"hello world")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 200);
+    assert_eq!(
+        none.headers()["content-type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(none.json::<Value>().await.unwrap()["manifests"], json!([]));
+    // A mount with no `from`, or of a blob the source does not hold: a
+    // plain upload.
+    for query in [
+        format!("mount={}", digest(&config)),
+        format!("mount={}&from=acme/nothing", digest(&config)),
+    ] {
+        let response = daemon
+            .v2(
+                Method::POST,
+                &format!("acme/mounted/blobs/uploads/?{query}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{query}");
+        assert!(
+            response.headers()["location"]
+                .to_str()
+                .unwrap()
+                .starts_with("/v2/acme/mounted/blobs/uploads/")
+        );
+    }
+    // A publisher cannot mount from a namespace it may not publish to.
+    let publisher = daemon
+        .daemon
+        .tokens
+        .create_scoped(
+            "other-only",
+            &clawcage::daemon::auth::Scope::Publish(vec!["other".into()]),
+        )
+        .unwrap();
+    let response = daemon
+        .http
+        .post(format!(
+            "{}/v2/other/stolen/blobs/uploads/?mount={}&from=acme/edge",
+            daemon.url,
+            digest(&config)
+        ))
+        .bearer_auth(publisher.expose_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let stolen = daemon
+        .http
+        .get(format!(
+            "{}/v2/other/stolen/blobs/{}",
+            daemon.url,
+            digest(&config)
+        ))
+        .bearer_auth(publisher.expose_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stolen.status(), 404);
+}
