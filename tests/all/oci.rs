@@ -41,8 +41,8 @@ fn basic(token: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("publisher:{}", token.trim()))
 }
 
-/// Pushes `blob` to `repository` in one request; answers the status.
-async fn push_blob(daemon: &Running, repository: &str, blob: &[u8]) -> u16 {
+/// Pushes `blob` to `repository` in one request; answers the response.
+async fn post_blob(daemon: &Running, repository: &str, blob: &[u8]) -> reqwest::Response {
     daemon
         .v2(
             Method::POST,
@@ -52,8 +52,11 @@ async fn push_blob(daemon: &Running, repository: &str, blob: &[u8]) -> u16 {
         .send()
         .await
         .unwrap()
-        .status()
-        .as_u16()
+}
+
+/// Pushes `blob` to `repository` in one request; answers the status.
+async fn push_blob(daemon: &Running, repository: &str, blob: &[u8]) -> u16 {
+    post_blob(daemon, repository, blob).await.status().as_u16()
 }
 
 /// Starts an upload in `repository`; answers its location (a path under
@@ -699,15 +702,7 @@ async fn namespaces_keep_to_their_quota_and_uploads_are_on_the_record() {
         format!("/v2/acme/other/blobs/{}", digest(&six)).as_str()
     );
     let five = vec![5u8; 5_000];
-    let response = daemon
-        .v2(
-            Method::POST,
-            &format!("acme/q/blobs/uploads/?digest={}", digest(&five)),
-        )
-        .body(five.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = post_blob(&daemon, "acme/q", &five).await;
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "DENIED", "{body}");
     assert!(
@@ -717,15 +712,7 @@ async fn namespaces_keep_to_their_quota_and_uploads_are_on_the_record() {
             .contains("quota")
     );
     // Another namespace has its own.
-    let other = daemon
-        .v2(
-            Method::POST,
-            &format!("other/q/blobs/uploads/?digest={}", digest(&five)),
-        )
-        .body(five.clone())
-        .send()
-        .await
-        .unwrap();
+    let other = post_blob(&daemon, "other/q", &five).await;
     assert_eq!(other.status(), 201, "{}", other.text().await.unwrap());
     let (status, usage) = daemon.call(Method::GET, "/v1/registry/usage", None).await;
     assert_eq!(status, 200);
@@ -748,15 +735,7 @@ async fn namespaces_keep_to_their_quota_and_uploads_are_on_the_record() {
             202
         );
     }
-    let again = daemon
-        .v2(
-            Method::POST,
-            &format!("acme/q/blobs/uploads/?digest={}", digest(&five)),
-        )
-        .body(five.clone())
-        .send()
-        .await
-        .unwrap();
+    let again = post_blob(&daemon, "acme/q", &five).await;
     assert_eq!(again.status(), 201, "{}", again.text().await.unwrap());
 
     // Every stored blob is an audit record: repository, digest, size, token.
