@@ -43,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_invocations_index",
         include_str!("../migrations/0009_invocations_index.sql"),
     ),
+    (
+        "0010_token_roles",
+        include_str!("../migrations/0010_token_roles.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

@@ -569,6 +569,8 @@ fn every_admin_command_takes_the_daemon_the_same_way_and_exits_by_failure_class(
     assert_eq!(code, 0, "{err}");
     let ci_token = out.trim().to_string();
     assert!(ci_token.starts_with("cc_"), "{out}");
+    let (code, _, err) = with(&["token", "add", "watcher", "--viewer"]);
+    assert_eq!(code, 0, "{err}");
     for args in [
         &["key", "list"][..],
         &["key", "--remote", &url, "list"],
@@ -584,6 +586,12 @@ fn every_admin_command_takes_the_daemon_the_same_way_and_exits_by_failure_class(
     let lines: Vec<&str> = table.lines().collect();
     assert!(
         lines[0].starts_with("NAME") && lines[0].contains("CREATED"),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("watcher ") && l.contains("viewer")),
         "{table}"
     );
     assert!(

@@ -11,6 +11,7 @@ mod loading;
 mod macro_errors;
 mod oci;
 mod registry;
+mod roles;
 mod samples;
 mod sandbox;
 mod sdk;

@@ -31,14 +31,18 @@ pub struct TokenCommand {
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenAction {
     /// Creates a token and prints it (the only time it is shown). An admin
-    /// token unless `--publish` is given.
+    /// token unless `--publish` or `--viewer` is given.
     Add {
         /// Its name.
         name: String,
         /// Make a publisher token: it may only push to and pull from the
         /// registry, in these namespaces (repeat; `*` for all).
-        #[arg(long = "publish", value_name = "NAMESPACE")]
+        #[arg(long = "publish", value_name = "NAMESPACE", conflicts_with = "viewer")]
         publish: Vec<String>,
+        /// Make a viewer token: it reads everything an admin reads (the
+        /// API's `GET`s, registry pulls) and changes nothing.
+        #[arg(long)]
+        viewer: bool,
     },
     /// Lists tokens (names and dates, never values).
     List,
@@ -73,10 +77,13 @@ impl TokenCommand {
                 for token in answer["tokens"].as_array().into_iter().flatten() {
                     table.row(vec![
                         token["name"].as_str().unwrap_or("").into(),
-                        token["publish"].as_array().map_or("admin".into(), |n| {
-                            let names: Vec<&str> = n.iter().filter_map(Value::as_str).collect();
-                            format!("publish {}", names.join(","))
-                        }),
+                        token["publish"].as_array().map_or_else(
+                            || token["role"].as_str().unwrap_or("admin").into(),
+                            |n| {
+                                let names: Vec<&str> = n.iter().filter_map(Value::as_str).collect();
+                                format!("publish {}", names.join(","))
+                            },
+                        ),
                         rfc3339_field(&token["created_at"]),
                         token["revoked_at"]
                             .as_i64()
@@ -107,8 +114,14 @@ impl TokenCommand {
             })
         };
         match &self.action {
-            TokenAction::Add { name, publish } => {
-                let scope = if publish.is_empty() {
+            TokenAction::Add {
+                name,
+                publish,
+                viewer,
+            } => {
+                let scope = if *viewer {
+                    Scope::Viewer
+                } else if publish.is_empty() {
                     Scope::Admin
                 } else {
                     Scope::Publish(publish.clone())
@@ -128,13 +141,21 @@ impl TokenCommand {
 
     fn run_remote(&self) -> Result<Value, CliError> {
         match &self.action {
-            TokenAction::Add { name, publish } => self.daemon.call_with(
-                Method::POST,
-                "/v1/tokens",
-                Some(zeroize::Zeroizing::new(
-                    json!({"name": name, "publish": publish}).to_string(),
-                )),
-            ),
+            TokenAction::Add {
+                name,
+                publish,
+                viewer,
+            } => {
+                let mut body = json!({"name": name, "publish": publish});
+                if *viewer {
+                    body["role"] = json!("viewer");
+                }
+                self.daemon.call_with(
+                    Method::POST,
+                    "/v1/tokens",
+                    Some(zeroize::Zeroizing::new(body.to_string())),
+                )
+            }
             TokenAction::List => self.daemon.call(Method::GET, "/v1/tokens", None),
             TokenAction::Revoke { name } => self.daemon.call(
                 Method::DELETE,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -35,6 +35,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Scope;
 use super::error::ApiError;
 use super::{Bundle, Daemon, Outcome, Pending};
 use crate::audit::AuditEvent;
@@ -118,7 +119,28 @@ async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let action = format!("{} {}", request.method(), request.uri().path());
-    let actor = presented.and_then(|token| daemon.tokens.authenticate(token));
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    // An admin token opens every route; a viewer token every read; a
+    // publisher token none (it is for the registry).
+    let scoped = presented.and_then(|token| daemon.tokens.authenticate_scoped(token));
+    let read_only = matches!(scoped, Some((_, Scope::Viewer)));
+    let actor = match scoped {
+        Some((name, Scope::Admin | Scope::Viewer)) => Some(name),
+        _ => None,
+    };
+    if read_only && !reads {
+        daemon.audit.append(AuditEvent::Admin {
+            actor: actor.clone().unwrap_or_default(),
+            action,
+            allowed: false,
+        });
+        return Ok(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read-only",
+            "a viewer token reads and changes nothing: use an admin token",
+        )
+        .into_response());
+    }
     let is_invoke = request.uri().path().ends_with("/invoke");
     // Invocations are audited as invocations; every other admin request,
     // and every refused one, as an admin event.
@@ -470,6 +492,10 @@ struct NewToken {
     name: String,
     #[serde(default)]
     publish: Vec<String>,
+    /// `admin` (the default, or a publisher token with `publish`) or
+    /// `viewer`.
+    #[serde(default)]
+    role: Option<String>,
 }
 
 async fn add_token(
@@ -478,12 +504,19 @@ async fn add_token(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: NewToken = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::bad_request("the body must be {\"name\", \"publish\": [namespace, …]}")
+        ApiError::bad_request(
+            "the body must be {\"name\", \"publish\": [namespace, …]} or {\"name\", \"role\": \"viewer\"}",
+        )
     })?;
-    let scope = if request.publish.is_empty() {
-        super::auth::Scope::Admin
-    } else {
-        super::auth::Scope::Publish(request.publish)
+    let scope = match (request.role.as_deref(), request.publish.is_empty()) {
+        (None | Some("admin"), true) => Scope::Admin,
+        (None | Some("publish"), false) => Scope::Publish(request.publish),
+        (Some("viewer"), true) => Scope::Viewer,
+        _ => {
+            return Err(ApiError::bad_request(
+                "role is admin or viewer; publish (namespaces) makes a publisher token and takes no role",
+            ));
+        }
     };
     let token = daemon.tokens.create_scoped(&request.name, &scope)?;
     daemon.audit.append(AuditEvent::Token {

@@ -4,7 +4,9 @@
 //! An admin token opens every route. A publisher token opens only the
 //! registry (`/v2/`), and only for the namespaces it was created for: a
 //! publisher can push `acme/*` components, never deploy them, read keys or
-//! push to another publisher's namespace.
+//! push to another publisher's namespace. A viewer token reads everything
+//! an admin reads (`GET` and `HEAD` on `/v1` and `/v2/`) and changes
+//! nothing.
 //!
 //! A token is `cc_` followed by 64 hex digits (256 random bits), so a hash
 //! without salt is safe: there is nothing to guess. It is shown once, when
@@ -29,6 +31,8 @@ pub struct TokenInfo {
     pub created_at: i64,
     /// When it was revoked.
     pub revoked_at: Option<i64>,
+    /// `admin`, `publish` or `viewer`.
+    pub role: String,
     /// For a publisher token, the namespaces it may publish to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish: Option<Vec<String>>,
@@ -58,22 +62,36 @@ pub enum Scope {
     Admin,
     /// The registry, in these namespaces (`*`: any).
     Publish(Vec<String>),
+    /// Every read, no change.
+    Viewer,
 }
 
 impl Scope {
-    /// `admin`, or `publish:<namespaces>`, for records and listings.
+    /// `admin`, `viewer` or `publish:<namespaces>`, for records and
+    /// listings.
     pub fn label(&self) -> String {
         match self {
             Self::Admin => "admin".into(),
+            Self::Viewer => "viewer".into(),
             Self::Publish(namespaces) => format!("publish:{}", namespaces.join(",")),
         }
     }
 
-    /// Whether a token of this scope may use the registry repository
+    /// The role stored for it.
+    fn role(&self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Viewer => "viewer",
+            Self::Publish(_) => "publish",
+        }
+    }
+
+    /// Whether a token of this scope may write to the registry repository
     /// `repository`.
     pub(crate) fn may_publish(&self, repository: &str) -> bool {
         match self {
             Self::Admin => true,
+            Self::Viewer => false,
             Self::Publish(namespaces) => {
                 let namespace = repository.split('/').next().unwrap_or_default();
                 namespaces.iter().any(|n| n == "*" || n == namespace)
@@ -81,10 +99,27 @@ impl Scope {
         }
     }
 
-    fn from_column(column: Option<String>) -> Self {
-        match column {
-            None => Self::Admin,
-            Some(list) => Self::Publish(
+    /// Whether a token of this scope may read the registry repository
+    /// `repository`.
+    pub(crate) fn may_read(&self, repository: &str) -> bool {
+        matches!(self, Self::Viewer) || self.may_publish(repository)
+    }
+
+    /// Whether `method` on `repository` is allowed: reads need
+    /// [`Scope::may_read`], anything else [`Scope::may_publish`].
+    pub(crate) fn may_access(&self, repository: &str, method: &axum::http::Method) -> bool {
+        if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+            self.may_read(repository)
+        } else {
+            self.may_publish(repository)
+        }
+    }
+
+    fn from_row(role: &str, namespaces: Option<String>) -> Self {
+        match (role, namespaces) {
+            ("viewer", _) => Self::Viewer,
+            (_, None) => Self::Admin,
+            (_, Some(list)) => Self::Publish(
                 list.split(',')
                     .filter(|n| !n.is_empty())
                     .map(str::to_string)
@@ -172,12 +207,16 @@ impl Tokens {
         }
         let mut statement = conn
             .prepare_cached(
-                "SELECT name, token_hash, publish_namespaces FROM api_tokens WHERE revoked_at IS NULL",
+                "SELECT name, token_hash, publish_namespaces, role FROM api_tokens WHERE revoked_at IS NULL",
             )
             .ok()?;
         let tokens: Arc<[ActiveToken]> = statement
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, Scope::from_column(r.get(2)?)))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    Scope::from_row(&r.get::<_, String>(3)?, r.get(2)?),
+                ))
             })
             .ok()?
             .filter_map(Result::ok)
@@ -196,7 +235,7 @@ impl Tokens {
     pub fn create_scoped(&self, name: &str, scope: &Scope) -> Result<Secret, TokenError> {
         crate::text::validate_name("token name", name, 64).map_err(TokenError::Invalid)?;
         let namespaces = match scope {
-            Scope::Admin => None,
+            Scope::Admin | Scope::Viewer => None,
             Scope::Publish(namespaces) => {
                 if namespaces.is_empty() {
                     return Err(TokenError::Invalid(
@@ -225,8 +264,8 @@ impl Tokens {
             .db
             .lock()
             .execute(
-                "INSERT INTO api_tokens (name, token_hash, created_at, publish_namespaces) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
-                rusqlite::params![name, hash(&token), now_unix(), namespaces],
+                "INSERT INTO api_tokens (name, token_hash, created_at, publish_namespaces, role) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+                rusqlite::params![name, hash(&token), now_unix(), namespaces, scope.role()],
             )
             .map_err(|e| TokenError::Storage(e.to_string()))?;
         if inserted == 0 {
@@ -257,16 +296,18 @@ impl Tokens {
     pub fn list(&self) -> Result<Vec<TokenInfo>, DbError> {
         let conn = self.db.lock();
         let mut statement = conn.prepare(
-            "SELECT name, created_at, revoked_at, publish_namespaces FROM api_tokens ORDER BY name",
+            "SELECT name, created_at, revoked_at, publish_namespaces, role FROM api_tokens ORDER BY name",
         )?;
         let rows = statement
             .query_map([], |r| {
+                let scope = Scope::from_row(&r.get::<_, String>(4)?, r.get(3)?);
                 Ok(TokenInfo {
                     name: r.get(0)?,
                     created_at: r.get(1)?,
                     revoked_at: r.get(2)?,
-                    publish: match Scope::from_column(r.get(3)?) {
-                        Scope::Admin => None,
+                    role: scope.role().to_string(),
+                    publish: match scope {
+                        Scope::Admin | Scope::Viewer => None,
                         Scope::Publish(namespaces) => Some(namespaces),
                     },
                 })
@@ -280,7 +321,7 @@ impl Tokens {
     pub fn authenticate(&self, presented: &str) -> Option<String> {
         match self.authenticate_scoped(presented)? {
             (name, Scope::Admin) => Some(name),
-            (_, Scope::Publish(_)) => None,
+            (_, Scope::Publish(_) | Scope::Viewer) => None,
         }
     }
 

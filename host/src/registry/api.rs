@@ -336,7 +336,7 @@ async fn require_token(
             // `acme` decodes to `acme`; any escape in it only fails this.)
             let raw = request.uri().path().trim_start_matches("/v2/").to_string();
             if let Some(target) = parse(&raw)
-                && !scope.may_publish(target.repository())
+                && !scope.may_access(target.repository(), request.method())
             {
                 let refusal =
                     outside_namespaces(&daemon, actor, request.method(), target.repository());
@@ -498,7 +498,7 @@ async fn dispatch(
     if let Err(e) = check_name(repository) {
         return e.into_response();
     }
-    if !scope.may_publish(repository) {
+    if !scope.may_access(repository, &method) {
         return outside_namespaces(&daemon, actor, &method, repository);
     }
     let Some(registry) = daemon.registry() else {
@@ -690,7 +690,10 @@ fn outside_namespaces(
     OciError::new(
         StatusCode::FORBIDDEN,
         "DENIED",
-        format!("this token may not publish to {shown}: it is limited to its namespaces"),
+        format!(
+            "this token may not {} {shown}: a publisher token is limited to its namespaces, a viewer token only reads",
+            if *method == Method::GET || *method == Method::HEAD { "read" } else { "write to" }
+        ),
     )
     .into_response()
 }
@@ -1161,7 +1164,7 @@ fn start_upload(
     if let (Some(mount), Some(from)) = (request.query.get("mount"), request.query.get("from"))
         && let Ok(digest) = Digest::parse(mount)
         && super::validate_repository(from).is_ok()
-        && request.scope.may_publish(from)
+        && request.scope.may_read(from)
         && registry.blobs.is_linked(from, &digest)
     {
         let size = registry.blobs.size(&digest)?;
