@@ -215,6 +215,22 @@ pub enum AuditEvent {
         /// Who deleted (a token name).
         actor: String,
     },
+    /// An operator's assignment of a model or key to an agent's binding,
+    /// or its clearing.
+    BindingOverride {
+        /// The agent.
+        agent: String,
+        /// The binding.
+        binding: String,
+        /// `set` or `clear`.
+        change: String,
+        /// The model assigned.
+        model: Option<String>,
+        /// The key id assigned (never a secret).
+        key: Option<String>,
+        /// Who (a token name).
+        actor: String,
+    },
     /// A request to the admin API, or a refused attempt.
     Admin {
         /// The token's name, or `unknown`.

@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_token_roles",
         include_str!("../migrations/0010_token_roles.sql"),
     ),
+    (
+        "0011_binding_overrides",
+        include_str!("../migrations/0011_binding_overrides.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

@@ -794,3 +794,178 @@ async fn an_agent_is_shown_in_detail_without_any_secret() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_assigns_a_model_and_key_to_a_binding_for_the_next_call() {
+    let daemon = start().await;
+    let fake = FakeProvider::start().await;
+    for (id, secret) in [("main", KEY_V1), ("alt", KEY_V2)] {
+        let (status, _) = daemon
+            .call(
+                reqwest::Method::POST,
+                "/v1/keys",
+                Some(json!({"id": id, "provider": "anthropic", "secret": secret})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, _) = daemon
+        .call(
+            reqwest::Method::POST,
+            "/v1/keys",
+            Some(json!({"id": "gh", "provider": "openai", "secret": "sk-proj-Q7vN2kLp9xRt4WmZ8cHs3JbY6uFd1GeA5oKi0qTnVwXyMzLr"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let sections = format!(
+        "[models.default]\nprovider = \"anthropic\"\nmodel = \"claude-haiku-4-5\"\nkey = \"main\"\nbase_url = \"{}\"\n",
+        fake.anthropic_url()
+    );
+    assert_eq!(daemon.deploy("asker", HOSTILE, &sections).await.0, 200);
+    let ask =
+        json!({"source": "test", "kind": "ask", "payload": {"binding": "default", "prompt": "hi"}});
+    assert_eq!(daemon.invoke("asker", ask.clone()).await.0, 200);
+
+    let path = "/v1/agents/asker/bindings/default";
+    let (status, answer) = daemon
+        .call(
+            reqwest::Method::PUT,
+            path,
+            Some(json!({"model": "claude-sonnet-4-5", "key": "alt"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let shown = &answer["agent"]["overrides"][0];
+    assert_eq!(
+        (
+            &shown["binding"],
+            &shown["model"],
+            &shown["key"],
+            &shown["manifest_model"],
+            &shown["manifest_key"]
+        ),
+        (
+            &json!("default"),
+            &json!("claude-sonnet-4-5"),
+            &json!("alt"),
+            &json!("claude-haiku-4-5"),
+            &json!("main")
+        )
+    );
+    assert_eq!(daemon.invoke("asker", ask.clone()).await.0, 200);
+    // Refused, and nothing changes: an unknown key, a key of another
+    // provider, a binding the agent does not have, nothing to assign.
+    for (path, body, expected) in [
+        (path, json!({"key": "nope"}), 400),
+        (path, json!({"key": "gh"}), 400),
+        (
+            "/v1/agents/asker/bindings/other",
+            json!({"model": "m"}),
+            404,
+        ),
+        (path, json!({}), 400),
+        (path, json!({"model": "bad model\n"}), 400),
+        (
+            "/v1/agents/nobody/bindings/default",
+            json!({"model": "m"}),
+            404,
+        ),
+    ] {
+        let (status, answer) = daemon
+            .call(reqwest::Method::PUT, path, Some(body.clone()))
+            .await;
+        assert_eq!(status, expected, "{body}: {answer}");
+    }
+    assert_eq!(daemon.invoke("asker", ask.clone()).await.0, 200);
+    // The agent as loaded runs the assigned model.
+    let (_, shown) = daemon
+        .call(reqwest::Method::GET, "/v1/agents/asker", None)
+        .await;
+    assert_eq!(
+        shown["agent"]["manifest"]["models"]["default"]["model"],
+        "claude-sonnet-4-5"
+    );
+    // Cleared: the manifest's again.
+    let (status, _) = daemon.call(reqwest::Method::DELETE, path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(daemon.invoke("asker", ask).await.0, 200);
+    let received = fake.received();
+    let calls: Vec<(&str, Option<&str>)> = received
+        .iter()
+        .map(|r| {
+            (
+                r.body["model"].as_str().unwrap_or(""),
+                r.header("x-api-key"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("claude-haiku-4-5", Some(KEY_V1)),
+            ("claude-sonnet-4-5", Some(KEY_V2)),
+            ("claude-sonnet-4-5", Some(KEY_V2)),
+            ("claude-haiku-4-5", Some(KEY_V1)),
+        ]
+    );
+    // The same from the command line, and `agent show` puts the
+    // assignment beside the manifest's value.
+    let cli = |action: clawcage::cli::AgentAction| {
+        let command = clawcage::cli::AgentCommand {
+            daemon: clawcage::cli::DaemonArgs {
+                remote: Some(daemon.url.clone()),
+                token: Some(daemon.token.trim().to_string()),
+                ..Default::default()
+            },
+            output: Default::default(),
+            action,
+        };
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                command
+                    .run(&mut out)
+                    .map(|()| String::from_utf8(out).unwrap())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let assigned = cli(clawcage::cli::AgentAction::Assign {
+        name: "asker".into(),
+        binding: "default".into(),
+        model: Some("claude-opus-4-1".into()),
+        key: None,
+    })
+    .await
+    .unwrap();
+    assert!(assigned.contains("model claude-opus-4-1"), "{assigned}");
+    let shown = cli(clawcage::cli::AgentAction::Show {
+        name: "asker".into(),
+    })
+    .await
+    .unwrap();
+    assert!(shown.contains("assigned by an operator"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("claude-opus-4-1") && l.contains("claude-haiku-4-5")),
+        "{shown}"
+    );
+    cli(clawcage::cli::AgentAction::Unassign {
+        name: "asker".into(),
+        binding: "default".into(),
+    })
+    .await
+    .unwrap();
+    // On the record, with key ids only.
+    let audit = daemon.audit_text();
+    assert_eq!(
+        audit.matches(r#""kind":"binding_override""#).count(),
+        4,
+        "{audit}"
+    );
+    for secret in [KEY_V1, KEY_V2] {
+        assert!(!audit.contains(secret));
+    }
+}

@@ -54,6 +54,28 @@ pub enum AgentAction {
         /// Its name.
         name: String,
     },
+    /// Assigns a model and/or a vault key to one of an agent's model
+    /// bindings, over its manifest, from its next call (kept across
+    /// redeployments, audited).
+    Assign {
+        /// The agent.
+        name: String,
+        /// The binding (`default`, …).
+        binding: String,
+        /// The provider's model id.
+        #[arg(long, required_unless_present = "key")]
+        model: Option<String>,
+        /// The vault key id (of the binding's provider).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Clears an assignment: the manifest's model and key again.
+    Unassign {
+        /// The agent.
+        name: String,
+        /// The binding.
+        binding: String,
+    },
     /// Lists the bindings and grants suspended after a blocked leak.
     Suspensions,
     /// Resumes an agent's suspended bindings and grants: all of them, or
@@ -226,6 +248,40 @@ impl AgentCommand {
                     suspension_table(&value["resumed"]).print(out, "nothing was suspended");
                 }
             }
+            AgentAction::Assign {
+                name,
+                binding,
+                model,
+                key,
+            } => {
+                let answer = daemon.call(
+                    Method::PUT,
+                    &format!("/v1/agents/{}/bindings/{}", segment(name), segment(binding)),
+                    Some(json!({"model": model, "key": key})),
+                )?;
+                if json {
+                    super::output::json(out, &answer);
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{name}.{binding}: model {}, key {} (from the next call)",
+                        model.as_deref().unwrap_or("as in the manifest"),
+                        key.as_deref().unwrap_or("as in the manifest")
+                    );
+                }
+            }
+            AgentAction::Unassign { name, binding } => {
+                let answer = daemon.call(
+                    Method::DELETE,
+                    &format!("/v1/agents/{}/bindings/{}", segment(name), segment(binding)),
+                    None,
+                )?;
+                if json {
+                    super::output::json(out, &answer);
+                } else {
+                    let _ = writeln!(out, "{name}.{binding}: the manifest's model and key again");
+                }
+            }
             AgentAction::Remove { name } => {
                 daemon.call(
                     Method::DELETE,
@@ -260,7 +316,34 @@ fn show(out: &mut dyn Write, agent: &Value) {
         let _ = writeln!(out, "\nsuspended:");
         suspensions.print(out, "");
     }
-    // The manifest as deployed: vault ids, never a secret.
+    let overrides = agent["overrides"].as_array().cloned().unwrap_or_default();
+    if !overrides.is_empty() {
+        let _ = writeln!(out, "\nassigned by an operator (over the manifest):");
+        let mut table = Table::new(&[
+            "BINDING",
+            "MODEL",
+            "MANIFEST MODEL",
+            "KEY",
+            "MANIFEST KEY",
+            "BY",
+            "AT",
+        ]);
+        for o in &overrides {
+            let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+            table.row(vec![
+                text(&o["binding"]),
+                text(&o["model"]),
+                text(&o["manifest_model"]),
+                text(&o["key"]),
+                text(&o["manifest_key"]),
+                text(&o["set_by"]),
+                rfc3339_field(&o["set_at"]),
+            ]);
+        }
+        table.print(out, "");
+    }
+    // The manifest in effect (with any assignments): vault ids, never a
+    // secret.
     match serde_json::from_value::<crate::manifest::Manifest>(agent["manifest"].clone())
         .ok()
         .and_then(|manifest| toml::to_string(&manifest).ok())

@@ -75,8 +75,13 @@ pub(super) fn refused_record(
 pub struct Deployed {
     /// The loaded agent.
     pub agent: Agent,
-    /// Its manifest, as deployed.
+    /// Its manifest, as in effect: as deployed, with the operator's
+    /// binding overrides applied.
     pub manifest: Manifest,
+    /// Its manifest as deployed.
+    pub declared: Manifest,
+    /// The operator's binding overrides in effect.
+    pub overrides: Vec<super::overrides::BindingOverride>,
     /// Where its component came from, when from the registry.
     pub origin: Option<Origin>,
     pub(super) slots: Semaphore,
@@ -121,6 +126,20 @@ pub struct AgentDetail {
     pub manifest: Manifest,
     /// Its suspended bindings and grants.
     pub suspensions: Vec<crate::suspend::Suspension>,
+    /// The operator's binding overrides, beside the manifest's values.
+    pub overrides: Vec<OverrideView>,
+}
+
+/// An override beside what the manifest says.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverrideView {
+    /// The override.
+    #[serde(flatten)]
+    pub over: super::overrides::BindingOverride,
+    /// The manifest's model for the binding.
+    pub manifest_model: String,
+    /// The manifest's key for the binding.
+    pub manifest_key: Option<String>,
 }
 
 impl Daemon {
@@ -156,7 +175,12 @@ impl Daemon {
     }
 
     pub(super) fn load_from(&self, dir: &Path) -> Result<Deployed, String> {
-        let manifest = Manifest::load(&dir.join("agent.toml")).map_err(|e| e.to_string())?;
+        let declared = Manifest::load(&dir.join("agent.toml")).map_err(|e| e.to_string())?;
+        // The operator's assignments, over the manifest's: failing to read
+        // them fails the load rather than run with what they replaced.
+        let overrides = super::overrides::read(&self.db, &declared.name)
+            .map_err(|e| format!("binding overrides: {e}"))?;
+        let manifest = super::overrides::apply(declared.clone(), &overrides);
         let agent = self
             .cage
             .load_manifest(&manifest, dir)
@@ -166,6 +190,8 @@ impl Daemon {
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         Ok(Deployed {
             origin,
+            declared,
+            overrides,
             slots: Semaphore::new(manifest.concurrency.max_concurrent as usize),
             queued: AtomicUsize::new(0),
             agent,
@@ -207,6 +233,18 @@ impl Daemon {
         Some(AgentDetail {
             info: Self::info(name, deployed),
             manifest: deployed.manifest.clone(),
+            overrides: deployed
+                .overrides
+                .iter()
+                .filter_map(|o| {
+                    let declared = deployed.declared.models.get(&o.binding)?;
+                    Some(OverrideView {
+                        over: o.clone(),
+                        manifest_model: declared.model.clone(),
+                        manifest_key: declared.key.clone(),
+                    })
+                })
+                .collect(),
             suspensions: self
                 .services
                 .suspensions
@@ -258,6 +296,11 @@ impl Daemon {
         };
         removed.slots.close();
         let _ = std::fs::remove_dir_all(&retired);
+        // Its operator overrides went with it: a later agent of that name
+        // starts from its own manifest.
+        if let Err(e) = super::overrides::clear(&self.db, name, None) {
+            tracing::error!(agent = %name, error = %e, "cannot clear binding overrides");
+        }
         self.audit.append(AuditEvent::Deployment {
             change: "remove".into(),
             agent: name.to_string(),

@@ -75,6 +75,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route("/v1/agents/{name}/invoke", post(invoke))
         .route("/v1/agents/{name}/resume", post(resume))
+        .route(
+            "/v1/agents/{name}/bindings/{binding}",
+            axum::routing::put(set_binding).delete(clear_binding),
+        )
         .route("/v1/suspensions", get(suspensions))
         .route("/v1/invocations", get(list_invocations))
         .route("/v1/invocations/{id}", get(invocation))
@@ -680,6 +684,57 @@ async fn registry_gc(
     .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not-found", "no registry"))?;
     tracing::info!(%actor, blobs = collection.blobs_removed, bytes = collection.bytes_freed, "registry garbage collected");
     Ok(Json(json!(collection)))
+}
+
+/// Body of `PUT /v1/agents/{name}/bindings/{binding}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindingAssignment {
+    model: Option<String>,
+    key: Option<String>,
+}
+
+/// `PUT /v1/agents/{name}/bindings/{binding}` (`{"model", "key"}`, either
+/// or both): the operator's assignment, over the manifest's, from the next
+/// call.
+async fn set_binding(
+    State(daemon): State<Arc<Daemon>>,
+    Path((name, binding)): Path<(String, String)>,
+    request_actor: Option<axum::Extension<Actor>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let assignment: BindingAssignment = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::bad_request("the body must be {\"model\", \"key\"} (either or both)")
+    })?;
+    let actor = actor(request_actor);
+    let worker = daemon.clone();
+    let detail = tokio::task::spawn_blocking(move || {
+        worker.set_binding(
+            &name,
+            &binding,
+            assignment.model.as_deref(),
+            assignment.key.as_deref(),
+            &actor,
+        )
+    })
+    .await
+    .map_err(ApiError::host)??;
+    Ok(Json(json!({"agent": detail})))
+}
+
+/// `DELETE /v1/agents/{name}/bindings/{binding}`: the manifest's model and
+/// key again.
+async fn clear_binding(
+    State(daemon): State<Arc<Daemon>>,
+    Path((name, binding)): Path<(String, String)>,
+    request_actor: Option<axum::Extension<Actor>>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = actor(request_actor);
+    let worker = daemon.clone();
+    let detail = tokio::task::spawn_blocking(move || worker.clear_binding(&name, &binding, &actor))
+        .await
+        .map_err(ApiError::host)??;
+    Ok(Json(json!({"agent": detail})))
 }
 
 async fn audit_verify(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {

@@ -28,6 +28,7 @@ pub mod hooks;
 pub mod invocations;
 mod invoke;
 pub mod metrics;
+pub mod overrides;
 pub mod schedule;
 mod suspensions;
 pub mod trust;
