@@ -48,6 +48,7 @@ pub mod state;
 pub mod suspend;
 pub(crate) mod text;
 pub mod tools;
+pub mod ui;
 pub mod vault;
 
 pub use agent::{Agent, Cage, Invocation};

@@ -17,4 +17,5 @@ mod sandbox;
 mod sdk;
 mod servers;
 mod tools;
+mod ui;
 mod vault;

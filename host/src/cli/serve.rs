@@ -38,6 +38,14 @@ pub struct ServeCommand {
     /// it is refused (`DENIED`). 0: no bound.
     #[arg(long, default_value_t = crate::registry::blobs::DEFAULT_NAMESPACE_QUOTA_BYTES >> 20, env = "CLAWCAGE_REGISTRY_QUOTA_MIB")]
     pub registry_quota_mib: u64,
+    /// Do not serve the dashboard at `/ui/`.
+    #[arg(long)]
+    pub no_ui: bool,
+    /// Where operators reach the daemon, e.g. `https://clawcage.example`
+    /// behind a TLS proxy: an https URL makes the dashboard's session
+    /// cookie `Secure`.
+    #[arg(long, env = "CLAWCAGE_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl ServeCommand {
@@ -76,6 +84,8 @@ impl ServeCommand {
         options.max_concurrent = self.max_concurrent.max(1);
         options.drain_timeout = Duration::from_secs(self.drain_seconds);
         options.min_free_disk_bytes = self.min_free_disk_mib.saturating_mul(1 << 20);
+        options.ui = !self.no_ui;
+        options.public_url = self.public_url.clone();
         options.registry_quota_bytes =
             (self.registry_quota_mib > 0).then(|| self.registry_quota_mib.saturating_mul(1 << 20));
         options.engine.max_concurrent_instances = (options.max_concurrent as u32).max(16);

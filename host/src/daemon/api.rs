@@ -108,7 +108,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .merge(admin)
         .layer(DefaultBodyLimit::max(max_event))
         .with_state(daemon.clone())
-        .merge(crate::registry::api::routes(daemon))
+        .merge(crate::registry::api::routes(daemon.clone()))
+        .merge(if daemon.options().ui {
+            crate::ui::routes(daemon.clone(), daemon.options().public_url.as_deref())
+        } else {
+            Router::new()
+        })
 }
 
 async fn authenticate(

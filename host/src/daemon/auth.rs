@@ -325,6 +325,15 @@ impl Tokens {
         }
     }
 
+    /// The scope of the active token named `name`, if it is active: a
+    /// browser session lives only as long as the token it was opened with.
+    pub(crate) fn active_scope(&self, name: &str) -> Option<Scope> {
+        self.active()?
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, scope)| scope.clone())
+    }
+
     /// The name and scope of the active token `presented` is, if any.
     /// Every active token's hash is compared, in constant time.
     pub(crate) fn authenticate_scoped(&self, presented: &str) -> Option<(String, Scope)> {

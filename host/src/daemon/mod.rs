@@ -70,6 +70,11 @@ pub struct DaemonOptions {
     /// Most bytes of blobs one registry namespace may hold (`None`: no
     /// bound).
     pub registry_quota_bytes: Option<u64>,
+    /// Serve the dashboard at `/ui/` (default: yes).
+    pub ui: bool,
+    /// Where operators reach the daemon (`https://…` makes the dashboard's
+    /// session cookie `Secure`).
+    pub public_url: Option<String>,
     /// The engine's settings.
     pub engine: EngineOptions,
     /// Free space the state directory's disk must keep: below it, new events
@@ -96,6 +101,8 @@ impl DaemonOptions {
             max_event_bytes: 1 << 20,
             max_blob_bytes: crate::registry::blobs::DEFAULT_MAX_BLOB_BYTES,
             registry_quota_bytes: Some(crate::registry::blobs::DEFAULT_NAMESPACE_QUOTA_BYTES),
+            ui: true,
+            public_url: None,
             engine,
             min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_BYTES,
         }

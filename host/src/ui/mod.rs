@@ -1,0 +1,446 @@
+//! The operator's dashboard at `/ui/`: server-rendered HTML (maud, compiled
+//! into the binary), on the daemon's own port, over the same service layer
+//! as the JSON API (the vault, the audit log, the agents), never the
+//! database directly.
+//!
+//! Security, deny by default:
+//! - every page but sign-in needs a session ([`session`]); a session is
+//!   opened only with an admin or viewer token, and a viewer's changes
+//!   nothing;
+//! - every state-changing request is a `POST` carrying the session's CSRF
+//!   token, and is refused when the browser says it comes from another
+//!   site (`Sec-Fetch-Site`, `Origin`);
+//! - every response has a strict Content-Security-Policy (nothing inline,
+//!   nothing from another origin), `X-Frame-Options: DENY`,
+//!   `Referrer-Policy: no-referrer` and `Cache-Control: no-store`;
+//! - a secret typed into a form (a key being added or rotated) goes to the
+//!   vault and nowhere else: never rendered back, logged or audited.
+//!
+//! Sign-in, refused sign-ins, sign-out and every change are audit records.
+
+mod pages;
+pub(crate) mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Form, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::audit::AuditEvent;
+use crate::daemon::Daemon;
+use crate::daemon::auth::Scope;
+use crate::secret::Secret;
+use session::{Session, Sessions};
+
+/// The session cookie's name.
+const COOKIE: &str = "cc_session";
+
+/// The policy every dashboard response carries.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The dashboard's state.
+#[derive(Clone)]
+struct Ui {
+    daemon: Arc<Daemon>,
+    sessions: Arc<Sessions>,
+    /// Cookies are `Secure` when the daemon is reached over https.
+    secure: bool,
+}
+
+/// The dashboard's routes, for merging into the daemon's router.
+/// `public_url` is where operators reach the daemon; an `https` one makes
+/// the session cookie `Secure`.
+pub fn routes(daemon: Arc<Daemon>, public_url: Option<&str>) -> Router {
+    let ui = Ui {
+        daemon,
+        sessions: Arc::default(),
+        secure: public_url.is_some_and(|u| u.starts_with("https://")),
+    };
+    let signed_in = Router::new()
+        .route("/ui/", get(overview))
+        .route("/ui/keys", get(keys).post(add_key))
+        .route("/ui/keys/{id}/rotate", post(rotate_key))
+        .route("/ui/keys/{id}/revoke", post(revoke_key))
+        .route("/ui/logout", post(logout))
+        .route_layer(axum::middleware::from_fn_with_state(
+            ui.clone(),
+            require_session,
+        ));
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/static/app.css", get(stylesheet))
+        .merge(signed_in)
+        .layer(axum::middleware::from_fn(guard))
+        .with_state(ui)
+}
+
+/// Headers on every dashboard response, and cross-site writes refused
+/// before anything else runs.
+async fn guard(request: Request, next: Next) -> Response {
+    if request.method() != Method::GET
+        && request.method() != Method::HEAD
+        && cross_site(request.headers())
+    {
+        return secured(
+            (
+                StatusCode::FORBIDDEN,
+                "refused: a request from another site",
+            )
+                .into_response(),
+        );
+    }
+    secured(next.run(request).await)
+}
+
+fn secured(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Whether the browser says the request comes from another site: its
+/// `Sec-Fetch-Site`, or an `Origin` whose host is not this one.
+fn cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return !matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let origin_host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    origin == "null" || origin_host != host
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            pair.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(str::to_string)
+        })
+}
+
+/// The session of a request, if it has a live one whose token is still
+/// active (with the token's current scope).
+fn session_of(ui: &Ui, headers: &HeaderMap) -> Option<Session> {
+    let id = cookie_value(headers)?;
+    let mut session = ui.sessions.get(&id)?;
+    match ui.daemon.tokens.active_scope(&session.actor) {
+        Some(scope @ (Scope::Admin | Scope::Viewer)) => {
+            session.scope = scope;
+            Some(session)
+        }
+        _ => {
+            ui.sessions.close(&id);
+            None
+        }
+    }
+}
+
+async fn require_session(State(ui): State<Ui>, mut request: Request, next: Next) -> Response {
+    match session_of(&ui, request.headers()) {
+        Some(session) => {
+            request.extensions_mut().insert(session);
+            next.run(request).await
+        }
+        None => Redirect::to("/ui/login").into_response(),
+    }
+}
+
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("app.css"),
+    )
+        .into_response()
+}
+
+fn html(markup: maud::Markup) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+async fn login_page() -> Response {
+    html(pages::login(None))
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    token: Secret,
+}
+
+async fn login(State(ui): State<Ui>, Form(form): Form<SignIn>) -> Response {
+    let presented = form
+        .token
+        .expose_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let scoped = ui.daemon.tokens.authenticate_scoped(&presented);
+    drop(presented);
+    let (actor, scope) = match scoped {
+        Some((actor, scope @ (Scope::Admin | Scope::Viewer))) => (actor, scope),
+        _ => {
+            ui.daemon.audit.append(AuditEvent::Admin {
+                actor: "unknown".into(),
+                action: "ui sign-in".into(),
+                allowed: false,
+            });
+            let mut response = html(pages::login(Some(
+                "That is not an active admin or viewer token.",
+            )));
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            return response;
+        }
+    };
+    let Some(id) = ui.sessions.open(&actor, scope) else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the random number generator failed",
+        )
+            .into_response();
+    };
+    ui.daemon.audit.append(AuditEvent::Admin {
+        actor,
+        action: "ui sign-in".into(),
+        allowed: true,
+    });
+    let secure = if ui.secure { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict{secure}");
+    let mut response = Redirect::to("/ui/").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// A form that changes nothing but the session: its CSRF token.
+#[derive(Deserialize)]
+struct Csrf {
+    csrf: String,
+}
+
+fn csrf_ok(session: &Session, presented: &str) -> bool {
+    crate::daemon::auth::constant_time_eq(session.csrf.as_bytes(), presented.as_bytes())
+}
+
+fn refused(message: &str) -> Response {
+    (StatusCode::FORBIDDEN, message.to_string()).into_response()
+}
+
+async fn logout(
+    State(ui): State<Ui>,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Form(form): Form<Csrf>,
+) -> Response {
+    if !csrf_ok(&session, &form.csrf) {
+        return refused("refused: the form's CSRF token is missing or wrong");
+    }
+    if let Some(id) = cookie_value(&headers) {
+        ui.sessions.close(&id);
+    }
+    ui.daemon.audit.append(AuditEvent::Admin {
+        actor: session.actor,
+        action: "ui sign-out".into(),
+        allowed: true,
+    });
+    let mut response = Redirect::to("/ui/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("cc_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+async fn overview(
+    State(ui): State<Ui>,
+    axum::Extension(session): axum::Extension<Session>,
+) -> Response {
+    let agents = ui.daemon.list();
+    let recent = ui
+        .daemon
+        .invocations
+        .list(&crate::daemon::invocations::InvocationFilter {
+            limit: 20,
+            ..Default::default()
+        })
+        .unwrap_or_default();
+    html(pages::overview(&session, &ui.daemon, &agents, &recent))
+}
+
+async fn keys(
+    State(ui): State<Ui>,
+    axum::Extension(session): axum::Extension<Session>,
+) -> Response {
+    let keys = ui.daemon.services.vault.list().unwrap_or_default();
+    // Which agents use which key: their model bindings and tool grants.
+    let mut used_by: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for agent in ui.daemon.list() {
+        if let Some(detail) = ui.daemon.show(&agent.name) {
+            let model_keys = detail
+                .manifest
+                .models
+                .values()
+                .filter_map(|m| m.key.clone());
+            let tool_keys = detail
+                .manifest
+                .tools
+                .values()
+                .filter_map(|t| t.credential.clone());
+            for key in model_keys.chain(tool_keys) {
+                used_by.entry(key).or_default().push(agent.name.clone());
+            }
+        }
+    }
+    for agents in used_by.values_mut() {
+        agents.sort();
+        agents.dedup();
+    }
+    html(pages::keys(&session, &keys, &used_by, None))
+}
+
+#[derive(Deserialize)]
+struct NewKey {
+    csrf: String,
+    id: String,
+    provider: String,
+    secret: Secret,
+}
+
+/// Checks a state-changing form: an admin session and its CSRF token.
+/// Answers the refusal, if any.
+fn refusal(session: &Session, csrf: &str) -> Option<Response> {
+    if !csrf_ok(session, csrf) {
+        return Some(refused(
+            "refused: the form's CSRF token is missing or wrong",
+        ));
+    }
+    if !session.may_change() {
+        return Some(refused("refused: a viewer token changes nothing"));
+    }
+    None
+}
+
+fn key_record(change: &str, info: &crate::vault::KeyInfo, actor: &str) -> AuditEvent {
+    AuditEvent::Key {
+        change: change.into(),
+        key_id: info.id.clone(),
+        provider: info.provider.clone(),
+        actor: actor.to_string(),
+    }
+}
+
+/// After a change: back to the keys page (so a reload does not post again).
+fn done(result: Result<(), String>) -> Response {
+    match result {
+        Ok(()) => Redirect::to("/ui/keys").into_response(),
+        Err(message) => (
+            StatusCode::BAD_REQUEST,
+            html(pages::message("Not done", &message)),
+        )
+            .into_response(),
+    }
+}
+
+async fn add_key(
+    State(ui): State<Ui>,
+    axum::Extension(session): axum::Extension<Session>,
+    Form(form): Form<NewKey>,
+) -> Response {
+    if let Some(refusal) = refusal(&session, &form.csrf) {
+        return refusal;
+    }
+    done(
+        ui.daemon
+            .services
+            .vault
+            .add(&form.id, &form.provider, &form.secret)
+            .map(|info| {
+                ui.daemon
+                    .audit
+                    .append(key_record("add", &info, &session.actor))
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
+#[derive(Deserialize)]
+struct NewSecret {
+    csrf: String,
+    secret: Secret,
+}
+
+async fn rotate_key(
+    State(ui): State<Ui>,
+    axum::Extension(session): axum::Extension<Session>,
+    Path(id): Path<String>,
+    Form(form): Form<NewSecret>,
+) -> Response {
+    if let Some(refusal) = refusal(&session, &form.csrf) {
+        return refusal;
+    }
+    done(
+        ui.daemon
+            .services
+            .vault
+            .rotate(&id, &form.secret)
+            .map(|info| {
+                ui.daemon
+                    .audit
+                    .append(key_record("rotate", &info, &session.actor))
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
+async fn revoke_key(
+    State(ui): State<Ui>,
+    axum::Extension(session): axum::Extension<Session>,
+    Path(id): Path<String>,
+    Form(form): Form<Csrf>,
+) -> Response {
+    if let Some(refusal) = refusal(&session, &form.csrf) {
+        return refusal;
+    }
+    done(
+        ui.daemon
+            .services
+            .vault
+            .revoke(&id)
+            .map(|info| {
+                ui.daemon
+                    .audit
+                    .append(key_record("revoke", &info, &session.actor))
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
