@@ -198,14 +198,10 @@ struct SignIn {
 }
 
 async fn login(State(ui): State<Ui>, Form(form): Form<SignIn>) -> Response {
-    let presented = form
-        .token
-        .expose_str()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let scoped = ui.daemon.tokens.authenticate_scoped(&presented);
-    drop(presented);
+    let scoped = ui
+        .daemon
+        .tokens
+        .authenticate_scoped(form.token.expose_str().unwrap_or_default().trim());
     let (actor, scope) = match scoped {
         Some((actor, scope @ (Scope::Admin | Scope::Viewer))) => (actor, scope),
         _ => {
