@@ -498,6 +498,26 @@ async fn deletion_follows_the_spec_and_spares_what_is_deployed() {
         let response = daemon.v2(Method::DELETE, &path).send().await.unwrap();
         assert_eq!(error_code(response).await, (403, "DENIED".into()), "{path}");
     }
+    // Nor what refers to it (its signatures are checked again at every
+    // restart and trust change).
+    let (status, note_digest) = push_manifest(
+        &daemon,
+        "acme/pushed",
+        "note",
+        &[b"a note on the deployed one"],
+        Some(manifest_digest),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let response = daemon
+        .v2(
+            Method::DELETE,
+            &format!("acme/pushed/manifests/{note_digest}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (403, "DENIED".into()));
     // The deletions are on the record.
     let (_, audit) = daemon.call(Method::GET, "/v1/audit?limit=1000", None).await;
     let deletions: Vec<&Value> = audit["records"]
@@ -738,6 +758,37 @@ async fn namespaces_keep_to_their_quota_and_uploads_are_on_the_record() {
     let again = post_blob(&daemon, "acme/q", &five).await;
     assert_eq!(again.status(), 201, "{}", again.text().await.unwrap());
 
+    // Manifests count: padding a manifest past the quota is refused.
+    let padded = serde_json::json!({"schemaVersion": 2, "pad": "x".repeat(9_000)}).to_string();
+    let response = daemon
+        .v2(Method::PUT, "acme/q/manifests/padded")
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(padded)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (403, "DENIED".into()));
+    // A blob its repository let go of is collected even when a manifest
+    // still names it: it never stays on disk uncounted.
+    let (status, _) = push_manifest(&daemon, "other/q", "named", &[&five], None).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        status_of(
+            &daemon,
+            Method::DELETE,
+            &format!("other/q/blobs/{}", digest(&five))
+        )
+        .await,
+        202
+    );
+    let (_, collected) = daemon
+        .call(Method::POST, "/v1/registry/gc?grace_secs=0", None)
+        .await;
+    assert!(
+        collected["blobs_removed"].as_u64().unwrap() >= 1,
+        "{collected}"
+    );
+
     // Every stored blob is an audit record: repository, digest, size, token.
     let (_, audit) = daemon.call(Method::GET, "/v1/audit?limit=1000", None).await;
     let uploads: Vec<&Value> = audit["records"]
@@ -747,7 +798,7 @@ async fn namespaces_keep_to_their_quota_and_uploads_are_on_the_record() {
         .map(|r| &r["event"])
         .filter(|e| e["kind"] == "blob_upload")
         .collect();
-    assert_eq!(uploads.len(), 3, "{uploads:?}");
+    assert_eq!(uploads.len(), 4, "{uploads:?}");
     assert_eq!(uploads[0]["repository"], "acme/q");
     assert_eq!(uploads[0]["digest"], digest(&six));
     assert_eq!(uploads[0]["size"], 6000);
@@ -861,4 +912,52 @@ async fn the_conformance_suites_discovery_and_push_edges() {
         .await
         .unwrap();
     assert_eq!(stolen.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_holds_up_no_collection_and_no_other_push() {
+    let daemon = start().await;
+    let host = daemon.url.trim_start_matches("http://").to_string();
+    let blob = vec![1u8; 1 << 20];
+    // A publisher that sends a monolithic upload's headers and a trickle.
+    let mut slow = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "POST /v2/acme/slow/blobs/uploads/?digest={} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {}\r\nContent-Length: {}\r\n\r\n",
+        digest(&blob),
+        basic(&daemon.token),
+        blob.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&blob[..1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A collection, then another publisher's push, go through meanwhile.
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        daemon.call(Method::POST, "/v1/registry/gc?grace_secs=0", None),
+    )
+    .await
+    .expect("the collection waited for a slow upload");
+    assert_eq!(status, 200);
+    let config = b"{}".to_vec();
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        push_manifest(&daemon, "acme/fast", "1", &[&config], None),
+    )
+    .await
+    .expect("a push waited for a slow upload");
+    assert_eq!(status, 201);
+    // The slow one finishes in the end, and is stored.
+    slow.write_all(&blob[1000..]).await.unwrap();
+    let (status, _, _) = read_response(&mut slow).await.unwrap();
+    assert_eq!(status, 201);
+    // A range whose end overflows is refused, not a crash.
+    let at = start_upload(&daemon, "acme/slow").await;
+    let response = daemon
+        .v2(Method::PATCH, &at)
+        .header("content-range", "0-18446744073709551615")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 416);
 }

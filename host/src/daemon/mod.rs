@@ -352,6 +352,9 @@ impl Daemon {
         if let Err(error) = self.services.ledger.flush() {
             tracing::error!(%error, "usage rows not written at shutdown");
         }
+        if let Some(registry) = &self.registry {
+            registry.flush_upload_records(&self.audit);
+        }
         if let Err(error) = self.audit.flush() {
             tracing::error!(%error, "audit records not written at shutdown");
         }

@@ -196,14 +196,33 @@ impl super::Daemon {
         if self.agent(agent).is_none() {
             return Err(DaemonError::UnknownAgent(agent.to_string()));
         }
-        let removed = clear(&self.db, agent, Some(binding))
+        let previous = read(&self.db, agent)
+            .map_err(|e| DaemonError::host("binding overrides", e))?
+            .into_iter()
+            .find(|o| o.binding == binding)
+            .ok_or_else(|| {
+                DaemonError::NotFound(format!(
+                    "agent {agent:?} has no override of binding {binding:?}"
+                ))
+            })?;
+        clear(&self.db, agent, Some(binding))
             .map_err(|e| DaemonError::host("binding overrides", e))?;
-        if !removed {
-            return Err(DaemonError::NotFound(format!(
-                "agent {agent:?} has no override of binding {binding:?}"
+        if let Err(e) = self.reload(agent) {
+            // Keep what runs and what is stored the same.
+            if let Err(restore) = write(
+                &self.db,
+                agent,
+                binding,
+                previous.model.as_deref(),
+                previous.key.as_deref(),
+                &previous.set_by,
+            ) {
+                tracing::error!(%agent, %binding, error = %restore, "cannot restore a binding override");
+            }
+            return Err(DaemonError::Invalid(format!(
+                "agent {agent:?} does not load with its manifest's binding {binding:?}: {e}"
             )));
         }
-        self.reload(agent).map_err(DaemonError::InvalidDeployment)?;
         self.audit
             .append(crate::audit::AuditEvent::BindingOverride {
                 agent: agent.to_string(),

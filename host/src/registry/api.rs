@@ -746,6 +746,19 @@ pub(crate) struct UploadRecords {
     per_token: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32, u64)>>,
 }
 
+impl UploadRecords {
+    /// The suppressed counts not yet written, per token; taken.
+    pub(crate) fn take_pending(&self) -> Vec<(String, u64)> {
+        self.per_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+            .filter(|(_, entry)| entry.2 > 0)
+            .map(|(actor, entry)| (actor.clone(), std::mem::take(&mut entry.2)))
+            .collect()
+    }
+}
+
 /// The audit record of a stored blob, within its token's bound.
 fn audit_blob_upload(daemon: &Daemon, registry: &Registry, stored: &StoredBlob, actor: &str) {
     let (write, suppressed_before) = {
@@ -765,6 +778,11 @@ fn audit_blob_upload(daemon: &Daemon, registry: &Registry, stored: &StoredBlob, 
         let write = entry.1 < BLOB_RECORDS_PER_WINDOW;
         if write {
             entry.1 += 1;
+        } else if entry.2 == 0 && entry.1 == BLOB_RECORDS_PER_WINDOW {
+            // The first suppressed record is written as a count at once, so
+            // the log shows the bound was reached even if the rest is lost.
+            entry.1 += 1;
+            suppressed_before += 1;
         } else {
             entry.2 += 1;
         }
@@ -1146,14 +1164,31 @@ fn start_upload(
 ) -> Answer {
     if let Some(digest) = request.query.get("digest") {
         let digest = Digest::parse(digest)?;
-        let size = {
-            let _storing = registry.storing();
-            let size = registry
-                .blobs
-                .put_stream(request.owner, name, &digest, body)?;
-            registry.blobs.link(name, &digest)?;
-            size
+        // The body streams in without the storing lock: a slow client
+        // never holds up a collection, nor everyone behind it.
+        let session = registry.blobs.start(request.owner, name)?;
+        let size = match registry
+            .blobs
+            .append_stream(&session, request.owner, None, body)
+        {
+            Ok(size) => size,
+            Err(e) => {
+                registry.blobs.close_after_refusal(&session, request.owner);
+                return Err(e.into());
+            }
         };
+        {
+            let _storing = registry.storing();
+            let stored = registry
+                .blobs
+                .finish(&session, request.owner, &digest)
+                .and_then(|()| registry.blobs.check_quota(name, &digest, size))
+                .and_then(|()| registry.blobs.link(name, &digest));
+            if let Err(e) = stored {
+                registry.blobs.close_after_refusal(&session, request.owner);
+                return Err(e.into());
+            }
+        }
         let stored = StoredBlob {
             repository: name.to_string(),
             digest: digest.clone(),
@@ -1229,7 +1264,7 @@ fn chunk_range(headers: &HeaderMap) -> Result<Option<super::blobs::ChunkRange>, 
     if let Some(length) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-        && length != end - start + 1
+        && Some(length) != (end - start).checked_add(1)
     {
         return Err(invalid());
     }
@@ -1283,6 +1318,7 @@ fn finish_upload(
             .append_stream(session, request.owner, range, body)?;
         let _storing = registry.storing();
         registry.blobs.finish(session, request.owner, &digest)?;
+        registry.blobs.check_quota(name, &digest, size)?;
         registry.blobs.link(name, &digest)?;
         Ok((digest, size))
     };
@@ -1339,7 +1375,28 @@ fn put_manifest(
     // From the check of its blobs to its storing, no collection runs.
     let _storing = registry.storing();
     let subject = check_manifest(registry, name, manifest, check)?;
+    // Manifests count against the namespace's quota too.
+    let namespace = super::blobs::namespace_of(name);
+    if let Some(quota) = registry.blobs.quota() {
+        let used = registry
+            .blobs
+            .namespace_usage(namespace)
+            .saturating_add(body.len() as u64);
+        let known = registry
+            .manifests
+            .get(name, &Digest::of(body).to_string())
+            .is_ok();
+        if used > quota && !known {
+            return Err(BlobError::QuotaExceeded {
+                namespace: namespace.to_string(),
+                used,
+                quota,
+            }
+            .into());
+        }
+    }
     let digest = registry.manifests.put(name, reference, &media_type, body)?;
+    registry.blobs.recount(Some(namespace));
     let mut headers = vec![
         (header::LOCATION, format!("/v2/{name}/manifests/{digest}")),
         digest_header(&digest),
@@ -1368,7 +1425,27 @@ fn delete_manifest(
     let _storing = registry.storing();
     match Digest::parse(reference) {
         Ok(digest) => {
-            let in_use = |d: &Digest| request.in_use.manifests.contains(&format!("{name}@{d}"));
+            // What deployed agents run here, and what refers to it (their
+            // signatures, which a restart or a trust change checks again).
+            let mut protected = std::collections::HashSet::new();
+            for reference in &request.in_use.manifests {
+                if let Some((repository, pinned)) = reference.split_once('@')
+                    && repository == name
+                    && let Ok(pinned) = Digest::parse(pinned)
+                {
+                    for referrer in registry
+                        .manifests
+                        .referrers(name, &pinned, None)
+                        .unwrap_or_default()
+                    {
+                        if let Some(Ok(d)) = referrer["digest"].as_str().map(Digest::parse) {
+                            protected.insert(d);
+                        }
+                    }
+                    protected.insert(pinned);
+                }
+            }
+            let in_use = |d: &Digest| protected.contains(d);
             registry.manifests.delete(name, &digest, &in_use)?;
         }
         Err(BlobError::Unsupported(_)) => return Err(ManifestError::Unknown.into()),
@@ -1388,6 +1465,9 @@ fn delete_manifest(
             registry.manifests.untag(name, reference)?;
         }
     }
+    registry
+        .blobs
+        .recount(Some(super::blobs::namespace_of(name)));
     Ok(with_headers(
         StatusCode::ACCEPTED,
         &[(header::CONTENT_LENGTH, "0".into())],

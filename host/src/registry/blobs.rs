@@ -229,6 +229,9 @@ pub struct BlobStore {
     /// Bytes held per namespace, as last counted; dropped when a link
     /// changes, counted again when asked.
     usage: Mutex<HashMap<String, u64>>,
+    /// Bumped by every recount, so a count made across a change is not
+    /// kept.
+    usage_generation: std::sync::atomic::AtomicU64,
     /// Sessions. The map's lock is held only to find or change an entry;
     /// writing and hashing a chunk holds that upload's own lock, so one slow
     /// upload does not stall the others.
@@ -260,6 +263,7 @@ impl BlobStore {
             max_blob_bytes,
             quota,
             usage: Mutex::new(HashMap::new()),
+            usage_generation: std::sync::atomic::AtomicU64::new(0),
             uploads: Mutex::new(HashMap::new()),
         })
     }
@@ -311,9 +315,12 @@ impl BlobStore {
         self.quota
     }
 
-    /// Bytes of blobs `namespace` holds: each blob linked into any of its
-    /// repositories, counted once.
+    /// Bytes `namespace` holds: each blob linked into any of its
+    /// repositories, counted once, and its repositories' manifests.
     pub fn namespace_usage(&self, namespace: &str) -> u64 {
+        let generation = self
+            .usage_generation
+            .load(std::sync::atomic::Ordering::Acquire);
         if let Some(used) = self
             .usage
             .lock()
@@ -338,16 +345,60 @@ impl BlobStore {
                 }
             }
         }
-        let used = digests
+        let blobs: u64 = digests
             .iter()
             .filter_map(|hex| fs::metadata(self.root.join("blobs/sha256").join(hex)).ok())
             .map(|m| m.len())
             .sum();
-        self.usage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(namespace.to_string(), used);
+        // Manifests count too: a manifest with no blobs is bytes on disk.
+        let manifests: u64 = fs::read_dir(self.root.join("manifests"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                namespace_of(&e.file_name().to_string_lossy().replace('+', "/")) == namespace
+            })
+            .flat_map(|e| fs::read_dir(e.path()).into_iter().flatten().flatten())
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let used = blobs + manifests;
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .usage_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+            == generation
+        {
+            usage.insert(namespace.to_string(), used);
+        }
         used
+    }
+
+    /// Refuses linking `digest` (`size` bytes) into `repository` when its
+    /// namespace would pass its quota: the check at the end of an upload,
+    /// which counts what concurrent uploads stored meanwhile.
+    pub(crate) fn check_quota(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), BlobError> {
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
+        let namespace = namespace_of(repository);
+        if self.namespace_holds(namespace, digest) {
+            return Ok(());
+        }
+        let used = self.namespace_usage(namespace).saturating_add(size);
+        if used > quota {
+            return Err(BlobError::QuotaExceeded {
+                namespace: namespace.to_string(),
+                used,
+                quota,
+            });
+        }
+        Ok(())
     }
 
     /// Whether any repository of `namespace` links `digest`.
@@ -385,6 +436,8 @@ impl BlobStore {
     /// Forgets the counted usage (links changed).
     pub(crate) fn recount(&self, namespace: Option<&str>) {
         let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        self.usage_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match namespace {
             Some(namespace) => {
                 usage.remove(namespace);
@@ -667,7 +720,7 @@ impl BlobStore {
         }) = range
         {
             let received = upload.size - started_at;
-            if end.checked_sub(start).map(|n| n + 1) != Some(received) {
+            if end.checked_sub(start).and_then(|n| n.checked_add(1)) != Some(received) {
                 let actual = upload.size;
                 return failed(
                     self,
@@ -686,23 +739,19 @@ impl BlobStore {
     /// `digest`; then the file is synced and renamed into place. On any
     /// failure the upload is gone and no blob appears.
     pub fn finish(&self, session: &str, owner: &str, digest: &Digest) -> Result<(), BlobError> {
-        let upload = {
-            let mut sessions = self.lock();
-            if sessions.get(session).is_none_or(|s| s.owner != owner) {
-                return Err(BlobError::UploadUnknown);
-            }
-            sessions
-                .remove(session)
-                .map(|s| s.upload)
-                .ok_or(BlobError::UploadUnknown)?
+        let upload = self.session(session, owner)?;
+        // A chunk still being written: busy, not waited for (the caller
+        // may hold the registry's storing lock).
+        let mut upload = match upload.try_lock() {
+            Ok(upload) => upload,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(BlobError::UploadBusy),
         };
-        let path = self.upload_path(session);
-        // A chunk still being written finishes first; one still waiting
-        // finds the upload closed.
-        let mut upload = upload.lock().unwrap_or_else(|e| e.into_inner());
         if upload.closed {
             return Err(BlobError::UploadUnknown);
         }
+        self.lock().remove(session);
+        let path = self.upload_path(session);
         upload.closed = true;
         let hasher = std::mem::replace(&mut upload.hasher, Context::new(&SHA256));
         let computed = hex::encode(hasher.finish().as_ref());

@@ -2,8 +2,9 @@
 //! compiled artifacts of the components among them.
 //!
 //! What is kept:
-//! - every blob a stored manifest names (config and layers), in any
-//!   repository;
+//! - every blob a stored manifest names (config and layers) and its
+//!   repository links (a blob a repository let go of with `DELETE` goes,
+//!   even if a manifest still names it);
 //! - every component a deployed agent runs, whatever the registry says;
 //! - every blob or link younger than the grace period, so the blobs of a
 //!   push whose manifest has not arrived yet are never taken from it.
@@ -67,8 +68,7 @@ impl Registry {
             .checked_sub(grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut report = Collection::default();
-        // Mark: every blob a manifest names, per repository and in all.
-        let mut named: HashSet<String> = deployed.clone();
+        // Mark: every blob a manifest names, per repository.
         let mut named_in: HashSet<(String, String)> = HashSet::new();
         for (repository, _, bytes) in self.manifests.all() {
             report.manifests += 1;
@@ -88,7 +88,6 @@ impl Registry {
                     .and_then(serde_json::Value::as_str)
                     .map(Digest::parse)
                 {
-                    named.insert(digest.hex().to_string());
                     named_in.insert((repository.clone(), digest.hex().to_string()));
                 }
             }
@@ -128,7 +127,11 @@ impl Registry {
             .flatten()
         {
             let hex = blob.file_name().to_string_lossy().to_string();
-            if named.contains(&hex) || linked.contains(&hex) {
+            // Kept only while a repository links it (or an agent runs it):
+            // a blob its repository let go of (a blob DELETE) goes, even if
+            // a manifest still names it, so a deleted blob never stays
+            // on disk uncounted by any quota.
+            if linked.contains(&hex) || deployed.contains(&hex) {
                 continue;
             }
             if !older_than(&blob.path(), cutoff) {

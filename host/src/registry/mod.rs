@@ -104,6 +104,14 @@ impl Registry {
         })
     }
 
+    /// Writes the counts of suppressed blob upload records still pending
+    /// (at shutdown).
+    pub(crate) fn flush_upload_records(&self, audit: &crate::audit::AuditLog) {
+        for (actor, suppressed) in self.upload_records.take_pending() {
+            audit.append(crate::audit::AuditEvent::BlobUploadsSuppressed { actor, suppressed });
+        }
+    }
+
     /// Shared with other writers, exclusive of a garbage collection.
     pub(crate) fn storing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.gc.read().unwrap_or_else(|e| e.into_inner())

@@ -219,8 +219,9 @@ async fn login(State(ui): State<Ui>, Form(form): Form<SignIn>) -> Response {
     };
     let Some(id) = ui.sessions.open(&actor, scope) else {
         return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the random number generator failed",
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "60")],
+            "too many dashboard sessions are open; try again later",
         )
             .into_response();
     };
@@ -367,26 +368,38 @@ fn done(result: Result<(), String>) -> Response {
     }
 }
 
+/// A key change from a form: refused without an admin session and its
+/// CSRF token; else done through the vault, on the record, and back to the
+/// keys page.
+fn key_change(
+    ui: &Ui,
+    session: &Session,
+    csrf: &str,
+    change: &str,
+    apply: impl FnOnce(&crate::vault::Vault) -> Result<crate::vault::KeyInfo, crate::vault::VaultError>,
+) -> Response {
+    if let Some(refusal) = refusal(session, csrf) {
+        return refusal;
+    }
+    done(
+        apply(&ui.daemon.services.vault)
+            .map(|info| {
+                ui.daemon
+                    .audit
+                    .append(key_record(change, &info, &session.actor))
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
 async fn add_key(
     State(ui): State<Ui>,
     axum::Extension(session): axum::Extension<Session>,
     Form(form): Form<NewKey>,
 ) -> Response {
-    if let Some(refusal) = refusal(&session, &form.csrf) {
-        return refusal;
-    }
-    done(
-        ui.daemon
-            .services
-            .vault
-            .add(&form.id, &form.provider, &form.secret)
-            .map(|info| {
-                ui.daemon
-                    .audit
-                    .append(key_record("add", &info, &session.actor))
-            })
-            .map_err(|e| e.to_string()),
-    )
+    key_change(&ui, &session, &form.csrf, "add", |vault| {
+        vault.add(&form.id, &form.provider, &form.secret)
+    })
 }
 
 #[derive(Deserialize)]
@@ -401,21 +414,9 @@ async fn rotate_key(
     Path(id): Path<String>,
     Form(form): Form<NewSecret>,
 ) -> Response {
-    if let Some(refusal) = refusal(&session, &form.csrf) {
-        return refusal;
-    }
-    done(
-        ui.daemon
-            .services
-            .vault
-            .rotate(&id, &form.secret)
-            .map(|info| {
-                ui.daemon
-                    .audit
-                    .append(key_record("rotate", &info, &session.actor))
-            })
-            .map_err(|e| e.to_string()),
-    )
+    key_change(&ui, &session, &form.csrf, "rotate", |vault| {
+        vault.rotate(&id, &form.secret)
+    })
 }
 
 async fn revoke_key(
@@ -424,19 +425,7 @@ async fn revoke_key(
     Path(id): Path<String>,
     Form(form): Form<Csrf>,
 ) -> Response {
-    if let Some(refusal) = refusal(&session, &form.csrf) {
-        return refusal;
-    }
-    done(
-        ui.daemon
-            .services
-            .vault
-            .revoke(&id)
-            .map(|info| {
-                ui.daemon
-                    .audit
-                    .append(key_record("revoke", &info, &session.actor))
-            })
-            .map_err(|e| e.to_string()),
-    )
+    key_change(&ui, &session, &form.csrf, "revoke", |vault| {
+        vault.revoke(&id)
+    })
 }

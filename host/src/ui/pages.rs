@@ -11,18 +11,6 @@ use crate::daemon::invocations::Invocation;
 use crate::daemon::{AgentInfo, Daemon};
 use crate::vault::KeyInfo;
 
-/// The providers a key can be for.
-const PROVIDERS: [&str; 8] = [
-    "anthropic",
-    "openai",
-    "openai-compatible",
-    "github",
-    "slack",
-    "notion",
-    "http",
-    "webhook",
-];
-
 fn when(seconds: Option<i64>) -> String {
     seconds
         .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
@@ -221,7 +209,7 @@ pub(super) fn keys(
                         input id="id" name="id" required pattern="[A-Za-z0-9._-]{1,64}";
                         label for="provider" { "Provider" }
                         select id="provider" name="provider" {
-                            @for provider in PROVIDERS { option value=(provider) { (provider) } }
+                            @for provider in crate::vault::PROVIDERS { option value=(provider) { (provider) } }
                         }
                         label for="secret" { "Value" }
                         input id="secret" name="secret" type="password" autocomplete="off" required;

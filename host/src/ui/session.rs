@@ -5,8 +5,10 @@
 //! sign-out, after [`IDLE`] without a request, [`ABSOLUTE`] after sign-in,
 //! when the daemon restarts, or as soon as the token it was opened with is
 //! revoked. Each carries its own CSRF token, which every form that changes
-//! state sends back. At most [`MAX_SESSIONS`] live at once: signing in past
-//! that ends the oldest.
+//! state sends back. One token keeps at most [`MAX_SESSIONS_PER_TOKEN`]
+//! (signing in again ends its oldest), and at most [`MAX_SESSIONS`] live in
+//! all (past that, sign-in is refused, never another token's session
+//! ended).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,6 +24,9 @@ pub(crate) const IDLE: Duration = Duration::from_secs(30 * 60);
 pub(crate) const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions at once.
 pub(crate) const MAX_SESSIONS: usize = 1_024;
+/// Most sessions of one token at once: signing in again past it ends that
+/// token's oldest, never another's.
+pub(crate) const MAX_SESSIONS_PER_TOKEN: usize = 16;
 
 /// A signed-in browser.
 #[derive(Debug, Clone)]
@@ -73,13 +78,22 @@ impl Sessions {
         };
         let mut sessions = self.by_hash.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|_, s| Self::alive(s, now));
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions
+        let oldest_of = |sessions: &HashMap<String, Session>, actor: Option<&str>| {
+            sessions
                 .iter()
+                .filter(|(_, s)| actor.is_none_or(|a| s.actor == a))
                 .min_by_key(|(_, s)| s.created)
                 .map(|(k, _)| k.clone())
+        };
+        let own = sessions.values().filter(|s| s.actor == actor).count();
+        if own >= MAX_SESSIONS_PER_TOKEN
+            && let Some(oldest) = oldest_of(&sessions, Some(actor))
         {
             sessions.remove(&oldest);
+        } else if sessions.len() >= MAX_SESSIONS {
+            // Full with other tokens' sessions (at most 16 each): refuse
+            // rather than end someone else's.
+            return None;
         }
         sessions.insert(hash(&id), session);
         Some(id)
@@ -110,5 +124,26 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&hash(id));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_token_signing_in_again_ends_only_its_own_oldest_session() {
+        let sessions = Sessions::default();
+        let admin = sessions.open("admin", Scope::Admin).unwrap();
+        let first = sessions.open("viewer", Scope::Viewer).unwrap();
+        for _ in 0..MAX_SESSIONS_PER_TOKEN {
+            sessions.open("viewer", Scope::Viewer).unwrap();
+        }
+        assert!(sessions.get(&first).is_none(), "the viewer's oldest ended");
+        assert!(sessions.get(&admin).is_some(), "the admin's session stayed");
+        assert!(sessions.get("not a session").is_none());
+        sessions.close(&admin);
+        assert!(sessions.get(&admin).is_none());
     }
 }
