@@ -908,6 +908,39 @@ async fn an_operator_assigns_a_model_and_key_to_a_binding_for_the_next_call() {
             ("claude-haiku-4-5", Some(KEY_V1)),
         ]
     );
+    // Clearing back to a manifest key that no longer exists is refused,
+    // and the assignment stays, in the database and in what runs.
+    let (status, _) = daemon
+        .call(reqwest::Method::PUT, path, Some(json!({"key": "alt"})))
+        .await;
+    assert_eq!(status, 200);
+    for step in ["/v1/keys/main", "/v1/keys/main/delete"] {
+        let method = if step.ends_with("delete") {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::DELETE
+        };
+        let (status, answer) = daemon.call(method, step, None).await;
+        assert_eq!(status, 200, "{step}: {answer}");
+    }
+    let (status, answer) = daemon.call(reqwest::Method::DELETE, path, None).await;
+    assert_eq!(status, 400, "{answer}");
+    let (_, shown) = daemon
+        .call(reqwest::Method::GET, "/v1/agents/asker", None)
+        .await;
+    assert_eq!(shown["agent"]["overrides"][0]["key"], "alt", "{shown}");
+    // Kept in the database too: a redeployment of the same manifest (whose
+    // key is gone) loads only because the assignment still applies.
+    let (status, answer) = daemon.deploy("asker", HOSTILE, &sections).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = daemon
+        .call(
+            reqwest::Method::PUT,
+            path,
+            Some(json!({"key": "alt", "model": "claude-haiku-4-5"})),
+        )
+        .await;
+    assert_eq!(status, 200);
     // The same from the command line, and `agent show` puts the
     // assignment beside the manifest's value.
     let cli = |action: clawcage::cli::AgentAction| {
@@ -935,7 +968,9 @@ async fn an_operator_assigns_a_model_and_key_to_a_binding_for_the_next_call() {
         name: "asker".into(),
         binding: "default".into(),
         model: Some("claude-opus-4-1".into()),
-        key: None,
+        // An assignment replaces the binding's previous one whole: the
+        // manifest's key is gone, so the key is given again.
+        key: Some("alt".into()),
     })
     .await
     .unwrap();
@@ -952,17 +987,23 @@ async fn an_operator_assigns_a_model_and_key_to_a_binding_for_the_next_call() {
             .any(|l| l.contains("claude-opus-4-1") && l.contains("claude-haiku-4-5")),
         "{shown}"
     );
-    cli(clawcage::cli::AgentAction::Unassign {
+    // Back to the manifest's key, which is gone: refused from the CLI too.
+    let refused = cli(clawcage::cli::AgentAction::Unassign {
         name: "asker".into(),
         binding: "default".into(),
     })
     .await
-    .unwrap();
+    .unwrap_err();
+    assert!(
+        refused.message.contains("does not load"),
+        "{}",
+        refused.message
+    );
     // On the record, with key ids only.
     let audit = daemon.audit_text();
     assert_eq!(
         audit.matches(r#""kind":"binding_override""#).count(),
-        4,
+        5,
         "{audit}"
     );
     for secret in [KEY_V1, KEY_V2] {
