@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod blobs;
+mod body;
 pub mod client;
 pub mod gc;
 pub mod layout;
@@ -86,7 +87,7 @@ pub struct Registry {
     /// a manifest or a blob (see [`gc`]).
     pub(crate) gc: std::sync::RwLock<()>,
     /// Manifest bodies being read.
-    pub(crate) body_reads: api::BodyReads,
+    pub(crate) body_reads: body::BodyReads,
     /// Blob upload audit records per token, for their bound.
     pub(crate) upload_records: api::UploadRecords,
 }
@@ -99,7 +100,7 @@ impl Registry {
                 .map_err(|e| e.to_string())?,
             manifests: manifests::ManifestStore::open(root).map_err(|e| e.to_string())?,
             gc: std::sync::RwLock::new(()),
-            body_reads: api::BodyReads::default(),
+            body_reads: body::BodyReads::default(),
             upload_records: api::UploadRecords::default(),
         })
     }
