@@ -428,16 +428,9 @@ async fn add_key(
     let key: NewKey = serde_json::from_slice(&body).map_err(|_| {
         ApiError::bad_request("the body must be {\"id\", \"provider\", \"secret\"}")
     })?;
-    let info = daemon
-        .services
-        .vault
-        .add(&key.id, &key.provider, &key.secret)?;
-    daemon.audit.append(AuditEvent::Key {
-        change: "add".into(),
-        key_id: info.id.clone(),
-        provider: info.provider.clone(),
-        actor: actor(request_actor),
-    });
+    let info = daemon.change_key("add", &actor(request_actor), |vault| {
+        vault.add(&key.id, &key.provider, &key.secret)
+    })?;
     Ok((StatusCode::CREATED, Json(json!({"key": info}))))
 }
 
@@ -449,13 +442,9 @@ async fn rotate_key(
 ) -> Result<Json<Value>, ApiError> {
     let new: NewSecret = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("the body must be {\"secret\"}"))?;
-    let info = daemon.services.vault.rotate(&id, &new.secret)?;
-    daemon.audit.append(AuditEvent::Key {
-        change: "rotate".into(),
-        key_id: info.id.clone(),
-        provider: info.provider.clone(),
-        actor: actor(request_actor),
-    });
+    let info = daemon.change_key("rotate", &actor(request_actor), |vault| {
+        vault.rotate(&id, &new.secret)
+    })?;
     Ok(Json(json!({"key": info})))
 }
 
@@ -464,13 +453,7 @@ async fn delete_key(
     Path(id): Path<String>,
     request_actor: Option<axum::Extension<Actor>>,
 ) -> Result<Json<Value>, ApiError> {
-    let info = daemon.services.vault.delete(&id)?;
-    daemon.audit.append(AuditEvent::Key {
-        change: "delete".into(),
-        key_id: info.id.clone(),
-        provider: info.provider.clone(),
-        actor: actor(request_actor),
-    });
+    let info = daemon.change_key("delete", &actor(request_actor), |vault| vault.delete(&id))?;
     Ok(Json(json!({"deleted": info})))
 }
 
@@ -479,13 +462,7 @@ async fn revoke_key(
     Path(id): Path<String>,
     request_actor: Option<axum::Extension<Actor>>,
 ) -> Result<Json<Value>, ApiError> {
-    let info = daemon.services.vault.revoke(&id)?;
-    daemon.audit.append(AuditEvent::Key {
-        change: "revoke".into(),
-        key_id: info.id.clone(),
-        provider: info.provider.clone(),
-        actor: actor(request_actor),
-    });
+    let info = daemon.change_key("revoke", &actor(request_actor), |vault| vault.revoke(&id))?;
     Ok(Json(json!({"key": info})))
 }
 

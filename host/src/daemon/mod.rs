@@ -361,6 +361,27 @@ impl Daemon {
         self.in_flight()
     }
 
+    /// A change to a vault key (`add`, `rotate`, `revoke`, `delete`) made
+    /// by `actor`, and its audit record: the one path the API and the
+    /// dashboard share.
+    pub(crate) fn change_key(
+        &self,
+        change: &str,
+        actor: &str,
+        apply: impl FnOnce(
+            &crate::vault::Vault,
+        ) -> Result<crate::vault::KeyInfo, crate::vault::VaultError>,
+    ) -> Result<crate::vault::KeyInfo, crate::vault::VaultError> {
+        let info = apply(&self.services.vault)?;
+        self.audit.append(AuditEvent::Key {
+            change: change.into(),
+            key_id: info.id.clone(),
+            provider: info.provider.clone(),
+            actor: actor.to_string(),
+        });
+        Ok(info)
+    }
+
     /// Whether shutdown has begun.
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)

@@ -347,15 +347,6 @@ fn refusal(session: &Session, csrf: &str) -> Option<Response> {
     None
 }
 
-fn key_record(change: &str, info: &crate::vault::KeyInfo, actor: &str) -> AuditEvent {
-    AuditEvent::Key {
-        change: change.into(),
-        key_id: info.id.clone(),
-        provider: info.provider.clone(),
-        actor: actor.to_string(),
-    }
-}
-
 /// After a change: back to the keys page (so a reload does not post again).
 fn done(result: Result<(), String>) -> Response {
     match result {
@@ -382,12 +373,9 @@ fn key_change(
         return refusal;
     }
     done(
-        apply(&ui.daemon.services.vault)
-            .map(|info| {
-                ui.daemon
-                    .audit
-                    .append(key_record(change, &info, &session.actor))
-            })
+        ui.daemon
+            .change_key(change, &session.actor, apply)
+            .map(drop)
             .map_err(|e| e.to_string()),
     )
 }
