@@ -231,6 +231,15 @@ pub enum AuditEvent {
         /// Who (a token name).
         actor: String,
     },
+    /// An operator paused an agent (it takes no event) or resumed it.
+    Pause {
+        /// The agent.
+        agent: String,
+        /// `pause` or `resume`.
+        change: String,
+        /// Who (a token name).
+        actor: String,
+    },
     /// A request to the admin API, or a refused attempt.
     Admin {
         /// The token's name, or `unknown`.
@@ -299,6 +308,50 @@ pub struct AuditRecord {
     pub prev_hash: String,
     /// This record's hash.
     pub hash: String,
+}
+
+/// Every kind of record ([`AuditEvent`]'s `kind`), for a filter's choices.
+pub const KINDS: &[&str] = &[
+    "admin",
+    "binding_override",
+    "blob_upload",
+    "blob_uploads_suppressed",
+    "deployment",
+    "inference",
+    "invocation",
+    "key",
+    "leak_blocked",
+    "pause",
+    "push",
+    "records_suppressed",
+    "registry_delete",
+    "resumed",
+    "token",
+    "tool",
+    "trust",
+    "webhook_refused",
+];
+
+/// Most records one [`AuditLog::query`] answers.
+pub const MAX_PAGE: usize = 10_000;
+
+/// Which audit records to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only records after this sequence number.
+    pub after: Option<i64>,
+    /// Only records before this sequence number.
+    pub before: Option<i64>,
+    /// Only records of this kind (`invocation`, `admin`, …).
+    pub kind: Option<String>,
+    /// Only records about this agent.
+    pub agent: Option<String>,
+    /// Only records of this actor (a token's name).
+    pub actor: Option<String>,
+    /// Newest first (else oldest first).
+    pub newest_first: bool,
+    /// At most this many (at most [`MAX_PAGE`]).
+    pub limit: usize,
 }
 
 /// What [`AuditLog::verify`] found.
@@ -572,15 +625,57 @@ impl AuditLog {
 
     /// Records with a sequence number above `after`, at most `limit`.
     pub fn read(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, DbError> {
+        self.query(&AuditFilter {
+            after: Some(after),
+            limit,
+            ..Default::default()
+        })
+    }
+
+    /// Records matching `filter`, oldest or newest first, at most its
+    /// `limit` (and at most [`MAX_PAGE`]). Flushes first, so it includes
+    /// everything appended before it.
+    pub fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, DbError> {
         if let Err(error) = self.flush() {
             tracing::warn!(%error, "reading the audit log after a failed flush");
         }
+        // Only the clauses in use, so SQLite can use `audit_seq` or
+        // `audit_kind` (a `?1 IS NULL OR …` clause would defeat both).
+        let mut clauses = Vec::new();
+        let mut params: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(after) = filter.after {
+            clauses.push("seq > ?");
+            params.push(after.into());
+        }
+        if let Some(before) = filter.before {
+            clauses.push("seq < ?");
+            params.push(before.into());
+        }
+        if let Some(kind) = &filter.kind {
+            clauses.push("kind = ?");
+            params.push(kind.clone().into());
+        }
+        if let Some(agent) = &filter.agent {
+            clauses.push("json_extract(event, '$.agent') = ?");
+            params.push(agent.clone().into());
+        }
+        if let Some(actor) = &filter.actor {
+            clauses.push("json_extract(event, '$.actor') = ?");
+            params.push(actor.clone().into());
+        }
+        let condition = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let order = if filter.newest_first { "DESC" } else { "ASC" };
+        params.push((filter.limit.min(MAX_PAGE) as i64).into());
         let conn = self.db.lock();
-        let mut statement = conn.prepare(
-            "SELECT seq, at, event, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT seq, at, event, prev_hash, hash FROM audit {condition} ORDER BY seq {order} LIMIT ?"
+        ))?;
         let rows = statement
-            .query_map(rusqlite::params![after, limit as i64], |r| {
+            .query_map(rusqlite::params_from_iter(params), |r| {
                 let event: String = r.get(2)?;
                 Ok(AuditRecord {
                     seq: r.get(0)?,
@@ -764,6 +859,74 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(side, [1]);
+    }
+
+    #[test]
+    fn a_query_filters_by_kind_agent_and_actor_and_pages_newest_first() {
+        let db = Arc::new(Database::in_memory().unwrap());
+        let log = AuditLog::new(db);
+        for n in 0..10u64 {
+            log.append(AuditEvent::Invocation {
+                agent: if n % 2 == 0 { "even" } else { "odd" }.into(),
+                event_id: format!("e{n}"),
+                source: "api".into(),
+                duration_ms: n,
+                outcome: "ok".into(),
+            });
+            log.append(AuditEvent::Pause {
+                agent: "even".into(),
+                change: "pause".into(),
+                actor: format!("op{}", n % 3),
+            });
+        }
+        let seqs = |filter: AuditFilter| -> Vec<i64> {
+            log.query(&filter).unwrap().iter().map(|r| r.seq).collect()
+        };
+        // Invocations are the odd sequence numbers; "even"'s are 1, 5, 9, …
+        let even = AuditFilter {
+            kind: Some("invocation".into()),
+            agent: Some("even".into()),
+            newest_first: true,
+            limit: 3,
+            ..Default::default()
+        };
+        assert_eq!(seqs(even.clone()), [17, 13, 9]);
+        assert_eq!(
+            seqs(AuditFilter {
+                before: Some(9),
+                ..even.clone()
+            }),
+            [5, 1]
+        );
+        assert_eq!(
+            seqs(AuditFilter {
+                actor: Some("op1".into()),
+                limit: 100,
+                ..Default::default()
+            }),
+            [4, 10, 16]
+        );
+        assert_eq!(
+            seqs(AuditFilter {
+                after: Some(17),
+                limit: 100,
+                ..Default::default()
+            }),
+            [18, 19, 20]
+        );
+        // Every kind recorded is one the filter offers.
+        let conn = log.db.lock();
+        let kinds: Vec<String> = conn
+            .prepare("SELECT DISTINCT kind FROM audit")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            kinds.iter().all(|k| KINDS.contains(&k.as_str())),
+            "{kinds:?}"
+        );
     }
 
     #[test]

@@ -51,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_binding_overrides",
         include_str!("../migrations/0011_binding_overrides.sql"),
     ),
+    (
+        "0012_paused_agents",
+        include_str!("../migrations/0012_paused_agents.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

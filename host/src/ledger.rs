@@ -191,6 +191,24 @@ pub struct UsageRecord {
     pub event_id: Option<String>,
 }
 
+/// Where an agent stands against its budgets now: what its calls used in
+/// the current UTC day and month, and what calls in flight hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Standing {
+    /// Tokens used today (UTC).
+    pub day_tokens: u64,
+    /// Spend today, in micro-dollars.
+    pub day_cost_micros: u64,
+    /// Tokens used this month (UTC).
+    pub month_tokens: u64,
+    /// Spend this month, in micro-dollars.
+    pub month_cost_micros: u64,
+    /// Tokens held by calls in flight (their worst case).
+    pub held_tokens: u64,
+    /// Spend held by calls in flight.
+    pub held_cost_micros: u64,
+}
+
 /// Usage summed per agent, provider, model and key (and per UTC day, when
 /// asked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -586,6 +604,32 @@ impl Ledger {
             .get_mut(agent)
             .ok_or_else(|| BudgetError::Exceeded("the usage ledger lost an agent".into()))?;
         Ok(book)
+    }
+
+    /// When a call last used key `key_id` (Unix seconds), if ever.
+    pub fn key_last_used(&self, key_id: &str) -> Result<Option<i64>, BudgetError> {
+        let conn = self.shared.db.lock();
+        let at = conn
+            .prepare_cached("SELECT MAX(at) FROM usage WHERE key_id = ?1")?
+            .query_row([key_id], |r| r.get(0))?;
+        Ok(at)
+    }
+
+    /// Where `agent` stands now against its day and month budgets, holds
+    /// included: the numbers [`Ledger::reserve`] checks.
+    pub fn standing(&self, agent: &str) -> Result<Standing, BudgetError> {
+        let now = now_unix();
+        let mut books = self.shared.lock_books();
+        let book = self.book(&mut books, agent, now)?;
+        book.roll(now);
+        Ok(Standing {
+            day_tokens: book.day.tokens,
+            day_cost_micros: book.day.cost_micros,
+            month_tokens: book.month.tokens,
+            month_cost_micros: book.month.cost_micros,
+            held_tokens: book.held_tokens,
+            held_cost_micros: book.held_cost,
+        })
     }
 
     /// Replaces a reservation with the call's actual usage.

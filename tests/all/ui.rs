@@ -116,9 +116,24 @@ async fn an_operator_signs_in_manages_keys_and_signs_out() {
     assert!(!set_cookie.contains("Secure"), "plain http: {set_cookie}");
     assert!(!set_cookie.contains(daemon.token.trim()));
 
+    // Signed in, the sign-in page leads to the overview.
+    let (status, headers, _) = get(&daemon, &cookie, "/ui/login").await;
+    assert_eq!(
+        (status, headers["location"].to_str().unwrap()),
+        (303, "/ui/")
+    );
     // Every page: the CSP and its companions.
-    for path in ["/ui/login", "/ui/", "/ui/keys"] {
-        let (status, headers, _) = get(&daemon, &cookie, path).await;
+    for (path, cookie) in [
+        ("/ui/login", ""),
+        ("/ui/", cookie.as_str()),
+        ("/ui/agents", cookie.as_str()),
+        ("/ui/usage", cookie.as_str()),
+        ("/ui/invocations", cookie.as_str()),
+        ("/ui/audit", cookie.as_str()),
+        ("/ui/registry", cookie.as_str()),
+        ("/ui/keys", cookie.as_str()),
+    ] {
+        let (status, headers, _) = get(&daemon, cookie, path).await;
         assert_eq!(status, 200, "{path}");
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(

@@ -114,6 +114,9 @@ pub struct AgentInfo {
     /// digest), and the trusted signer, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// Set when an operator paused it: it takes no event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<super::pause::Pause>,
 }
 
 /// One deployed agent in detail.
@@ -128,6 +131,8 @@ pub struct AgentDetail {
     pub suspensions: Vec<crate::suspend::Suspension>,
     /// The operator's binding overrides, beside the manifest's values.
     pub overrides: Vec<OverrideView>,
+    /// Where it stands against its budget (`manifest.budget`) now.
+    pub spend: crate::ledger::Standing,
 }
 
 /// An override beside what the manifest says.
@@ -220,7 +225,7 @@ impl Daemon {
     pub fn list(&self) -> Vec<AgentInfo> {
         self.read_agents()
             .iter()
-            .map(|(name, deployed)| Self::info(name, deployed))
+            .map(|(name, deployed)| self.info(name, deployed))
             .collect()
     }
 
@@ -230,8 +235,13 @@ impl Daemon {
     pub(crate) fn show(&self, name: &str) -> Option<AgentDetail> {
         let agents = self.read_agents();
         let deployed = agents.get(name)?;
+        let spend = self.services.ledger.standing(name).unwrap_or_else(|error| {
+            tracing::warn!(agent = %name, %error, "cannot read the agent's spend");
+            Default::default()
+        });
         Some(AgentDetail {
-            info: Self::info(name, deployed),
+            spend,
+            info: self.info(name, deployed),
             manifest: deployed.manifest.clone(),
             overrides: deployed
                 .overrides
@@ -255,8 +265,9 @@ impl Daemon {
         })
     }
 
-    pub(super) fn info(name: &str, deployed: &Deployed) -> AgentInfo {
+    pub(super) fn info(&self, name: &str, deployed: &Deployed) -> AgentInfo {
         AgentInfo {
+            paused: self.paused(name),
             name: name.to_string(),
             sha256: deployed.agent.sha256().to_string(),
             models: deployed.manifest.models.keys().cloned().collect(),
@@ -298,6 +309,9 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&retired);
         // Its operator overrides went with it: a later agent of that name
         // starts from its own manifest.
+        if let Err(e) = self.forget_pause(name) {
+            tracing::error!(agent = %name, error = %e, "cannot clear a pause");
+        }
         if let Err(e) = super::overrides::clear(&self.db, name, None) {
             tracing::error!(agent = %name, error = %e, "cannot clear binding overrides");
         }

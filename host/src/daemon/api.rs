@@ -75,6 +75,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route("/v1/agents/{name}/invoke", post(invoke))
         .route("/v1/agents/{name}/resume", post(resume))
+        .route("/v1/agents/{name}/pause", post(pause))
+        .route("/v1/agents/{name}/version", post(deploy_version))
+        .route("/v1/agents/{name}/unpause", post(unpause))
         .route(
             "/v1/agents/{name}/bindings/{binding}",
             axum::routing::put(set_binding).delete(clear_binding),
@@ -92,7 +95,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/usage", get(usage))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/audit/export", get(audit_export))
         .route("/v1/registry/usage", get(registry_usage))
+        .route("/v1/registry/repositories", get(registry_repositories))
         .route("/v1/registry/gc", post(registry_gc))
         .layer(axum::middleware::from_fn_with_state(
             daemon.clone(),
@@ -375,6 +380,8 @@ struct InvocationQuery {
     outcome: Option<String>,
     source: Option<String>,
     since: Option<String>,
+    /// Rows older than this row id (the next page).
+    before: Option<i64>,
     limit: Option<usize>,
 }
 
@@ -393,6 +400,7 @@ async fn list_invocations(
         outcome: query.outcome,
         source: query.source,
         since,
+        before: query.before,
         limit: query.limit.unwrap_or(100),
     };
     let rows = daemon.invocations.list(&filter).map_err(ApiError::host)?;
@@ -594,23 +602,188 @@ async fn usage(
     Ok(Json(json!({"since": since, "usage": rows})))
 }
 
-#[derive(Debug, Deserialize)]
-struct AuditQuery {
-    #[serde(default)]
-    after: i64,
-    limit: Option<usize>,
+/// Query of `GET /v1/audit` and `GET /v1/audit/export`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AuditQuery {
+    /// Records after this sequence number, oldest first.
+    pub after: Option<i64>,
+    /// Records before this sequence number, newest first.
+    pub before: Option<i64>,
+    /// `desc` for newest first (the default with `before`).
+    pub order: Option<String>,
+    /// Only this kind of record.
+    pub kind: Option<String>,
+    /// Only records about this agent.
+    pub agent: Option<String>,
+    /// Only records of this actor.
+    pub actor: Option<String>,
+    /// At most this many (default 1,000; at most 10,000).
+    pub limit: Option<usize>,
+}
+
+impl AuditQuery {
+    /// The filter it asks for, or why it is not one.
+    pub(crate) fn filter(&self) -> Result<crate::audit::AuditFilter, String> {
+        let newest_first = match self.order.as_deref() {
+            None => self.before.is_some(),
+            Some("desc") => true,
+            Some("asc") => false,
+            Some(other) => return Err(format!("order={other:?}: use `asc` or `desc`")),
+        };
+        if let Some(kind) = &self.kind
+            && !crate::audit::KINDS.contains(&kind.as_str())
+        {
+            return Err(format!(
+                "kind={kind:?} is not a kind of record (one of: {})",
+                crate::audit::KINDS.join(", ")
+            ));
+        }
+        let nonempty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        Ok(crate::audit::AuditFilter {
+            after: self.after,
+            before: self.before,
+            kind: nonempty(&self.kind),
+            agent: nonempty(&self.agent),
+            actor: nonempty(&self.actor),
+            newest_first,
+            limit: self.limit.unwrap_or(1000).min(crate::audit::MAX_PAGE),
+        })
+    }
 }
 
 async fn audit(
     State(daemon): State<Arc<Daemon>>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = query.limit.unwrap_or(1000).min(10_000);
-    let records = daemon
-        .audit
-        .read(query.after, limit)
+    let filter = query.filter().map_err(ApiError::bad_request)?;
+    let records = tokio::task::spawn_blocking(move || daemon.audit.query(&filter))
+        .await
+        .map_err(ApiError::host)?
         .map_err(ApiError::host)?;
     Ok(Json(json!({"records": records})))
+}
+
+/// `GET /v1/audit/export`: every record the filter matches, oldest first,
+/// one JSON object a line (JSON Lines), streamed a page at a time.
+async fn audit_export(
+    State(daemon): State<Arc<Daemon>>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let filter = query.filter().map_err(ApiError::bad_request)?;
+    Ok(audit_jsonl(daemon, filter))
+}
+
+/// A JSON Lines response of the records `filter` matches, oldest first,
+/// read a page at a time on a blocking thread (the whole log never sits in
+/// memory).
+pub(crate) fn audit_jsonl(daemon: Arc<Daemon>, mut filter: crate::audit::AuditFilter) -> Response {
+    const PAGE: usize = 2_000;
+    filter.newest_first = false;
+    filter.limit = PAGE;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let page = match daemon.audit.query(&filter) {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = sender.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { return };
+            filter.after = Some(last.seq);
+            let mut chunk = Vec::with_capacity(page.len() * 256);
+            for record in &page {
+                if serde_json::to_writer(&mut chunk, record).is_err() {
+                    return;
+                }
+                chunk.push(b'\n');
+            }
+            if sender.blocking_send(Ok(Bytes::from(chunk))).is_err() || page.len() < PAGE {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/jsonl"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"clawcage-audit.jsonl\"",
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Body of `POST /v1/agents/{name}/version`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionRequest {
+    /// `repository@version` or `repository@sha256:…`.
+    reference: String,
+}
+
+/// `POST /v1/agents/{name}/version` (`{"reference": "acme/triage@1.3.0"}`):
+/// the agent runs that registry component from its next event, with its
+/// manifest as deployed, if the trust policy allows it.
+async fn deploy_version(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    request_actor: Option<axum::Extension<Actor>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: VersionRequest = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::bad_request("the body must be {\"reference\": \"repository@version\"}")
+    })?;
+    let actor = actor(request_actor);
+    let info = tokio::task::spawn_blocking(move || {
+        daemon.deploy_version(&name, &request.reference, &actor)
+    })
+    .await
+    .map_err(ApiError::host)??;
+    Ok(Json(json!({"agent": info})))
+}
+
+/// `GET /v1/registry/repositories`: repositories, their versions, digests
+/// and the signers their signatures name.
+async fn registry_repositories(State(daemon): State<Arc<Daemon>>) -> Result<Json<Value>, ApiError> {
+    let repositories = tokio::task::spawn_blocking(move || daemon.registry().map(|r| r.catalog()))
+        .await
+        .map_err(ApiError::host)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not-found", "no registry"))?;
+    Ok(Json(json!({"repositories": repositories})))
+}
+
+/// `POST /v1/agents/{name}/pause`: the agent takes no event until
+/// unpaused.
+async fn pause(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    request_actor: Option<axum::Extension<Actor>>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = actor(request_actor);
+    let pause = tokio::task::spawn_blocking(move || daemon.pause(&name, &actor))
+        .await
+        .map_err(ApiError::host)??;
+    Ok(Json(json!({"paused": pause})))
+}
+
+/// `POST /v1/agents/{name}/unpause`: the agent takes events again.
+async fn unpause(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    request_actor: Option<axum::Extension<Actor>>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = actor(request_actor);
+    let was_paused = tokio::task::spawn_blocking(move || daemon.unpause(&name, &actor))
+        .await
+        .map_err(ApiError::host)??;
+    Ok(Json(json!({"unpaused": was_paused})))
 }
 
 /// `GET /v1/registry/usage`: bytes of blobs each namespace holds, and its

@@ -136,6 +136,47 @@ impl Daemon {
         result
     }
 
+    /// Deploys registry component `reference` (`repository@version` or
+    /// `repository@sha256:…`) to the deployed agent `name`, keeping its
+    /// manifest as deployed (grants, limits, budget, triggers, cassettes)
+    /// and its operator overrides. The trust policy decides, as for any
+    /// deployment by reference.
+    pub fn deploy_version(
+        &self,
+        name: &str,
+        reference: &str,
+        actor: &str,
+    ) -> Result<AgentInfo, DaemonError> {
+        crate::registry::parse_reference(reference).map_err(DaemonError::Invalid)?;
+        if self.agent(name).is_none() {
+            return Err(DaemonError::UnknownAgent(name.to_string()));
+        }
+        let dir = self.agents_dir().join(name);
+        let mut manifest = Manifest::load(&dir.join("agent.toml"))
+            .map_err(|e| DaemonError::host("agent.toml", e))?;
+        let mut files = BTreeMap::new();
+        let cassettes = manifest
+            .models
+            .values()
+            .filter_map(|m| m.cassette.clone())
+            .chain(manifest.tools.values().filter_map(|t| t.cassette.clone()));
+        for cassette in cassettes {
+            let file = cassette.to_string_lossy().to_string();
+            let text = std::fs::read_to_string(dir.join(&file))
+                .map_err(|e| DaemonError::host(&file, e))?;
+            files.insert(file, text);
+        }
+        manifest.component.path = None;
+        manifest.component.sha256 = None;
+        manifest.component.registry = Some(reference.to_string());
+        let bundle = Bundle {
+            manifest: toml::to_string(&manifest).map_err(|e| DaemonError::host("agent.toml", e))?,
+            component: None,
+            files,
+        };
+        self.deploy(name, bundle, actor)
+    }
+
     /// Checks a bundle: its manifest (named `name`, trigger secrets in the
     /// vault), its component (sent, or resolved from the registry under the
     /// trust policy) and its files. Answers the manifest as it will be

@@ -26,6 +26,14 @@ pub enum DaemonError {
         /// How many wait.
         queued: usize,
     },
+    /// An operator paused the agent.
+    #[error("agent {agent:?} is paused (by {by}); it takes no event until an operator resumes it")]
+    Paused {
+        /// The agent.
+        agent: String,
+        /// Who paused it.
+        by: String,
+    },
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
@@ -143,6 +151,7 @@ impl From<DaemonError> for ApiError {
             DaemonError::Busy { .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", message).retry_after(1)
             }
+            DaemonError::Paused { .. } => Self::new(StatusCode::CONFLICT, "paused", message),
             DaemonError::ShuttingDown => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting-down", message)
             }

@@ -48,6 +48,8 @@ pub struct InvocationRow {
 /// One invocation as it is listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Invocation {
+    /// Its row in the list (for [`InvocationLog::get`]).
+    pub id: i64,
     /// The event's id.
     pub event_id: String,
     /// The agent.
@@ -81,6 +83,8 @@ pub struct InvocationFilter {
     pub source: Option<String>,
     /// Only those started at or after this time (Unix seconds).
     pub since: Option<i64>,
+    /// Only rows older than this row id (the next page of a listing).
+    pub before: Option<i64>,
     /// At most this many (at most [`MAX_LISTED`]).
     pub limit: usize,
 }
@@ -142,11 +146,12 @@ impl InvocationLog {
         let conn = self.db.lock();
         let mut statement = conn.prepare_cached(
             "SELECT i.event_id, i.agent, i.source, i.kind, i.started_at, i.duration_ms, i.outcome,
-                    COUNT(u.id), COALESCE(SUM(u.input_tokens + u.output_tokens), 0), COALESCE(SUM(u.cost_micros), 0)
+                    COUNT(u.id), COALESCE(SUM(u.input_tokens + u.output_tokens), 0), COALESCE(SUM(u.cost_micros), 0), i.id
              FROM invocations i
              LEFT JOIN usage u ON u.event_id = i.event_id AND u.agent = i.agent
              WHERE (?1 IS NULL OR i.agent = ?1) AND (?2 IS NULL OR i.outcome = ?2)
                AND (?3 IS NULL OR i.source = ?3) AND (?4 IS NULL OR i.started_at >= ?4 * 1000)
+               AND i.id < COALESCE(?6, 9223372036854775807)
              GROUP BY i.id ORDER BY i.id DESC LIMIT ?5",
         )?;
         let rows = statement
@@ -156,28 +161,107 @@ impl InvocationLog {
                     filter.outcome,
                     filter.source,
                     filter.since,
-                    filter.limit.clamp(1, MAX_LISTED) as i64
+                    filter.limit.clamp(1, MAX_LISTED) as i64,
+                    filter.before,
                 ],
-                |r| {
-                    let started: i64 = r.get(4)?;
-                    Ok(Invocation {
-                        event_id: r.get(0)?,
-                        agent: r.get(1)?,
-                        source: r.get(2)?,
-                        kind: r.get(3)?,
-                        started_at: chrono::DateTime::from_timestamp_millis(started)
-                            .map_or_else(|| started.to_string(), |t| t.to_rfc3339()),
-                        duration_ms: r.get::<_, i64>(5)? as u64,
-                        outcome: r.get(6)?,
-                        model_calls: r.get::<_, i64>(7)? as u64,
-                        tokens: r.get::<_, i64>(8)? as u64,
-                        cost_micros: r.get::<_, i64>(9)? as u64,
-                    })
-                },
+                invocation_of_row,
             )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+
+    /// One invocation, by its row id, and the model calls it made:
+    /// metadata only.
+    pub fn get(&self, id: i64) -> Result<Option<(Invocation, Vec<ModelCall>)>, DbError> {
+        if let Err(error) = self.flush() {
+            tracing::warn!(%error, "reading an invocation after a failed flush");
+        }
+        let conn = self.db.lock();
+        let invocation = conn
+            .prepare_cached(
+                "SELECT i.event_id, i.agent, i.source, i.kind, i.started_at, i.duration_ms, i.outcome,
+                        COUNT(u.id), COALESCE(SUM(u.input_tokens + u.output_tokens), 0), COALESCE(SUM(u.cost_micros), 0), i.id
+                 FROM invocations i
+                 LEFT JOIN usage u ON u.event_id = i.event_id AND u.agent = i.agent
+                 WHERE i.id = ?1 GROUP BY i.id",
+            )?
+            .query_row([id], invocation_of_row);
+        let invocation = match invocation {
+            Ok(invocation) => invocation,
+            Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let calls = conn
+            .prepare_cached(
+                "SELECT at, binding, provider, model, key_id, input_tokens, output_tokens, cost_micros, latency_ms, outcome, fallback, estimated
+                 FROM usage WHERE event_id = ?1 AND agent = ?2 ORDER BY id LIMIT 1000",
+            )?
+            .query_map(rusqlite::params![invocation.event_id, invocation.agent], |r| {
+                Ok(ModelCall {
+                    at: r.get(0)?,
+                    binding: r.get(1)?,
+                    provider: r.get(2)?,
+                    model: r.get(3)?,
+                    key_id: r.get(4)?,
+                    input_tokens: r.get::<_, i64>(5)? as u64,
+                    output_tokens: r.get::<_, i64>(6)? as u64,
+                    cost_micros: r.get::<_, i64>(7)? as u64,
+                    latency_ms: r.get::<_, i64>(8)? as u64,
+                    outcome: r.get(9)?,
+                    fallback: r.get::<_, i64>(10)? as u64,
+                    estimated: r.get(11)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((invocation, calls)))
+    }
+}
+
+/// One model call of an invocation, as the ledger recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelCall {
+    /// Unix seconds.
+    pub at: i64,
+    /// The binding.
+    pub binding: String,
+    /// The provider.
+    pub provider: String,
+    /// The model.
+    pub model: String,
+    /// The key's vault id (never its value).
+    pub key_id: Option<String>,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost, in micro-dollars.
+    pub cost_micros: u64,
+    /// How long the provider took.
+    pub latency_ms: u64,
+    /// `ok`, or what went wrong.
+    pub outcome: String,
+    /// Fallback attempts before it.
+    pub fallback: u64,
+    /// Whether its tokens were estimated.
+    pub estimated: bool,
+}
+
+fn invocation_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Invocation> {
+    let started: i64 = r.get(4)?;
+    Ok(Invocation {
+        id: r.get(10)?,
+        event_id: r.get(0)?,
+        agent: r.get(1)?,
+        source: r.get(2)?,
+        kind: r.get(3)?,
+        started_at: chrono::DateTime::from_timestamp_millis(started)
+            .map_or_else(|| started.to_string(), |t| t.to_rfc3339()),
+        duration_ms: r.get::<_, i64>(5)? as u64,
+        outcome: r.get(6)?,
+        model_calls: r.get::<_, i64>(7)? as u64,
+        tokens: r.get::<_, i64>(8)? as u64,
+        cost_micros: r.get::<_, i64>(9)? as u64,
+    })
 }
 
 /// Writes `row` on `conn` (inside the caller's transaction); with `keep`,

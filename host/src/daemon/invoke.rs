@@ -160,6 +160,7 @@ impl Daemon {
             return Err(DaemonError::ShuttingDown);
         }
         self.check_disk(name)?;
+        self.check_not_paused(name)?;
         let deployed = self
             .agent(name)
             .ok_or_else(|| DaemonError::UnknownAgent(name.to_string()))?;
@@ -242,6 +243,7 @@ impl Daemon {
             return Err(DaemonError::UnknownAgent(name.to_string()));
         }
         self.check_disk(name)?;
+        self.check_not_paused(name)?;
         if event.id.is_none() {
             event.id = Some(event_id());
         }

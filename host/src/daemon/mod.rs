@@ -29,6 +29,7 @@ pub mod invocations;
 mod invoke;
 pub mod metrics;
 pub mod overrides;
+pub mod pause;
 pub mod schedule;
 mod suspensions;
 pub mod trust;
@@ -139,6 +140,8 @@ pub struct Daemon {
     /// it was taken (ms after `started`, plus one; 0: never).
     disk_free: std::sync::atomic::AtomicU64,
     disk_checked_ms: std::sync::atomic::AtomicU64,
+    /// Agents an operator paused ([`pause`]).
+    paused: Mutex<BTreeMap<String, pause::Pause>>,
     /// Serialises deploy, remove and trust enforcement, so an agent checked
     /// against one trust policy is never installed after another policy
     /// was enforced, and a removed agent is never loaded back.
@@ -285,7 +288,9 @@ impl Daemon {
             )
             .map_err(DaemonError::Host)?,
         );
+        let paused = pause::load(&db).map_err(|e| DaemonError::host("paused agents", e))?;
         let daemon = Arc::new(Self {
+            paused: Mutex::new(paused),
             global: Semaphore::new(options.max_concurrent),
             tokens: auth::Tokens::new(db.clone()),
             options,

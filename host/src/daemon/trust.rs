@@ -173,7 +173,7 @@ pub(crate) enum TrustChange {
 
 impl TrustChange {
     /// Its name in the audit record.
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Add { .. } => "add",
             Self::Remove { .. } => "remove",
@@ -182,7 +182,7 @@ impl TrustChange {
         }
     }
 
-    fn namespace(&self) -> &str {
+    pub(crate) fn namespace(&self) -> &str {
         match self {
             Self::Add { namespace, .. }
             | Self::Remove { namespace, .. }

@@ -284,6 +284,30 @@ impl ManifestStore {
         Ok(descriptors)
     }
 
+    /// Every repository with tags, sorted.
+    pub fn repositories(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.root.join("tags")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|name| name.replace('+', "/"))
+            .filter(|name| super::validate_repository(name).is_ok())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The digest a tag points at, without reading the manifest.
+    pub fn tag_digest(&self, repository: &str, tag: &str) -> Result<Digest, ManifestError> {
+        validate_tag(tag).map_err(|_| ManifestError::Unknown)?;
+        let text = fs::read_to_string(self.repository_dir("tags", repository)?.join(tag))
+            .map_err(|_| ManifestError::Unknown)?;
+        Digest::parse(text.trim()).map_err(|_| ManifestError::Unknown)
+    }
+
     /// A repository's tags, sorted.
     pub fn tags(&self, repository: &str) -> Result<Vec<String>, ManifestError> {
         let dir = self.repository_dir("tags", repository)?;

@@ -34,6 +34,34 @@ use std::path::Path;
 use blobs::Digest;
 use signing::{Signature, TrustPolicy};
 
+/// Most repositories [`Registry::catalog`] lists.
+pub const MAX_CATALOG_REPOSITORIES: usize = 500;
+/// Most versions it lists per repository (the last ones in tag order).
+pub const MAX_CATALOG_VERSIONS: usize = 100;
+
+/// A repository as the dashboard lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RepositoryInfo {
+    /// `namespace/name`.
+    pub name: String,
+    /// Its tags (the last [`MAX_CATALOG_VERSIONS`] in tag order).
+    pub versions: Vec<VersionInfo>,
+    /// Tags left out past the bound.
+    pub more_versions: usize,
+}
+
+/// One tag of a repository.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VersionInfo {
+    /// The tag.
+    pub tag: String,
+    /// The manifest it points at.
+    pub digest: String,
+    /// The public keys (hex) its signature referrers name. Named, not
+    /// verified: a deployment verifies them against the trust policy.
+    pub signers: Vec<String>,
+}
+
 /// A component found in the registry and allowed by the trust policy.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
@@ -152,6 +180,48 @@ impl Registry {
         let manifest = serde_json::from_slice(&stored.bytes)
             .map_err(|e| format!("manifest {}: {e}", stored.digest))?;
         Ok((stored.digest, manifest))
+    }
+
+    /// The repositories, their tags, digests and named signers, bounded by
+    /// [`MAX_CATALOG_REPOSITORIES`] and [`MAX_CATALOG_VERSIONS`].
+    pub fn catalog(&self) -> Vec<RepositoryInfo> {
+        self.manifests
+            .repositories()
+            .into_iter()
+            .take(MAX_CATALOG_REPOSITORIES)
+            .map(|name| {
+                let tags = self.manifests.tags(&name).unwrap_or_default();
+                let more_versions = tags.len().saturating_sub(MAX_CATALOG_VERSIONS);
+                let versions = tags[more_versions..]
+                    .iter()
+                    .filter_map(|tag| {
+                        let digest = self.manifests.tag_digest(&name, tag).ok()?;
+                        let signers = self
+                            .manifests
+                            .referrers(&name, &digest, Some(signing::SIGNATURE_TYPE))
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|r| {
+                                r["annotations"][signing::SIGNER_ANNOTATION]
+                                    .as_str()
+                                    .map(str::to_string)
+                            })
+                            .take(signing::MAX_SIGNATURES)
+                            .collect();
+                        Some(VersionInfo {
+                            tag: tag.clone(),
+                            digest: digest.to_string(),
+                            signers,
+                        })
+                    })
+                    .collect();
+                RepositoryInfo {
+                    name,
+                    versions,
+                    more_versions,
+                }
+            })
+            .collect()
     }
 
     /// The signatures attached to `digest` in `repository` by keys `wanted`

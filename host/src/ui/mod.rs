@@ -18,13 +18,19 @@
 //!
 //! Sign-in, refused sign-ins, sign-out and every change are audit records.
 
+mod activity;
+mod agents;
+mod keys;
+mod overview;
 mod pages;
+mod registry;
 pub(crate) mod session;
+mod usage;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Form, Path, Request, State};
+use axum::extract::{Form, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -45,8 +51,8 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
 
 /// The dashboard's state.
 #[derive(Clone)]
-struct Ui {
-    daemon: Arc<Daemon>,
+pub(super) struct Ui {
+    pub(super) daemon: Arc<Daemon>,
     sessions: Arc<Sessions>,
     /// Cookies are `Secure` when the daemon is reached over https.
     secure: bool,
@@ -62,10 +68,32 @@ pub fn routes(daemon: Arc<Daemon>, public_url: Option<&str>) -> Router {
         secure: public_url.is_some_and(|u| u.starts_with("https://")),
     };
     let signed_in = Router::new()
-        .route("/ui/", get(overview))
-        .route("/ui/keys", get(keys).post(add_key))
-        .route("/ui/keys/{id}/rotate", post(rotate_key))
-        .route("/ui/keys/{id}/revoke", post(revoke_key))
+        .route("/ui/", get(overview::overview))
+        .route("/ui/agents", get(agents::list))
+        .route("/ui/agents/{name}", get(agents::detail))
+        .route("/ui/agents/{name}/pause", post(agents::pause))
+        .route("/ui/agents/{name}/resume", post(agents::resume))
+        .route("/ui/agents/{name}/test", post(agents::test_event))
+        .route("/ui/agents/{name}/version", post(agents::deploy_version))
+        .route("/ui/agents/{name}/bindings/{binding}", post(agents::assign))
+        .route(
+            "/ui/agents/{name}/bindings/{binding}/clear",
+            post(agents::unassign),
+        )
+        .route("/ui/usage", get(usage::usage))
+        .route("/ui/usage.csv", get(usage::csv))
+        .route("/ui/invocations", get(activity::invocations))
+        .route("/ui/invocations/{id}", get(activity::invocation))
+        .route("/ui/audit", get(activity::audit))
+        .route("/ui/audit.jsonl", get(activity::audit_export))
+        .route("/ui/audit/verify", post(activity::verify))
+        .route("/ui/registry", get(registry::registry))
+        .route("/ui/registry/trust", post(registry::change_trust))
+        .route("/ui/registry/deploy", post(registry::deploy))
+        .route("/ui/keys", get(keys::keys).post(keys::add_key))
+        .route("/ui/keys/{id}/rotate", post(keys::rotate_key))
+        .route("/ui/keys/{id}/revoke", post(keys::revoke_key))
+        .route("/ui/keys/{id}/delete", post(keys::delete_key))
         .route("/ui/logout", post(logout))
         .route_layer(axum::middleware::from_fn_with_state(
             ui.clone(),
@@ -180,7 +208,7 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-fn html(markup: maud::Markup) -> Response {
+pub(super) fn html(markup: maud::Markup) -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         markup.into_string(),
@@ -188,7 +216,11 @@ fn html(markup: maud::Markup) -> Response {
         .into_response()
 }
 
-async fn login_page() -> Response {
+async fn login_page(State(ui): State<Ui>, headers: HeaderMap) -> Response {
+    // Already signed in: straight to the overview.
+    if session_of(&ui, &headers).is_some() {
+        return Redirect::to("/ui/").into_response();
+    }
     html(pages::login(None))
 }
 
@@ -239,17 +271,17 @@ async fn login(State(ui): State<Ui>, Form(form): Form<SignIn>) -> Response {
     response
 }
 
-/// A form that changes nothing but the session: its CSRF token.
+/// A form that carries nothing but its CSRF token.
 #[derive(Deserialize)]
-struct Csrf {
-    csrf: String,
+pub(super) struct Csrf {
+    pub(super) csrf: String,
 }
 
 fn csrf_ok(session: &Session, presented: &str) -> bool {
     crate::daemon::auth::constant_time_eq(session.csrf.as_bytes(), presented.as_bytes())
 }
 
-fn refused(message: &str) -> Response {
+pub(super) fn refused(message: &str) -> Response {
     (StatusCode::FORBIDDEN, message.to_string()).into_response()
 }
 
@@ -278,64 +310,9 @@ async fn logout(
     response
 }
 
-async fn overview(
-    State(ui): State<Ui>,
-    axum::Extension(session): axum::Extension<Session>,
-) -> Response {
-    let agents = ui.daemon.list();
-    let recent = ui
-        .daemon
-        .invocations
-        .list(&crate::daemon::invocations::InvocationFilter {
-            limit: 20,
-            ..Default::default()
-        })
-        .unwrap_or_default();
-    html(pages::overview(&session, &ui.daemon, &agents, &recent))
-}
-
-async fn keys(
-    State(ui): State<Ui>,
-    axum::Extension(session): axum::Extension<Session>,
-) -> Response {
-    let keys = ui.daemon.services.vault.list().unwrap_or_default();
-    // Which agents use which key: their model bindings and tool grants.
-    let mut used_by: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for agent in ui.daemon.list() {
-        if let Some(detail) = ui.daemon.show(&agent.name) {
-            let model_keys = detail
-                .manifest
-                .models
-                .values()
-                .filter_map(|m| m.key.clone());
-            let tool_keys = detail
-                .manifest
-                .tools
-                .values()
-                .filter_map(|t| t.credential.clone());
-            for key in model_keys.chain(tool_keys) {
-                used_by.entry(key).or_default().push(agent.name.clone());
-            }
-        }
-    }
-    for agents in used_by.values_mut() {
-        agents.sort();
-        agents.dedup();
-    }
-    html(pages::keys(&session, &keys, &used_by, None))
-}
-
-#[derive(Deserialize)]
-struct NewKey {
-    csrf: String,
-    id: String,
-    provider: String,
-    secret: Secret,
-}
-
 /// Checks a state-changing form: an admin session and its CSRF token.
 /// Answers the refusal, if any.
-fn refusal(session: &Session, csrf: &str) -> Option<Response> {
+pub(super) fn refusal(session: &Session, csrf: &str) -> Option<Response> {
     if !csrf_ok(session, csrf) {
         return Some(refused(
             "refused: the form's CSRF token is missing or wrong",
@@ -347,73 +324,40 @@ fn refusal(session: &Session, csrf: &str) -> Option<Response> {
     None
 }
 
-/// After a change: back to the keys page (so a reload does not post again).
-fn done(result: Result<(), String>) -> Response {
+/// Checks a form that reads only (a chain verification): its CSRF token.
+pub(super) fn csrf_refusal(session: &Session, csrf: &str) -> Option<Response> {
+    (!csrf_ok(session, csrf)).then(|| refused("refused: the form's CSRF token is missing or wrong"))
+}
+
+/// An error page with `status`, and a link back to `back`.
+pub(super) fn failed(status: StatusCode, text: &str, back: &str) -> Response {
+    let mut response = html(pages::message("Not done", text, back));
+    *response.status_mut() = status;
+    response
+}
+
+/// After a change: back to `to` (so a reload does not post again), or the
+/// reason it was not done.
+pub(super) fn done(result: Result<(), String>, to: &str) -> Response {
     match result {
-        Ok(()) => Redirect::to("/ui/keys").into_response(),
-        Err(message) => (
-            StatusCode::BAD_REQUEST,
-            html(pages::message("Not done", &message)),
+        Ok(()) => Redirect::to(to).into_response(),
+        Err(message) => failed(StatusCode::BAD_REQUEST, &message, to),
+    }
+}
+
+/// Runs `work` (database reads, files, the vault) on a blocking thread,
+/// never on the async workers that serve every other request.
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        failed(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the dashboard failed: {e}"),
+            "/ui/",
         )
-            .into_response(),
-    }
-}
-
-/// A key change from a form: refused without an admin session and its
-/// CSRF token; else done through the vault, on the record, and back to the
-/// keys page.
-fn key_change(
-    ui: &Ui,
-    session: &Session,
-    csrf: &str,
-    change: &str,
-    apply: impl FnOnce(&crate::vault::Vault) -> Result<crate::vault::KeyInfo, crate::vault::VaultError>,
-) -> Response {
-    if let Some(refusal) = refusal(session, csrf) {
-        return refusal;
-    }
-    done(
-        ui.daemon
-            .change_key(change, &session.actor, apply)
-            .map(drop)
-            .map_err(|e| e.to_string()),
-    )
-}
-
-async fn add_key(
-    State(ui): State<Ui>,
-    axum::Extension(session): axum::Extension<Session>,
-    Form(form): Form<NewKey>,
-) -> Response {
-    key_change(&ui, &session, &form.csrf, "add", |vault| {
-        vault.add(&form.id, &form.provider, &form.secret)
     })
 }
 
-#[derive(Deserialize)]
-struct NewSecret {
-    csrf: String,
-    secret: Secret,
-}
-
-async fn rotate_key(
-    State(ui): State<Ui>,
-    axum::Extension(session): axum::Extension<Session>,
-    Path(id): Path<String>,
-    Form(form): Form<NewSecret>,
-) -> Response {
-    key_change(&ui, &session, &form.csrf, "rotate", |vault| {
-        vault.rotate(&id, &form.secret)
-    })
-}
-
-async fn revoke_key(
-    State(ui): State<Ui>,
-    axum::Extension(session): axum::Extension<Session>,
-    Path(id): Path<String>,
-    Form(form): Form<Csrf>,
-) -> Response {
-    key_change(&ui, &session, &form.csrf, "revoke", |vault| {
-        vault.revoke(&id)
-    })
-}
+/// The signed-in session of a request (set by [`require_session`]).
+pub(super) type SignedIn = axum::Extension<Session>;
