@@ -631,6 +631,16 @@ async fn an_operator_runs_the_daemon_from_a_real_browser() {
             .await
             .unwrap();
     }
+    let (_, listed) = daemon
+        .call(reqwest::Method::GET, "/v1/registry/repositories", None)
+        .await;
+    let repository = &listed["repositories"][0];
+    assert_eq!(repository["name"], "acme/asker");
+    assert_eq!(repository["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        repository["versions"][1]["signers"][0],
+        publisher.public_hex()
+    );
     ui.goto("/ui/registry").await;
     assert!(ui.source().await.contains("(not trusted for acme)"));
     ui.choose("#change", "add").await;

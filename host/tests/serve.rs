@@ -188,6 +188,27 @@ fn a_publisher_key_no_longer_trusted_stops_its_agents_at_once_and_at_start() {
         listed.contains("greeter") && listed.contains("acme/hello@sha256:"),
         "{listed}"
     );
+    // Paused, it stays paused across a restart, until unpaused.
+    let agent_command = |url: &str, action: &str| {
+        clawcage(
+            &[
+                &["agent".as_ref(), "--remote".as_ref(), url.as_ref()][..],
+                &state_arg,
+                &[action.as_ref(), "greeter".as_ref()],
+            ]
+            .concat(),
+        )
+    };
+    assert!(agent_command(&url, "pause").contains("greeter: paused"));
+    stop(daemon);
+    let (daemon, _, url) = serve(&state, &[]);
+    assert!(
+        agents(&state, &url).contains(" paused "),
+        "{}",
+        agents(&state, &url)
+    );
+    assert!(agent_command(&url, "unpause").contains("takes events again"));
+    assert!(agents(&state, &url).contains(" running "));
     stop(daemon);
 }
 

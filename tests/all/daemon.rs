@@ -1010,3 +1010,119 @@ async fn an_operator_assigns_a_model_and_key_to_a_binding_for_the_next_call() {
         assert!(!audit.contains(secret));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_agent_takes_no_event_until_it_is_unpaused() {
+    let daemon = start().await;
+    assert_eq!(daemon.deploy("hello", HELLO, "").await.0, 200);
+    let greet = json!({"source": "api", "kind": "greet", "payload": {"name": "Ada"}});
+    let post = |path: &'static str| daemon.call(reqwest::Method::POST, path, None);
+    assert_eq!(post("/v1/agents/nobody/pause").await.0, 404);
+    let (status, paused) = post("/v1/agents/hello/pause").await;
+    assert_eq!((status, &paused["paused"]["by"]), (200, &json!("admin")));
+    // Pausing again changes nothing and records nothing more.
+    assert_eq!(post("/v1/agents/hello/pause").await.0, 200);
+    let (status, refused) = daemon.invoke("hello", greet.clone()).await;
+    assert_eq!((status, &refused["error"]["code"]), (409, &json!("paused")));
+    let (status, _) = daemon
+        .call(
+            reqwest::Method::POST,
+            "/v1/agents/hello/invoke?async=true",
+            Some(greet.clone()),
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "an async event (webhooks, schedules) is refused too"
+    );
+    let (_, shown) = daemon
+        .call(reqwest::Method::GET, "/v1/agents/hello", None)
+        .await;
+    assert_eq!(shown["agent"]["paused"]["by"], "admin");
+
+    let (status, unpaused) = post("/v1/agents/hello/unpause").await;
+    assert_eq!((status, &unpaused["unpaused"]), (200, &json!(true)));
+    assert_eq!(daemon.invoke("hello", greet.clone()).await.0, 200);
+    let (_, again) = post("/v1/agents/hello/unpause").await;
+    assert_eq!(again["unpaused"], false);
+
+    // On the record, once each; the audit log filters by kind and pages
+    // newest first.
+    let (_, records) = daemon
+        .call(reqwest::Method::GET, "/v1/audit?kind=pause", None)
+        .await;
+    let changes: Vec<&str> = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event"]["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, ["pause", "resume"]);
+    let (status, _) = daemon
+        .call(reqwest::Method::GET, "/v1/audit?kind=nonsense", None)
+        .await;
+    assert_eq!(status, 400);
+    let (_, newest) = daemon
+        .call(reqwest::Method::GET, "/v1/audit?order=desc&limit=3", None)
+        .await;
+    let seqs: Vec<i64> = newest["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 3);
+    assert!(seqs.windows(2).all(|w| w[0] == w[1] + 1), "{seqs:?}");
+    // The export: every record, one JSON object a line, chained.
+    let export = daemon
+        .http
+        .get(format!("{}/v1/audit/export", daemon.url))
+        .bearer_auth(&daemon.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.headers()["content-type"], "application/jsonl");
+    let text = export.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= seqs[0] as usize - 1, "{}", lines.len());
+    for pair in lines.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+        assert_eq!(
+            pair[1]["seq"].as_i64(),
+            pair[0]["seq"].as_i64().map(|s| s + 1)
+        );
+    }
+
+    // Invocations page by row id.
+    for _ in 0..2 {
+        assert_eq!(daemon.invoke("hello", greet.clone()).await.0, 200);
+    }
+    let (_, first) = daemon
+        .call(reqwest::Method::GET, "/v1/invocations?limit=2", None)
+        .await;
+    let first = first["invocations"].as_array().unwrap().clone();
+    assert_eq!(first.len(), 2);
+    let (_, rest) = daemon
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/invocations?before={}", first[1]["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(rest["invocations"].as_array().unwrap().len(), 1);
+
+    // A removed agent's pause goes with it.
+    post("/v1/agents/hello/pause").await;
+    assert_eq!(
+        daemon
+            .call(reqwest::Method::DELETE, "/v1/agents/hello", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(daemon.deploy("hello", HELLO, "").await.0, 200);
+    assert_eq!(daemon.invoke("hello", greet).await.0, 200);
+}

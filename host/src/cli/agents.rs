@@ -76,6 +76,17 @@ pub enum AgentAction {
         /// The binding.
         binding: String,
     },
+    /// Pauses an agent: it takes no event (API, webhook or schedule) until
+    /// unpaused; events running finish. Kept across restarts, audited.
+    Pause {
+        /// The agent.
+        name: String,
+    },
+    /// Unpauses an agent: it takes events again.
+    Unpause {
+        /// The agent.
+        name: String,
+    },
     /// Lists the bindings and grants suspended after a blocked leak.
     Suspensions,
     /// Resumes an agent's suspended bindings and grants: all of them, or
@@ -123,6 +134,11 @@ fn agent_row(agent: &Value) -> Vec<String> {
         list("tools"),
         list("triggers"),
         agent["queued"].to_string(),
+        if agent["paused"].is_object() {
+            "paused".to_string()
+        } else {
+            "running".to_string()
+        },
         agent["origin"]["reference"]
             .as_str()
             .unwrap_or("-")
@@ -130,8 +146,8 @@ fn agent_row(agent: &Value) -> Vec<String> {
     ]
 }
 
-const AGENT_COLUMNS: [&str; 7] = [
-    "NAME", "SHA256", "MODELS", "TOOLS", "TRIGGERS", "QUEUED", "ORIGIN",
+const AGENT_COLUMNS: [&str; 8] = [
+    "NAME", "SHA256", "MODELS", "TOOLS", "TRIGGERS", "QUEUED", "STATUS", "ORIGIN",
 ];
 
 fn suspension_table(suspensions: &Value) -> Table {
@@ -280,6 +296,27 @@ impl AgentCommand {
                     super::output::json(out, &answer);
                 } else {
                     let _ = writeln!(out, "{name}.{binding}: the manifest's model and key again");
+                }
+            }
+            AgentAction::Pause { name } | AgentAction::Unpause { name } => {
+                let pause = matches!(self.action, AgentAction::Pause { .. });
+                let verb = if pause { "pause" } else { "unpause" };
+                let answer = daemon.call(
+                    Method::POST,
+                    &format!("/v1/agents/{}/{verb}", segment(name)),
+                    None,
+                )?;
+                if json {
+                    super::output::json(out, &answer);
+                } else if pause {
+                    let _ = writeln!(
+                        out,
+                        "{name}: paused (its events are refused until unpaused)"
+                    );
+                } else if answer["unpaused"] == true {
+                    let _ = writeln!(out, "{name}: takes events again");
+                } else {
+                    let _ = writeln!(out, "{name}: was not paused");
                 }
             }
             AgentAction::Remove { name } => {
