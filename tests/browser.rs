@@ -200,6 +200,16 @@ async fn start_daemon() -> Running {
 }
 
 impl Running {
+    /// Invokes the agent `asker` over the API.
+    async fn invoke_asker(&self, event: &Value) -> (u16, Value) {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/agents/asker/invoke",
+            Some(event.clone()),
+        )
+        .await
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = self
             .http
@@ -292,7 +302,7 @@ impl Session<'_> {
     }
 
     /// Checks the page as shown: no key value in its source, every control
-    /// labelled, nothing wider than the window; saves its screenshot.
+    /// labelled, nothing wider than a phone; saves its screenshots.
     async fn check_page(&self, name: &str) {
         let source = self.source().await;
         for secret in [KEY_MAIN, KEY_ALT] {
@@ -314,6 +324,7 @@ impl Session<'_> {
         assert_eq!(unlabelled, json!([]), "{name}: controls without a label");
         let png = self.client.screenshot().await.unwrap();
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+        self.check_phone_width(name).await;
     }
 
     /// The page fits a phone's width: nothing makes the page itself scroll
@@ -508,17 +519,10 @@ async fn an_operator_runs_the_daemon_from_a_real_browser() {
         "{page}"
     );
     ui.check_page("agent").await;
-    ui.check_phone_width("agent").await;
     let ask =
         json!({"source": "api", "kind": "ask", "payload": {"binding": "default", "prompt": "hi"}});
     for _ in 0..3 {
-        let (status, answer) = daemon
-            .call(
-                reqwest::Method::POST,
-                "/v1/agents/asker/invoke",
-                Some(ask.clone()),
-            )
-            .await;
+        let (status, answer) = daemon.invoke_asker(&ask).await;
         assert_eq!(status, 200, "{answer}");
     }
     assert_eq!(
@@ -532,16 +536,9 @@ async fn an_operator_runs_the_daemon_from_a_real_browser() {
     let tokens_before = tokens_shown(&ui).await;
     assert!(tokens_before > 0);
     ui.check_page("usage").await;
-    ui.check_phone_width("usage").await;
     ui.goto("/ui/invocations?agent=asker").await;
     assert_eq!(rows(&ui).await, 4);
-    let (status, _) = daemon
-        .call(
-            reqwest::Method::POST,
-            "/v1/agents/asker/invoke",
-            Some(ask.clone()),
-        )
-        .await;
+    let (status, _) = daemon.invoke_asker(&ask).await;
     assert_eq!(status, 200);
     ui.client.refresh().await.unwrap();
     assert_eq!(rows(&ui).await, 5);
@@ -573,13 +570,7 @@ async fn an_operator_runs_the_daemon_from_a_real_browser() {
     ui.click("form[action='/ui/keys/alt/revoke'] button").await;
     assert!(ui.source().await.contains("revoked "));
     let before = calls(&fake).len();
-    let (_, answer) = daemon
-        .call(
-            reqwest::Method::POST,
-            "/v1/agents/asker/invoke",
-            Some(ask.clone()),
-        )
-        .await;
+    let (_, answer) = daemon.invoke_asker(&ask).await;
     assert!(answer.to_string().contains("revoked"), "{answer}");
     assert_eq!(
         calls(&fake).len(),
@@ -594,23 +585,11 @@ async fn an_operator_runs_the_daemon_from_a_real_browser() {
     ui.click("form[action='/ui/agents/asker/pause'] button")
         .await;
     assert!(ui.source().await.contains("paused"));
-    let (status, answer) = daemon
-        .call(
-            reqwest::Method::POST,
-            "/v1/agents/asker/invoke",
-            Some(ask.clone()),
-        )
-        .await;
+    let (status, answer) = daemon.invoke_asker(&ask).await;
     assert_eq!((status, &answer["error"]["code"]), (409, &json!("paused")));
     ui.click("form[action='/ui/agents/asker/resume'] button")
         .await;
-    let (status, _) = daemon
-        .call(
-            reqwest::Method::POST,
-            "/v1/agents/asker/invoke",
-            Some(ask.clone()),
-        )
-        .await;
+    let (status, _) = daemon.invoke_asker(&ask).await;
     assert_eq!(status, 200);
     assert_eq!(
         calls(&fake).last().unwrap(),
@@ -693,7 +672,6 @@ async fn an_operator_runs_the_daemon_from_a_real_browser() {
         "{head}"
     );
     ui.check_page("audit").await;
-    ui.check_phone_width("audit").await;
     ui.goto("/ui/").await;
     ui.check_page("overview").await;
 
@@ -870,8 +848,10 @@ async fn an_operator_runs_the_daemon_from_a_real_browser() {
         [
             "unknown ui sign-in false",
             "admin ui sign-in true",
+            "unknown ui POST /ui/keys/main/revoke (from another site) false",
             "admin ui sign-out true",
-            "auditor ui sign-in true"
+            "auditor ui sign-in true",
+            "auditor ui POST /ui/agents/asker/pause false",
         ]
     );
     client.close().await.unwrap();

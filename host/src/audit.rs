@@ -286,6 +286,14 @@ pub enum AuditEvent {
         /// Records not written.
         suppressed: u64,
     },
+    /// Refused attempts not recorded one by one, past the bound of a
+    /// window ([`MAX_REFUSALS_PER_WINDOW`]): how many.
+    RefusalsSuppressed {
+        /// Records not written.
+        suppressed: u64,
+        /// When the window started (Unix seconds).
+        since: i64,
+    },
     /// A webhook delivery refused before any agent ran.
     WebhookRefused {
         /// The endpoint.
@@ -324,6 +332,7 @@ pub const KINDS: &[&str] = &[
     "pause",
     "push",
     "records_suppressed",
+    "refusals_suppressed",
     "registry_delete",
     "resumed",
     "token",
@@ -372,6 +381,37 @@ pub struct AuditLog {
     writer: Arc<BatchWriter<Queued>>,
     /// Per event: records written in detail, and records suppressed.
     per_event: Arc<Mutex<std::collections::HashMap<String, (u32, u64)>>>,
+    /// Refused attempts recorded in the current window.
+    refusals: Arc<Mutex<RefusalWindow>>,
+}
+
+/// Refused attempts (a wrong token, a cross-site post, a refused webhook)
+/// recorded in detail per [`REFUSAL_WINDOW`]; past it they are counted,
+/// and one [`AuditEvent::RefusalsSuppressed`] says how many. Anyone can
+/// cause a refusal, so without a bound the log would be a way to fill the
+/// disk; with it, a flood costs at most this many records a minute.
+pub const MAX_REFUSALS_PER_WINDOW: u64 = 120;
+/// The window of [`MAX_REFUSALS_PER_WINDOW`].
+pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The current window of refusal records.
+#[derive(Debug)]
+struct RefusalWindow {
+    started: std::time::Instant,
+    started_at: i64,
+    recorded: u64,
+    suppressed: u64,
+}
+
+impl Default for RefusalWindow {
+    fn default() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            started_at: now_unix(),
+            recorded: 0,
+            suppressed: 0,
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -548,7 +588,42 @@ impl AuditLog {
             db,
             writer: Arc::new(writer),
             per_event: Arc::default(),
+            refusals: Arc::default(),
         }
+    }
+
+    /// Appends the record of a refused attempt, within
+    /// [`MAX_REFUSALS_PER_WINDOW`] a window; past it, counts it. The count
+    /// of a window is written when the next refusal comes after it, or by
+    /// [`AuditLog::flush_refusals`].
+    pub fn append_refusal(&self, event: AuditEvent) {
+        let mut window = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        if window.started.elapsed() >= REFUSAL_WINDOW {
+            self.close_refusal_window(&mut window);
+        }
+        if window.recorded < MAX_REFUSALS_PER_WINDOW {
+            window.recorded += 1;
+            self.append(event);
+        } else {
+            window.suppressed += 1;
+        }
+    }
+
+    /// Writes how many refusals the current window suppressed, if any, and
+    /// starts a new window (at shutdown, so no count is lost).
+    pub fn flush_refusals(&self) {
+        let mut window = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        self.close_refusal_window(&mut window);
+    }
+
+    fn close_refusal_window(&self, window: &mut RefusalWindow) {
+        if window.suppressed > 0 {
+            self.append(AuditEvent::RefusalsSuppressed {
+                suppressed: window.suppressed,
+                since: window.started_at,
+            });
+        }
+        *window = RefusalWindow::default();
     }
 
     /// Appends a record (hashed and written in the background, in order).
@@ -859,6 +934,43 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(side, [1]);
+    }
+
+    #[test]
+    fn refusals_are_recorded_within_a_bound_and_the_rest_counted() {
+        let db = Arc::new(Database::in_memory().unwrap());
+        let log = AuditLog::new(db);
+        let refused = || AuditEvent::Admin {
+            actor: "unknown".into(),
+            action: "GET /v1/agents".into(),
+            allowed: false,
+        };
+        for _ in 0..MAX_REFUSALS_PER_WINDOW + 80 {
+            log.append_refusal(refused());
+        }
+        // Other records are not bounded by it.
+        log.append(AuditEvent::Pause {
+            agent: "a".into(),
+            change: "pause".into(),
+            actor: "admin".into(),
+        });
+        log.flush_refusals();
+        let records = log
+            .query(&AuditFilter {
+                limit: MAX_PAGE,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(records.len() as u64, MAX_REFUSALS_PER_WINDOW + 2);
+        let last = &records.last().unwrap().event;
+        assert_eq!(
+            (&last["kind"], &last["suppressed"]),
+            (&"refusals_suppressed".into(), &80.into())
+        );
+        // A new window records in detail again; nothing suppressed, no count.
+        log.append_refusal(refused());
+        log.flush_refusals();
+        assert_eq!(log.verify().unwrap().records, MAX_REFUSALS_PER_WINDOW + 3);
     }
 
     #[test]

@@ -143,7 +143,7 @@ async fn authenticate(
         _ => None,
     };
     if read_only && !reads {
-        daemon.audit.append(AuditEvent::Admin {
+        daemon.audit.append_refusal(AuditEvent::Admin {
             actor: actor.clone().unwrap_or_default(),
             action,
             allowed: false,
@@ -158,11 +158,18 @@ async fn authenticate(
     let is_invoke = request.uri().path().ends_with("/invoke");
     // Invocations are audited as invocations; every other admin request,
     // and every refused one, as an admin event.
-    if actor.is_none() || !is_invoke {
-        daemon.audit.append(AuditEvent::Admin {
-            actor: actor.clone().unwrap_or_else(|| "unknown".into()),
+    if actor.is_none() {
+        // Anyone can be refused: within the log's bound on refusals.
+        daemon.audit.append_refusal(AuditEvent::Admin {
+            actor: "unknown".into(),
             action,
-            allowed: actor.is_some(),
+            allowed: false,
+        });
+    } else if !is_invoke {
+        daemon.audit.append(AuditEvent::Admin {
+            actor: actor.clone().unwrap_or_default(),
+            action,
+            allowed: true,
         });
     }
     let Some(actor) = actor else {

@@ -155,7 +155,7 @@ fn refuse_hook(daemon: &Daemon, endpoint: &str, reason: String) -> ApiError {
         &[("endpoint", endpoint)],
         1,
     );
-    daemon.audit.append(AuditEvent::WebhookRefused {
+    daemon.audit.append_refusal(AuditEvent::WebhookRefused {
         endpoint: endpoint.to_string(),
         reason: reason.clone(),
     });

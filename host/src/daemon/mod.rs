@@ -360,6 +360,7 @@ impl Daemon {
         if let Some(registry) = &self.registry {
             registry.flush_upload_records(&self.audit);
         }
+        self.audit.flush_refusals();
         if let Err(error) = self.audit.flush() {
             tracing::error!(%error, "audit records not written at shutdown");
         }

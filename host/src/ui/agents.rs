@@ -6,30 +6,34 @@
 
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::pages::{budget_bar, csrf, dollars, page, when};
 use super::session::Session;
-use super::{Csrf, SignedIn, Ui, blocking, done, failed, html as respond, refusal};
+use super::{Csrf, SignedIn, Ui, blocking, change, failed, html as respond, refusal};
 use crate::daemon::{AgentDetail, Outcome};
 use crate::vault::KeyInfo;
 
 /// Largest test event payload the form takes.
 const MAX_TEST_PAYLOAD_BYTES: usize = 64 << 10;
 
-pub(super) async fn list(State(ui): State<Ui>, axum::Extension(session): SignedIn) -> Response {
+/// Every deployed agent in detail (spend included), on a blocking thread.
+pub(super) async fn all_details(ui: &Ui) -> Result<Vec<AgentDetail>, Response> {
     let daemon = ui.daemon.clone();
-    let agents = match blocking(move || {
+    blocking(move || {
         daemon
             .list()
             .into_iter()
             .filter_map(|a| daemon.show(&a.name))
-            .collect::<Vec<_>>()
+            .collect()
     })
     .await
-    {
+}
+
+pub(super) async fn list(State(ui): State<Ui>, axum::Extension(session): SignedIn) -> Response {
+    let agents = match all_details(&ui).await {
         Ok(agents) => agents,
         Err(response) => return response,
     };
@@ -337,23 +341,16 @@ pub(super) async fn assign(
     Path((name, binding)): Path<(String, String)>,
     Form(form): Form<Assignment>,
 ) -> Response {
-    if let Some(refusal) = refusal(&session, &form.csrf) {
-        return refusal;
-    }
     let to = format!("/ui/agents/{name}");
-    let result = blocking(move || {
+    let actor = session.actor.clone();
+    change(&session, &form.csrf, &to, move || {
         let model = Some(form.model.trim()).filter(|m| !m.is_empty());
         let key = Some(form.key.trim()).filter(|k| !k.is_empty());
         ui.daemon
-            .set_binding(&name, &binding, model, key, &session.actor)
+            .set_binding(&name, &binding, model, key, &actor)
             .map(drop)
-            .map_err(|e| e.to_string())
     })
-    .await;
-    match result {
-        Ok(result) => done(result, &to),
-        Err(response) => response,
-    }
+    .await
 }
 
 pub(super) async fn unassign(
@@ -362,47 +359,12 @@ pub(super) async fn unassign(
     Path((name, binding)): Path<(String, String)>,
     Form(form): Form<Csrf>,
 ) -> Response {
-    if let Some(refusal) = refusal(&session, &form.csrf) {
-        return refusal;
-    }
     let to = format!("/ui/agents/{name}");
-    let result = blocking(move || {
-        ui.daemon
-            .clear_binding(&name, &binding, &session.actor)
-            .map(drop)
-            .map_err(|e| e.to_string())
+    let actor = session.actor.clone();
+    change(&session, &form.csrf, &to, move || {
+        ui.daemon.clear_binding(&name, &binding, &actor).map(drop)
     })
-    .await;
-    match result {
-        Ok(result) => done(result, &to),
-        Err(response) => response,
-    }
-}
-
-async fn pause_or_resume(
-    ui: Ui,
-    session: Session,
-    name: String,
-    csrf: &str,
-    pause: bool,
-) -> Response {
-    if let Some(refusal) = refusal(&session, csrf) {
-        return refusal;
-    }
-    let to = format!("/ui/agents/{name}");
-    let result = blocking(move || {
-        if pause {
-            ui.daemon.pause(&name, &session.actor).map(drop)
-        } else {
-            ui.daemon.unpause(&name, &session.actor).map(drop)
-        }
-        .map_err(|e| e.to_string())
-    })
-    .await;
-    match result {
-        Ok(result) => done(result, &to),
-        Err(response) => response,
-    }
+    .await
 }
 
 pub(super) async fn pause(
@@ -411,7 +373,12 @@ pub(super) async fn pause(
     Path(name): Path<String>,
     Form(form): Form<Csrf>,
 ) -> Response {
-    pause_or_resume(ui, session, name, &form.csrf, true).await
+    let to = format!("/ui/agents/{name}");
+    let actor = session.actor.clone();
+    change(&session, &form.csrf, &to, move || {
+        ui.daemon.pause(&name, &actor).map(drop)
+    })
+    .await
 }
 
 pub(super) async fn resume(
@@ -420,7 +387,12 @@ pub(super) async fn resume(
     Path(name): Path<String>,
     Form(form): Form<Csrf>,
 ) -> Response {
-    pause_or_resume(ui, session, name, &form.csrf, false).await
+    let to = format!("/ui/agents/{name}");
+    let actor = session.actor.clone();
+    change(&session, &form.csrf, &to, move || {
+        ui.daemon.unpause(&name, &actor).map(drop)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -485,19 +457,12 @@ pub(super) async fn deploy_version(
     Path(name): Path<String>,
     Form(form): Form<Version>,
 ) -> Response {
-    if let Some(refusal) = refusal(&session, &form.csrf) {
-        return refusal;
-    }
     let to = format!("/ui/agents/{name}");
-    let result = blocking(move || {
+    let actor = session.actor.clone();
+    change(&session, &form.csrf, &to, move || {
         ui.daemon
-            .deploy_version(&name, &form.reference, &session.actor)
+            .deploy_version(&name, &form.reference, &actor)
             .map(drop)
-            .map_err(|e| e.to_string())
     })
-    .await;
-    match result {
-        Ok(result) => done(result, &to),
-        Err(response) => response.into_response(),
-    }
+    .await
 }

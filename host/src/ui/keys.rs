@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::pages::{csrf, page, when};
 use super::session::Session;
-use super::{Csrf, SignedIn, Ui, blocking, done, html as respond, refusal};
+use super::{Csrf, SignedIn, Ui, blocking, html as respond};
 use crate::secret::Secret;
 use crate::vault::KeyInfo;
 
@@ -167,9 +167,8 @@ pub(super) struct NewSecret {
     secret: Secret,
 }
 
-/// A key change from a form: refused without an admin session and its
-/// CSRF token; else done through the vault (on the record, on a blocking
-/// thread), and back to the keys page.
+/// A key change from a form, through the vault (on the record), and back
+/// to the keys page.
 async fn key_change(
     ui: Ui,
     session: Session,
@@ -179,20 +178,11 @@ async fn key_change(
     + Send
     + 'static,
 ) -> Response {
-    if let Some(refusal) = refusal(&session, csrf) {
-        return refusal;
-    }
-    let result = blocking(move || {
-        ui.daemon
-            .change_key(change, &session.actor, apply)
-            .map(drop)
-            .map_err(|e| e.to_string())
+    let actor = session.actor.clone();
+    super::change(&session, csrf, "/ui/keys", move || {
+        ui.daemon.change_key(change, &actor, apply).map(drop)
     })
-    .await;
-    match result {
-        Ok(result) => done(result, "/ui/keys"),
-        Err(response) => response,
-    }
+    .await
 }
 
 pub(super) async fn add_key(

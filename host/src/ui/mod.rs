@@ -104,17 +104,28 @@ pub fn routes(daemon: Arc<Daemon>, public_url: Option<&str>) -> Router {
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/static/app.css", get(stylesheet))
         .merge(signed_in)
-        .layer(axum::middleware::from_fn(guard))
+        .layer(axum::middleware::from_fn_with_state(ui.clone(), guard))
         .with_state(ui)
 }
 
-/// Headers on every dashboard response, and cross-site writes refused
-/// before anything else runs.
-async fn guard(request: Request, next: Next) -> Response {
-    if request.method() != Method::GET
-        && request.method() != Method::HEAD
-        && cross_site(request.headers())
-    {
+/// Headers on every dashboard response; cross-site writes refused before
+/// anything else runs; and every refused write (another site, a wrong CSRF
+/// token, a viewer) on the record, within the audit log's bound on
+/// refusals.
+async fn guard(State(ui): State<Ui>, request: Request, next: Next) -> Response {
+    let writes = request.method() != Method::GET && request.method() != Method::HEAD;
+    if !writes {
+        return secured(next.run(request).await);
+    }
+    let action = format!("ui {} {}", request.method(), request.uri().path());
+    let actor =
+        session_of(&ui, request.headers()).map_or_else(|| "unknown".to_string(), |s| s.actor);
+    if cross_site(request.headers()) {
+        ui.daemon.audit.append_refusal(AuditEvent::Admin {
+            actor,
+            action: format!("{action} (from another site)"),
+            allowed: false,
+        });
         return secured(
             (
                 StatusCode::FORBIDDEN,
@@ -123,7 +134,15 @@ async fn guard(request: Request, next: Next) -> Response {
                 .into_response(),
         );
     }
-    secured(next.run(request).await)
+    let response = next.run(request).await;
+    if response.status() == StatusCode::FORBIDDEN {
+        ui.daemon.audit.append_refusal(AuditEvent::Admin {
+            actor,
+            action,
+            allowed: false,
+        });
+    }
+    secured(response)
 }
 
 fn secured(mut response: Response) -> Response {
@@ -237,7 +256,7 @@ async fn login(State(ui): State<Ui>, Form(form): Form<SignIn>) -> Response {
     let (actor, scope) = match scoped {
         Some((actor, scope @ (Scope::Admin | Scope::Viewer))) => (actor, scope),
         _ => {
-            ui.daemon.audit.append(AuditEvent::Admin {
+            ui.daemon.audit.append_refusal(AuditEvent::Admin {
                 actor: "unknown".into(),
                 action: "ui sign-in".into(),
                 allowed: false,
@@ -342,6 +361,24 @@ pub(super) fn done(result: Result<(), String>, to: &str) -> Response {
     match result {
         Ok(()) => Redirect::to(to).into_response(),
         Err(message) => failed(StatusCode::BAD_REQUEST, &message, to),
+    }
+}
+
+/// A change from a form: refused without an admin session and its CSRF
+/// token; else `work` runs on a blocking thread, and the browser goes to
+/// `to` (so a reload does not post again), or sees why it was not done.
+pub(super) async fn change<E: std::fmt::Display>(
+    session: &Session,
+    csrf: &str,
+    to: &str,
+    work: impl FnOnce() -> Result<(), E> + Send + 'static,
+) -> Response {
+    if let Some(refusal) = refusal(session, csrf) {
+        return refusal;
+    }
+    match blocking(move || work().map_err(|e| e.to_string())).await {
+        Ok(result) => done(result, to),
+        Err(response) => response,
     }
 }
 

@@ -191,7 +191,7 @@ pub(super) fn day_chart(id: &str, series: &Series<'_>) -> Markup {
                 }
                 line class="axis" x1="0" y1=(HEIGHT + 1) x2=(width) y2=(HEIGHT + 1) {}
                 @for (i, (day, value)) in series.days.iter().enumerate() {
-                    @let h = if max == 0 { 0 } else { (value.saturating_mul(HEIGHT) / max).max(u64::from(*value > 0)) };
+                    @let h = value.saturating_mul(HEIGHT).checked_div(max).unwrap_or(0).max(u64::from(*value > 0));
                     rect class="bar" x=(i * BAR + 1) y=(HEIGHT - h) width=(BAR - 2) height=(h) {
                         title { (day) ": " ((series.show)(*value)) }
                     }

@@ -287,20 +287,12 @@ pub(super) async fn deploy(
     axum::Extension(session): SignedIn,
     Form(form): Form<DeployForm>,
 ) -> Response {
-    if let Some(refusal) = refusal(&session, &form.csrf) {
-        return refusal;
-    }
     let to = format!("/ui/agents/{}", form.agent);
-    let result = blocking(move || {
+    let actor = session.actor.clone();
+    super::change(&session, &form.csrf, &to, move || {
         ui.daemon
-            .deploy_version(&form.agent, &form.reference, &session.actor)
+            .deploy_version(&form.agent, &form.reference, &actor)
             .map(drop)
-            .map_err(|e| e.to_string())
     })
-    .await;
-    match result {
-        Ok(Ok(())) => done(Ok(()), &to),
-        Ok(Err(e)) => done(Err(e), "/ui/registry"),
-        Err(response) => response,
-    }
+    .await
 }

@@ -76,16 +76,7 @@ pub(super) async fn usage(
         Ok(rows) => rows,
         Err(response) => return response,
     };
-    let daemon = ui.daemon.clone();
-    let budgets = match blocking(move || {
-        daemon
-            .list()
-            .into_iter()
-            .filter_map(|a| daemon.show(&a.name))
-            .collect::<Vec<_>>()
-    })
-    .await
-    {
+    let budgets = match super::agents::all_details(&ui).await {
         Ok(budgets) => budgets,
         Err(response) => return response,
     };
