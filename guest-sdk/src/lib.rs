@@ -48,7 +48,7 @@ pub use tools::{ActionInfo, Tool, ToolError, ToolInfo};
 pub mod wit {
     wit_bindgen::generate!({
         world: "agent",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export_agent",
         default_bindings_module: "::clawcage_sdk::wit",
@@ -56,6 +56,11 @@ pub mod wit {
 }
 
 /// What a handler may return on success.
+#[diagnostic::on_unimplemented(
+    message = "a handler cannot return `{Self}`",
+    label = "return `String`, `&str`, `()`, `serde_json::Value` or `Json<T>` here",
+    note = "wrap any `Serialize` value in `clawcage_sdk::Json(…)` to return it as JSON"
+)]
 pub trait HandlerOutput {
     /// The text handed to the host.
     fn into_output(self) -> std::result::Result<String, String>;
@@ -98,6 +103,9 @@ impl<T: serde::Serialize> HandlerOutput for Json<T> {
 #[doc(hidden)]
 pub mod __private {
     use super::*;
+
+    /// Checks, at the handler's return type, that it can be returned.
+    pub fn assert_handler_output<R: HandlerOutput>() {}
 
     /// Called by the code `#[handler]` generates.
     pub fn run_handler<R, E>(

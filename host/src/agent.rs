@@ -108,7 +108,7 @@ impl Cage {
         };
         let mut ids = Vec::new();
         for (name, spec) in &manifest.models {
-            if spec.provider == "replay" {
+            if crate::providers::is_offline(&spec.provider) {
                 continue;
             }
             ids.extend(spec.key.iter().map(|id| (format!("models.{name}.key"), id)));

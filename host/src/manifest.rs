@@ -161,7 +161,8 @@ pub fn parse_cron(expression: &str) -> Result<croner::Cron, String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelBinding {
-    /// Provider kind: `anthropic`, `openai`, `openai-compatible` or `replay`.
+    /// Provider kind: `anthropic`, `openai`, `openai-compatible`, `replay`
+    /// (answers from a cassette) or `mock` (answers from `replies`).
     pub provider: String,
     /// The provider's model id.
     pub model: String,
@@ -178,6 +179,9 @@ pub struct ModelBinding {
     /// For `replay`: the cassette file, relative to the manifest.
     #[serde(default)]
     pub cassette: Option<PathBuf>,
+    /// For `mock`: the scripted answers (see [`crate::providers::mock`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replies: Vec<crate::providers::mock::MockReply>,
     /// Cap on `max-tokens` per request.
     #[serde(default)]
     pub max_tokens: Option<u32>,

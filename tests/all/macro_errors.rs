@@ -28,6 +28,18 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "fn handle(e: clawcage_sdk::Event) {}",
     ),
     (
+        "returns_string",
+        "#[clawcage_sdk::handler]\nfn handle(e: clawcage_sdk::Event) -> String { e.kind }\n",
+        "the handler must return a `Result`, not `String`",
+        "String",
+    ),
+    (
+        "returns_a_struct",
+        "struct Report;\n#[clawcage_sdk::handler]\nfn handle(e: clawcage_sdk::Event) -> clawcage_sdk::Result<Report> { Ok(Report) }\n",
+        "a handler cannot return `Report`",
+        "Report>",
+    ),
+    (
         "generic",
         "#[clawcage_sdk::handler]\nfn handle<T>(e: clawcage_sdk::Event) -> clawcage_sdk::Result<()> { Ok(()) }\n",
         "the handler cannot be generic",

@@ -9,6 +9,7 @@ mod daemon;
 mod inference;
 mod loading;
 mod macro_errors;
+mod mock;
 mod oci;
 mod registry;
 mod roles;

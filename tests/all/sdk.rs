@@ -167,3 +167,14 @@ async fn grants_are_per_agent() {
         "not granted: tool \"echo\" is not granted to this agent"
     );
 }
+
+#[test]
+fn the_sdk_carries_the_hosts_wit_unchanged() {
+    let root = std::path::Path::new(clawcage_tests::REPO_ROOT);
+    let host = std::fs::read(root.join("wit/agent.wit")).unwrap();
+    let sdk = std::fs::read(root.join("guest-sdk/wit/agent.wit")).unwrap();
+    assert!(
+        host == sdk,
+        "guest-sdk/wit/agent.wit differs from wit/agent.wit: copy it over (cp wit/agent.wit guest-sdk/wit/)"
+    );
+}

@@ -4,7 +4,7 @@
 use proc_macro::TokenStream;
 use quote::quote_spanned;
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, ReturnType, parse_macro_input};
+use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type, parse_macro_input};
 
 /// Marks the agent's event handler.
 ///
@@ -22,7 +22,8 @@ use syn::{FnArg, ItemFn, ReturnType, parse_macro_input};
 ///
 /// It expands to the function itself, unchanged, plus a hidden type that
 /// implements the world's `handler` export by calling it, and the
-/// `export!` of that type. Use it once per agent.
+/// `export!` of that type. Use it once per agent. The export exists only
+/// for wasm targets, so the crate also builds (and its tests run) natively.
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = proc_macro2::TokenStream::from(args);
@@ -72,17 +73,59 @@ fn expand(
             "the handler is a free function, not a method: take `event: clawcage_sdk::Event`",
         ));
     }
-    if let ReturnType::Default = sig.output {
+    let output = match &sig.output {
+        ReturnType::Default => {
+            return Err(syn::Error::new_spanned(
+                sig,
+                "the handler must return a `Result`, for example `clawcage_sdk::Result<String>`",
+            ));
+        }
+        ReturnType::Type(_, output) => output,
+    };
+    // `Result<R, E>` under any path (`clawcage_sdk::Result<R>`, an alias
+    // named `Result`): anything else is told at the user's return type,
+    // not deep in the SDK.
+    let result = match &**output {
+        Type::Path(path) => path.path.segments.last().filter(|s| s.ident == "Result"),
+        _ => None,
+    };
+    let Some(result) = result else {
         return Err(syn::Error::new_spanned(
-            sig,
-            "the handler must return a `Result`, for example `clawcage_sdk::Result<String>`",
+            output,
+            format!(
+                "the handler must return a `Result`, not `{}`: write `-> clawcage_sdk::Result<{}>` and return `Ok(…)`",
+                quote::quote!(#output).to_string().replace(' ', ""),
+                quote::quote!(#output).to_string().replace(' ', "")
+            ),
         ));
-    }
+    };
+    // The success type must be a `HandlerOutput`: checked at the user's
+    // type, so the error names it there.
+    let check_output = match &result.arguments {
+        PathArguments::AngleBracketed(arguments) => match arguments.args.first() {
+            Some(GenericArgument::Type(success)) => {
+                let span = success.span();
+                quote_spanned! {span=>
+                    const _: fn() = || {
+                        ::clawcage_sdk::__private::assert_handler_output::<#success>();
+                    };
+                }
+            }
+            _ => quote::quote!(),
+        },
+        _ => quote::quote!(),
+    };
     let name = &sig.ident;
     let span = name.span();
     Ok(quote_spanned! {span=>
+        // Off wasm (`cargo test` of the agent's logic on the build machine)
+        // there is no host to call it: no export, and no unused warning.
+        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
         #function
 
+        #check_output
+
+        #[cfg(target_family = "wasm")]
         const _: () = {
             struct __ClawcageAgent;
 

@@ -20,6 +20,7 @@ mod output;
 mod registry;
 mod remote;
 mod run;
+mod scaffold;
 mod serve;
 mod state;
 mod tokens;
@@ -35,6 +36,7 @@ pub use registry::{
 };
 pub use remote::{DEFAULT_URL, DaemonArgs, TOKEN_FILE};
 pub use run::{RunCommand, default_cache_dir};
+pub use scaffold::{BuildCommand, Language, NewCommand, Template};
 pub use serve::ServeCommand;
 pub use state::{CacheAction, CacheCommand, InitCommand, StateArgs};
 pub use tokens::{TokenAction, TokenCommand};
@@ -52,6 +54,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create an agent project that builds and runs as it is (on the mock
+    /// provider: no key, no network).
+    New(NewCommand),
+    /// Build the agent project in a directory and check the component
+    /// against the host's `agent` world.
+    Build(BuildCommand),
     /// Run one event through an agent and print the handler's result.
     Run(RunCommand),
     /// Create the state directory, its database and a master key.
@@ -107,6 +115,8 @@ impl Cli {
             }
         };
         match self.command {
+            Command::New(new) => simple(new.run(&mut std::io::stdout())),
+            Command::Build(build) => simple(build.run(&mut std::io::stdout())),
             Command::Run(run) => run.execute(),
             Command::Init(init) => simple(init.run(&mut std::io::stdout())),
             Command::Key(key) => simple(key.run(&mut std::io::stdin(), &mut std::io::stdout())),

@@ -144,7 +144,9 @@ impl RunCommand {
         // The vault is needed for any live model, and for any live tool
         // with a credential.
         if manifest.as_ref().is_some_and(|m| {
-            m.models.values().any(|b| b.provider != "replay")
+            m.models
+                .values()
+                .any(|b| !crate::providers::is_offline(&b.provider))
                 || m.tools
                     .values()
                     .any(|t| t.cassette.is_none() && t.credential.is_some())

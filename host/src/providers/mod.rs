@@ -9,6 +9,7 @@ pub mod binding;
 mod call;
 mod exchange;
 pub mod http;
+pub mod mock;
 pub mod model;
 pub mod openai;
 pub mod replay;
@@ -58,6 +59,12 @@ fn str_field(value: &serde_json::Value, field: &str) -> String {
         .to_string()
 }
 
+/// Whether a provider answers offline, from the manifest or a file (no
+/// key, no network, no usage recorded): `replay` and `mock`.
+pub(crate) fn is_offline(provider: &str) -> bool {
+    matches!(provider, "replay" | "mock")
+}
+
 /// The model bindings a manifest asks for, each checked now (provider
 /// rules, URL policy, time limits, keys, prices for a budget): live models
 /// through `services`' vault and ledger, or replayed from a cassette. The
@@ -69,6 +76,34 @@ pub(crate) fn bind(
 ) -> Result<Arc<ModelBindings>, LoadError> {
     let mut bindings = ModelBindings::new();
     for (name, spec) in &manifest.models {
+        if !spec.replies.is_empty() && spec.provider != "mock" {
+            return Err(LoadError::Manifest(format!(
+                "models.{name}.replies are for the mock provider only"
+            )));
+        }
+        if spec.provider == "mock" {
+            if spec.key.is_some()
+                || spec.base_url.is_some()
+                || spec.cassette.is_some()
+                || !spec.fallbacks.is_empty()
+                || spec.timeouts != crate::manifest::ModelTimeouts::default()
+                || spec.dialect.is_some()
+                || spec.allow_http
+            {
+                return Err(LoadError::Manifest(format!(
+                    "models.{name}: the mock provider answers from its replies; key, base_url, cassette, fallbacks, timeouts, dialect and allow_http do not apply to it"
+                )));
+            }
+            mock::validate(name, &spec.replies).map_err(LoadError::Manifest)?;
+            bindings.insert(
+                name.clone(),
+                Arc::new(mock::MockModel {
+                    model: spec.model.clone(),
+                    replies: spec.replies.clone(),
+                }),
+            );
+            continue;
+        }
         if spec.provider == "replay" {
             if !spec.fallbacks.is_empty()
                 || spec.timeouts != crate::manifest::ModelTimeouts::default()

@@ -4,7 +4,8 @@
 //! port and path prefix); every rule of one grant names the same origin, so
 //! its credential (injected into a header by template) can only ever reach
 //! that API. The single action, `request`, takes `{method, url, headers,
-//! body}`; the URL must match a rule after normalisation: dot segments are
+//! body}` and answers `{status, content_type, body}`, the body parsed when
+//! the answer is JSON; the URL must match a rule after normalisation: dot segments are
 //! resolved, and percent-encoded dots, slashes and backslashes in the path
 //! are refused, so `..` and encoded tricks cannot leave the prefix.
 
@@ -307,7 +308,18 @@ impl Connector for HttpTool {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        Ok(json!({"status": status, "content_type": content_type, "body": text}))
+        // A JSON answer is handed back parsed, so the agent reads
+        // `body.field`, not a string to parse again.
+        let is_json = content_type
+            .split(';')
+            .next()
+            .map(str::trim)
+            .is_some_and(|media| media == "application/json" || media.ends_with("+json"));
+        let body = match is_json.then(|| serde_json::from_str::<serde_json::Value>(&text)) {
+            Some(Ok(parsed)) => parsed,
+            _ => serde_json::Value::String(text),
+        };
+        Ok(json!({"status": status, "content_type": content_type, "body": body}))
     }
 }
 

@@ -1,0 +1,545 @@
+//! `clawcage new` and `clawcage build`: an agent project that builds and
+//! runs as it is, and its build, checked against the host's `agent` world.
+//!
+//! A new project runs at once on the `mock` provider: no key, no network.
+//! Its SDK is the one this binary was built with: the checkout's
+//! `guest-sdk` when it is still there, else a copy written into the project
+//! (`clawcage-sdk/`), so the project never targets another WIT than the
+//! host's.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::failure::{CliError, exit};
+
+/// The languages `clawcage new` scaffolds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    /// Rust with `clawcage-sdk`, built by cargo.
+    Rust,
+    /// JavaScript or TypeScript, built by componentize-js.
+    Js,
+    /// Python, built by componentize-py.
+    Python,
+}
+
+/// What a new project starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Template {
+    /// Asks the model once and answers with its text.
+    Hello,
+    /// Offers the model a tool of its own, runs the calls the model asks
+    /// for, and loops until the model answers.
+    ToolLoop,
+}
+
+/// `clawcage new`: scaffolds an agent project.
+#[derive(Debug, clap::Args)]
+pub struct NewCommand {
+    /// The agent's name: lower-case letters, digits and `-`; also the
+    /// project's directory.
+    pub name: String,
+    /// The language.
+    #[arg(long, value_enum, default_value = "rust")]
+    pub lang: Language,
+    /// What it starts from.
+    #[arg(long, value_enum, default_value = "hello")]
+    pub template: Template,
+    /// Where to create the project's directory (default: here).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The Rust SDK to depend on, by path (default: the checkout this
+    /// binary was built from).
+    #[arg(long, conflicts_with = "vendor_sdk")]
+    pub sdk: Option<PathBuf>,
+    /// Copy the SDK this binary was built with into the project
+    /// (`clawcage-sdk/`): the default when its checkout is gone.
+    #[arg(long)]
+    pub vendor_sdk: bool,
+}
+
+/// `clawcage build`: builds the agent project in a directory and checks
+/// the component against the host's `agent` world.
+#[derive(Debug, clap::Args)]
+pub struct BuildCommand {
+    /// The project's directory (default: here).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// The SDK's files, embedded, for a project made where the checkout is not.
+const SDK_FILES: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../../../guest-sdk/Cargo.toml")),
+    ("README.md", include_str!("../../../guest-sdk/README.md")),
+    (
+        "wit/agent.wit",
+        include_str!("../../../guest-sdk/wit/agent.wit"),
+    ),
+    ("src/lib.rs", include_str!("../../../guest-sdk/src/lib.rs")),
+    (
+        "src/error.rs",
+        include_str!("../../../guest-sdk/src/error.rs"),
+    ),
+    (
+        "src/errors.rs",
+        include_str!("../../../guest-sdk/src/errors.rs"),
+    ),
+    (
+        "src/event.rs",
+        include_str!("../../../guest-sdk/src/event.rs"),
+    ),
+    (
+        "src/inference.rs",
+        include_str!("../../../guest-sdk/src/inference.rs"),
+    ),
+    ("src/log.rs", include_str!("../../../guest-sdk/src/log.rs")),
+    (
+        "src/tools.rs",
+        include_str!("../../../guest-sdk/src/tools.rs"),
+    ),
+    (
+        "macros/Cargo.toml",
+        include_str!("../../../guest-sdk/macros/Cargo.toml"),
+    ),
+    (
+        "macros/src/lib.rs",
+        include_str!("../../../guest-sdk/macros/src/lib.rs"),
+    ),
+];
+
+/// The checkout's SDK, if this binary was built from one that is still
+/// there.
+fn checkout_sdk() -> Option<PathBuf> {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+    sdk.join("Cargo.toml")
+        .is_file()
+        .then(|| sdk.canonicalize().ok())
+        .flatten()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.ends_with('-')
+}
+
+fn write(root: &Path, file: &str, text: &str) -> Result<(), CliError> {
+    let path = root.join(file);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| CliError::new(exit::HOST, format!("{}: {e}", parent.display())))?;
+    }
+    std::fs::write(&path, text)
+        .map_err(|e| CliError::new(exit::HOST, format!("{}: {e}", path.display())))
+}
+
+impl NewCommand {
+    /// Runs the command.
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), CliError> {
+        if !valid_name(&self.name) {
+            return Err(CliError::usage(format!(
+                "{:?} is not an agent name: lower-case letters, digits and `-`, starting with a letter",
+                self.name
+            )));
+        }
+        if self.lang != Language::Rust {
+            return Err(CliError::usage(
+                "only --lang rust is scaffolded by this version; JavaScript and Python agents are built with componentize-js and componentize-py against wit/agent.wit",
+            ));
+        }
+        let root = self.dir.join(&self.name);
+        if root.exists() {
+            return Err(CliError::usage(format!(
+                "{} exists already: choose another name or --dir",
+                root.display()
+            )));
+        }
+        let chosen = if self.vendor_sdk {
+            None
+        } else {
+            self.sdk.clone().or_else(checkout_sdk)
+        };
+        let sdk = match chosen {
+            Some(sdk) => sdk
+                .canonicalize()
+                .map_err(|e| CliError::usage(format!("--sdk {}: {e}", sdk.display())))?,
+            None => {
+                // No checkout: the SDK this binary was built with, copied in.
+                let vendored = root.join("clawcage-sdk");
+                for (file, text) in SDK_FILES {
+                    let text = text
+                        .lines()
+                        .filter(|line| !line.starts_with("workspace = "))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    write(&vendored, file, &(text + "\n"))?;
+                }
+                PathBuf::from("clawcage-sdk")
+            }
+        };
+        let crate_name = self.name.replace('-', "_");
+        write(&root, "Cargo.toml", &cargo_toml(&self.name, &sdk))?;
+        write(
+            &root,
+            "src/lib.rs",
+            match self.template {
+                Template::Hello => HELLO_RS,
+                Template::ToolLoop => TOOL_LOOP_RS,
+            },
+        )?;
+        write(
+            &root,
+            "agent.toml",
+            &manifest(&self.name, &crate_name, self.template),
+        )?;
+        write(
+            &root,
+            "event.json",
+            match self.template {
+                Template::Hello => {
+                    "{\"source\": \"cli\", \"kind\": \"ask\", \"payload\": {\"prompt\": \"Say hello in five words.\"}}\n"
+                }
+                Template::ToolLoop => {
+                    "{\"source\": \"cli\", \"kind\": \"ask\", \"payload\": {\"prompt\": \"What is 19 plus 23?\"}}\n"
+                }
+            },
+        )?;
+        write(&root, ".gitignore", "/target\n/dist\n")?;
+        let _ = writeln!(
+            out,
+            "created {} (Rust, {} template)\n\nnext:\n  cd {}\n  clawcage build\n  clawcage run agent.toml --event event.json\n  cargo test",
+            root.display(),
+            match self.template {
+                Template::Hello => "hello",
+                Template::ToolLoop => "tool-loop",
+            },
+            root.display()
+        );
+        Ok(())
+    }
+}
+
+fn cargo_toml(name: &str, sdk: &Path) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+# A WebAssembly component for wasm32-wasip2 (`clawcage build`); rlib too, for
+# `cargo test` of its logic on this machine.
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+clawcage-sdk = {{ path = {sdk:?} }}
+serde = {{ version = "1", features = ["derive"] }}
+serde_json = "1"
+
+# Small, fast agents: the host instantiates one per event.
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = true
+panic = "abort"
+
+# A project of its own, even inside another workspace.
+[workspace]
+"#,
+        sdk = sdk.display().to_string()
+    )
+}
+
+fn manifest(name: &str, crate_name: &str, template: Template) -> String {
+    let replies = match template {
+        Template::Hello => {
+            "[[models.default.replies]]\ntext = \"Hello from the mock model!\"\n".to_string()
+        }
+        Template::ToolLoop => "[[models.default.replies]]\n\
+             text = \"Let me add those.\"\n\
+             tool_calls = [{ name = \"add\", input = { a = 19, b = 23 } }]\n\n\
+             [[models.default.replies]]\n\
+             text = \"19 plus 23 is 42.\"\n"
+            .to_string(),
+    };
+    format!(
+        r#"# The agent's manifest: what it runs and what it may use.
+name = "{name}"
+description = "A new ClawCage agent."
+
+# `clawcage build` puts the component here.
+[component]
+path = "dist/{crate_name}.wasm"
+
+# The `mock` provider answers from the replies below: no key, no network.
+# For a real model, run `clawcage init`, add a key with
+# `clawcage key add anthropic-team --provider anthropic`, and write
+#   provider = "anthropic"
+#   model = "claude-haiku-4-5"
+#   key = "anthropic-team"
+[models.default]
+provider = "mock"
+model = "mock"
+
+{replies}
+[limits]
+deadline_ms = 30000
+"#
+    )
+}
+
+const HELLO_RS: &str = r##"//! A new ClawCage agent: asks its model once and answers with the text.
+
+use clawcage_sdk::{CompletionRequest, Event, Model, handler, info};
+use serde::Deserialize;
+
+/// The event's payload: `{"prompt": "..."}`.
+#[derive(Debug, Deserialize)]
+pub struct Ask {
+    /// What to ask the model.
+    pub prompt: String,
+}
+
+/// The request the agent sends: its prompt, capped in length.
+pub fn request_for(ask: &Ask) -> CompletionRequest {
+    let prompt: String = ask.prompt.chars().take(4_000).collect();
+    CompletionRequest::new()
+        .system("You are a concise assistant.")
+        .user(prompt)
+        .max_tokens(256)
+}
+
+#[handler]
+fn handle(event: Event) -> clawcage_sdk::Result<String> {
+    let ask: Ask = event.payload()?;
+    info!("asking the model for a {} event", event.kind);
+    let model = Model::open("default")?;
+    let answer = model.complete(&request_for(&ask))?;
+    Ok(answer.text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prompt_is_capped() {
+        let ask = Ask { prompt: "x".repeat(10_000) };
+        let request = request_for(&ask);
+        let sent: usize = request
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .map(|part| match part {
+                clawcage_sdk::ContentPart::Text(text) => text.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(sent, 4_000);
+    }
+}
+"##;
+
+const TOOL_LOOP_RS: &str = r##"//! A new ClawCage agent with a tool loop: it offers the model a tool of its
+//! own (`add`), runs every call the model asks for, sends the results back,
+//! and stops when the model answers in text (or after a few rounds).
+
+use clawcage_sdk::{
+    CompletionRequest, Event, Message, Model, StopReason, ToolResult, ToolSpec, handler, info,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Most model calls one event makes.
+const MAX_ROUNDS: usize = 5;
+
+/// The event's payload: `{"prompt": "..."}`.
+#[derive(Debug, Deserialize)]
+pub struct Ask {
+    /// What to ask the model.
+    pub prompt: String,
+}
+
+/// The `add` tool's input.
+#[derive(Debug, Deserialize)]
+pub struct AddInput {
+    /// The first number.
+    pub a: f64,
+    /// The second number.
+    pub b: f64,
+}
+
+/// Runs one of this agent's own tools.
+pub fn run_tool(name: &str, input: &str) -> String {
+    match name {
+        "add" => match serde_json::from_str::<AddInput>(input) {
+            Ok(AddInput { a, b }) => json!({ "sum": a + b }).to_string(),
+            Err(e) => json!({ "error": format!("bad input: {e}") }).to_string(),
+        },
+        other => json!({ "error": format!("no tool {other}") }).to_string(),
+    }
+}
+
+#[handler]
+fn handle(event: Event) -> clawcage_sdk::Result<String> {
+    let ask: Ask = event.payload()?;
+    let model = Model::open("default")?;
+    let add = ToolSpec::new(
+        "add",
+        "Adds two numbers.",
+        &json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
+    );
+    let mut request = CompletionRequest::new()
+        .user(ask.prompt)
+        .max_tokens(512)
+        .tool(add);
+    for round in 0..MAX_ROUNDS {
+        let answer = model.complete(&request)?;
+        if answer.stop_reason != StopReason::ToolUse {
+            return Ok(answer.text());
+        }
+        let results: Vec<ToolResult> = answer
+            .tool_uses()
+            .map(|call| {
+                info!("round {round}: the model calls {}", call.name);
+                ToolResult {
+                    tool_use_id: call.id.clone(),
+                    content: run_tool(&call.name, &call.input),
+                    is_error: false,
+                }
+            })
+            .collect();
+        request = request
+            .message(answer.to_message())
+            .message(Message::tool_results(results));
+    }
+    Err(clawcage_sdk::Error::msg(format!("no answer after {MAX_ROUNDS} rounds")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_adds_and_bad_input_is_an_answer_not_a_crash() {
+        assert_eq!(run_tool("add", r#"{"a": 19, "b": 23}"#), r#"{"sum":42.0}"#);
+        assert!(run_tool("add", "{}").contains("bad input"));
+        assert!(run_tool("divide", "{}").contains("no tool"));
+    }
+}
+"##;
+
+impl BuildCommand {
+    /// Runs the command.
+    pub fn run(&self, out: &mut dyn Write) -> Result<(), CliError> {
+        let dir = &self.dir;
+        if !dir.join("Cargo.toml").is_file() {
+            return Err(CliError::new(
+                exit::MISSING_FILE,
+                format!(
+                    "{}: no Cargo.toml (a Rust agent project; `clawcage new` makes one)",
+                    dir.display()
+                ),
+            ));
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let output = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--message-format=json-render-diagnostics",
+            ])
+            .current_dir(dir)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| CliError::new(exit::HOST, format!("running cargo: {e}")))?;
+        if !output.status.success() {
+            return Err(CliError::new(
+                exit::AGENT_ERROR,
+                "the build failed (see above; a missing target is installed with `rustup target add wasm32-wasip2`)",
+            ));
+        }
+        // The component: the cdylib artifact cargo reports.
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let wasm = stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|m| m["reason"] == "compiler-artifact")
+            .flat_map(|m| {
+                m["filenames"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|f| f.as_str().map(PathBuf::from))
+                    .collect::<Vec<_>>()
+            })
+            .rfind(|f| f.extension().is_some_and(|e| e == "wasm"))
+            .ok_or_else(|| {
+                CliError::new(
+                    exit::NOT_A_COMPONENT,
+                    "cargo built no .wasm: is the crate type `cdylib` ([lib] crate-type = [\"cdylib\"])?",
+                )
+            })?;
+        let bytes = std::fs::read(&wasm)
+            .map_err(|e| CliError::new(exit::MISSING_FILE, format!("{}: {e}", wasm.display())))?;
+        check_component(&bytes)?;
+        // Where the manifest expects it, whatever the target directory.
+        let placed = match crate::Manifest::load(&dir.join("agent.toml")) {
+            Ok(manifest) => match manifest.component.path {
+                Some(path) => {
+                    let to = dir.join(path);
+                    if let Some(parent) = to.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| {
+                            CliError::new(exit::MISSING_FILE, format!("{}: {e}", parent.display()))
+                        })?;
+                    }
+                    std::fs::write(&to, &bytes).map_err(|e| {
+                        CliError::new(exit::MISSING_FILE, format!("{}: {e}", to.display()))
+                    })?;
+                    to
+                }
+                None => wasm,
+            },
+            Err(_) => wasm,
+        };
+        let _ = writeln!(
+            out,
+            "built {} ({} KiB), a component of the clawcage:agent world",
+            placed.display(),
+            bytes.len().div_ceil(1024)
+        );
+        Ok(())
+    }
+}
+
+/// Checks a built component: it exports the handler (with a hint when it
+/// does not), and the engine accepts it against the `agent` world.
+pub(crate) fn check_component(bytes: &[u8]) -> Result<(), CliError> {
+    let interfaces = crate::registry::layout::interfaces(bytes)
+        .map_err(|e| CliError::new(exit::NOT_A_COMPONENT, e))?;
+    if !interfaces
+        .exports
+        .iter()
+        .any(|e| e.starts_with("clawcage:agent/handler"))
+    {
+        return Err(CliError::new(
+            exit::WRONG_WORLD,
+            "the component exports no event handler: did you forget `#[handler]` on your handler function?",
+        ));
+    }
+    let cage = crate::Cage::new(crate::EngineOptions::default())
+        .map_err(|e| CliError::new(exit::HOST, e.to_string()))?;
+    cage.load_component("built", bytes, None)
+        .map(drop)
+        .map_err(|e| CliError::new(exit::WRONG_WORLD, e.to_string()))
+}

@@ -1,0 +1,106 @@
+//! `clawcage new` and `clawcage build`, followed as the README says, outside
+//! the checkout: each template scaffolds a project that builds, runs on the
+//! mock provider with no key and no network, and passes its own test; a
+//! component without a handler is caught with a hint.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+const CLAWCAGE: &str = env!("CARGO_BIN_EXE_clawcage");
+
+/// Runs a command in `dir`; answers its stdout, panicking with its output
+/// unless it succeeds.
+fn run(dir: &Path, program: &str, args: &[&str], target: &Path) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        // Compiled dependencies shared between the projects and runs.
+        .env("CARGO_TARGET_DIR", target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} in {}:\n{stdout}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn new_projects_build_run_on_the_mock_and_pass_their_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-check");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The tool loop with the SDK copied in, as where no checkout is.
+    for (template, answer, sdk) in [
+        ("hello", "Hello from the mock model!", None),
+        ("tool-loop", "19 plus 23 is 42.", Some("--vendor-sdk")),
+    ] {
+        let name = format!("my-{template}");
+        let mut args = vec!["new", &name, "--template", template];
+        args.extend(sdk);
+        let created = run(dir.path(), CLAWCAGE, &args, &target);
+        assert!(created.contains("clawcage build"), "{created}");
+        let project = dir.path().join(&name);
+        assert_eq!(
+            project.join("clawcage-sdk/Cargo.toml").is_file(),
+            sdk.is_some()
+        );
+        let built = run(&project, CLAWCAGE, &["build"], &target);
+        assert!(
+            built.contains("a component of the clawcage:agent world"),
+            "{built}"
+        );
+        let result = run(
+            &project,
+            CLAWCAGE,
+            &["run", "agent.toml", "--event", "event.json"],
+            &target,
+        );
+        assert_eq!(result.trim(), answer, "{template}");
+        let tested = run(&project, &cargo, &["test", "--quiet"], &target);
+        assert!(tested.contains("test result: ok"), "{tested}");
+    }
+
+    // The same name again is refused, and so is a bad one.
+    let again = Command::new(CLAWCAGE)
+        .args(["new", "my-hello"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    let bad = Command::new(CLAWCAGE)
+        .args(["new", "My Agent"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+
+    // Without `#[handler]`: it builds, and `clawcage build` says what is
+    // missing.
+    let project = dir.path().join("my-hello");
+    let source = std::fs::read_to_string(project.join("src/lib.rs")).unwrap();
+    std::fs::write(
+        project.join("src/lib.rs"),
+        source.replace("#[handler]\n", ""),
+    )
+    .unwrap();
+    let forgot = Command::new(CLAWCAGE)
+        .arg("build")
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&forgot.stderr);
+    assert!(
+        !forgot.status.success() && stderr.contains("did you forget `#[handler]`"),
+        "{stderr}"
+    );
+}
