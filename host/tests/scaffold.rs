@@ -16,8 +16,10 @@ fn run(dir: &Path, program: &str, args: &[&str], target: &Path) -> String {
     let output = Command::new(program)
         .args(args)
         .current_dir(dir)
-        // Compiled dependencies shared between the projects and runs.
+        // Compiled dependencies shared between the projects and runs, and
+        // the compile cache of `clawcage build` and `run` kept beside them.
         .env("CARGO_TARGET_DIR", target)
+        .env("XDG_CACHE_HOME", target.join("cache"))
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
@@ -103,4 +105,60 @@ fn new_projects_build_run_on_the_mock_and_pass_their_tests() {
         !forgot.status.success() && stderr.contains("did you forget `#[handler]`"),
         "{stderr}"
     );
+}
+
+/// Whether Node.js and npm run here; with `CLAWCAGE_REQUIRE_CLIENTS` set
+/// (CI), their absence fails the test instead of skipping it.
+fn node_available() -> bool {
+    let runs = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let available = runs("node") && runs("npm");
+    assert!(
+        available || std::env::var_os("CLAWCAGE_REQUIRE_CLIENTS").is_none(),
+        "JavaScript agents need node and npm"
+    );
+    if !available {
+        eprintln!("skipped: node and npm are not installed");
+    }
+    available
+}
+
+#[test]
+fn javascript_projects_build_with_componentize_js_and_run_on_the_mock() {
+    if !node_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-check");
+    for (template, answer) in [
+        ("hello", "Hello from the mock model!"),
+        ("tool-loop", "19 plus 23 is 42."),
+    ] {
+        let name = format!("js-{template}");
+        run(
+            dir.path(),
+            CLAWCAGE,
+            &["new", &name, "--lang", "js", "--template", template],
+            &target,
+        );
+        let project = dir.path().join(&name);
+        let built = run(&project, CLAWCAGE, &["build"], &target);
+        assert!(
+            built.contains("a component of the clawcage:agent world"),
+            "{built}"
+        );
+        let result = run(
+            &project,
+            CLAWCAGE,
+            &["run", "agent.toml", "--event", "event.json"],
+            &target,
+        );
+        assert_eq!(result.trim(), answer, "{template}");
+        let tested = run(&project, "npm", &["test", "--silent"], &target);
+        assert!(tested.contains("# fail 0"), "{tested}");
+    }
 }

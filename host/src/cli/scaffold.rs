@@ -147,9 +147,9 @@ impl NewCommand {
                 self.name
             )));
         }
-        if self.lang != Language::Rust {
+        if self.lang == Language::Python {
             return Err(CliError::usage(
-                "only --lang rust is scaffolded by this version; JavaScript and Python agents are built with componentize-js and componentize-py against wit/agent.wit",
+                "--lang python is not scaffolded by this version yet; Python agents are built with componentize-py 0.25.1 against wit/agent.wit",
             ));
         }
         let root = self.dir.join(&self.name);
@@ -164,6 +164,9 @@ impl NewCommand {
         } else {
             self.sdk.clone().or_else(checkout_sdk)
         };
+        if self.lang == Language::Js {
+            return self.new_js(&root, out);
+        }
         let sdk = match chosen {
             Some(sdk) => sdk
                 .canonicalize()
@@ -197,18 +200,7 @@ impl NewCommand {
             "agent.toml",
             &manifest(&self.name, &crate_name, self.template),
         )?;
-        write(
-            &root,
-            "event.json",
-            match self.template {
-                Template::Hello => {
-                    "{\"source\": \"cli\", \"kind\": \"ask\", \"payload\": {\"prompt\": \"Say hello in five words.\"}}\n"
-                }
-                Template::ToolLoop => {
-                    "{\"source\": \"cli\", \"kind\": \"ask\", \"payload\": {\"prompt\": \"What is 19 plus 23?\"}}\n"
-                }
-            },
-        )?;
+        write(&root, "event.json", event_json(self.template))?;
         write(&root, ".gitignore", "/target\n/dist\n")?;
         let _ = writeln!(
             out,
@@ -223,6 +215,144 @@ impl NewCommand {
         Ok(())
     }
 }
+
+impl NewCommand {
+    /// A JavaScript project: the SDK module and the build script copied in,
+    /// the WIT beside them, componentize-js pinned.
+    fn new_js(&self, root: &Path, out: &mut dyn Write) -> Result<(), CliError> {
+        let name = &self.name;
+        write(
+            root,
+            "package.json",
+            &format!(
+                "{{\n  \"name\": \"{name}\",\n  \"version\": \"0.1.0\",\n  \"private\": true,\n  \"type\": \"module\",\n  \"scripts\": {{ \"test\": \"node --test\" }},\n  \"dependencies\": {{ \"@bytecodealliance/componentize-js\": \"{COMPONENTIZE_JS}\" }}\n}}\n"
+            ),
+        )?;
+        write(root, "clawcage.js", JS_SDK)?;
+        write(root, "build.mjs", JS_BUILD)?;
+        write(root, "wit/agent.wit", WIT)?;
+        let (agent, logic, test) = match self.template {
+            Template::Hello => (HELLO_JS, HELLO_LOGIC_JS, HELLO_TEST_JS),
+            Template::ToolLoop => (TOOL_LOOP_JS, TOOL_LOOP_LOGIC_JS, TOOL_LOOP_TEST_JS),
+        };
+        write(root, "agent.js", agent)?;
+        write(root, "logic.js", logic)?;
+        write(root, "logic.test.js", test)?;
+        write(root, "agent.toml", &manifest(name, name, self.template))?;
+        write(root, "event.json", event_json(self.template))?;
+        write(root, ".gitignore", "/node_modules\n/dist\n")?;
+        let _ = writeln!(
+            out,
+            "created {} (JavaScript, componentize-js {COMPONENTIZE_JS})\n\nnext:\n  cd {}\n  clawcage build        # npm install, then componentize\n  clawcage run agent.toml --event event.json\n  npm test",
+            root.display(),
+            root.display()
+        );
+        Ok(())
+    }
+}
+
+/// The componentize-js release JavaScript agents are built with.
+pub const COMPONENTIZE_JS: &str = "0.23.0";
+
+const JS_SDK: &str = include_str!("../../../guest-sdk/js/clawcage.js");
+const JS_BUILD: &str = include_str!("../../../guest-sdk/js/build.mjs");
+const WIT: &str = include_str!("../../../guest-sdk/wit/agent.wit");
+
+fn event_json(template: Template) -> &'static str {
+    match template {
+        Template::Hello => {
+            "{\"source\": \"cli\", \"kind\": \"ask\", \"payload\": {\"prompt\": \"Say hello in five words.\"}}\n"
+        }
+        Template::ToolLoop => {
+            "{\"source\": \"cli\", \"kind\": \"ask\", \"payload\": {\"prompt\": \"What is 19 plus 23?\"}}\n"
+        }
+    }
+}
+
+const HELLO_JS: &str = r##"// A new ClawCage agent: asks its model once and answers with the text.
+import { defineHandler, Model, log } from './clawcage.js';
+import { requestFor } from './logic.js';
+
+export const handler = defineHandler((event) => {
+  log.info(`asking the model for a ${event.kind} event`);
+  const answer = Model.open('default').complete(requestFor(event.payload.prompt));
+  return answer.text;
+});
+"##;
+
+const HELLO_LOGIC_JS: &str = r##"// The agent's logic that needs no host: tested with `npm test`.
+
+/** The request the agent sends: its prompt, capped in length. */
+export function requestFor(prompt) {
+  const text = String(prompt ?? '').slice(0, 4000);
+  return {
+    system: 'You are a concise assistant.',
+    messages: [{ role: 'user', content: [{ tag: 'text', val: text }], cache: undefined }],
+    maxTokens: 256,
+  };
+}
+"##;
+
+const HELLO_TEST_JS: &str = r##"import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { requestFor } from './logic.js';
+
+test('the prompt is capped', () => {
+  const request = requestFor('x'.repeat(10000));
+  assert.equal(request.messages[0].content[0].val.length, 4000);
+});
+"##;
+
+const TOOL_LOOP_JS: &str = r##"// A new ClawCage agent with a tool loop: it offers the model a tool of its
+// own (`add`), runs every call the model asks for, sends the results back,
+// and stops when the model answers in text (or after a few rounds).
+import { defineHandler, Model, log, toolResults, toolSpec, user } from './clawcage.js';
+import { runTool } from './logic.js';
+
+const MAX_ROUNDS = 5;
+const ADD = toolSpec('add', 'Adds two numbers.', {
+  type: 'object',
+  properties: { a: { type: 'number' }, b: { type: 'number' } },
+  required: ['a', 'b'],
+});
+
+export const handler = defineHandler((event) => {
+  const model = Model.open('default');
+  const messages = [user(event.payload.prompt)];
+  for (let round = 0; round < MAX_ROUNDS; round++) {
+    const answer = model.complete({ messages, maxTokens: 512, tools: [ADD] });
+    if (answer.stopReason !== 'tool-use') return answer.text;
+    messages.push(answer.toMessage());
+    messages.push(toolResults(answer.toolUses.map((call) => {
+      log.info(`round ${round}: the model calls ${call.name}`);
+      return { toolUseId: call.id, content: runTool(call.name, call.input) };
+    })));
+  }
+  throw new Error(`no answer after ${MAX_ROUNDS} rounds`);
+});
+"##;
+
+const TOOL_LOOP_LOGIC_JS: &str = r##"// The agent's logic that needs no host: tested with `npm test`.
+
+/** Runs one of this agent's own tools; a bad call is an answer, not a crash. */
+export function runTool(name, input) {
+  if (name !== 'add') return JSON.stringify({ error: `no tool ${name}` });
+  const { a, b } = input ?? {};
+  if (typeof a !== 'number' || typeof b !== 'number') return JSON.stringify({ error: 'bad input: a and b are numbers' });
+  return JSON.stringify({ sum: a + b });
+}
+"##;
+
+const TOOL_LOOP_TEST_JS: &str = r##"import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { runTool } from './logic.js';
+
+test('add adds, and bad input is an answer', () => {
+  assert.equal(runTool('add', { a: 19, b: 23 }), '{"sum":42}');
+  assert.match(runTool('add', {}), /bad input/);
+  assert.match(runTool('divide', {}), /no tool/);
+});
+"##;
 
 fn cargo_toml(name: &str, sdk: &Path) -> String {
     format!(
@@ -440,6 +570,9 @@ impl BuildCommand {
     /// Runs the command.
     pub fn run(&self, out: &mut dyn Write) -> Result<(), CliError> {
         let dir = &self.dir;
+        if !dir.join("Cargo.toml").is_file() && dir.join("package.json").is_file() {
+            return self.build_js(out);
+        }
         if !dir.join("Cargo.toml").is_file() {
             return Err(CliError::new(
                 exit::MISSING_FILE,
@@ -522,6 +655,64 @@ impl BuildCommand {
     }
 }
 
+impl BuildCommand {
+    /// A JavaScript project: `npm install` when componentize-js is not
+    /// there yet, then its `build.mjs` into the manifest's component path.
+    fn build_js(&self, out: &mut dyn Write) -> Result<(), CliError> {
+        let dir = &self.dir;
+        let manifest = crate::Manifest::load(&dir.join("agent.toml"))
+            .map_err(|e| CliError::new(exit::BAD_MANIFEST, e.to_string()))?;
+        let target = manifest.component.path.clone().ok_or_else(|| {
+            CliError::new(
+                exit::BAD_MANIFEST,
+                "agent.toml: [component] path says where the component goes",
+            )
+        })?;
+        let node = |program: &str, args: &[&str]| -> Result<(), CliError> {
+            let status = Command::new(program)
+                .args(args)
+                .current_dir(dir)
+                .status()
+                .map_err(|e| {
+                    CliError::new(
+                        exit::HOST,
+                        format!("running {program}: {e} (JavaScript agents need Node.js 20 or newer, with npm)"),
+                    )
+                })?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(CliError::new(
+                    exit::AGENT_ERROR,
+                    format!("{program} {} failed (see above)", args.join(" ")),
+                ))
+            }
+        };
+        if !dir
+            .join("node_modules/@bytecodealliance/componentize-js")
+            .is_dir()
+        {
+            node(
+                "npm",
+                &["install", "--no-audit", "--no-fund", "--loglevel=error"],
+            )?;
+        }
+        let target_text = target.to_string_lossy().to_string();
+        node("node", &["build.mjs", "agent.js", "wit", &target_text])?;
+        let placed = dir.join(&target);
+        let bytes = std::fs::read(&placed)
+            .map_err(|e| CliError::new(exit::MISSING_FILE, format!("{}: {e}", placed.display())))?;
+        check_component(&bytes)?;
+        let _ = writeln!(
+            out,
+            "built {} ({} KiB), a component of the clawcage:agent world",
+            placed.display(),
+            bytes.len().div_ceil(1024)
+        );
+        Ok(())
+    }
+}
+
 /// Checks a built component: it exports the handler (with a hint when it
 /// does not), and the engine accepts it against the `agent` world.
 pub(crate) fn check_component(bytes: &[u8]) -> Result<(), CliError> {
@@ -537,8 +728,13 @@ pub(crate) fn check_component(bytes: &[u8]) -> Result<(), CliError> {
             "the component exports no event handler: did you forget `#[handler]` on your handler function?",
         ));
     }
-    let cage = crate::Cage::new(crate::EngineOptions::default())
-        .map_err(|e| CliError::new(exit::HOST, e.to_string()))?;
+    // Compiled into `clawcage run`'s cache, so the first run does not
+    // compile again.
+    let options = crate::EngineOptions {
+        cache_dir: super::run::default_cache_dir(),
+        ..crate::EngineOptions::default()
+    };
+    let cage = crate::Cage::new(options).map_err(|e| CliError::new(exit::HOST, e.to_string()))?;
     cage.load_component("built", bytes, None)
         .map(drop)
         .map_err(|e| CliError::new(exit::WRONG_WORLD, e.to_string()))
