@@ -162,3 +162,72 @@ fn javascript_projects_build_with_componentize_js_and_run_on_the_mock() {
         assert!(tested.contains("# fail 0"), "{tested}");
     }
 }
+
+#[test]
+fn python_projects_build_with_componentize_py_and_run_on_the_mock() {
+    let venv_works = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        venv_works || std::env::var_os("CLAWCAGE_REQUIRE_CLIENTS").is_none(),
+        "Python agents need python3 with venv and pip"
+    );
+    if !venv_works {
+        eprintln!("skipped: python3 has no venv or pip");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-check");
+    for (template, answer) in [
+        ("hello", "Hello from the mock model!"),
+        ("tool-loop", "19 plus 23 is 42."),
+    ] {
+        let name = format!("py-{template}");
+        run(
+            dir.path(),
+            CLAWCAGE,
+            &["new", &name, "--lang", "python", "--template", template],
+            &target,
+        );
+        let project = dir.path().join(&name);
+        let built = run(&project, CLAWCAGE, &["build"], &target);
+        assert!(
+            built.contains("a component of the clawcage:agent world"),
+            "{built}"
+        );
+        let result = run(
+            &project,
+            CLAWCAGE,
+            &["run", "agent.toml", "--event", "event.json"],
+            &target,
+        );
+        assert_eq!(result.trim(), answer, "{template}");
+        run(
+            &project,
+            "python3",
+            &["-m", "unittest", "discover", "-s", "src"],
+            &target,
+        );
+    }
+    // A failing handler is the agent's error (exit 1), not a crash.
+    let failed = Command::new(CLAWCAGE)
+        .args([
+            "run",
+            "agent.toml",
+            "--payload",
+            "\"just text\"",
+            "--kind",
+            "ask",
+        ])
+        .current_dir(dir.path().join("py-hello"))
+        .env("XDG_CACHE_HOME", target.join("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        failed.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+}

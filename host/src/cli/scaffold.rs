@@ -147,11 +147,6 @@ impl NewCommand {
                 self.name
             )));
         }
-        if self.lang == Language::Python {
-            return Err(CliError::usage(
-                "--lang python is not scaffolded by this version yet; Python agents are built with componentize-py 0.25.1 against wit/agent.wit",
-            ));
-        }
         let root = self.dir.join(&self.name);
         if root.exists() {
             return Err(CliError::usage(format!(
@@ -166,6 +161,9 @@ impl NewCommand {
         };
         if self.lang == Language::Js {
             return self.new_js(&root, out);
+        }
+        if self.lang == Language::Python {
+            return self.new_python(&root, out);
         }
         let sdk = match chosen {
             Some(sdk) => sdk
@@ -250,6 +248,152 @@ impl NewCommand {
         Ok(())
     }
 }
+
+impl NewCommand {
+    /// A Python project: the SDK module in `src/` beside the agent, the
+    /// WIT, componentize-py pinned in `requirements.txt`.
+    fn new_python(&self, root: &Path, out: &mut dyn Write) -> Result<(), CliError> {
+        let name = &self.name;
+        write(
+            root,
+            "requirements.txt",
+            &format!("componentize-py=={COMPONENTIZE_PY}\n"),
+        )?;
+        write(root, "src/clawcage.py", PY_SDK)?;
+        write(root, "wit/agent.wit", WIT)?;
+        let (agent, logic, test) = match self.template {
+            Template::Hello => (HELLO_PY, HELLO_LOGIC_PY, HELLO_TEST_PY),
+            Template::ToolLoop => (TOOL_LOOP_PY, TOOL_LOOP_LOGIC_PY, TOOL_LOOP_TEST_PY),
+        };
+        write(root, "src/app.py", agent)?;
+        write(root, "src/logic.py", logic)?;
+        write(root, "src/test_logic.py", test)?;
+        write(root, "agent.toml", &manifest(name, name, self.template))?;
+        write(root, "event.json", event_json(self.template))?;
+        write(root, ".gitignore", "/.venv\n/dist\n__pycache__/\n")?;
+        let _ = writeln!(
+            out,
+            "created {} (Python, componentize-py {COMPONENTIZE_PY})\n\nnext:\n  cd {}\n  clawcage build        # a .venv with componentize-py, then componentize\n  clawcage run agent.toml --event event.json\n  python3 -m unittest discover -s src",
+            root.display(),
+            root.display()
+        );
+        Ok(())
+    }
+}
+
+/// The componentize-py release Python agents are built with.
+pub const COMPONENTIZE_PY: &str = "0.25.1";
+
+const PY_SDK: &str = include_str!("../../../guest-sdk/python/clawcage.py");
+
+const HELLO_PY: &str = r##""""A new ClawCage agent: asks its model once and answers with the text."""
+
+import clawcage
+import logic
+
+
+def handle(event: clawcage.Event) -> str:
+    clawcage.log.info(f"asking the model for a {event.kind} event")
+    request = logic.request_for(event.payload.get("prompt", ""))
+    answer = clawcage.Model.open("default").complete(
+        messages=[clawcage.user(request["prompt"])], system=request["system"], max_tokens=request["max_tokens"])
+    return answer.text
+
+
+# The class componentize-py exports. Import every module at the top: at run
+# time there is no file system to import from.
+Handler = clawcage.handler(handle)
+"##;
+
+const HELLO_LOGIC_PY: &str = r##""""The agent's logic that needs no host: tested with unittest."""
+
+
+def request_for(prompt: str) -> dict:
+    """The request the agent sends: its prompt, capped in length."""
+    return {"system": "You are a concise assistant.", "prompt": str(prompt)[:4000], "max_tokens": 256}
+"##;
+
+const HELLO_TEST_PY: &str = r##"import unittest
+
+import logic
+
+
+class RequestTest(unittest.TestCase):
+    def test_the_prompt_is_capped(self):
+        self.assertEqual(len(logic.request_for("x" * 10000)["prompt"]), 4000)
+
+
+if __name__ == "__main__":
+    unittest.main()
+"##;
+
+const TOOL_LOOP_PY: &str = r##""""A new ClawCage agent with a tool loop: it offers the model a tool of its
+own (`add`), runs every call the model asks for, sends the results back, and
+stops when the model answers in text (or after a few rounds)."""
+
+import clawcage
+import logic
+from wit_world.imports.inference import ToolResult
+
+MAX_ROUNDS = 5
+ADD = clawcage.tool_spec("add", "Adds two numbers.", {
+    "type": "object",
+    "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+    "required": ["a", "b"],
+})
+
+
+def handle(event: clawcage.Event) -> str:
+    model = clawcage.Model.open("default")
+    messages = [clawcage.user(event.payload.get("prompt", ""))]
+    for round in range(MAX_ROUNDS):
+        answer = model.complete(messages=messages, max_tokens=512, tools=[ADD])
+        if not answer.wants_tools:
+            return answer.text
+        messages.append(answer.to_message())
+        results = []
+        for call in answer.tool_calls:
+            clawcage.log.info(f"round {round}: the model calls {call.name}")
+            results.append(ToolResult(tool_use_id=call.id, content=logic.run_tool(call.name, call.input), is_error=False))
+        messages.append(clawcage.tool_results(results))
+    raise RuntimeError(f"no answer after {MAX_ROUNDS} rounds")
+
+
+Handler = clawcage.handler(handle)
+"##;
+
+const TOOL_LOOP_LOGIC_PY: &str = r##""""The agent's logic that needs no host: tested with unittest."""
+
+import json
+
+
+def run_tool(name: str, tool_input) -> str:
+    """Runs one of this agent's own tools; a bad call is an answer, not a crash."""
+    if name != "add":
+        return json.dumps({"error": f"no tool {name}"})
+    try:
+        a, b = tool_input["a"], tool_input["b"]
+        total = a + b
+    except (KeyError, TypeError):
+        return json.dumps({"error": "bad input: a and b are numbers"})
+    return json.dumps({"sum": total})
+"##;
+
+const TOOL_LOOP_TEST_PY: &str = r##"import unittest
+
+import logic
+
+
+class ToolTest(unittest.TestCase):
+    def test_add_adds_and_bad_input_is_an_answer(self):
+        self.assertEqual(logic.run_tool("add", {"a": 19, "b": 23}), '{"sum": 42}')
+        self.assertIn("bad input", logic.run_tool("add", {}))
+        self.assertIn("no tool", logic.run_tool("divide", {}))
+
+
+if __name__ == "__main__":
+    unittest.main()
+"##;
 
 /// The componentize-js release JavaScript agents are built with.
 pub const COMPONENTIZE_JS: &str = "0.23.0";
@@ -573,6 +717,9 @@ impl BuildCommand {
         if !dir.join("Cargo.toml").is_file() && dir.join("package.json").is_file() {
             return self.build_js(out);
         }
+        if !dir.join("Cargo.toml").is_file() && dir.join("requirements.txt").is_file() {
+            return self.build_python(out);
+        }
         if !dir.join("Cargo.toml").is_file() {
             return Err(CliError::new(
                 exit::MISSING_FILE,
@@ -656,18 +803,80 @@ impl BuildCommand {
 }
 
 impl BuildCommand {
+    /// A Python project: a `.venv` with its requirements (componentize-py)
+    /// when there is none, then `componentize-py` on `src/app.py` into the
+    /// manifest's component path.
+    fn build_python(&self, out: &mut dyn Write) -> Result<(), CliError> {
+        let dir = &self.dir;
+        let target = component_target(dir)?;
+        let step = |program: &Path, args: &[&str]| -> Result<(), CliError> {
+            let status = Command::new(program)
+                .args(args)
+                .current_dir(dir)
+                .status()
+                .map_err(|e| {
+                    CliError::new(
+                        exit::HOST,
+                        format!("running {}: {e} (Python agents need Python 3.10 or newer, with venv and pip)", program.display()),
+                    )
+                })?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(CliError::new(
+                    exit::AGENT_ERROR,
+                    format!(
+                        "{} {} failed (see above)",
+                        program.display(),
+                        args.join(" ")
+                    ),
+                ))
+            }
+        };
+        let venv = dir.join(".venv");
+        let componentize = venv.join("bin/componentize-py");
+        if !componentize.is_file() {
+            step(Path::new("python3"), &["-m", "venv", ".venv"])?;
+            step(
+                &venv.join("bin/pip"),
+                &[
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                    "requirements.txt",
+                ],
+            )?;
+        }
+        let target_text = target.to_string_lossy().to_string();
+        if let Some(parent) = dir.join(&target).parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                CliError::new(exit::MISSING_FILE, format!("{}: {e}", parent.display()))
+            })?;
+        }
+        step(
+            &componentize,
+            &[
+                "-d",
+                "wit",
+                "-w",
+                "agent",
+                "componentize",
+                "-p",
+                "src",
+                "app",
+                "-o",
+                &target_text,
+            ],
+        )?;
+        finish_build(dir, &target, out)
+    }
+
     /// A JavaScript project: `npm install` when componentize-js is not
     /// there yet, then its `build.mjs` into the manifest's component path.
     fn build_js(&self, out: &mut dyn Write) -> Result<(), CliError> {
         let dir = &self.dir;
-        let manifest = crate::Manifest::load(&dir.join("agent.toml"))
-            .map_err(|e| CliError::new(exit::BAD_MANIFEST, e.to_string()))?;
-        let target = manifest.component.path.clone().ok_or_else(|| {
-            CliError::new(
-                exit::BAD_MANIFEST,
-                "agent.toml: [component] path says where the component goes",
-            )
-        })?;
+        let target = component_target(dir)?;
         let node = |program: &str, args: &[&str]| -> Result<(), CliError> {
             let status = Command::new(program)
                 .args(args)
@@ -699,18 +908,35 @@ impl BuildCommand {
         }
         let target_text = target.to_string_lossy().to_string();
         node("node", &["build.mjs", "agent.js", "wit", &target_text])?;
-        let placed = dir.join(&target);
-        let bytes = std::fs::read(&placed)
-            .map_err(|e| CliError::new(exit::MISSING_FILE, format!("{}: {e}", placed.display())))?;
-        check_component(&bytes)?;
-        let _ = writeln!(
-            out,
-            "built {} ({} KiB), a component of the clawcage:agent world",
-            placed.display(),
-            bytes.len().div_ceil(1024)
-        );
-        Ok(())
+        finish_build(dir, &target, out)
     }
+}
+
+/// Where the project's manifest puts its component.
+fn component_target(dir: &Path) -> Result<PathBuf, CliError> {
+    let manifest = crate::Manifest::load(&dir.join("agent.toml"))
+        .map_err(|e| CliError::new(exit::BAD_MANIFEST, e.to_string()))?;
+    manifest.component.path.ok_or_else(|| {
+        CliError::new(
+            exit::BAD_MANIFEST,
+            "agent.toml: [component] path says where the component goes",
+        )
+    })
+}
+
+/// Checks the component a build wrote at `target` and says so.
+fn finish_build(dir: &Path, target: &Path, out: &mut dyn Write) -> Result<(), CliError> {
+    let placed = dir.join(target);
+    let bytes = std::fs::read(&placed)
+        .map_err(|e| CliError::new(exit::MISSING_FILE, format!("{}: {e}", placed.display())))?;
+    check_component(&bytes)?;
+    let _ = writeln!(
+        out,
+        "built {} ({} KiB), a component of the clawcage:agent world",
+        placed.display(),
+        bytes.len().div_ceil(1024)
+    );
+    Ok(())
 }
 
 /// Checks a built component: it exports the handler (with a hint when it
