@@ -7,6 +7,11 @@
 //!   to find how low the per-event cost can go.
 //! - `threads`: throughput of no-op events on 1 and 2 worker threads.
 //! - `epoch`: a CPU-bound guest with epoch interruption compiled in or not.
+//! - `languages`: one event of an agent made by `clawcage new` (a question
+//!   to its mock model and the answer back), in Rust, JavaScript and
+//!   Python, each in a fresh instance. Give the projects' manifests, built
+//!   with `clawcage build`, in `LANGUAGE_AGENTS` (`rust=…/agent.toml,js=…`);
+//!   without it the group is skipped.
 //!
 //! Run with `cargo bench -p clawcage-host --bench invoke`.
 
@@ -273,9 +278,49 @@ fn epoch(c: &mut Criterion) {
     group.finish();
 }
 
+fn languages(c: &mut Criterion) {
+    let Ok(list) = std::env::var("LANGUAGE_AGENTS") else {
+        eprintln!("languages: skipped (set LANGUAGE_AGENTS=rust=path/agent.toml,js=…,python=…)");
+        return;
+    };
+    let rt = runtime();
+    let mut group = c.benchmark_group("languages");
+    for entry in list.split(',') {
+        let (language, path) = entry.split_once('=').unwrap();
+        let path = std::path::Path::new(path);
+        let manifest = clawcage::Manifest::load(path).unwrap();
+        // The default engine, and one keeping 16 MiB of each memory
+        // resident between events (an interpreter dirties megabytes).
+        for (variant, keep_resident) in [("", None), ("_keep_16mib", Some(16 << 20))] {
+            let mut options = EngineOptions::default();
+            if let Some(bytes) = keep_resident {
+                options.memory_keep_resident = bytes;
+            }
+            let started = Instant::now();
+            let agent = Cage::new(options)
+                .unwrap()
+                .load_manifest(&manifest, path.parent().unwrap())
+                .unwrap();
+            eprintln!(
+                "languages: {language} compiled in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            let ask = serde_json::json!({"prompt": "Say hello"});
+            group.bench_function(format!("{language}_hello_event{variant}"), |b| {
+                b.iter(|| {
+                    rt.block_on(agent.invoke(event("ask", ask.clone())))
+                        .outcome
+                        .unwrap()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = per_event, floor, store_parts, threads, epoch
+    targets = per_event, floor, store_parts, threads, epoch, languages
 }
 criterion_main!(benches);
