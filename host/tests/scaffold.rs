@@ -127,25 +127,28 @@ fn node_available() -> bool {
     available
 }
 
-#[test]
-fn javascript_projects_build_with_componentize_js_and_run_on_the_mock() {
-    if !node_available() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-check");
+/// Where compiled dependencies and the compile cache are shared.
+fn target() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-check")
+}
+
+/// Scaffolds both templates in `lang` under `dir`, builds them, and checks
+/// each answers its event on the mock; answers the projects.
+fn scaffold_build_run(dir: &Path, lang: &str) -> Vec<std::path::PathBuf> {
+    let target = target();
+    let mut projects = Vec::new();
     for (template, answer) in [
         ("hello", "Hello from the mock model!"),
         ("tool-loop", "19 plus 23 is 42."),
     ] {
-        let name = format!("js-{template}");
+        let name = format!("{lang}-{template}");
         run(
-            dir.path(),
+            dir,
             CLAWCAGE,
-            &["new", &name, "--lang", "js", "--template", template],
+            &["new", &name, "--lang", lang, "--template", template],
             &target,
         );
-        let project = dir.path().join(&name);
+        let project = dir.join(&name);
         let built = run(&project, CLAWCAGE, &["build"], &target);
         assert!(
             built.contains("a component of the clawcage:agent world"),
@@ -157,8 +160,20 @@ fn javascript_projects_build_with_componentize_js_and_run_on_the_mock() {
             &["run", "agent.toml", "--event", "event.json"],
             &target,
         );
-        assert_eq!(result.trim(), answer, "{template}");
-        let tested = run(&project, "npm", &["test", "--silent"], &target);
+        assert_eq!(result.trim(), answer, "{lang} {template}");
+        projects.push(project);
+    }
+    projects
+}
+
+#[test]
+fn javascript_projects_build_with_componentize_js_and_run_on_the_mock() {
+    if !node_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for project in scaffold_build_run(dir.path(), "js") {
+        let tested = run(&project, "npm", &["test", "--silent"], &target());
         assert!(tested.contains("# fail 0"), "{tested}");
     }
 }
@@ -178,31 +193,8 @@ fn python_projects_build_with_componentize_py_and_run_on_the_mock() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-check");
-    for (template, answer) in [
-        ("hello", "Hello from the mock model!"),
-        ("tool-loop", "19 plus 23 is 42."),
-    ] {
-        let name = format!("py-{template}");
-        run(
-            dir.path(),
-            CLAWCAGE,
-            &["new", &name, "--lang", "python", "--template", template],
-            &target,
-        );
-        let project = dir.path().join(&name);
-        let built = run(&project, CLAWCAGE, &["build"], &target);
-        assert!(
-            built.contains("a component of the clawcage:agent world"),
-            "{built}"
-        );
-        let result = run(
-            &project,
-            CLAWCAGE,
-            &["run", "agent.toml", "--event", "event.json"],
-            &target,
-        );
-        assert_eq!(result.trim(), answer, "{template}");
+    let target = target();
+    for project in scaffold_build_run(dir.path(), "python") {
         run(
             &project,
             "python3",
@@ -220,7 +212,7 @@ fn python_projects_build_with_componentize_py_and_run_on_the_mock() {
             "--kind",
             "ask",
         ])
-        .current_dir(dir.path().join("py-hello"))
+        .current_dir(dir.path().join("python-hello"))
         .env("XDG_CACHE_HOME", target.join("cache"))
         .output()
         .unwrap();

@@ -245,11 +245,6 @@ impl ModelBackend for MockModel {
         request: CompletionRequest,
         _call: &CallContext,
     ) -> Result<CompletionEvents, InferenceError> {
-        let events = super::replay::events_for(&self.answer(&request)?);
-        let (sender, receiver) = tokio::sync::mpsc::channel(events.len().max(1));
-        for event in events {
-            let _ = sender.try_send(Ok(event));
-        }
-        Ok(receiver)
+        Ok(super::replay::stream_of(&self.answer(&request)?))
     }
 }

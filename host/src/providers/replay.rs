@@ -196,6 +196,17 @@ impl ReplayModel {
     }
 }
 
+/// A stream that delivers `completion` at once (for answers known in
+/// advance: a cassette's, a mock's).
+pub(crate) fn stream_of(completion: &Completion) -> CompletionEvents {
+    let events = events_for(completion);
+    let (sender, receiver) = tokio::sync::mpsc::channel(events.len().max(1));
+    for event in events {
+        let _ = sender.try_send(Ok(event));
+    }
+    receiver
+}
+
 /// The stream events that deliver `completion`: text in word-sized deltas,
 /// each tool use as a start and its input, then the whole.
 pub(crate) fn events_for(completion: &Completion) -> Vec<StreamEvent> {
@@ -245,12 +256,7 @@ impl ModelBackend for ReplayModel {
         request: CompletionRequest,
         _call: &CallContext,
     ) -> Result<CompletionEvents, InferenceError> {
-        let events = events_for(&self.answer(&request)?);
-        let (sender, receiver) = tokio::sync::mpsc::channel(events.len().max(1));
-        for event in events {
-            let _ = sender.try_send(Ok(event));
-        }
-        Ok(receiver)
+        Ok(stream_of(&self.answer(&request)?))
     }
 }
 
