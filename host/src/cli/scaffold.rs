@@ -185,14 +185,9 @@ impl NewCommand {
         };
         let crate_name = self.name.replace('-', "_");
         write(&root, "Cargo.toml", &cargo_toml(&self.name, &sdk))?;
-        write(
-            &root,
-            "src/lib.rs",
-            match self.template {
-                Template::Hello => HELLO_RS,
-                Template::ToolLoop => TOOL_LOOP_RS,
-            },
-        )?;
+        for (file, text) in template_files(Language::Rust, self.template) {
+            write(&root, file, text)?;
+        }
         write(
             &root,
             "agent.toml",
@@ -229,13 +224,9 @@ impl NewCommand {
         write(root, "clawcage.js", JS_SDK)?;
         write(root, "build.mjs", JS_BUILD)?;
         write(root, "wit/agent.wit", WIT)?;
-        let (agent, logic, test) = match self.template {
-            Template::Hello => (HELLO_JS, HELLO_LOGIC_JS, HELLO_TEST_JS),
-            Template::ToolLoop => (TOOL_LOOP_JS, TOOL_LOOP_LOGIC_JS, TOOL_LOOP_TEST_JS),
-        };
-        write(root, "agent.js", agent)?;
-        write(root, "logic.js", logic)?;
-        write(root, "logic.test.js", test)?;
+        for (file, text) in template_files(Language::Js, self.template) {
+            write(root, file, text)?;
+        }
         write(root, "agent.toml", &manifest(name, name, self.template))?;
         write(root, "event.json", event_json(self.template))?;
         write(root, ".gitignore", "/node_modules\n/dist\n")?;
@@ -261,13 +252,9 @@ impl NewCommand {
         )?;
         write(root, "src/clawcage.py", PY_SDK)?;
         write(root, "wit/agent.wit", WIT)?;
-        let (agent, logic, test) = match self.template {
-            Template::Hello => (HELLO_PY, HELLO_LOGIC_PY, HELLO_TEST_PY),
-            Template::ToolLoop => (TOOL_LOOP_PY, TOOL_LOOP_LOGIC_PY, TOOL_LOOP_TEST_PY),
-        };
-        write(root, "src/app.py", agent)?;
-        write(root, "src/logic.py", logic)?;
-        write(root, "src/test_logic.py", test)?;
+        for (file, text) in template_files(Language::Python, self.template) {
+            write(root, file, text)?;
+        }
         write(root, "agent.toml", &manifest(name, name, self.template))?;
         write(root, "event.json", event_json(self.template))?;
         write(root, ".gitignore", "/.venv\n/dist\n__pycache__/\n")?;
@@ -281,119 +268,64 @@ impl NewCommand {
     }
 }
 
+/// A template's own files (its source and its test), by their place in the
+/// project. They live under `templates/`, as the files they become.
+fn template_files(lang: Language, template: Template) -> &'static [(&'static str, &'static str)] {
+    match (lang, template) {
+        (Language::Rust, Template::Hello) => {
+            &[("src/lib.rs", include_str!("templates/rust/hello.rs"))]
+        }
+        (Language::Rust, Template::ToolLoop) => {
+            &[("src/lib.rs", include_str!("templates/rust/tool_loop.rs"))]
+        }
+        (Language::Js, Template::Hello) => &[
+            ("agent.js", include_str!("templates/js/hello/agent.js")),
+            ("logic.js", include_str!("templates/js/hello/logic.js")),
+            (
+                "logic.test.js",
+                include_str!("templates/js/hello/logic.test.js"),
+            ),
+        ],
+        (Language::Js, Template::ToolLoop) => &[
+            ("agent.js", include_str!("templates/js/tool_loop/agent.js")),
+            ("logic.js", include_str!("templates/js/tool_loop/logic.js")),
+            (
+                "logic.test.js",
+                include_str!("templates/js/tool_loop/logic.test.js"),
+            ),
+        ],
+        (Language::Python, Template::Hello) => &[
+            ("src/app.py", include_str!("templates/python/hello/app.py")),
+            (
+                "src/logic.py",
+                include_str!("templates/python/hello/logic.py"),
+            ),
+            (
+                "src/test_logic.py",
+                include_str!("templates/python/hello/test_logic.py"),
+            ),
+        ],
+        (Language::Python, Template::ToolLoop) => &[
+            (
+                "src/app.py",
+                include_str!("templates/python/tool_loop/app.py"),
+            ),
+            (
+                "src/logic.py",
+                include_str!("templates/python/tool_loop/logic.py"),
+            ),
+            (
+                "src/test_logic.py",
+                include_str!("templates/python/tool_loop/test_logic.py"),
+            ),
+        ],
+    }
+}
+
 /// The componentize-py release Python agents are built with.
 pub const COMPONENTIZE_PY: &str = "0.25.1";
 
 const PY_SDK: &str = include_str!("../../../guest-sdk/python/clawcage.py");
-
-const HELLO_PY: &str = r##""""A new ClawCage agent: asks its model once and answers with the text."""
-
-import clawcage
-import logic
-
-
-def handle(event: clawcage.Event) -> str:
-    clawcage.log.info(f"asking the model for a {event.kind} event")
-    request = logic.request_for(event.payload.get("prompt", ""))
-    answer = clawcage.Model.open("default").complete(
-        messages=[clawcage.user(request["prompt"])], system=request["system"], max_tokens=request["max_tokens"])
-    return answer.text
-
-
-# The class componentize-py exports. Import every module at the top: at run
-# time there is no file system to import from.
-Handler = clawcage.handler(handle)
-"##;
-
-const HELLO_LOGIC_PY: &str = r##""""The agent's logic that needs no host: tested with unittest."""
-
-
-def request_for(prompt: str) -> dict:
-    """The request the agent sends: its prompt, capped in length."""
-    return {"system": "You are a concise assistant.", "prompt": str(prompt)[:4000], "max_tokens": 256}
-"##;
-
-const HELLO_TEST_PY: &str = r##"import unittest
-
-import logic
-
-
-class RequestTest(unittest.TestCase):
-    def test_the_prompt_is_capped(self):
-        self.assertEqual(len(logic.request_for("x" * 10000)["prompt"]), 4000)
-
-
-if __name__ == "__main__":
-    unittest.main()
-"##;
-
-const TOOL_LOOP_PY: &str = r##""""A new ClawCage agent with a tool loop: it offers the model a tool of its
-own (`add`), runs every call the model asks for, sends the results back, and
-stops when the model answers in text (or after a few rounds)."""
-
-import clawcage
-import logic
-from wit_world.imports.inference import ToolResult
-
-MAX_ROUNDS = 5
-ADD = clawcage.tool_spec("add", "Adds two numbers.", {
-    "type": "object",
-    "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-    "required": ["a", "b"],
-})
-
-
-def handle(event: clawcage.Event) -> str:
-    model = clawcage.Model.open("default")
-    messages = [clawcage.user(event.payload.get("prompt", ""))]
-    for round in range(MAX_ROUNDS):
-        answer = model.complete(messages=messages, max_tokens=512, tools=[ADD])
-        if not answer.wants_tools:
-            return answer.text
-        messages.append(answer.to_message())
-        results = []
-        for call in answer.tool_calls:
-            clawcage.log.info(f"round {round}: the model calls {call.name}")
-            results.append(ToolResult(tool_use_id=call.id, content=logic.run_tool(call.name, call.input), is_error=False))
-        messages.append(clawcage.tool_results(results))
-    raise RuntimeError(f"no answer after {MAX_ROUNDS} rounds")
-
-
-Handler = clawcage.handler(handle)
-"##;
-
-const TOOL_LOOP_LOGIC_PY: &str = r##""""The agent's logic that needs no host: tested with unittest."""
-
-import json
-
-
-def run_tool(name: str, tool_input) -> str:
-    """Runs one of this agent's own tools; a bad call is an answer, not a crash."""
-    if name != "add":
-        return json.dumps({"error": f"no tool {name}"})
-    try:
-        a, b = tool_input["a"], tool_input["b"]
-        total = a + b
-    except (KeyError, TypeError):
-        return json.dumps({"error": "bad input: a and b are numbers"})
-    return json.dumps({"sum": total})
-"##;
-
-const TOOL_LOOP_TEST_PY: &str = r##"import unittest
-
-import logic
-
-
-class ToolTest(unittest.TestCase):
-    def test_add_adds_and_bad_input_is_an_answer(self):
-        self.assertEqual(logic.run_tool("add", {"a": 19, "b": 23}), '{"sum": 42}')
-        self.assertIn("bad input", logic.run_tool("add", {}))
-        self.assertIn("no tool", logic.run_tool("divide", {}))
-
-
-if __name__ == "__main__":
-    unittest.main()
-"##;
 
 /// The componentize-js release JavaScript agents are built with.
 pub const COMPONENTIZE_JS: &str = "0.23.0";
@@ -412,91 +344,6 @@ fn event_json(template: Template) -> &'static str {
         }
     }
 }
-
-const HELLO_JS: &str = r##"// A new ClawCage agent: asks its model once and answers with the text.
-import { defineHandler, Model, log } from './clawcage.js';
-import { requestFor } from './logic.js';
-
-export const handler = defineHandler((event) => {
-  log.info(`asking the model for a ${event.kind} event`);
-  const answer = Model.open('default').complete(requestFor(event.payload.prompt));
-  return answer.text;
-});
-"##;
-
-const HELLO_LOGIC_JS: &str = r##"// The agent's logic that needs no host: tested with `npm test`.
-
-/** The request the agent sends: its prompt, capped in length. */
-export function requestFor(prompt) {
-  const text = String(prompt ?? '').slice(0, 4000);
-  return {
-    system: 'You are a concise assistant.',
-    messages: [{ role: 'user', content: [{ tag: 'text', val: text }], cache: undefined }],
-    maxTokens: 256,
-  };
-}
-"##;
-
-const HELLO_TEST_JS: &str = r##"import assert from 'node:assert/strict';
-import { test } from 'node:test';
-import { requestFor } from './logic.js';
-
-test('the prompt is capped', () => {
-  const request = requestFor('x'.repeat(10000));
-  assert.equal(request.messages[0].content[0].val.length, 4000);
-});
-"##;
-
-const TOOL_LOOP_JS: &str = r##"// A new ClawCage agent with a tool loop: it offers the model a tool of its
-// own (`add`), runs every call the model asks for, sends the results back,
-// and stops when the model answers in text (or after a few rounds).
-import { defineHandler, Model, log, toolResults, toolSpec, user } from './clawcage.js';
-import { runTool } from './logic.js';
-
-const MAX_ROUNDS = 5;
-const ADD = toolSpec('add', 'Adds two numbers.', {
-  type: 'object',
-  properties: { a: { type: 'number' }, b: { type: 'number' } },
-  required: ['a', 'b'],
-});
-
-export const handler = defineHandler((event) => {
-  const model = Model.open('default');
-  const messages = [user(event.payload.prompt)];
-  for (let round = 0; round < MAX_ROUNDS; round++) {
-    const answer = model.complete({ messages, maxTokens: 512, tools: [ADD] });
-    if (answer.stopReason !== 'tool-use') return answer.text;
-    messages.push(answer.toMessage());
-    messages.push(toolResults(answer.toolUses.map((call) => {
-      log.info(`round ${round}: the model calls ${call.name}`);
-      return { toolUseId: call.id, content: runTool(call.name, call.input) };
-    })));
-  }
-  throw new Error(`no answer after ${MAX_ROUNDS} rounds`);
-});
-"##;
-
-const TOOL_LOOP_LOGIC_JS: &str = r##"// The agent's logic that needs no host: tested with `npm test`.
-
-/** Runs one of this agent's own tools; a bad call is an answer, not a crash. */
-export function runTool(name, input) {
-  if (name !== 'add') return JSON.stringify({ error: `no tool ${name}` });
-  const { a, b } = input ?? {};
-  if (typeof a !== 'number' || typeof b !== 'number') return JSON.stringify({ error: 'bad input: a and b are numbers' });
-  return JSON.stringify({ sum: a + b });
-}
-"##;
-
-const TOOL_LOOP_TEST_JS: &str = r##"import assert from 'node:assert/strict';
-import { test } from 'node:test';
-import { runTool } from './logic.js';
-
-test('add adds, and bad input is an answer', () => {
-  assert.equal(runTool('add', { a: 19, b: 23 }), '{"sum":42}');
-  assert.match(runTool('add', {}), /bad input/);
-  assert.match(runTool('divide', {}), /no tool/);
-});
-"##;
 
 fn cargo_toml(name: &str, sdk: &Path) -> String {
     format!(
@@ -568,147 +415,6 @@ deadline_ms = 30000
 "#
     )
 }
-
-const HELLO_RS: &str = r##"//! A new ClawCage agent: asks its model once and answers with the text.
-
-use clawcage_sdk::{CompletionRequest, Event, Model, handler, info};
-use serde::Deserialize;
-
-/// The event's payload: `{"prompt": "..."}`.
-#[derive(Debug, Deserialize)]
-pub struct Ask {
-    /// What to ask the model.
-    pub prompt: String,
-}
-
-/// The request the agent sends: its prompt, capped in length.
-pub fn request_for(ask: &Ask) -> CompletionRequest {
-    let prompt: String = ask.prompt.chars().take(4_000).collect();
-    CompletionRequest::new()
-        .system("You are a concise assistant.")
-        .user(prompt)
-        .max_tokens(256)
-}
-
-#[handler]
-fn handle(event: Event) -> clawcage_sdk::Result<String> {
-    let ask: Ask = event.payload()?;
-    info!("asking the model for a {} event", event.kind);
-    let model = Model::open("default")?;
-    let answer = model.complete(&request_for(&ask))?;
-    Ok(answer.text())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_prompt_is_capped() {
-        let ask = Ask { prompt: "x".repeat(10_000) };
-        let request = request_for(&ask);
-        let sent: usize = request
-            .messages
-            .iter()
-            .flat_map(|m| &m.content)
-            .map(|part| match part {
-                clawcage_sdk::ContentPart::Text(text) => text.len(),
-                _ => 0,
-            })
-            .sum();
-        assert_eq!(sent, 4_000);
-    }
-}
-"##;
-
-const TOOL_LOOP_RS: &str = r##"//! A new ClawCage agent with a tool loop: it offers the model a tool of its
-//! own (`add`), runs every call the model asks for, sends the results back,
-//! and stops when the model answers in text (or after a few rounds).
-
-use clawcage_sdk::{
-    CompletionRequest, Event, Message, Model, StopReason, ToolResult, ToolSpec, handler, info,
-};
-use serde::Deserialize;
-use serde_json::json;
-
-/// Most model calls one event makes.
-const MAX_ROUNDS: usize = 5;
-
-/// The event's payload: `{"prompt": "..."}`.
-#[derive(Debug, Deserialize)]
-pub struct Ask {
-    /// What to ask the model.
-    pub prompt: String,
-}
-
-/// The `add` tool's input.
-#[derive(Debug, Deserialize)]
-pub struct AddInput {
-    /// The first number.
-    pub a: f64,
-    /// The second number.
-    pub b: f64,
-}
-
-/// Runs one of this agent's own tools.
-pub fn run_tool(name: &str, input: &str) -> String {
-    match name {
-        "add" => match serde_json::from_str::<AddInput>(input) {
-            Ok(AddInput { a, b }) => json!({ "sum": a + b }).to_string(),
-            Err(e) => json!({ "error": format!("bad input: {e}") }).to_string(),
-        },
-        other => json!({ "error": format!("no tool {other}") }).to_string(),
-    }
-}
-
-#[handler]
-fn handle(event: Event) -> clawcage_sdk::Result<String> {
-    let ask: Ask = event.payload()?;
-    let model = Model::open("default")?;
-    let add = ToolSpec::new(
-        "add",
-        "Adds two numbers.",
-        &json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
-    );
-    let mut request = CompletionRequest::new()
-        .user(ask.prompt)
-        .max_tokens(512)
-        .tool(add);
-    for round in 0..MAX_ROUNDS {
-        let answer = model.complete(&request)?;
-        if answer.stop_reason != StopReason::ToolUse {
-            return Ok(answer.text());
-        }
-        let results: Vec<ToolResult> = answer
-            .tool_uses()
-            .map(|call| {
-                info!("round {round}: the model calls {}", call.name);
-                ToolResult {
-                    tool_use_id: call.id.clone(),
-                    content: run_tool(&call.name, &call.input),
-                    is_error: false,
-                }
-            })
-            .collect();
-        request = request
-            .message(answer.to_message())
-            .message(Message::tool_results(results));
-    }
-    Err(clawcage_sdk::Error::msg(format!("no answer after {MAX_ROUNDS} rounds")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn add_adds_and_bad_input_is_an_answer_not_a_crash() {
-        assert_eq!(run_tool("add", r#"{"a": 19, "b": 23}"#), r#"{"sum":42.0}"#);
-        assert!(run_tool("add", "{}").contains("bad input"));
-        assert!(run_tool("divide", "{}").contains("no tool"));
-    }
-}
-"##;
 
 impl BuildCommand {
     /// Runs the command.
