@@ -185,16 +185,7 @@ impl NewCommand {
         };
         let crate_name = self.name.replace('-', "_");
         write(&root, "Cargo.toml", &cargo_toml(&self.name, &sdk))?;
-        for (file, text) in template_files(Language::Rust, self.template) {
-            write(&root, file, text)?;
-        }
-        write(
-            &root,
-            "agent.toml",
-            &manifest(&self.name, &crate_name, self.template),
-        )?;
-        write(&root, "event.json", event_json(self.template))?;
-        write(&root, ".gitignore", "/target\n/dist\n")?;
+        self.write_agent(&root, Language::Rust, &crate_name, "/target\n/dist\n")?;
         let _ = writeln!(
             out,
             "created {} (Rust, {} template)\n\nnext:\n  cd {}\n  clawcage build\n  clawcage run agent.toml --event event.json\n  cargo test",
@@ -210,6 +201,27 @@ impl NewCommand {
 }
 
 impl NewCommand {
+    /// What every new project has: the template's files, the manifest (its
+    /// component `dist/<component>.wasm`), the sample event, `.gitignore`.
+    fn write_agent(
+        &self,
+        root: &Path,
+        lang: Language,
+        component: &str,
+        ignore: &str,
+    ) -> Result<(), CliError> {
+        for (file, text) in template_files(lang, self.template) {
+            write(root, file, text)?;
+        }
+        write(
+            root,
+            "agent.toml",
+            &manifest(&self.name, component, self.template),
+        )?;
+        write(root, "event.json", event_json(self.template))?;
+        write(root, ".gitignore", ignore)
+    }
+
     /// A JavaScript project: the SDK module and the build script copied in,
     /// the WIT beside them, componentize-js pinned.
     fn new_js(&self, root: &Path, out: &mut dyn Write) -> Result<(), CliError> {
@@ -224,12 +236,7 @@ impl NewCommand {
         write(root, "clawcage.js", JS_SDK)?;
         write(root, "build.mjs", JS_BUILD)?;
         write(root, "wit/agent.wit", WIT)?;
-        for (file, text) in template_files(Language::Js, self.template) {
-            write(root, file, text)?;
-        }
-        write(root, "agent.toml", &manifest(name, name, self.template))?;
-        write(root, "event.json", event_json(self.template))?;
-        write(root, ".gitignore", "/node_modules\n/dist\n")?;
+        self.write_agent(root, Language::Js, name, "/node_modules\n/dist\n")?;
         let _ = writeln!(
             out,
             "created {} (JavaScript, componentize-js {COMPONENTIZE_JS})\n\nnext:\n  cd {}\n  clawcage build        # npm install, then componentize\n  clawcage run agent.toml --event event.json\n  npm test",
@@ -238,9 +245,7 @@ impl NewCommand {
         );
         Ok(())
     }
-}
 
-impl NewCommand {
     /// A Python project: the SDK module in `src/` beside the agent, the
     /// WIT, componentize-py pinned in `requirements.txt`.
     fn new_python(&self, root: &Path, out: &mut dyn Write) -> Result<(), CliError> {
@@ -252,12 +257,12 @@ impl NewCommand {
         )?;
         write(root, "src/clawcage.py", PY_SDK)?;
         write(root, "wit/agent.wit", WIT)?;
-        for (file, text) in template_files(Language::Python, self.template) {
-            write(root, file, text)?;
-        }
-        write(root, "agent.toml", &manifest(name, name, self.template))?;
-        write(root, "event.json", event_json(self.template))?;
-        write(root, ".gitignore", "/.venv\n/dist\n__pycache__/\n")?;
+        self.write_agent(
+            root,
+            Language::Python,
+            name,
+            "/.venv\n/dist\n__pycache__/\n",
+        )?;
         let _ = writeln!(
             out,
             "created {} (Python, componentize-py {COMPONENTIZE_PY})\n\nnext:\n  cd {}\n  clawcage build        # a .venv with componentize-py, then componentize\n  clawcage run agent.toml --event event.json\n  python3 -m unittest discover -s src",
@@ -515,30 +520,8 @@ impl BuildCommand {
     fn build_python(&self, out: &mut dyn Write) -> Result<(), CliError> {
         let dir = &self.dir;
         let target = component_target(dir)?;
-        let step = |program: &Path, args: &[&str]| -> Result<(), CliError> {
-            let status = Command::new(program)
-                .args(args)
-                .current_dir(dir)
-                .status()
-                .map_err(|e| {
-                    CliError::new(
-                        exit::HOST,
-                        format!("running {}: {e} (Python agents need Python 3.10 or newer, with venv and pip)", program.display()),
-                    )
-                })?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(CliError::new(
-                    exit::AGENT_ERROR,
-                    format!(
-                        "{} {} failed (see above)",
-                        program.display(),
-                        args.join(" ")
-                    ),
-                ))
-            }
-        };
+        let needs = "Python agents need Python 3.10 or newer, with venv and pip";
+        let step = |program: &Path, args: &[&str]| step(dir, program, args, needs);
         let venv = dir.join(".venv");
         let componentize = venv.join("bin/componentize-py");
         if !componentize.is_file() {
@@ -583,26 +566,8 @@ impl BuildCommand {
     fn build_js(&self, out: &mut dyn Write) -> Result<(), CliError> {
         let dir = &self.dir;
         let target = component_target(dir)?;
-        let node = |program: &str, args: &[&str]| -> Result<(), CliError> {
-            let status = Command::new(program)
-                .args(args)
-                .current_dir(dir)
-                .status()
-                .map_err(|e| {
-                    CliError::new(
-                        exit::HOST,
-                        format!("running {program}: {e} (JavaScript agents need Node.js 20 or newer, with npm)"),
-                    )
-                })?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(CliError::new(
-                    exit::AGENT_ERROR,
-                    format!("{program} {} failed (see above)", args.join(" ")),
-                ))
-            }
-        };
+        let needs = "JavaScript agents need Node.js 20 or newer, with npm";
+        let node = |program: &str, args: &[&str]| step(dir, Path::new(program), args, needs);
         if !dir
             .join("node_modules/@bytecodealliance/componentize-js")
             .is_dir()
@@ -615,6 +580,33 @@ impl BuildCommand {
         let target_text = target.to_string_lossy().to_string();
         node("node", &["build.mjs", "agent.js", "wit", &target_text])?;
         finish_build(dir, &target, out)
+    }
+}
+
+/// Runs one build step in `dir`; `needs` says what to install when the
+/// program is missing.
+fn step(dir: &Path, program: &Path, args: &[&str], needs: &str) -> Result<(), CliError> {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .map_err(|e| {
+            CliError::new(
+                exit::HOST,
+                format!("running {}: {e} ({needs})", program.display()),
+            )
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(CliError::new(
+            exit::AGENT_ERROR,
+            format!(
+                "{} {} failed (see above)",
+                program.display(),
+                args.join(" ")
+            ),
+        ))
     }
 }
 
