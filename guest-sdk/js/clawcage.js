@@ -13,7 +13,9 @@
 //   `rate-limited`, …).
 // - `log.info(...)` and friends.
 //
-// 64-bit counts (token usage) come back as numbers, not BigInts.
+// 64-bit counts (token usage) come back as numbers, not BigInts. Types for
+// all of it are in `clawcage.d.ts` (TypeScript agents import them from
+// `@clawcage/sdk`); the WIT's own are generated into `types/`.
 
 import { log as witLog } from 'clawcage:agent/log@0.2.0';
 import { Model as WitModel } from 'clawcage:agent/inference@0.2.0';
@@ -60,11 +62,26 @@ export const toolResults = (results) => ({
   content: results.map((r) => ({ tag: 'tool-result', val: { toolUseId: r.toolUseId, content: String(r.content), isError: Boolean(r.isError) } })),
   cache: undefined,
 });
+/**
+ * JSON text with object keys sorted and no spaces: the bytes the Rust SDK
+ * (serde_json) writes for the same value, so one agent written in either
+ * language sends the same requests and replays the same cassettes.
+ */
+export function json(value) {
+  return JSON.stringify(value, (_, v) => {
+    if (typeof v === 'bigint') return Number(v);
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]]));
+    }
+    return v;
+  });
+}
+
 /** A tool the model may call: its input described by a JSON schema object. */
-export const toolSpec = (name, description, inputSchema) => ({ name, description, inputSchema: JSON.stringify(inputSchema), cache: undefined });
+export const toolSpec = (name, description, inputSchema) => ({ name, description, inputSchema: json(inputSchema), cache: undefined });
 
 /** A completion, with helpers. */
-class Completion {
+export class Completion {
   constructor(raw) {
     this.model = raw.model;
     this.provider = raw.provider;
@@ -133,7 +150,7 @@ export class Tool {
   }
   /** Calls `action` with `input` (sent as JSON); answers the parsed JSON result. */
   call(action, input) {
-    return JSON.parse(call(action, () => this.inner.call(action, JSON.stringify(input ?? {}))));
+    return JSON.parse(call(action, () => this.inner.call(action, json(input ?? {}))));
   }
 }
 

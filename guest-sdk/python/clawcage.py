@@ -35,7 +35,7 @@ from wit_world.imports import inference, log as _log, tools
 
 __all__ = [
     "CapabilityError", "Completion", "Event", "Model", "Tool", "ToolCall",
-    "assistant", "handler", "log", "tool_results", "tool_spec", "user",
+    "assistant", "handler", "json_text", "log", "tool_results", "tool_spec", "user",
 ]
 
 
@@ -97,9 +97,16 @@ def tool_results(results: List[inference.ToolResult]) -> inference.Message:
         role=inference.Role.USER, content=[inference.ContentPart_ToolResult(r) for r in results], cache=None)
 
 
+def json_text(value: Any) -> str:
+    """JSON text with object keys sorted and no spaces: the bytes the Rust SDK
+    (serde_json) writes for the same value, so one agent written in any of
+    the languages sends the same requests and replays the same cassettes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def tool_spec(name: str, description: str, input_schema: Dict[str, Any]) -> inference.ToolSpec:
     """A tool the model may call, its input described by a JSON schema."""
-    return inference.ToolSpec(name=name, description=description, input_schema=json.dumps(input_schema), cache=None)
+    return inference.ToolSpec(name=name, description=description, input_schema=json_text(input_schema), cache=None)
 
 
 @dataclass
@@ -181,7 +188,7 @@ class Tool:
 
     def call(self, action: str, input: Any = None) -> Any:
         """Calls ``action`` with ``input`` (sent as JSON); answers the parsed result."""
-        return json.loads(_call(action, lambda: self.inner.call(action, json.dumps(input or {}))))
+        return json.loads(_call(action, lambda: self.inner.call(action, json_text(input or {}))))
 
 
 def handler(handle: Callable[[Event], Any]) -> type:

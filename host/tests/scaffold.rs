@@ -178,8 +178,9 @@ fn javascript_projects_build_with_componentize_js_and_run_on_the_mock() {
     }
 }
 
-#[test]
-fn python_projects_build_with_componentize_py_and_run_on_the_mock() {
+/// Whether python3 with venv and pip runs here; with
+/// `CLAWCAGE_REQUIRE_CLIENTS` set (CI), its absence fails the test.
+fn python_available() -> bool {
     let venv_works = Command::new("python3")
         .args(["-c", "import venv, ensurepip"])
         .output()
@@ -190,6 +191,13 @@ fn python_projects_build_with_componentize_py_and_run_on_the_mock() {
     );
     if !venv_works {
         eprintln!("skipped: python3 has no venv or pip");
+    }
+    venv_works
+}
+
+#[test]
+fn python_projects_build_with_componentize_py_and_run_on_the_mock() {
+    if !python_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -222,4 +230,168 @@ fn python_projects_build_with_componentize_py_and_run_on_the_mock() {
         "{}",
         String::from_utf8_lossy(&failed.stderr)
     );
+}
+
+/// The repository's root.
+fn repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds a sample with `clawcage build` where it is and runs it on the
+/// event of the Rust sample whose cassette it replays; answers the report.
+fn build_and_run_sample(sample: &str, event_of: &str) -> serde_json::Value {
+    let target = target();
+    let dir = repo().join("sample-agents").join(sample);
+    let built = run(&dir, CLAWCAGE, &["build"], &target);
+    assert!(
+        built.contains("a component of the clawcage:agent world"),
+        "{built}"
+    );
+    let event = format!("../{event_of}/event.json");
+    let report = run(
+        &dir,
+        CLAWCAGE,
+        &["run", "agent.toml", "--event", &event],
+        &target,
+    );
+    serde_json::from_str(&report).unwrap_or_else(|e| panic!("{e}: {report}"))
+}
+
+#[test]
+fn the_typescript_triage_sample_replays_the_rust_triage_cassette() {
+    if !node_available() {
+        return;
+    }
+    let target = target();
+    let sdk = repo().join("guest-sdk/js");
+    // The SDK's own tools (jco, for its types) come with a clean install
+    // from its lock file.
+    if !sdk
+        .join("node_modules/@bytecodealliance/jco-transpile")
+        .is_dir()
+    {
+        run(
+            &sdk,
+            "npm",
+            &["ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            &target,
+        );
+    }
+    // The shipped TypeScript declarations are what the WIT gives today.
+    run(&sdk, "node", &["types.mjs", "--check"], &target);
+
+    // The sample takes a copy of the SDK package (`install-links`): a
+    // clean install from its lock file makes it the SDK as it is now.
+    run(
+        &repo().join("sample-agents/triage-js"),
+        "npm",
+        &["ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        &target,
+    );
+    // Request for request the same agent as the Rust triage: its cassette
+    // answers every model and tool call, and the report is the same.
+    let report = build_and_run_sample("triage-js", "triage");
+    assert_eq!(
+        report,
+        serde_json::json!({
+            "status": "triaged", "repo": "acme/support", "number": 42, "labels": ["bug"], "rounds": 2,
+            "summary": "Labelled as a bug: saving with an empty title crashes the app.",
+            "posted_to_slack": true, "failed_actions": [],
+        })
+    );
+
+    // Outside the checkout, a TypeScript agent on the SDK by path: a type
+    // error fails the build with the compiler's message.
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    let package = serde_json::json!({
+        "name": "typed", "private": true, "type": "module",
+        "dependencies": {"@clawcage/sdk": format!("file:{}", sdk.display())},
+    });
+    std::fs::write(project.join("package.json"), package.to_string()).unwrap();
+    std::fs::write(
+        project.join("agent.toml"),
+        "name = \"typed\"\n[component]\npath = \"dist/typed.wasm\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("agent.ts"),
+        "import { defineHandler, Model, user } from '@clawcage/sdk';\n\
+         export const handler = defineHandler(() =>\n  \
+         Model.open('default').complete({ messages: [user('hi')], maxTokens: 'many' }).text);\n",
+    )
+    .unwrap();
+    let failed = Command::new(CLAWCAGE)
+        .arg("build")
+        .current_dir(project)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success() && stderr.contains("agent.ts(3,") && stderr.contains("TS2322"),
+        "{stderr}"
+    );
+    assert!(!project.join("dist/typed.wasm").exists());
+}
+
+#[test]
+fn the_python_report_writer_sample_replays_the_rust_report_writers_cassette() {
+    if !python_available() {
+        return;
+    }
+    // The venv holds a copy of the SDK package: make it the SDK as it is now.
+    let dir = repo().join("sample-agents/report-writer-py");
+    if dir.join(".venv/bin/pip").is_file() {
+        run(
+            &dir,
+            ".venv/bin/pip",
+            &[
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--force-reinstall",
+                "../../guest-sdk/python",
+            ],
+            &target(),
+        );
+    }
+    let report = build_and_run_sample("report-writer-py", "report-writer");
+    assert_eq!(
+        report,
+        serde_json::json!({
+            "status": "filed", "repo": "acme/support", "issues": 2,
+            "page_id": "00000000-0000-0000-0000-00000000beef", "paragraphs": 3,
+        })
+    );
+}
+
+#[test]
+fn the_pinned_javascript_tools_are_the_sdk_packages() {
+    let package: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("guest-sdk/js/package.json")).unwrap(),
+    )
+    .unwrap();
+    // What `clawcage new --lang js` pins is what the SDK package pins.
+    let dir = tempfile::tempdir().unwrap();
+    run(
+        dir.path(),
+        CLAWCAGE,
+        &["new", "pins", "--lang", "js"],
+        &target(),
+    );
+    let scaffolded: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("pins/package.json")).unwrap(),
+    )
+    .unwrap();
+    for tool in [
+        "@bytecodealliance/componentize-js",
+        "@bytecodealliance/preview2-shim",
+        "esbuild",
+    ] {
+        assert_eq!(
+            scaffolded["dependencies"][tool], package["dependencies"][tool],
+            "{tool}"
+        );
+    }
 }

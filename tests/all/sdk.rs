@@ -172,9 +172,13 @@ async fn grants_are_per_agent() {
 fn the_sdk_carries_the_hosts_wit_unchanged() {
     let root = std::path::Path::new(clawcage_tests::REPO_ROOT);
     let host = std::fs::read(root.join("wit/agent.wit")).unwrap();
-    let sdk = std::fs::read(root.join("guest-sdk/wit/agent.wit")).unwrap();
-    assert!(
-        host == sdk,
-        "guest-sdk/wit/agent.wit differs from wit/agent.wit: copy it over (cp wit/agent.wit guest-sdk/wit/)"
-    );
+    // The Rust SDK's copy, and the JavaScript package's (npm does not
+    // follow links when it packs a package).
+    for copy in ["guest-sdk/wit/agent.wit", "guest-sdk/js/wit/agent.wit"] {
+        let sdk = std::fs::read(root.join(copy)).unwrap();
+        assert!(
+            host == sdk,
+            "{copy} differs from wit/agent.wit: copy it over (cp wit/agent.wit {copy})"
+        );
+    }
 }

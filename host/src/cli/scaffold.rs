@@ -230,7 +230,7 @@ impl NewCommand {
             root,
             "package.json",
             &format!(
-                "{{\n  \"name\": \"{name}\",\n  \"version\": \"0.1.0\",\n  \"private\": true,\n  \"type\": \"module\",\n  \"scripts\": {{ \"test\": \"node --test\" }},\n  \"dependencies\": {{ \"@bytecodealliance/componentize-js\": \"{COMPONENTIZE_JS}\" }}\n}}\n"
+                "{{\n  \"name\": \"{name}\",\n  \"version\": \"0.1.0\",\n  \"private\": true,\n  \"type\": \"module\",\n  \"scripts\": {{ \"test\": \"node --test\" }},\n  \"dependencies\": {{ \"@bytecodealliance/componentize-js\": \"{COMPONENTIZE_JS}\", \"@bytecodealliance/preview2-shim\": \"{PREVIEW2_SHIM}\", \"esbuild\": \"{ESBUILD}\" }}\n}}\n"
             ),
         )?;
         write(root, "clawcage.js", JS_SDK)?;
@@ -334,6 +334,14 @@ const PY_SDK: &str = include_str!("../../../guest-sdk/python/clawcage.py");
 
 /// The componentize-js release JavaScript agents are built with.
 pub const COMPONENTIZE_JS: &str = "0.23.0";
+
+/// The WASI shim componentize-js runs its splicer on: an optional peer
+/// dependency of it that `npm ci` leaves out unless it is named.
+pub const PREVIEW2_SHIM: &str = "0.25.0";
+
+/// The esbuild release that bundles a JavaScript agent before
+/// componentize-js (as guest-sdk/js/package.json pins it).
+pub const ESBUILD: &str = "0.25.12";
 
 const JS_SDK: &str = include_str!("../../../guest-sdk/js/clawcage.js");
 const JS_BUILD: &str = include_str!("../../../guest-sdk/js/build.mjs");
@@ -514,19 +522,22 @@ impl BuildCommand {
 }
 
 impl BuildCommand {
-    /// A Python project: a `.venv` with its requirements (componentize-py)
-    /// when there is none, then `componentize-py` on `src/app.py` into the
-    /// manifest's component path.
+    /// A Python project: a `.venv` with its requirements (componentize-py,
+    /// and any library the agent uses, such as the SDK as a package) when
+    /// there is none, then `componentize-py` on `src/app.py` into the
+    /// manifest's component path. The venv's packages are on the module
+    /// path (componentize-py reads `VIRTUAL_ENV`), and only what the agent
+    /// imports goes into the component.
     fn build_python(&self, out: &mut dyn Write) -> Result<(), CliError> {
         let dir = &self.dir;
         let target = component_target(dir)?;
         let needs = "Python agents need Python 3.10 or newer, with venv and pip";
-        let step = |program: &Path, args: &[&str]| step(dir, program, args, needs);
         let venv = dir.join(".venv");
         let componentize = venv.join("bin/componentize-py");
         if !componentize.is_file() {
-            step(Path::new("python3"), &["-m", "venv", ".venv"])?;
+            step(dir, Path::new("python3"), &["-m", "venv", ".venv"], needs)?;
             step(
+                dir,
                 &venv.join("bin/pip"),
                 &[
                     "install",
@@ -535,6 +546,7 @@ impl BuildCommand {
                     "-r",
                     "requirements.txt",
                 ],
+                needs,
             )?;
         }
         let target_text = target.to_string_lossy().to_string();
@@ -543,42 +555,60 @@ impl BuildCommand {
                 CliError::new(exit::MISSING_FILE, format!("{}: {e}", parent.display()))
             })?;
         }
-        step(
-            &componentize,
-            &[
-                "-d",
-                "wit",
-                "-w",
-                "agent",
-                "componentize",
-                "-p",
-                "src",
-                "app",
-                "-o",
-                &target_text,
-            ],
-        )?;
+        let mut command = Command::new(&componentize);
+        command.env("VIRTUAL_ENV", &venv).args([
+            "-d",
+            "wit",
+            "-w",
+            "agent",
+            "componentize",
+            "-p",
+            "src",
+            "app",
+            "-o",
+            &target_text,
+        ]);
+        run_step(dir, command, needs)?;
         finish_build(dir, &target, out)
     }
 
-    /// A JavaScript project: `npm install` when componentize-js is not
-    /// there yet, then its `build.mjs` into the manifest's component path.
+    /// A JavaScript or TypeScript project: `npm install` when there is no
+    /// `node_modules` yet, then the build script (the project's
+    /// `build.mjs`, or the SDK package's) on `agent.ts` or `agent.js`, with
+    /// the project's `wit/` (or the SDK package's), into the manifest's
+    /// component path.
     fn build_js(&self, out: &mut dyn Write) -> Result<(), CliError> {
         let dir = &self.dir;
         let target = component_target(dir)?;
         let needs = "JavaScript agents need Node.js 20 or newer, with npm";
         let node = |program: &str, args: &[&str]| step(dir, Path::new(program), args, needs);
-        if !dir
-            .join("node_modules/@bytecodealliance/componentize-js")
-            .is_dir()
-        {
+        if !dir.join("node_modules").is_dir() {
             node(
                 "npm",
                 &["install", "--no-audit", "--no-fund", "--loglevel=error"],
             )?;
         }
+        let first = |candidates: &[&'static str]| {
+            candidates
+                .iter()
+                .copied()
+                .find(|c| dir.join(c).exists())
+                .ok_or_else(|| {
+                    CliError::new(
+                        exit::MISSING_FILE,
+                        format!(
+                            "{}: none of {} (a JavaScript agent project; `clawcage new --lang js` makes one)",
+                            dir.display(),
+                            candidates.join(", ")
+                        ),
+                    )
+                })
+        };
+        let script = first(&["build.mjs", "node_modules/@clawcage/sdk/build.mjs"])?;
+        let entry = first(&["agent.ts", "agent.js"])?;
+        let wit = first(&["wit", "node_modules/@clawcage/sdk/wit"])?;
         let target_text = target.to_string_lossy().to_string();
-        node("node", &["build.mjs", "agent.js", "wit", &target_text])?;
+        node("node", &[script, entry, wit, &target_text])?;
         finish_build(dir, &target, out)
     }
 }
@@ -586,26 +616,28 @@ impl BuildCommand {
 /// Runs one build step in `dir`; `needs` says what to install when the
 /// program is missing.
 fn step(dir: &Path, program: &Path, args: &[&str], needs: &str) -> Result<(), CliError> {
-    let status = Command::new(program)
-        .args(args)
+    let mut command = Command::new(program);
+    command.args(args);
+    run_step(dir, command, needs)
+}
+
+/// Runs a prepared build step in `dir`, its output going to the user.
+fn run_step(dir: &Path, mut command: Command, needs: &str) -> Result<(), CliError> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let args: Vec<String> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let status = command
         .current_dir(dir)
         .status()
-        .map_err(|e| {
-            CliError::new(
-                exit::HOST,
-                format!("running {}: {e} ({needs})", program.display()),
-            )
-        })?;
+        .map_err(|e| CliError::new(exit::HOST, format!("running {program}: {e} ({needs})")))?;
     if status.success() {
         Ok(())
     } else {
         Err(CliError::new(
             exit::AGENT_ERROR,
-            format!(
-                "{} {} failed (see above)",
-                program.display(),
-                args.join(" ")
-            ),
+            format!("{program} {} failed (see above)", args.join(" ")),
         ))
     }
 }
