@@ -11,7 +11,8 @@
 //!   to its mock model and the answer back), in Rust, JavaScript and
 //!   Python, each in a fresh instance. Give the projects' manifests, built
 //!   with `clawcage build`, in `LANGUAGE_AGENTS` (`rust=…/agent.toml,js=…`);
-//!   without it the group is skipped.
+//!   without it the group is skipped. Each also runs with `KEEP_MIB` MiB
+//!   (default 16) of each memory kept resident between events.
 //!
 //! Run with `cargo bench -p clawcage-host --bench invoke`.
 
@@ -291,7 +292,12 @@ fn languages(c: &mut Criterion) {
         let manifest = clawcage::Manifest::load(path).unwrap();
         // The default engine, and one keeping 16 MiB of each memory
         // resident between events (an interpreter dirties megabytes).
-        for (variant, keep_resident) in [("", None), ("_keep_16mib", Some(16 << 20))] {
+        let keep_mib: usize = std::env::var("KEEP_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
+        let keep_name = format!("_keep_{keep_mib}mib");
+        for (variant, keep_resident) in [("", None), (keep_name.as_str(), Some(keep_mib << 20))] {
             let mut options = EngineOptions::default();
             if let Some(bytes) = keep_resident {
                 options.memory_keep_resident = bytes;
