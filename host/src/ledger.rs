@@ -108,6 +108,9 @@ pub enum BudgetError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The cluster's database failed or could not be reached.
+    #[error(transparent)]
+    Shared(#[from] crate::cluster::ClusterError),
 }
 
 impl From<rusqlite::Error> for BudgetError {
@@ -125,6 +128,8 @@ pub struct Reservation {
     id: u64,
     tokens: u64,
     cost_micros: u64,
+    /// The same hold on the cluster's budget, in cluster mode.
+    lease: Option<crate::cluster::budget::LeaseHold>,
 }
 
 impl std::fmt::Debug for Reservation {
@@ -313,6 +318,9 @@ struct Shared {
     _lock: Option<std::fs::File>,
     /// Told about every settled call (the daemon's audit log and metrics).
     usage_hook: std::sync::OnceLock<UsageHook>,
+    /// In cluster mode, this daemon's leases on the budgets every daemon
+    /// shares.
+    leases: std::sync::OnceLock<crate::cluster::budget::BudgetLeases>,
 }
 
 /// A function told about every settled call.
@@ -465,6 +473,7 @@ impl Ledger {
                 writer,
                 _lock: lock,
                 usage_hook: std::sync::OnceLock::new(),
+                leases: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -552,7 +561,40 @@ impl Ledger {
             id,
             tokens,
             cost_micros,
+            lease: None,
         })
+    }
+
+    /// Makes this ledger spend from budgets shared with other daemons:
+    /// [`Ledger::reserve_shared`] holds each call against the cluster's
+    /// budget too. Only the first one set counts.
+    pub fn share_budgets(&self, leases: crate::cluster::budget::BudgetLeases) {
+        let _ = self.shared.leases.set(leases);
+    }
+
+    /// [`Ledger::reserve`], and in cluster mode the same hold on the budget
+    /// every daemon shares (taking a lease from the cluster's database when
+    /// this daemon's is used up). The inference path reserves here.
+    pub async fn reserve_shared(
+        &self,
+        agent: &str,
+        limits: &BudgetLimits,
+        tokens: u64,
+        cost_micros: u64,
+    ) -> Result<Reservation, BudgetError> {
+        let now = now_unix();
+        let mut reservation = self.reserve_at(agent, limits, tokens, cost_micros, now)?;
+        let spend_limited = limits.tokens_per_day.is_some()
+            || limits.tokens_per_month.is_some()
+            || limits.usd_micros_per_day.is_some()
+            || limits.usd_micros_per_month.is_some();
+        if let Some(leases) = self.shared.leases.get()
+            && spend_limited
+        {
+            // On refusal the local hold drops with `reservation`.
+            reservation.lease = Some(leases.take(agent, limits, tokens, cost_micros, now).await?);
+        }
+        Ok(reservation)
     }
 
     /// The agent's book, loading its current totals from the database the
@@ -633,8 +675,14 @@ impl Ledger {
     }
 
     /// Replaces a reservation with the call's actual usage.
-    pub fn settle(&self, reservation: Reservation, record: &UsageRecord) {
+    pub fn settle(&self, mut reservation: Reservation, record: &UsageRecord) {
         let now = now_unix();
+        if let Some(hold) = reservation.lease.take() {
+            hold.settle(
+                record.input_tokens.saturating_add(record.output_tokens),
+                record.cost_micros,
+            );
+        }
         {
             let mut books = self.shared.lock_books();
             if let Some(book) = books.get_mut(&*reservation.agent)

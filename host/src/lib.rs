@@ -25,6 +25,7 @@ pub(crate) mod batch;
 #[allow(missing_docs)] // generated from the documented WIT
 pub mod bindings;
 pub mod cli;
+pub mod cluster;
 pub mod daemon;
 pub mod db;
 pub(crate) mod egress;

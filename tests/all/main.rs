@@ -4,6 +4,7 @@
 
 mod cli;
 mod clients;
+mod cluster;
 mod containment;
 mod daemon;
 mod inference;

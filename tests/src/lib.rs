@@ -20,6 +20,7 @@ include!(concat!(env!("OUT_DIR"), "/components.rs"));
 pub mod corpus;
 pub mod fake_provider;
 pub mod fake_tools;
+pub mod postgres;
 pub mod schemas;
 
 /// A directory for precompiled components shared by the tests of one run.

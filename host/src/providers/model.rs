@@ -259,7 +259,7 @@ impl BoundModel {
         Ok(())
     }
 
-    fn reserve(
+    async fn reserve(
         &self,
         target: &Target,
         request: &CompletionRequest,
@@ -286,7 +286,8 @@ impl BoundModel {
         let reservation = self
             .services
             .ledger
-            .reserve(&self.agent, &self.budget, input_bound + output_bound, cost)
+            .reserve_shared(&self.agent, &self.budget, input_bound + output_bound, cost)
+            .await
             .map_err(|e| match e {
                 BudgetError::Exceeded(message) => InferenceError::BudgetExceeded(message),
                 BudgetError::RateLimited {
@@ -297,13 +298,14 @@ impl BoundModel {
                     message: format!("more than {limit} calls per minute for this agent"),
                 }),
                 BudgetError::Db(e) => unavailable(format!("usage ledger: {e}")),
+                BudgetError::Shared(e) => unavailable(format!("the cluster's budgets: {e}")),
             })?;
         Ok((reservation, input_bound))
     }
 
     /// The start of every attempt: the suspension check, the budget
     /// reservation, the key for this request only, and a guard for it.
-    fn begin(
+    async fn begin(
         &self,
         n: usize,
         request: &CompletionRequest,
@@ -315,6 +317,7 @@ impl BoundModel {
         let started = Instant::now();
         let (reservation, input_bound) = self
             .reserve(target, request, body_bytes)
+            .await
             .map_err(Failure::Final)?;
         let (key, guard) = match self.key(target) {
             Ok(key) => key,
@@ -464,7 +467,7 @@ impl BoundModel {
             guard,
             mut hold,
             key,
-        } = self.begin(n, request, body.len(), call.context)?;
+        } = self.begin(n, request, body.len(), call.context).await?;
         let worst = hold.worst;
         let started = hold.started;
         let answer_by = call.answer_by;
@@ -573,7 +576,7 @@ impl BoundModel {
             guard,
             mut hold,
             key,
-        } = self.begin(n, request, body.len(), call.context)?;
+        } = self.begin(n, request, body.len(), call.context).await?;
         let worst = hold.worst;
         let started = hold.started;
         let answer_by = call.answer_by;

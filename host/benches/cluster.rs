@@ -1,0 +1,117 @@
+//! The cost of cluster mode on the call path: one budget reservation and
+//! its settlement, embedded (in memory, this process the only spender)
+//! against cluster mode (the same, plus a hold on this daemon's lease of
+//! the budget every daemon shares), on the fast path where the lease covers
+//! the call. Also the slow path alone: a call whose lease must grow, a
+//! round trip to PostgreSQL.
+//!
+//! Needs a PostgreSQL database: `CLAWCAGE_BENCH_POSTGRES=postgres://…
+//! cargo bench -p clawcage-host --bench cluster`; skipped without it. The
+//! bench writes to tables `budget_windows` and `budget_leases` there.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use clawcage::cluster::ClusterDb;
+use clawcage::cluster::budget::BudgetLeases;
+use clawcage::db::Database;
+use clawcage::ledger::{BudgetLimits, Ledger, UsageRecord};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn record(agent: &str) -> UsageRecord {
+    UsageRecord {
+        agent: agent.into(),
+        binding: "default".into(),
+        provider: "anthropic".into(),
+        model: "m".into(),
+        input_tokens: 1,
+        output_tokens: 1,
+        cost_micros: 1,
+        latency_ms: 1,
+        outcome: "ok".into(),
+        ..Default::default()
+    }
+}
+
+fn budgets(c: &mut Criterion) {
+    let Ok(url) = std::env::var("CLAWCAGE_BENCH_POSTGRES") else {
+        eprintln!("cluster: skipped (set CLAWCAGE_BENCH_POSTGRES=postgres://…)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::create(&dir.path().join("state")).unwrap());
+    let embedded = Ledger::new(db.clone());
+    let clustered = Ledger::new(db);
+    let daemon = format!("bench-{}", std::process::id());
+    let leases =
+        rt.block_on(async { BudgetLeases::start(ClusterDb::connect(&url).await.unwrap(), daemon) });
+    clustered.share_budgets(leases.clone());
+    let plenty = BudgetLimits {
+        tokens_per_day: Some(u64::MAX / 4),
+        ..BudgetLimits::default()
+    };
+    let agent = format!("bench-{}", std::process::id());
+    let used = record(&agent);
+
+    let mut group = c.benchmark_group("cluster");
+    group.bench_function("reserve_settle_embedded", |b| {
+        b.iter(|| {
+            let reservation = rt
+                .block_on(embedded.reserve_shared(&agent, &plenty, 1000, 0))
+                .unwrap();
+            embedded.settle(reservation, &used);
+        })
+    });
+    group.bench_function("reserve_settle_cluster_fast_path", |b| {
+        b.iter(|| {
+            let reservation = rt
+                .block_on(clustered.reserve_shared(&agent, &plenty, 1000, 0))
+                .unwrap();
+            clustered.settle(reservation, &used);
+        })
+    });
+    // The lease alone: what cluster mode adds to a call.
+    group.bench_function("lease_take_settle", |b| {
+        let now = clawcage::db::now_unix();
+        b.iter(|| {
+            let hold = rt
+                .block_on(leases.take(&agent, &plenty, 1000, 0, now))
+                .unwrap();
+            hold.settle(2, 0);
+        })
+    });
+    // The same block_on with nothing in it, to subtract.
+    group.bench_function("block_on_ready", |b| b.iter(|| rt.block_on(async {})));
+    // Every call needs all that is left, so every call takes a new slice.
+    let mut n = 0u64;
+    group.bench_function("reserve_settle_cluster_slow_path", |b| {
+        b.iter(|| {
+            n += 1;
+            let agent = format!("{agent}-slow-{n}");
+            let tight = BudgetLimits {
+                tokens_per_day: Some(1000),
+                ..BudgetLimits::default()
+            };
+            let reservation = rt
+                .block_on(clustered.reserve_shared(&agent, &tight, 1000, 0))
+                .unwrap();
+            clustered.settle(reservation, &record(&agent));
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3));
+    targets = budgets
+}
+criterion_main!(benches);
