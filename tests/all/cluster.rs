@@ -297,3 +297,231 @@ async fn without_postgres_calls_fail_as_unavailable_and_resume_when_it_returns()
     assert_eq!(answer["text"], "Hello from anthropic", "{answer}");
     drop(pg);
 }
+
+// The work queue, on a real nats-server with JetStream and the same
+// PostgreSQL for claims.
+
+mod queue {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use clawcage::Event;
+    use clawcage::cluster::ClusterDb;
+    use clawcage::cluster::queue::{QueueOptions, WorkItem, WorkQueue};
+    use clawcage_tests::nats::{self, Nats};
+    use clawcage_tests::postgres::{self, Postgres};
+    use serde_json::json;
+
+    type Handled = Arc<Mutex<Vec<(String, String)>>>;
+
+    fn item(id: &str) -> WorkItem {
+        WorkItem {
+            id: id.into(),
+            agent: "hello".into(),
+            origin: "webhook".into(),
+            event: Event::new("github", "push", json!({"n": id})),
+        }
+    }
+
+    async fn queue(pg: &str, nats: &str, daemon: &str, ack_wait: Duration) -> WorkQueue {
+        WorkQueue::connect(
+            nats,
+            ClusterDb::connect(pg).await.unwrap(),
+            daemon,
+            QueueOptions { ack_wait },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Runs `queue` as daemon `daemon`: each event takes 20 ms and is
+    /// recorded as handled by it.
+    fn serve(queue: WorkQueue, daemon: &str, handled: &Handled) -> tokio::task::JoinHandle<()> {
+        let handled = handled.clone();
+        let daemon = daemon.to_string();
+        tokio::spawn(async move {
+            queue
+                .run(4, move |item: WorkItem| {
+                    let handled = handled.clone();
+                    let daemon = daemon.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        handled.lock().unwrap().push((item.id, daemon));
+                        Ok(String::new())
+                    }
+                })
+                .await
+        })
+    }
+
+    async fn wait_for(handled: &Handled, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while handled.lock().unwrap().len() < count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Anything extra would arrive now.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    fn times_each(handled: &Handled) -> HashMap<String, usize> {
+        let mut times = HashMap::new();
+        for (id, _) in handled.lock().unwrap().iter() {
+            *times.entry(id.clone()).or_insert(0) += 1;
+        }
+        times
+    }
+
+    fn servers() -> Option<(Postgres, Nats)> {
+        if !postgres::available() || !nats::available() {
+            return None;
+        }
+        Some((Postgres::start(), Nats::start()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_event_runs_once_across_three_daemons_and_a_second_publish_is_dropped() {
+        let Some((pg, nats)) = tokio::task::spawn_blocking(servers).await.unwrap() else {
+            return;
+        };
+        let handled: Handled = Arc::default();
+        let ack_wait = Duration::from_secs(5);
+        let mut runners = Vec::new();
+        for daemon in ["daemon-a", "daemon-b", "daemon-c"] {
+            let q = queue(&pg.url(), &nats.url(), daemon, ack_wait).await;
+            runners.push(serve(q, daemon, &handled));
+        }
+        let publisher = queue(&pg.url(), &nats.url(), "publisher", ack_wait).await;
+        for n in 0..60 {
+            publisher.publish(&item(&format!("evt-{n}"))).await.unwrap();
+        }
+        // A sender retrying its webhook: the same ids again.
+        for n in 0..10 {
+            publisher.publish(&item(&format!("evt-{n}"))).await.unwrap();
+        }
+        wait_for(&handled, 60).await;
+        let times = times_each(&handled);
+        assert_eq!(times.len(), 60);
+        assert!(times.values().all(|&n| n == 1), "{times:?}");
+        let daemons: std::collections::HashSet<String> = handled
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect();
+        assert!(daemons.len() >= 2, "the work was shared: {daemons:?}");
+        for runner in runners {
+            runner.abort();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_in_flight_on_a_daemon_that_dies_completes_once_on_another() {
+        let Some((pg, nats)) = tokio::task::spawn_blocking(servers).await.unwrap() else {
+            return;
+        };
+        let ack_wait = Duration::from_secs(1);
+        // Daemon X runs in a runtime of its own, and takes the event but
+        // never finishes it; then the whole runtime is gone at once, as a
+        // process is with `kill -9`.
+        let x_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let x_started = Arc::new(tokio::sync::Notify::new());
+        {
+            let (pg_url, nats_url) = (pg.url(), nats.url());
+            let started = x_started.clone();
+            x_runtime.spawn(async move {
+                let q = queue(&pg_url, &nats_url, "daemon-x", ack_wait).await;
+                q.run(1, move |_item: WorkItem| {
+                    let started = started.clone();
+                    async move {
+                        started.notify_one();
+                        std::future::pending::<()>().await;
+                        Ok(String::new())
+                    }
+                })
+                .await;
+            });
+        }
+        let publisher = queue(&pg.url(), &nats.url(), "publisher", ack_wait).await;
+        publisher.publish(&item("evt-stuck")).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), x_started.notified())
+            .await
+            .expect("daemon X took the event");
+        x_runtime.shutdown_background();
+
+        let handled: Handled = Arc::default();
+        let y = queue(&pg.url(), &nats.url(), "daemon-y", ack_wait).await;
+        let runner = serve(y, "daemon-y", &handled);
+        wait_for(&handled, 1).await;
+        assert_eq!(
+            handled.lock().unwrap().clone(),
+            [("evt-stuck".to_string(), "daemon-y".to_string())]
+        );
+        let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT daemon, state, attempts FROM work_items WHERE id = 'evt-stuck'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (daemon, state, attempts): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            (daemon.as_str(), state.as_str(), attempts),
+            ("daemon-y", "done", 2)
+        );
+        runner.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn restarting_nats_loses_no_event() {
+        let Some((pg, mut nats)) = tokio::task::spawn_blocking(servers).await.unwrap() else {
+            return;
+        };
+        let ack_wait = Duration::from_secs(5);
+        let handled: Handled = Arc::default();
+        let mut runners = Vec::new();
+        for daemon in ["daemon-a", "daemon-b"] {
+            let q = queue(&pg.url(), &nats.url(), daemon, ack_wait).await;
+            runners.push(serve(q, daemon, &handled));
+        }
+        let publisher = queue(&pg.url(), &nats.url(), "publisher", ack_wait).await;
+        for n in 0..20 {
+            publisher
+                .publish(&item(&format!("before-{n}")))
+                .await
+                .unwrap();
+        }
+        let mut nats = tokio::task::spawn_blocking(move || {
+            nats.restart();
+            nats
+        })
+        .await
+        .unwrap();
+        // Publishing waits out the reconnection (a real publisher retries
+        // until the stream has the event).
+        for n in 0..20 {
+            let item = item(&format!("after-{n}"));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while let Err(error) = publisher.publish(&item).await {
+                assert!(Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        wait_for(&handled, 40).await;
+        let times = times_each(&handled);
+        assert_eq!(times.len(), 40, "{times:?}");
+        assert!(times.values().all(|&n| n == 1), "{times:?}");
+        for runner in runners {
+            runner.abort();
+        }
+        nats.stop();
+    }
+}

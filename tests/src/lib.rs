@@ -20,6 +20,7 @@ include!(concat!(env!("OUT_DIR"), "/components.rs"));
 pub mod corpus;
 pub mod fake_provider;
 pub mod fake_tools;
+pub mod nats;
 pub mod postgres;
 pub mod schemas;
 

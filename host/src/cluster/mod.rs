@@ -5,11 +5,14 @@
 //! daemons share one PostgreSQL database; this module is their connection
 //! to it ([`ClusterDb`]: a pool, versioned migrations applied once however
 //! many daemons start together) and the state they must agree on exactly,
-//! starting with budgets ([`budget::BudgetLeases`]).
+//! starting with budgets ([`budget::BudgetLeases`]); and the work queue on
+//! NATS JetStream that any daemon with capacity takes events from
+//! ([`queue::WorkQueue`]).
 //!
 //! Deny by default: nothing here is used unless a database URL is given.
 
 pub mod budget;
+pub mod queue;
 
 use std::time::Duration;
 
@@ -18,10 +21,16 @@ use tokio_postgres::NoTls;
 
 /// The PostgreSQL migrations, in order. Never edit one that has shipped:
 /// add another.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_budgets",
-    include_str!("../../migrations/postgres/0001_budgets.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_budgets",
+        include_str!("../../migrations/postgres/0001_budgets.sql"),
+    ),
+    (
+        "0002_work",
+        include_str!("../../migrations/postgres/0002_work.sql"),
+    ),
+];
 
 /// Connections one daemon keeps to the database at most.
 const MAX_CONNECTIONS: usize = 8;
