@@ -5,9 +5,14 @@
 //! the call. Also the slow path alone: a call whose lease must grow, a
 //! round trip to PostgreSQL.
 //!
+//! The work queue: with `CLAWCAGE_BENCH_NATS` too, the latency of one
+//! event from publish to its handler on a daemon, and the throughput of
+//! one daemon taking 1,000 events (8 at a time) through claim, run, done
+//! and acknowledgement.
+//!
 //! Needs a PostgreSQL database: `CLAWCAGE_BENCH_POSTGRES=postgres://…
-//! cargo bench -p clawcage-host --bench cluster`; skipped without it. The
-//! bench writes to tables `budget_windows` and `budget_leases` there.
+//! [CLAWCAGE_BENCH_NATS=nats://…] cargo bench -p clawcage-host --bench
+//! cluster`; skipped without it. The bench writes to its tables there.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -107,11 +112,99 @@ fn budgets(c: &mut Criterion) {
     group.finish();
 }
 
+fn queue(c: &mut Criterion) {
+    use clawcage::cluster::queue::{QueueOptions, WorkItem, WorkQueue};
+    let (Ok(pg), Ok(nats)) = (
+        std::env::var("CLAWCAGE_BENCH_POSTGRES"),
+        std::env::var("CLAWCAGE_BENCH_NATS"),
+    ) else {
+        eprintln!("cluster queue: skipped (set CLAWCAGE_BENCH_POSTGRES and CLAWCAGE_BENCH_NATS)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let run_id = std::process::id();
+    let (queue, started) = rt.block_on(async {
+        let db = ClusterDb::connect(&pg).await.unwrap();
+        let queue = WorkQueue::connect(
+            &nats,
+            db,
+            format!("bench-{run_id}"),
+            QueueOptions::default(),
+        )
+        .await
+        .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let runner = queue.clone();
+        tokio::spawn(async move {
+            runner
+                .run(8, move |item: WorkItem| {
+                    let tx = tx.clone();
+                    async move {
+                        let _ = tx.send(item.id);
+                        Ok(String::new())
+                    }
+                })
+                .await
+        });
+        (queue, tokio::sync::Mutex::new(rx))
+    });
+    let item = |id: String| WorkItem {
+        id,
+        agent: "bench".into(),
+        origin: "async".into(),
+        event: clawcage::Event::new("bench", "tick", serde_json::json!({})),
+    };
+    let mut n = 0u64;
+    let mut group = c.benchmark_group("cluster");
+    group.bench_function("queue_publish_to_handler", |b| {
+        b.iter(|| {
+            n += 1;
+            let id = format!("lat-{run_id}-{n}");
+            rt.block_on(async {
+                queue.publish(&item(id.clone())).await.unwrap();
+                let mut rx = started.lock().await;
+                while rx.recv().await.unwrap() != id {}
+            })
+        })
+    });
+    group.finish();
+
+    // Throughput: 1,000 events through one daemon, until all are done.
+    let count = 1_000;
+    let began = std::time::Instant::now();
+    rt.block_on(async {
+        for i in 0..count {
+            queue
+                .publish(&item(format!("tput-{run_id}-{i}")))
+                .await
+                .unwrap();
+        }
+        let published = began.elapsed();
+        let mut rx = started.lock().await;
+        let mut seen = 0;
+        while seen < count {
+            if rx.recv().await.unwrap().starts_with(&format!("tput-{run_id}-")) {
+                seen += 1;
+            }
+        }
+        eprintln!(
+            "cluster queue: {count} events published in {:.2} s, all handled after {:.2} s ({:.0} events/s)",
+            published.as_secs_f64(),
+            began.elapsed().as_secs_f64(),
+            count as f64 / began.elapsed().as_secs_f64()
+        );
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3));
-    targets = budgets
+    targets = budgets, queue
 }
 criterion_main!(benches);
