@@ -65,22 +65,19 @@ fn budgets(c: &mut Criterion) {
     let used = record(&agent);
 
     let mut group = c.benchmark_group("cluster");
-    group.bench_function("reserve_settle_embedded", |b| {
-        b.iter(|| {
-            let reservation = rt
-                .block_on(embedded.reserve_shared(&agent, &plenty, 1000, 0))
-                .unwrap();
-            embedded.settle(reservation, &used);
-        })
-    });
-    group.bench_function("reserve_settle_cluster_fast_path", |b| {
-        b.iter(|| {
-            let reservation = rt
-                .block_on(clustered.reserve_shared(&agent, &plenty, 1000, 0))
-                .unwrap();
-            clustered.settle(reservation, &used);
-        })
-    });
+    for (name, ledger) in [
+        ("reserve_settle_embedded", &embedded),
+        ("reserve_settle_cluster_fast_path", &clustered),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let reservation = rt
+                    .block_on(ledger.reserve_shared(&agent, &plenty, 1000, 0))
+                    .unwrap();
+                ledger.settle(reservation, &used);
+            })
+        });
+    }
     // The lease alone: what cluster mode adds to a call.
     group.bench_function("lease_take_settle", |b| {
         let now = clawcage::db::now_unix();

@@ -216,7 +216,7 @@ async fn a_dead_daemons_lease_stays_spent_until_reclaimed_and_then_counts_as_use
     tokio::spawn(connection);
     client
         .execute(
-            "UPDATE budget_leases SET renewed_at = now() - interval '1 hour' WHERE daemon = 'daemon-a'",
+            "UPDATE budget_leases SET renewed_at = now() - interval '1 hour' WHERE daemon LIKE 'daemon-a-%'",
             &[],
         )
         .await
@@ -224,7 +224,7 @@ async fn a_dead_daemons_lease_stays_spent_until_reclaimed_and_then_counts_as_use
     let (settled_before, _) = day_totals(&url).await;
     let remainder: i64 = client
         .query_one(
-            "SELECT tokens FROM budget_leases WHERE daemon = 'daemon-a'",
+            "SELECT tokens FROM budget_leases WHERE daemon LIKE 'daemon-a-%'",
             &[],
         )
         .await
@@ -235,7 +235,7 @@ async fn a_dead_daemons_lease_stays_spent_until_reclaimed_and_then_counts_as_use
     let (settled_after, _) = day_totals(&url).await;
     let leases: i64 = client
         .query_one(
-            "SELECT COUNT(*) FROM budget_leases WHERE daemon = 'daemon-a'",
+            "SELECT COUNT(*) FROM budget_leases WHERE daemon LIKE 'daemon-a-%'",
             &[],
         )
         .await
@@ -523,5 +523,120 @@ mod queue {
             runner.abort();
         }
         nats.stop();
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_whose_claim_was_taken_over_stops_and_the_event_still_completes_once() {
+        let Some((pg, nats)) = tokio::task::spawn_blocking(servers).await.unwrap() else {
+            return;
+        };
+        let ack_wait = Duration::from_secs(1);
+        let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        // X takes the event and works on it for long (heartbeats flowing).
+        let finished_on_x = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let x = queue(&pg.url(), &nats.url(), "daemon-x", ack_wait).await;
+        let x_runner = {
+            let finished = finished_on_x.clone();
+            tokio::spawn(async move {
+                x.run(1, move |_item: WorkItem| {
+                    let finished = finished.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_secs(6)).await;
+                        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+                        Ok(String::new())
+                    }
+                })
+                .await
+            })
+        };
+        let publisher = queue(&pg.url(), &nats.url(), "publisher", ack_wait).await;
+        publisher.publish(&item("evt-contested")).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client
+            .query_opt("SELECT 1 FROM work_items WHERE id = 'evt-contested'", &[])
+            .await
+            .unwrap()
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "X never claimed the event");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // X is believed dead (as after a long stall): its claim is taken.
+        client
+            .execute(
+                "UPDATE work_items SET daemon = 'daemon-z', attempts = attempts + 1, heartbeat_at = now() - interval '1 minute' WHERE id = 'evt-contested'",
+                &[],
+            )
+            .await
+            .unwrap();
+        // Y runs it to the end; X notices at its next heartbeat and stops.
+        let handled: Handled = Arc::default();
+        let y = queue(&pg.url(), &nats.url(), "daemon-y", ack_wait).await;
+        let y_runner = serve(y, "daemon-y", &handled);
+        wait_for(&handled, 1).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(
+            !finished_on_x.load(std::sync::atomic::Ordering::SeqCst),
+            "X's run went on after it lost its claim"
+        );
+        assert_eq!(
+            handled.lock().unwrap().clone(),
+            [("evt-contested".to_string(), "daemon-y".to_string())]
+        );
+        let row = client
+            .query_one(
+                "SELECT daemon, state FROM work_items WHERE id = 'evt-contested'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            ("daemon-y".to_string(), "done".to_string())
+        );
+        x_runner.abort();
+        y_runner.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_published_while_postgres_is_down_run_once_when_it_returns() {
+        let Some((pg, nats)) = tokio::task::spawn_blocking(servers).await.unwrap() else {
+            return;
+        };
+        let ack_wait = Duration::from_secs(1);
+        let handled: Handled = Arc::default();
+        let a = queue(&pg.url(), &nats.url(), "daemon-a", ack_wait).await;
+        let publisher = queue(&pg.url(), &nats.url(), "publisher", ack_wait).await;
+        let runner = serve(a, "daemon-a", &handled);
+        let mut pg = tokio::task::spawn_blocking(move || {
+            let mut pg = pg;
+            pg.stop();
+            pg
+        })
+        .await
+        .unwrap();
+        for n in 0..10 {
+            publisher
+                .publish(&item(&format!("outage-{n}")))
+                .await
+                .unwrap();
+        }
+        // Longer than several ack waits: deliveries would have run out.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(handled.lock().unwrap().is_empty());
+        pg = tokio::task::spawn_blocking(move || {
+            pg.restart();
+            pg
+        })
+        .await
+        .unwrap();
+        wait_for(&handled, 10).await;
+        let times = times_each(&handled);
+        assert_eq!(times.len(), 10, "{times:?}");
+        assert!(times.values().all(|&n| n == 1), "{times:?}");
+        runner.abort();
+        drop(pg);
     }
 }

@@ -7,7 +7,13 @@ CREATE TABLE work_items (
     agent TEXT NOT NULL,
     daemon TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('running', 'done')),
+    -- Bumped by every claim: the running daemon's proof that the claim
+    -- is still its own.
     attempts INTEGER NOT NULL,
+    -- The JetStream delivery the claim was made on: a later delivery may
+    -- take the event over (JetStream redelivers only when its runner
+    -- stopped showing progress).
+    delivery BIGINT NOT NULL DEFAULT 1,
     outcome TEXT CHECK (outcome IN ('ok', 'error')),
     heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     finished_at TIMESTAMPTZ

@@ -17,20 +17,29 @@
 //! - **Renewal.** Every [`RENEW_EVERY`] a daemon reports what its calls
 //!   used (leased becomes settled) and renews its leases; a lease idle for
 //!   [`RETURN_IDLE_AFTER`] is handed back whole.
+//! - **The row is the truth.** After every transaction the lease in memory
+//!   is reconciled with its row: memory may spend only what the row backs.
+//!   A call that used more than its worst case leaves a debt, paid from
+//!   what later calls give back; a report whose commit is in doubt is
+//!   counted again (a budget may be under-spent, never over-spent).
 //! - **A daemon that dies** stops renewing. After [`RECLAIM_AFTER`] any
 //!   daemon reclaims its leases, counting their unreported remainder as
-//!   spent: its calls may have used it, and a budget must never be
-//!   exceeded, only, at worst, under-spent by one slice.
-//! - **A daemon that cannot reach the database** stops spending from its
-//!   slices after [`USABLE_FOR`] without a renewal (well before others may
-//!   reclaim them), and its calls fail as unavailable.
+//!   spent: its calls may have used it.
+//! - **A daemon that cannot reach the database** stops spending from a
+//!   lease [`USABLE_FOR`] after the start of its last successful renewal,
+//!   well before others may reclaim it, and its calls fail as unavailable.
 //!
+//! Lock order, everywhere: the day window's row, the month window's row,
+//! then lease rows; so transactions of different daemons never deadlock.
 //! Windows are UTC days and months by each daemon's clock; the lease
 //! deadlines use the database's clock.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
+
+use deadpool_postgres::Transaction;
 
 use super::{ClusterDb, ClusterError};
 use crate::ledger::{BudgetError, BudgetLimits, day_start, month_start};
@@ -45,6 +54,71 @@ pub const RETURN_IDLE_AFTER: Duration = Duration::from_secs(2);
 pub const USABLE_FOR: Duration = Duration::from_secs(10);
 /// A lease not renewed for this long (database clock) is reclaimed.
 pub const RECLAIM_AFTER: Duration = Duration::from_secs(30);
+/// Any one transaction's limit, so a database that stopped answering
+/// fails calls instead of holding them.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(4);
+/// Window rows older than this are deleted (usage rows keep the history).
+const KEEP_WINDOWS_SECS: i64 = 90 * 86_400;
+/// The largest amount one row counts, far from `BIGINT`'s end.
+const MAX_AMOUNT: u64 = (i64::MAX / 8) as u64;
+
+/// Tokens and micro-dollars together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Amount {
+    tokens: u64,
+    cost: u64,
+}
+
+impl Amount {
+    fn new(tokens: u64, cost: u64) -> Self {
+        Self {
+            tokens: tokens.min(MAX_AMOUNT),
+            cost: cost.min(MAX_AMOUNT),
+        }
+    }
+
+    fn plus(self, other: Self) -> Self {
+        Self::new(
+            self.tokens.saturating_add(other.tokens),
+            self.cost.saturating_add(other.cost),
+        )
+    }
+
+    /// `self - other`, at least zero.
+    fn minus(self, other: Self) -> Self {
+        Self {
+            tokens: self.tokens.saturating_sub(other.tokens),
+            cost: self.cost.saturating_sub(other.cost),
+        }
+    }
+
+    fn min(self, other: Self) -> Self {
+        Self {
+            tokens: self.tokens.min(other.tokens),
+            cost: self.cost.min(other.cost),
+        }
+    }
+
+    fn covers(self, other: Self) -> bool {
+        self.tokens >= other.tokens && self.cost >= other.cost
+    }
+
+    fn is_zero(self) -> bool {
+        self.tokens == 0 && self.cost == 0
+    }
+
+    fn sql(self) -> (i64, i64) {
+        (to_i64(self.tokens), to_i64(self.cost))
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value.min(MAX_AMOUNT)).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
 
 /// Which lease: one per agent and UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,40 +127,120 @@ struct LeaseKey {
     day_start: i64,
 }
 
-/// A slice this daemon holds, as it stands in memory.
+/// A slice this daemon holds, as it stands in memory. Between
+/// transactions `row == free + held + used - debt`.
 #[derive(Debug)]
 struct Lease {
     month_start: i64,
     /// Bumped when the lease is found reclaimed: holds of an older
     /// generation settle into nothing (the reclaim counted them as spent).
     generation: u64,
-    /// What the lease's row holds: free + held by calls + used.
-    tokens: u64,
-    cost_micros: u64,
+    /// What the lease's row holds, as of the last transaction.
+    row: Amount,
     /// Not held by a call.
-    free_tokens: u64,
-    free_cost_micros: u64,
+    free: Amount,
+    /// Held by calls in flight.
+    held: Amount,
     /// Used by settled calls, not yet reported.
-    used_tokens: u64,
-    used_cost_micros: u64,
+    used: Amount,
+    /// What memory counts beyond the row (a call used more than it held):
+    /// paid from what calls give back before any of it is free again.
+    debt: Amount,
     in_flight: u32,
     last_call: Instant,
     usable_until: Instant,
+}
+
+impl Lease {
+    fn empty(month_start: i64, generation: u64, now: Instant) -> Self {
+        Self {
+            month_start,
+            generation,
+            row: Amount::default(),
+            free: Amount::default(),
+            held: Amount::default(),
+            used: Amount::default(),
+            debt: Amount::default(),
+            in_flight: 0,
+            last_call: now,
+            usable_until: now,
+        }
+    }
+
+    /// A call that held `held` ends, having used `used`: what it did not
+    /// use is free again, what it used beyond its hold is owed.
+    fn end_hold(&mut self, held: Amount, used: Amount) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.held = self.held.minus(held);
+        self.used = self.used.plus(used);
+        self.free = self.free.plus(held.minus(used));
+        self.debt = self.debt.plus(used.minus(held));
+        self.pay_debt();
+    }
+
+    /// Pays debt from the free part.
+    fn pay_debt(&mut self) {
+        let pay = self.debt.min(self.free);
+        self.debt = self.debt.minus(pay);
+        self.free = self.free.minus(pay);
+    }
+
+    /// Makes memory agree with the row: spend only what it backs, and
+    /// count as free what it backs beyond what memory knew.
+    fn reconcile(&mut self, row: Amount) {
+        self.row = row;
+        let counted = self.free.plus(self.held).plus(self.used);
+        self.debt = counted.minus(row);
+        self.free = self.free.plus(row.minus(counted));
+        self.pay_debt();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.in_flight == 0
+            && self.row.is_zero()
+            && self.free.is_zero()
+            && self.used.is_zero()
+            && self.held.is_zero()
+    }
 }
 
 struct Inner {
     db: ClusterDb,
     daemon: String,
     leases: Mutex<HashMap<LeaseKey, Lease>>,
-    /// One slow-path acquisition at a time: a burst of calls makes a few
-    /// round trips, not one each.
-    acquiring: tokio::sync::Mutex<()>,
+    /// One transaction at a time per lease (an acquisition or a report),
+    /// so each sees the lease in memory as its row left it; leases do not
+    /// wait for each other.
+    turns: Mutex<HashMap<LeaseKey, Arc<tokio::sync::Mutex<()>>>>,
     generations: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
+    fn next_generation(&self) -> u64 {
+        self.generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<LeaseKey, Lease>> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The turn of one lease's transactions.
+    fn turn(&self, key: &LeaseKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.entry(key.clone()).or_default().clone()
+    }
+
+    /// Forgets a lease that holds nothing, and its turn.
+    fn forget_if_empty(&self, key: &LeaseKey) {
+        let mut leases = self.lock();
+        if leases.get(key).is_some_and(Lease::is_empty) {
+            leases.remove(key);
+            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            if turns.get(key).is_some_and(|t| Arc::strong_count(t) == 1) {
+                turns.remove(key);
+            }
+        }
     }
 }
 
@@ -111,8 +265,7 @@ pub struct LeaseHold {
     inner: Arc<Inner>,
     key: LeaseKey,
     generation: u64,
-    tokens: u64,
-    cost_micros: u64,
+    amount: Amount,
     done: bool,
 }
 
@@ -120,17 +273,21 @@ impl std::fmt::Debug for LeaseHold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeaseHold")
             .field("agent", &self.key.agent)
-            .field("tokens", &self.tokens)
-            .field("cost_micros", &self.cost_micros)
+            .field("amount", &self.amount)
             .finish_non_exhaustive()
     }
 }
 
 impl LeaseHold {
     /// Replaces the hold with what the call used; the rest goes back to
-    /// the lease.
+    /// the lease. Usage beyond the hold is taken from the free part, or
+    /// owed.
     pub fn settle(mut self, tokens: u64, cost_micros: u64) {
         self.done = true;
+        self.finish(Amount::new(tokens, cost_micros));
+    }
+
+    fn finish(&self, used: Amount) {
         let mut leases = self.inner.lock();
         let Some(lease) = leases.get_mut(&self.key) else {
             return;
@@ -138,53 +295,32 @@ impl LeaseHold {
         if lease.generation != self.generation {
             return;
         }
-        lease.in_flight = lease.in_flight.saturating_sub(1);
-        lease.used_tokens = lease.used_tokens.saturating_add(tokens);
-        lease.used_cost_micros = lease.used_cost_micros.saturating_add(cost_micros);
-        // A call that used more than its worst case takes the excess from
-        // the free part; the report still settles all of it.
-        lease.free_tokens = (lease.free_tokens + self.tokens).saturating_sub(tokens);
-        lease.free_cost_micros =
-            (lease.free_cost_micros + self.cost_micros).saturating_sub(cost_micros);
+        lease.end_hold(self.amount, used);
     }
 }
 
 impl Drop for LeaseHold {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let mut leases = self.inner.lock();
-        if let Some(lease) = leases.get_mut(&self.key)
-            && lease.generation == self.generation
-        {
-            lease.in_flight = lease.in_flight.saturating_sub(1);
-            lease.free_tokens = lease.free_tokens.saturating_add(self.tokens);
-            lease.free_cost_micros = lease.free_cost_micros.saturating_add(self.cost_micros);
+        if !self.done {
+            // Nothing was used.
+            self.finish(Amount::default());
         }
     }
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
 }
 
 /// One window's totals, as read under its row lock.
 #[derive(Debug, Clone, Copy, Default)]
 struct WindowTotals {
-    settled_tokens: u64,
-    settled_cost: u64,
-    leased_tokens: u64,
-    leased_cost: u64,
+    settled: Amount,
+    leased: Amount,
 }
 
 /// What is left under `limit`, if there is one.
 fn room(limit: Option<u64>, settled: u64, leased: u64) -> Option<u64> {
-    limit.map(|max| max.saturating_sub(settled.saturating_add(leased)))
+    limit.map(|max| {
+        max.min(MAX_AMOUNT)
+            .saturating_sub(settled.saturating_add(leased))
+    })
 }
 
 /// The slice to take for a shortfall, given the room left (none: no limit).
@@ -196,16 +332,93 @@ fn slice(shortfall: u64, room: Option<u64>) -> Option<u64> {
     }
 }
 
+/// Runs a database step with [`TRANSACTION_TIMEOUT`].
+async fn timed<T>(step: impl Future<Output = Result<T, ClusterError>>) -> Result<T, ClusterError> {
+    tokio::time::timeout(TRANSACTION_TIMEOUT, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClusterError::Unavailable(format!(
+                "no answer within {TRANSACTION_TIMEOUT:?}"
+            )))
+        })
+}
+
+/// Locks an agent's day and month window rows, in that order, and reads
+/// them (each zero if absent).
+async fn lock_windows(
+    tx: &Transaction<'_>,
+    agent: &str,
+    day_start: i64,
+    month_start: i64,
+) -> Result<(WindowTotals, WindowTotals), ClusterError> {
+    let rows = tx
+        .query(
+            "SELECT span, settled_tokens, settled_cost_micros, leased_tokens, leased_cost_micros FROM budget_windows \
+             WHERE agent = $1 AND ((span = 'day' AND start_at = $2) OR (span = 'month' AND start_at = $3)) \
+             ORDER BY span FOR UPDATE",
+            &[&agent, &day_start, &month_start],
+        )
+        .await?;
+    let mut day = WindowTotals::default();
+    let mut month = WindowTotals::default();
+    for row in &rows {
+        let totals = WindowTotals {
+            settled: Amount::new(to_u64(row.get(1)), to_u64(row.get(2))),
+            leased: Amount::new(to_u64(row.get(3)), to_u64(row.get(4))),
+        };
+        if row.get::<_, &str>(0) == "day" {
+            day = totals;
+        } else {
+            month = totals;
+        }
+    }
+    Ok((day, month))
+}
+
+/// Adds `settled` to the settled totals and takes `released` off the
+/// leased totals of a day and its month (their rows already locked).
+async fn move_totals(
+    tx: &Transaction<'_>,
+    agent: &str,
+    day_start: i64,
+    month_start: i64,
+    settled: Amount,
+    released: Amount,
+) -> Result<(), ClusterError> {
+    let (settled_tokens, settled_cost) = settled.sql();
+    let (released_tokens, released_cost) = released.sql();
+    tx.execute(
+        "UPDATE budget_windows SET settled_tokens = settled_tokens + $4, settled_cost_micros = settled_cost_micros + $5, \
+         leased_tokens = GREATEST(leased_tokens - $6, 0), leased_cost_micros = GREATEST(leased_cost_micros - $7, 0) \
+         WHERE agent = $1 AND ((span = 'day' AND start_at = $2) OR (span = 'month' AND start_at = $3))",
+        &[
+            &agent,
+            &day_start,
+            &month_start,
+            &settled_tokens,
+            &settled_cost,
+            &released_tokens,
+            &released_cost,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 impl BudgetLeases {
-    /// Leases for this daemon (`daemon`: an id unique to this process) on
-    /// `db`, and the task that renews them every [`RENEW_EVERY`]; the task
-    /// ends when the last clone is dropped.
+    /// Leases for this daemon on `db`, and the task that renews them every
+    /// [`RENEW_EVERY`]; the task ends when the last clone is dropped.
+    /// `daemon` names the daemon in logs and rows; a random suffix makes
+    /// it unique to this process, since a restarted daemon must not take
+    /// its previous life's leases for its own.
     pub fn start(db: ClusterDb, daemon: impl Into<String>) -> Self {
+        let mut suffix = [0u8; 4];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix);
         let inner = Arc::new(Inner {
             db,
-            daemon: daemon.into(),
+            daemon: format!("{}-{}", daemon.into(), hex::encode(suffix)),
             leases: Mutex::new(HashMap::new()),
-            acquiring: tokio::sync::Mutex::new(()),
+            turns: Mutex::new(HashMap::new()),
             generations: std::sync::atomic::AtomicU64::new(1),
         });
         let weak = Arc::downgrade(&inner);
@@ -213,7 +426,7 @@ impl BudgetLeases {
         Self { inner }
     }
 
-    /// This daemon's id.
+    /// This daemon's id, as its lease rows name it.
     pub fn daemon(&self) -> &str {
         &self.inner.daemon
     }
@@ -233,238 +446,123 @@ impl BudgetLeases {
             agent: Arc::from(agent),
             day_start: day_start(now_unix),
         };
-        if let Some(hold) = self.take_local(&key, tokens, cost_micros) {
+        let need = Amount::new(tokens, cost_micros);
+        if let Some(hold) = self.take_local(&key, need) {
             return Ok(hold);
         }
-        // The slow path, one at a time: whoever waited may find that the
-        // acquisition before it left enough.
-        let _turn = self.inner.acquiring.lock().await;
-        if let Some(hold) = self.take_local(&key, tokens, cost_micros) {
+        // The slow path, one transaction at a time for this lease: whoever
+        // waited may find that the acquisition before it left enough.
+        let turn = self.inner.turn(&key);
+        let _turn = turn.lock().await;
+        if let Some(hold) = self.take_local(&key, need) {
             return Ok(hold);
         }
-        self.acquire(&key, month_start(now_unix), limits, tokens, cost_micros)
-            .await?;
-        self.take_local(&key, tokens, cost_micros).ok_or_else(|| {
-            BudgetError::Exceeded("the cluster's budget lease ran out; try again".into())
-        })
+        let result = self
+            .acquire(&key, month_start(now_unix), limits, need)
+            .await;
+        drop(_turn);
+        if result.is_err() {
+            self.inner.forget_if_empty(&key);
+        }
+        result
     }
 
     /// The fast path: a hold on the lease in memory, if it covers the call.
-    fn take_local(&self, key: &LeaseKey, tokens: u64, cost_micros: u64) -> Option<LeaseHold> {
+    fn take_local(&self, key: &LeaseKey, need: Amount) -> Option<LeaseHold> {
         let mut leases = self.inner.lock();
         let lease = leases.get_mut(key)?;
-        if Instant::now() >= lease.usable_until
-            || lease.free_tokens < tokens
-            || lease.free_cost_micros < cost_micros
-        {
-            return None;
-        }
-        lease.free_tokens -= tokens;
-        lease.free_cost_micros -= cost_micros;
-        lease.in_flight += 1;
-        lease.last_call = Instant::now();
-        Some(LeaseHold {
-            inner: self.inner.clone(),
-            key: key.clone(),
-            generation: lease.generation,
-            tokens,
-            cost_micros,
-            done: false,
-        })
+        take_from(&self.inner, key, lease, need)
     }
 
-    /// Takes a slice from the cluster big enough for the call, or refuses.
+    /// Takes a slice from the cluster big enough for the call and holds
+    /// the call on it, or refuses.
     async fn acquire(
         &self,
         key: &LeaseKey,
         month_start: i64,
         limits: &BudgetLimits,
-        tokens: u64,
-        cost_micros: u64,
-    ) -> Result<(), BudgetError> {
+        need: Amount,
+    ) -> Result<LeaseHold, BudgetError> {
         let agent: &str = &key.agent;
-        // Leases of daemons that are gone go back first (a transaction of
-        // its own, so lock order stays day then month everywhere).
-        reclaim_dead(&self.inner.db, agent).await?;
+        // Leases of daemons that are gone go back first.
+        timed(reclaim_dead(&self.inner.db, Some(agent))).await?;
 
-        let (free_tokens, free_cost, usable) = {
+        let started = Instant::now();
+        let (free, usable, known_row) = {
             let leases = self.inner.lock();
-            leases.get(key).map_or((0, 0, false), |l| {
-                (
-                    l.free_tokens,
-                    l.free_cost_micros,
-                    Instant::now() < l.usable_until,
-                )
-            })
+            leases
+                .get(key)
+                .map_or((Amount::default(), false, None), |l| {
+                    (l.free, started < l.usable_until, Some(l.row))
+                })
         };
-        // A lease past its deadline is not spent from until renewed: ask
-        // for the whole call.
-        let (short_tokens, short_cost) = if usable {
-            (
-                tokens.saturating_sub(free_tokens),
-                cost_micros.saturating_sub(free_cost),
-            )
-        } else {
-            (tokens, cost_micros)
-        };
-
-        let mut client = self.inner.db.client().await.map_err(shared)?;
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.execute(
-            "INSERT INTO budget_windows (agent, span, start_at) VALUES ($1, 'day', $2), ($1, 'month', $3) ON CONFLICT DO NOTHING",
-            &[&agent, &key.day_start, &month_start],
-        )
-        .await
-        .map_err(pg)?;
-        let rows = tx
-            .query(
-                "SELECT span, settled_tokens, settled_cost_micros, leased_tokens, leased_cost_micros FROM budget_windows \
-                 WHERE agent = $1 AND ((span = 'day' AND start_at = $2) OR (span = 'month' AND start_at = $3)) \
-                 ORDER BY span FOR UPDATE",
+        // A lease past its deadline is not spent from until its row is
+        // read again: ask for the whole call.
+        let short = if usable { need.minus(free) } else { need };
+        let daemon = self.inner.daemon.clone();
+        let outcome = timed(async {
+            let mut client = self.inner.db.client().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO budget_windows (agent, span, start_at) VALUES ($1, 'day', $2), ($1, 'month', $3) ON CONFLICT DO NOTHING",
                 &[&agent, &key.day_start, &month_start],
             )
-            .await
-            .map_err(pg)?;
-        let mut day = WindowTotals::default();
-        let mut month = WindowTotals::default();
-        for row in &rows {
-            let span: &str = row.get(0);
-            let totals = WindowTotals {
-                settled_tokens: to_u64(row.get(1)),
-                settled_cost: to_u64(row.get(2)),
-                leased_tokens: to_u64(row.get(3)),
-                leased_cost: to_u64(row.get(4)),
+            .await?;
+            let (day, month) = lock_windows(&tx, agent, key.day_start, month_start).await?;
+            let decision = decide(limits, day, month, short, need, free);
+            let grant = match decision {
+                Ok(grant) => grant,
+                Err(refusal) => return Ok(Err(refusal)),
             };
-            if span == "day" {
-                day = totals;
-            } else {
-                month = totals;
-            }
-        }
-
-        // Every limited window must have room for the shortfall.
-        let windows = [
-            ("day", day, limits.tokens_per_day, limits.usd_micros_per_day),
-            (
-                "month",
-                month,
-                limits.tokens_per_month,
-                limits.usd_micros_per_month,
-            ),
-        ];
-        let mut token_room: Option<u64> = None;
-        let mut cost_room: Option<u64> = None;
-        for (span, totals, max_tokens, max_cost) in windows {
-            if let Some(room) = room(max_tokens, totals.settled_tokens, totals.leased_tokens) {
-                if room < short_tokens {
-                    let used = totals.settled_tokens + totals.leased_tokens + free_tokens;
-                    return Err(BudgetError::Exceeded(format!(
-                        "this call could use {tokens} tokens; {} of the {} tokens per {span} are used or held across the cluster",
-                        used.min(max_tokens.unwrap_or(u64::MAX)),
-                        max_tokens.unwrap_or_default()
-                    )));
-                }
-                token_room = Some(token_room.map_or(room, |r| r.min(room)));
-            }
-            if let Some(room) = room(max_cost, totals.settled_cost, totals.leased_cost) {
-                if room < short_cost {
-                    let max = max_cost.unwrap_or_default();
-                    return Err(BudgetError::Exceeded(format!(
-                        "this call could cost ${:.6}; ${:.6} of the ${:.6} per {span} is spent or held across the cluster",
-                        cost_micros as f64 / 1e6,
-                        (totals.settled_cost + totals.leased_cost).min(max) as f64 / 1e6,
-                        max as f64 / 1e6
-                    )));
-                }
-                cost_room = Some(cost_room.map_or(room, |r| r.min(room)));
-            }
-        }
-        let (Some(slice_tokens), Some(slice_cost)) = (
-            slice(short_tokens, token_room),
-            slice(short_cost, cost_room),
-        ) else {
-            return Err(BudgetError::Exceeded(
-                "the cluster's budget cannot cover this call".into(),
-            ));
-        };
-
-        tx.execute(
-            "UPDATE budget_windows SET leased_tokens = leased_tokens + $4, leased_cost_micros = leased_cost_micros + $5 \
-             WHERE agent = $1 AND ((span = 'day' AND start_at = $2) OR (span = 'month' AND start_at = $3))",
-            &[
-                &agent,
-                &key.day_start,
-                &month_start,
-                &to_i64(slice_tokens),
-                &to_i64(slice_cost),
-            ],
-        )
-        .await
-        .map_err(pg)?;
-        let row = tx
-            .query_one(
-                "INSERT INTO budget_leases (daemon, agent, day_start, month_start, tokens, cost_micros) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (daemon, agent, day_start) DO UPDATE SET tokens = budget_leases.tokens + EXCLUDED.tokens, \
-                 cost_micros = budget_leases.cost_micros + EXCLUDED.cost_micros, renewed_at = now() \
-                 RETURNING tokens, cost_micros",
-                &[
-                    &self.inner.daemon,
-                    &agent,
-                    &key.day_start,
-                    &month_start,
-                    &to_i64(slice_tokens),
-                    &to_i64(slice_cost),
-                ],
+            let (grant_tokens, grant_cost) = grant.sql();
+            tx.execute(
+                "UPDATE budget_windows SET leased_tokens = leased_tokens + $4, leased_cost_micros = leased_cost_micros + $5 \
+                 WHERE agent = $1 AND ((span = 'day' AND start_at = $2) OR (span = 'month' AND start_at = $3))",
+                &[&agent, &key.day_start, &month_start, &grant_tokens, &grant_cost],
             )
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        let (row_tokens, row_cost) = (to_u64(row.get(0)), to_u64(row.get(1)));
+            .await?;
+            let previous = tx
+                .query_opt(
+                    "SELECT tokens FROM budget_leases WHERE daemon = $1 AND agent = $2 AND day_start = $3 FOR UPDATE",
+                    &[&daemon, &agent, &key.day_start],
+                )
+                .await?
+                .is_some();
+            let row = tx
+                .query_one(
+                    "INSERT INTO budget_leases (daemon, agent, day_start, month_start, tokens, cost_micros) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (daemon, agent, day_start) DO UPDATE SET tokens = budget_leases.tokens + EXCLUDED.tokens, \
+                     cost_micros = budget_leases.cost_micros + EXCLUDED.cost_micros, renewed_at = now() \
+                     RETURNING tokens, cost_micros",
+                    &[&daemon, &agent, &key.day_start, &month_start, &grant_tokens, &grant_cost],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(Ok((
+                Amount::new(to_u64(row.get(0)), to_u64(row.get(1))),
+                previous,
+            )))
+        })
+        .await
+        .map_err(BudgetError::Shared)?;
+        let (row, previous) = outcome?;
 
         let mut leases = self.inner.lock();
-        let now = Instant::now();
-        let lease = leases.entry(key.clone()).or_insert_with(|| Lease {
-            month_start,
-            generation: self
-                .inner
-                .generations
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            tokens: 0,
-            cost_micros: 0,
-            free_tokens: 0,
-            free_cost_micros: 0,
-            used_tokens: 0,
-            used_cost_micros: 0,
-            in_flight: 0,
-            last_call: now,
-            usable_until: now,
-        });
-        if row_tokens != lease.tokens.saturating_add(slice_tokens)
-            || row_cost != lease.cost_micros.saturating_add(slice_cost)
-        {
+        let lease = leases
+            .entry(key.clone())
+            .or_insert_with(|| Lease::empty(month_start, self.inner.next_generation(), started));
+        if known_row.is_some_and(|known| !known.is_zero()) && !previous {
             // The row was reclaimed while this daemon could not renew: what
-            // it held then counts as spent, and the lease starts anew.
-            *lease = Lease {
-                generation: self
-                    .inner
-                    .generations
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                tokens: 0,
-                cost_micros: 0,
-                free_tokens: 0,
-                free_cost_micros: 0,
-                used_tokens: 0,
-                used_cost_micros: 0,
-                in_flight: 0,
-                ..*lease
-            };
+            // it held then was counted as spent. Start anew.
+            *lease = Lease::empty(month_start, self.inner.next_generation(), started);
         }
-        lease.tokens = lease.tokens.saturating_add(slice_tokens);
-        lease.cost_micros = lease.cost_micros.saturating_add(slice_cost);
-        lease.free_tokens = lease.free_tokens.saturating_add(slice_tokens);
-        lease.free_cost_micros = lease.free_cost_micros.saturating_add(slice_cost);
-        lease.usable_until = now + USABLE_FOR;
-        Ok(())
+        lease.reconcile(row);
+        lease.usable_until = started + USABLE_FOR;
+        take_from(&self.inner, key, lease, need).ok_or_else(|| {
+            BudgetError::Exceeded(
+                "the cluster's budget lease does not cover this call; try again".into(),
+            )
+        })
     }
 
     /// Reports usage and renews every lease now; hands back the idle ones
@@ -474,17 +572,112 @@ impl BudgetLeases {
     }
 }
 
-/// Renews the leases every [`RENEW_EVERY`] while the leases exist.
+/// A hold on `lease`, if it is usable and covers `need`.
+fn take_from(
+    inner: &Arc<Inner>,
+    key: &LeaseKey,
+    lease: &mut Lease,
+    need: Amount,
+) -> Option<LeaseHold> {
+    let now = Instant::now();
+    if now >= lease.usable_until || !lease.free.covers(need) {
+        return None;
+    }
+    lease.free = lease.free.minus(need);
+    lease.held = lease.held.plus(need);
+    lease.in_flight += 1;
+    lease.last_call = now;
+    Some(LeaseHold {
+        inner: inner.clone(),
+        key: key.clone(),
+        generation: lease.generation,
+        amount: need,
+        done: false,
+    })
+}
+
+/// What to add to the lease: enough for the shortfall, a slice of what is
+/// left when there is plenty; or the refusal.
+fn decide(
+    limits: &BudgetLimits,
+    day: WindowTotals,
+    month: WindowTotals,
+    short: Amount,
+    need: Amount,
+    free: Amount,
+) -> Result<Amount, BudgetError> {
+    let mut token_room: Option<u64> = None;
+    let mut cost_room: Option<u64> = None;
+    for (span, totals, max_tokens, max_cost) in [
+        ("day", day, limits.tokens_per_day, limits.usd_micros_per_day),
+        (
+            "month",
+            month,
+            limits.tokens_per_month,
+            limits.usd_micros_per_month,
+        ),
+    ] {
+        if let Some(room) = room(max_tokens, totals.settled.tokens, totals.leased.tokens) {
+            if room < short.tokens {
+                let max = max_tokens.unwrap_or_default();
+                let used = totals.settled.tokens + totals.leased.tokens;
+                return Err(BudgetError::Exceeded(format!(
+                    "this call could use {} tokens; {} of the {max} tokens per {span} are used or held across the cluster",
+                    need.tokens,
+                    used.saturating_sub(free.tokens).min(max)
+                )));
+            }
+            token_room = Some(token_room.map_or(room, |r| r.min(room)));
+        }
+        if let Some(room) = room(max_cost, totals.settled.cost, totals.leased.cost) {
+            if room < short.cost {
+                let max = max_cost.unwrap_or_default();
+                let used = totals.settled.cost + totals.leased.cost;
+                return Err(BudgetError::Exceeded(format!(
+                    "this call could cost ${:.6}; ${:.6} of the ${:.6} per {span} is spent or held across the cluster",
+                    need.cost as f64 / 1e6,
+                    used.saturating_sub(free.cost).min(max) as f64 / 1e6,
+                    max as f64 / 1e6
+                )));
+            }
+            cost_room = Some(cost_room.map_or(room, |r| r.min(room)));
+        }
+    }
+    match (
+        slice(short.tokens, token_room),
+        slice(short.cost, cost_room),
+    ) {
+        (Some(tokens), Some(cost)) => Ok(Amount::new(tokens, cost)),
+        _ => Err(BudgetError::Exceeded(
+            "the cluster's budget cannot cover this call".into(),
+        )),
+    }
+}
+
+/// Renews the leases every [`RENEW_EVERY`] while the leases exist, and
+/// now and then reclaims dead daemons' leases and prunes old windows.
 async fn renew_loop(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(RENEW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = 0u64;
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
         if let Err(error) = renew_all(&inner, false).await {
-            tracing::warn!(%error, "cannot renew budget leases; spending from them stops after {USABLE_FOR:?} without a renewal");
+            tracing::warn!(%error, "cannot renew budget leases; spending from them stops {USABLE_FOR:?} after the last renewal");
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(10)
+            && let Err(error) = timed(reclaim_dead(&inner.db, None)).await
+        {
+            tracing::warn!(%error, "cannot reclaim dead daemons' budget leases");
+        }
+        if rounds % 3600 == 1
+            && let Err(error) = timed(prune_windows(&inner.db)).await
+        {
+            tracing::warn!(%error, "cannot prune old budget windows");
         }
     }
 }
@@ -494,84 +687,75 @@ struct Report {
     key: LeaseKey,
     month_start: i64,
     generation: u64,
-    used_tokens: u64,
-    used_cost: u64,
-    returned_tokens: u64,
-    returned_cost: u64,
+    used: Amount,
+    returned: Amount,
+    /// Delete the row if it ends empty (no call holds any of it).
+    may_delete: bool,
 }
 
 async fn renew_all(inner: &Arc<Inner>, return_all: bool) -> Result<(), ClusterError> {
-    // Never at the same time as an acquisition: each compares the lease's
-    // row with the lease in memory.
-    let _turn = inner.acquiring.lock().await;
-    // Take what is reported out of the leases now, so calls meanwhile
-    // cannot spend what is being handed back; put it back on failure.
-    let reports: Vec<Report> = {
-        let mut leases = inner.lock();
-        let now = Instant::now();
-        leases
-            .iter_mut()
-            .map(|(key, lease)| {
-                let idle = lease.in_flight == 0
-                    && (return_all || now.duration_since(lease.last_call) >= RETURN_IDLE_AFTER);
-                let (returned_tokens, returned_cost) = if idle {
-                    (lease.free_tokens, lease.free_cost_micros)
-                } else {
-                    (0, 0)
-                };
-                let report = Report {
-                    key: key.clone(),
-                    month_start: lease.month_start,
-                    generation: lease.generation,
-                    used_tokens: lease.used_tokens,
-                    used_cost: lease.used_cost_micros,
-                    returned_tokens,
-                    returned_cost,
-                };
-                lease.used_tokens = 0;
-                lease.used_cost_micros = 0;
-                lease.free_tokens -= returned_tokens;
-                lease.free_cost_micros -= returned_cost;
-                report
-            })
-            .collect()
-    };
+    let keys: Vec<LeaseKey> = inner.lock().keys().cloned().collect();
     let mut failure = None;
-    for report in reports {
-        let outcome = report_lease(inner, &report).await;
-        let mut leases = inner.lock();
-        let Some(lease) = leases.get_mut(&report.key) else {
-            continue;
+    for key in keys {
+        let turn = inner.turn(&key);
+        let _turn = turn.lock().await;
+        // Take what is reported out of the lease now, so calls meanwhile
+        // cannot spend what is being handed back.
+        let started = Instant::now();
+        let report = {
+            let mut leases = inner.lock();
+            let Some(lease) = leases.get_mut(&key) else {
+                continue;
+            };
+            let idle = lease.in_flight == 0
+                && (return_all || started.duration_since(lease.last_call) >= RETURN_IDLE_AFTER);
+            let returned = if idle { lease.free } else { Amount::default() };
+            let report = Report {
+                key: key.clone(),
+                month_start: lease.month_start,
+                generation: lease.generation,
+                used: lease.used,
+                returned,
+                may_delete: idle,
+            };
+            lease.used = Amount::default();
+            lease.free = lease.free.minus(returned);
+            report
         };
-        if lease.generation != report.generation {
-            continue;
-        }
-        match outcome {
-            Ok(Some((row_tokens, row_cost))) => {
-                lease.tokens = row_tokens;
-                lease.cost_micros = row_cost;
-                lease.usable_until = Instant::now() + USABLE_FOR;
-                if row_tokens == 0
-                    && row_cost == 0
-                    && lease.in_flight == 0
-                    && lease.free_tokens == 0
-                    && lease.used_tokens == 0
-                {
-                    leases.remove(&report.key);
+        let outcome = timed(report_lease(inner, &report)).await;
+        {
+            let mut leases = inner.lock();
+            if let Some(lease) = leases.get_mut(&key)
+                && lease.generation == report.generation
+            {
+                match outcome {
+                    Ok(Some(row)) => {
+                        lease.reconcile(row);
+                        lease.usable_until = started + USABLE_FOR;
+                    }
+                    Ok(None) => {
+                        // Reclaimed: this daemon was taken for gone. What it
+                        // held was counted as spent; holds in flight settle
+                        // into nothing.
+                        leases.remove(&key);
+                    }
+                    Err(error) => {
+                        // The commit may or may not have happened. Usage is
+                        // reported again (at worst counted twice: an
+                        // under-spend); the returned part is not taken
+                        // back; nothing is spent until the row is read.
+                        lease.used = lease.used.plus(report.used);
+                        lease.usable_until = Instant::now();
+                        failure = Some(error);
+                    }
                 }
             }
-            Ok(None) => {
-                // Reclaimed: this daemon was taken for gone. What it held
-                // was counted as spent; holds in flight settle into nothing.
-                leases.remove(&report.key);
-            }
-            Err(error) => {
-                lease.used_tokens += report.used_tokens;
-                lease.used_cost_micros += report.used_cost;
-                lease.free_tokens += report.returned_tokens;
-                lease.free_cost_micros += report.returned_cost;
-                failure = Some(error);
-            }
+        }
+        inner.forget_if_empty(&key);
+        if failure.is_some() {
+            // The database is failing: the other leases wait for the next
+            // round rather than each timing out now.
+            break;
         }
     }
     failure.map_or(Ok(()), Err)
@@ -579,107 +763,102 @@ async fn renew_all(inner: &Arc<Inner>, return_all: bool) -> Result<(), ClusterEr
 
 /// Reports one lease; answers what its row holds after, or `None` if it
 /// was reclaimed.
-async fn report_lease(
-    inner: &Arc<Inner>,
-    report: &Report,
-) -> Result<Option<(u64, u64)>, ClusterError> {
+async fn report_lease(inner: &Arc<Inner>, report: &Report) -> Result<Option<Amount>, ClusterError> {
     let agent: &str = &report.key.agent;
+    let day_start = report.key.day_start;
     let mut client = inner.db.client().await?;
     let tx = client.transaction().await?;
-    // What leaves the lease: the reported usage and the returned part,
-    // never more than the row holds.
-    let out_tokens = to_i64(report.used_tokens.saturating_add(report.returned_tokens));
-    let out_cost = to_i64(report.used_cost.saturating_add(report.returned_cost));
+    lock_windows(&tx, agent, day_start, report.month_start).await?;
     let Some(row) = tx
         .query_opt(
             "SELECT tokens, cost_micros FROM budget_leases WHERE daemon = $1 AND agent = $2 AND day_start = $3 FOR UPDATE",
-            &[&inner.daemon, &agent, &report.key.day_start],
+            &[&inner.daemon, &agent, &day_start],
         )
         .await?
     else {
         return Ok(None);
     };
-    let (held_tokens, held_cost): (i64, i64) = (row.get(0), row.get(1));
-    let out_tokens = out_tokens.min(held_tokens);
-    let out_cost = out_cost.min(held_cost);
-    tx.execute(
-        "UPDATE budget_windows SET settled_tokens = settled_tokens + $4, settled_cost_micros = settled_cost_micros + $5, \
-         leased_tokens = leased_tokens - $6, leased_cost_micros = leased_cost_micros - $7 \
-         WHERE agent = $1 AND ((span = 'day' AND start_at = $2) OR (span = 'month' AND start_at = $3))",
-        &[
-            &agent,
-            &report.key.day_start,
-            &report.month_start,
-            &to_i64(report.used_tokens),
-            &to_i64(report.used_cost),
-            &out_tokens,
-            &out_cost,
-        ],
-    )
-    .await?;
-    let (left_tokens, left_cost) = (held_tokens - out_tokens, held_cost - out_cost);
-    if left_tokens == 0 && left_cost == 0 {
+    let held = Amount::new(to_u64(row.get(0)), to_u64(row.get(1)));
+    // What leaves the lease: the usage and the returned part, never more
+    // than the row holds; all the usage is settled.
+    let out = report.used.plus(report.returned).min(held);
+    move_totals(&tx, agent, day_start, report.month_start, report.used, out).await?;
+    let left = held.minus(out);
+    if left.is_zero() && report.may_delete {
         tx.execute(
             "DELETE FROM budget_leases WHERE daemon = $1 AND agent = $2 AND day_start = $3",
-            &[&inner.daemon, &agent, &report.key.day_start],
+            &[&inner.daemon, &agent, &day_start],
         )
         .await?;
     } else {
+        let (tokens, cost) = left.sql();
         tx.execute(
             "UPDATE budget_leases SET tokens = $4, cost_micros = $5, renewed_at = now() WHERE daemon = $1 AND agent = $2 AND day_start = $3",
-            &[&inner.daemon, &agent, &report.key.day_start, &left_tokens, &left_cost],
+            &[&inner.daemon, &agent, &day_start, &tokens, &cost],
         )
         .await?;
     }
     tx.commit().await?;
-    Ok(Some((to_u64(left_tokens), to_u64(left_cost))))
+    Ok(Some(left))
 }
 
-/// Reclaims `agent`'s leases whose daemons stopped renewing them: each
-/// one's remainder moves from leased to settled (counted as spent).
-async fn reclaim_dead(db: &ClusterDb, agent: &str) -> Result<(), BudgetError> {
-    let mut client = db.client().await.map_err(shared)?;
-    let tx = client.transaction().await.map_err(pg)?;
+/// Reclaims leases (of `agent`, or of any agent, at most 100 a round)
+/// whose daemons stopped renewing them: each one's remainder moves from
+/// leased to settled, counted as spent. One transaction per lease, in the
+/// lock order of every other.
+async fn reclaim_dead(db: &ClusterDb, agent: Option<&str>) -> Result<(), ClusterError> {
     let grace = RECLAIM_AFTER.as_secs_f64();
-    let dead = tx
+    let client = db.client().await?;
+    let dead = client
         .query(
-            "DELETE FROM budget_leases WHERE agent = $1 AND renewed_at < now() - make_interval(secs => $2) \
-             RETURNING daemon, day_start, month_start, tokens, cost_micros",
+            "SELECT daemon, agent, day_start, month_start FROM budget_leases \
+             WHERE ($1::TEXT IS NULL OR agent = $1) AND renewed_at < now() - make_interval(secs => $2) LIMIT 100",
             &[&agent, &grace],
         )
-        .await
-        .map_err(pg)?;
-    for row in &dead {
-        let (daemon, day, month, tokens, cost): (String, i64, i64, i64, i64) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        .await?;
+    drop(client);
+    for lease in &dead {
+        let (daemon, agent, day, month): (String, String, i64, i64) =
+            (lease.get(0), lease.get(1), lease.get(2), lease.get(3));
+        let mut client = db.client().await?;
+        let tx = client.transaction().await?;
+        lock_windows(&tx, &agent, day, month).await?;
+        // Still dead now that its windows are locked?
+        let Some(row) = tx
+            .query_opt(
+                "DELETE FROM budget_leases WHERE daemon = $1 AND agent = $2 AND day_start = $3 \
+                 AND renewed_at < now() - make_interval(secs => $4) RETURNING tokens, cost_micros",
+                &[&daemon, &agent, &day, &grace],
+            )
+            .await?
+        else {
+            continue;
+        };
+        let remainder = Amount::new(to_u64(row.get(0)), to_u64(row.get(1)));
+        move_totals(&tx, &agent, day, month, remainder, remainder).await?;
+        tx.commit().await?;
         tracing::warn!(
             %daemon,
-            agent,
-            tokens,
-            cost_micros = cost,
+            %agent,
+            tokens = remainder.tokens,
+            cost_micros = remainder.cost,
             "reclaimed the budget lease of a daemon that stopped renewing it; its remainder counts as spent"
         );
-        for (span, start) in [("day", day), ("month", month)] {
-            tx.execute(
-                "UPDATE budget_windows SET settled_tokens = settled_tokens + $4, settled_cost_micros = settled_cost_micros + $5, \
-                 leased_tokens = GREATEST(leased_tokens - $4, 0), leased_cost_micros = GREATEST(leased_cost_micros - $5, 0) \
-                 WHERE agent = $1 AND span = $2 AND start_at = $3",
-                &[&agent, &span, &start, &tokens, &cost],
-            )
-            .await
-            .map_err(pg)?;
-        }
     }
-    tx.commit().await.map_err(pg)?;
     Ok(())
 }
 
-fn pg(error: tokio_postgres::Error) -> BudgetError {
-    BudgetError::Shared(ClusterError::Postgres(error))
-}
-
-fn shared(error: ClusterError) -> BudgetError {
-    BudgetError::Shared(error)
+/// Deletes window rows older than [`KEEP_WINDOWS_SECS`] that nothing holds.
+async fn prune_windows(db: &ClusterDb) -> Result<(), ClusterError> {
+    let before = crate::db::now_unix() - KEEP_WINDOWS_SECS;
+    db.client()
+        .await?
+        .execute(
+            "DELETE FROM budget_windows WHERE start_at < $1 AND leased_tokens = 0 AND leased_cost_micros = 0",
+            &[&before],
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -699,5 +878,43 @@ mod tests {
         assert_eq!(room(Some(10), 4, 3), Some(3));
         assert_eq!(room(Some(10), 8, 3), Some(0));
         assert_eq!(room(None, 8, 3), None);
+        // A limit beyond what a row can count is capped, not overflowed.
+        assert_eq!(room(Some(u64::MAX), 0, 0), Some(MAX_AMOUNT));
+    }
+
+    fn lease(row: u64, free: u64) -> Lease {
+        let mut lease = Lease::empty(0, 1, Instant::now());
+        lease.row = Amount::new(row, 0);
+        lease.free = Amount::new(free, 0);
+        lease
+    }
+
+    #[test]
+    fn memory_never_spends_more_than_the_row_backs() {
+        // Row 100, all free; two calls hold 50 each.
+        let mut l = lease(100, 0);
+        l.held = Amount::new(100, 0);
+        l.in_flight = 2;
+        // The first uses 80: 30 beyond its hold, and nothing is free.
+        l.end_hold(Amount::new(50, 0), Amount::new(80, 0));
+        assert_eq!((l.free.tokens, l.debt.tokens), (0, 30));
+        // The report settles the 80 and the row keeps 20 for the other
+        // call's 50: memory still owes 30.
+        l.used = Amount::default();
+        l.reconcile(Amount::new(20, 0));
+        assert_eq!((l.free.tokens, l.debt.tokens), (0, 30));
+        // The second uses 10: the 40 it did not use pays the debt first.
+        l.end_hold(Amount::new(50, 0), Amount::new(10, 0));
+        assert_eq!((l.free.tokens, l.debt.tokens), (10, 0));
+        // Row 20 = free 10 + used 10.
+        l.reconcile(Amount::new(20, 0));
+        assert_eq!((l.free.tokens, l.debt.tokens, l.in_flight), (10, 0, 0));
+    }
+
+    #[test]
+    fn a_row_holding_more_than_memory_knew_becomes_free() {
+        let mut l = lease(0, 0);
+        l.reconcile(Amount::new(300, 0));
+        assert_eq!(l.free.tokens, 300);
     }
 }

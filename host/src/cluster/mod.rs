@@ -90,8 +90,13 @@ impl ClusterDb {
                 // The parser's message names the bad part, not the URL.
                 ClusterError::Url(e.to_string())
             })?;
+        // A database that stops answering (a dead host, a black hole) is
+        // noticed in seconds, not at the kernel's retransmission timeout.
         config
             .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .tcp_user_timeout(Duration::from_secs(5))
             .application_name("clawcage")
             .options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
         let manager = Manager::from_config(

@@ -45,8 +45,10 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// The largest message (an event and its payload), as a webhook's body is
 /// bounded before it gets here.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
-/// How many times one event is delivered at most (crashes in a row).
-pub const MAX_DELIVER: i64 = 5;
+/// Deliveries are not limited: a delivery spent while the database was
+/// away, or while another daemon still ran the event, must not lose it. A
+/// message that can never run is terminated instead.
+pub const MAX_DELIVER: i64 = -1;
 /// How long completed claims are kept (redeliveries come within minutes;
 /// the rows must not grow without bound).
 pub const KEEP_DONE: Duration = Duration::from_secs(24 * 3600);
@@ -108,7 +110,9 @@ pub struct WorkQueue {
     consumer: consumer::PullConsumer,
     db: ClusterDb,
     daemon: Arc<str>,
-    options: QueueOptions,
+    /// The consumer's ack wait, as the server has it (the first daemon to
+    /// create the consumer set it).
+    ack_wait: Duration,
 }
 
 impl std::fmt::Debug for WorkQueue {
@@ -119,10 +123,20 @@ impl std::fmt::Debug for WorkQueue {
     }
 }
 
+/// Aborts a task when dropped (the handler panicked, or the run was
+/// cancelled): a heartbeat must never outlive its run.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a claim went.
 enum Claim {
-    /// This daemon runs the event.
-    Run,
+    /// This daemon runs the event; the token proves the claim is still its.
+    Run(i32),
     /// Already completed: acknowledge, do not run.
     Done,
     /// Another daemon is running it and alive: leave it.
@@ -172,12 +186,20 @@ impl WorkQueue {
             )
             .await
             .map_err(nats)?;
+        let ack_wait = consumer.cached_info().config.ack_wait;
+        if ack_wait != options.ack_wait {
+            tracing::warn!(
+                server = ?ack_wait,
+                asked = ?options.ack_wait,
+                "the work queue's consumer exists with another ack wait; using the server's"
+            );
+        }
         Ok(Self {
             js,
             consumer,
             db,
             daemon: Arc::from(daemon.into()),
-            options,
+            ack_wait,
         })
     }
 
@@ -185,6 +207,11 @@ impl WorkQueue {
     /// within [`DUPLICATE_WINDOW`] is dropped by JetStream. Returns when
     /// the stream has stored it.
     pub async fn publish(&self, item: &WorkItem) -> Result<(), QueueError> {
+        if item.id.is_empty() || item.agent.is_empty() {
+            return Err(QueueError::Item(
+                "a work item needs an id and an agent".into(),
+            ));
+        }
         let payload = serde_json::to_vec(item).map_err(|e| QueueError::Item(e.to_string()))?;
         if payload.len() > MAX_MESSAGE_BYTES {
             return Err(QueueError::Item(format!(
@@ -211,7 +238,8 @@ impl WorkQueue {
     /// runs each with `handle`, which answers the event's outcome (`Ok` or
     /// `Err` with the error text; neither is stored, only which one it
     /// was). Runs until the returned future is dropped; reconnects by
-    /// itself when NATS or PostgreSQL come back.
+    /// itself when NATS or PostgreSQL come back, and takes no work while
+    /// the database cannot record claims.
     pub async fn run<F, Fut>(&self, capacity: usize, handle: F)
     where
         F: Fn(WorkItem) -> Fut + Send + Sync + 'static,
@@ -219,12 +247,22 @@ impl WorkQueue {
     {
         let handle = Arc::new(handle);
         let slots = Arc::new(tokio::sync::Semaphore::new(capacity.max(1)));
-        let mut last_prune = tokio::time::Instant::now();
+        let mut last_prune: Option<tokio::time::Instant> = None;
+        let mut backoff = Duration::from_millis(100);
         loop {
-            if last_prune.elapsed() > Duration::from_secs(600) {
-                last_prune = tokio::time::Instant::now();
+            // No claims can be recorded: pulling would only spend
+            // deliveries. Wait for the database.
+            if let Err(error) = self.db_ready().await {
+                tracing::warn!(%error, "the work queue waits for PostgreSQL");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            backoff = Duration::from_millis(100);
+            if last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(600)) {
+                last_prune = Some(tokio::time::Instant::now());
                 if let Err(error) = self.prune().await {
-                    tracing::warn!(%error, "cannot prune completed work items");
+                    tracing::warn!(%error, "cannot prune work items");
                 }
             }
             // Wait for a free slot before asking for work, then ask for as
@@ -275,6 +313,16 @@ impl WorkQueue {
         }
     }
 
+    /// Whether claims can be recorded now.
+    async fn db_ready(&self) -> Result<(), QueueError> {
+        let client = self.db.client().await?;
+        client
+            .execute("SELECT 1", &[])
+            .await
+            .map_err(ClusterError::from)?;
+        Ok(())
+    }
+
     /// Claims, runs and acknowledges one message.
     async fn process<F, Fut>(&self, message: jetstream::Message, handle: &F)
     where
@@ -290,17 +338,16 @@ impl WorkQueue {
                 return;
             }
         };
-        match self.claim(&item).await {
-            Ok(Claim::Run) => {}
+        let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
+        let token = match self.claim(&item, delivery).await {
+            Ok(Claim::Run(token)) => token,
             Ok(Claim::Done) => {
                 let _ = message.double_ack().await;
                 return;
             }
             Ok(Claim::Busy) => {
                 // Its runner is alive; look again after one ack wait.
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(self.options.ack_wait)))
-                    .await;
+                let _ = message.ack_with(AckKind::Nak(Some(self.ack_wait))).await;
                 return;
             }
             Err(error) => {
@@ -310,64 +357,85 @@ impl WorkQueue {
                     .await;
                 return;
             }
-        }
-        // Tell JetStream and the claim that the event is still running.
-        let beat = {
+        };
+        // While the event runs, tell JetStream and the claim; if the claim
+        // is lost (another daemon took the event over, believing this one
+        // dead), stop running it and leave the message to the new owner.
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let _beat = AbortOnDrop(tokio::spawn({
             let queue = self.clone();
             let id = item.id.clone();
             let progress = message.clone();
-            let every = self.options.ack_wait / 3;
-            tokio::spawn(async move {
+            let lost = lost.clone();
+            let every = (self.ack_wait / 3).max(Duration::from_millis(100));
+            async move {
                 let mut tick = tokio::time::interval(every);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    let _ = progress.ack_with(AckKind::Progress).await;
-                    let _ = queue.heartbeat(&id).await;
+                    let _ = tokio::time::timeout(every, progress.ack_with(AckKind::Progress)).await;
+                    if let Ok(Ok(false)) =
+                        tokio::time::timeout(every, queue.heartbeat(&id, token)).await
+                    {
+                        lost.notify_one();
+                        return;
+                    }
                 }
-            })
+            }
+        }));
+        let outcome = tokio::select! {
+            outcome = handle(item.clone()) => outcome,
+            () = lost.notified() => {
+                tracing::warn!(id = %item.id, "a work item was taken over by another daemon; this run stops");
+                return;
+            }
         };
-        let outcome = handle(item.clone()).await;
-        beat.abort();
         let outcome = if outcome.is_ok() { "ok" } else { "error" };
         // Done first, then acknowledged: a crash in between redelivers a
-        // message whose claim says done, which is acknowledged unrun.
-        let mut recorded = self.finish(&item.id, outcome).await;
-        for _ in 0..3 {
-            if recorded.is_ok() {
-                break;
+        // message whose claim says done, which is acknowledged unrun. The
+        // heartbeat goes on until the result is recorded.
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.finish(&item.id, token, outcome).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::warn!(id = %item.id, "a work item was taken over before its result was recorded");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, id = %item.id, "cannot record a completed work item yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            recorded = self.finish(&item.id, outcome).await;
-        }
-        if let Err(error) = recorded {
-            tracing::error!(%error, id = %item.id, "cannot record a completed work item");
-            return;
         }
         if let Err(error) = message.double_ack().await {
             tracing::warn!(%error, id = %item.id, "cannot acknowledge a completed work item; its redelivery will be acknowledged unrun");
         }
     }
 
-    async fn claim(&self, item: &WorkItem) -> Result<Claim, QueueError> {
+    /// Claims an event for this daemon: answers the claim's token, or
+    /// whether it is done or running elsewhere. A running claim is taken
+    /// over when its heartbeat is stale, or when this is a later delivery
+    /// than the one it was claimed with (JetStream delivers again only
+    /// when the runner stopped showing progress).
+    async fn claim(&self, item: &WorkItem, delivery: i64) -> Result<Claim, QueueError> {
         let client = self.db.client().await?;
-        let stale = self.options.ack_wait.as_secs_f64();
-        // Inserted, or taken over when not done and its heartbeat is stale.
-        // A redelivery to the daemon still running it (JetStream may
-        // redeliver after its own restart) finds a fresh heartbeat: busy.
+        let stale = self.ack_wait.as_secs_f64();
         let row = client
             .query_opt(
-                "INSERT INTO work_items (id, agent, daemon, state, attempts) VALUES ($1, $2, $3, 'running', 1) \
-                 ON CONFLICT (id) DO UPDATE SET daemon = EXCLUDED.daemon, attempts = work_items.attempts + 1, heartbeat_at = now() \
+                "INSERT INTO work_items (id, agent, daemon, state, attempts, delivery) VALUES ($1, $2, $3, 'running', 1, $5) \
+                 ON CONFLICT (id) DO UPDATE SET daemon = EXCLUDED.daemon, attempts = work_items.attempts + 1, \
+                 delivery = EXCLUDED.delivery, heartbeat_at = now() \
                  WHERE work_items.state = 'running' \
-                   AND work_items.heartbeat_at < now() - make_interval(secs => $4) \
+                   AND (work_items.heartbeat_at < now() - make_interval(secs => $4) OR work_items.delivery < EXCLUDED.delivery) \
                  RETURNING attempts",
-                &[&item.id, &item.agent, &&*self.daemon, &stale],
+                &[&item.id, &item.agent, &&*self.daemon, &stale, &delivery],
             )
             .await
             .map_err(ClusterError::from)?;
-        if row.is_some() {
-            return Ok(Claim::Run);
+        if let Some(row) = row {
+            return Ok(Claim::Run(row.get(0)));
         }
         let state: Option<String> = client
             .query_opt("SELECT state FROM work_items WHERE id = $1", &[&item.id])
@@ -380,37 +448,44 @@ impl WorkQueue {
         })
     }
 
-    async fn heartbeat(&self, id: &str) -> Result<(), QueueError> {
+    /// Refreshes a claim's heartbeat; answers whether it is still this
+    /// daemon's (same token).
+    async fn heartbeat(&self, id: &str, token: i32) -> Result<bool, QueueError> {
         let client = self.db.client().await?;
-        client
+        let changed = client
             .execute(
-                "UPDATE work_items SET heartbeat_at = now() WHERE id = $1 AND daemon = $2 AND state = 'running'",
-                &[&id, &&*self.daemon],
+                "UPDATE work_items SET heartbeat_at = now() WHERE id = $1 AND daemon = $2 AND attempts = $3 AND state = 'running'",
+                &[&id, &&*self.daemon, &token],
             )
             .await
             .map_err(ClusterError::from)?;
-        Ok(())
+        Ok(changed == 1)
     }
 
-    async fn finish(&self, id: &str, outcome: &str) -> Result<(), QueueError> {
+    /// Records an event done; answers whether the claim was still this
+    /// daemon's.
+    async fn finish(&self, id: &str, token: i32, outcome: &str) -> Result<bool, QueueError> {
         let client = self.db.client().await?;
-        client
+        let changed = client
             .execute(
-                "UPDATE work_items SET state = 'done', outcome = $3, finished_at = now() WHERE id = $1 AND daemon = $2",
-                &[&id, &&*self.daemon, &outcome],
+                "UPDATE work_items SET state = 'done', outcome = $4, finished_at = now() \
+                 WHERE id = $1 AND daemon = $2 AND attempts = $3 AND state = 'running'",
+                &[&id, &&*self.daemon, &token, &outcome],
             )
             .await
             .map_err(ClusterError::from)?;
-        Ok(())
+        Ok(changed == 1)
     }
 
-    /// Deletes completed claims older than [`KEEP_DONE`].
+    /// Deletes claims older than [`KEEP_DONE`]: completed ones, and
+    /// abandoned ones whose heartbeat stopped that long ago.
     async fn prune(&self) -> Result<u64, QueueError> {
         let client = self.db.client().await?;
         let keep = KEEP_DONE.as_secs_f64();
         Ok(client
             .execute(
-                "DELETE FROM work_items WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)",
+                "DELETE FROM work_items WHERE (state = 'done' AND finished_at < now() - make_interval(secs => $1)) \
+                 OR (state = 'running' AND heartbeat_at < now() - make_interval(secs => $1))",
                 &[&keep],
             )
             .await
