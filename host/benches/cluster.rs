@@ -90,6 +90,11 @@ fn budgets(c: &mut Criterion) {
     });
     // The same block_on with nothing in it, to subtract.
     group.bench_function("block_on_ready", |b| b.iter(|| rt.block_on(async {})));
+    // One round trip to the database, for scale.
+    let db = rt.block_on(ClusterDb::connect(&url)).unwrap();
+    group.bench_function("postgres_round_trip", |b| {
+        b.iter(|| rt.block_on(db.ping()).unwrap())
+    });
     // Every call needs all that is left, so every call takes a new slice.
     let mut n = 0u64;
     group.bench_function("reserve_settle_cluster_slow_path", |b| {

@@ -174,6 +174,12 @@ impl ClusterDb {
         Ok(())
     }
 
+    /// One round trip: whether the database answers.
+    pub async fn ping(&self) -> Result<(), ClusterError> {
+        self.client().await?.execute("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
     /// The schema version this database is at.
     pub async fn schema_version(&self) -> Result<i64, ClusterError> {
         let client = self.client().await?;
