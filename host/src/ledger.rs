@@ -108,9 +108,31 @@ pub enum BudgetError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
-    /// The cluster's database failed or could not be reached.
-    #[error(transparent)]
-    Shared(#[from] crate::cluster::ClusterError),
+    /// The budgets shared with other daemons could not be reached.
+    #[error("{0}")]
+    Shared(String),
+}
+
+/// Budgets shared with other daemons (cluster mode): each call's worst
+/// case is held against them too. Implemented by the cluster's leases;
+/// the ledger knows only this.
+#[async_trait::async_trait]
+pub trait SharedBudgets: Send + Sync + std::fmt::Debug {
+    /// Holds a call's worst case for `agent` against `limits`, or refuses.
+    async fn take(
+        &self,
+        agent: &str,
+        limits: &BudgetLimits,
+        tokens: u64,
+        cost_micros: u64,
+        now_unix: i64,
+    ) -> Result<Box<dyn SharedHold>, BudgetError>;
+}
+
+/// A call's hold on shared budgets; dropped unsettled, it is released.
+pub trait SharedHold: Send + Sync + std::fmt::Debug {
+    /// Replaces the hold with what the call used.
+    fn settle(self: Box<Self>, tokens: u64, cost_micros: u64);
 }
 
 impl From<rusqlite::Error> for BudgetError {
@@ -128,8 +150,9 @@ pub struct Reservation {
     id: u64,
     tokens: u64,
     cost_micros: u64,
-    /// The same hold on the cluster's budget, in cluster mode.
-    lease: Option<crate::cluster::budget::LeaseHold>,
+    /// The same hold on the budgets shared with other daemons, in
+    /// cluster mode.
+    lease: Option<Box<dyn SharedHold>>,
 }
 
 impl std::fmt::Debug for Reservation {
@@ -318,9 +341,8 @@ struct Shared {
     _lock: Option<std::fs::File>,
     /// Told about every settled call (the daemon's audit log and metrics).
     usage_hook: std::sync::OnceLock<UsageHook>,
-    /// In cluster mode, this daemon's leases on the budgets every daemon
-    /// shares.
-    leases: std::sync::OnceLock<crate::cluster::budget::BudgetLeases>,
+    /// In cluster mode, the budgets every daemon shares.
+    leases: std::sync::OnceLock<Box<dyn SharedBudgets>>,
 }
 
 /// A function told about every settled call.
@@ -568,8 +590,8 @@ impl Ledger {
     /// Makes this ledger spend from budgets shared with other daemons:
     /// [`Ledger::reserve_shared`] holds each call against the cluster's
     /// budget too. Only the first one set counts.
-    pub fn share_budgets(&self, leases: crate::cluster::budget::BudgetLeases) {
-        let _ = self.shared.leases.set(leases);
+    pub fn share_budgets(&self, budgets: impl SharedBudgets + 'static) {
+        let _ = self.shared.leases.set(Box::new(budgets));
     }
 
     /// [`Ledger::reserve`], and in cluster mode the same hold on the budget

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Transaction;
 
 use super::{ClusterDb, ClusterError};
-use crate::ledger::{BudgetError, BudgetLimits, day_start, month_start};
+use crate::ledger::{BudgetError, BudgetLimits, SharedBudgets, SharedHold, day_start, month_start};
 
 /// A slice is at least this fraction of what is left in the window.
 pub const SLICE_DIVISOR: u64 = 8;
@@ -485,7 +485,9 @@ impl BudgetLeases {
     ) -> Result<LeaseHold, BudgetError> {
         let agent: &str = &key.agent;
         // Leases of daemons that are gone go back first.
-        timed(reclaim_dead(&self.inner.db, Some(agent))).await?;
+        timed(reclaim_dead(&self.inner.db, Some(agent)))
+            .await
+            .map_err(shared)?;
 
         let started = Instant::now();
         let (free, usable, known_row) = {
@@ -544,7 +546,7 @@ impl BudgetLeases {
             )))
         })
         .await
-        .map_err(BudgetError::Shared)?;
+        .map_err(shared)?;
         let (row, previous) = outcome?;
 
         let mut leases = self.inner.lock();
@@ -569,6 +571,31 @@ impl BudgetLeases {
     /// (all of them with `return_all`, as a daemon does when it stops).
     pub async fn renew(&self, return_all: bool) -> Result<(), ClusterError> {
         renew_all(&self.inner, return_all).await
+    }
+}
+
+fn shared(error: ClusterError) -> BudgetError {
+    BudgetError::Shared(error.to_string())
+}
+
+#[async_trait::async_trait]
+impl SharedBudgets for BudgetLeases {
+    async fn take(
+        &self,
+        agent: &str,
+        limits: &BudgetLimits,
+        tokens: u64,
+        cost_micros: u64,
+        now_unix: i64,
+    ) -> Result<Box<dyn SharedHold>, BudgetError> {
+        let hold = BudgetLeases::take(self, agent, limits, tokens, cost_micros, now_unix).await?;
+        Ok(Box::new(hold))
+    }
+}
+
+impl SharedHold for LeaseHold {
+    fn settle(self: Box<Self>, tokens: u64, cost_micros: u64) {
+        LeaseHold::settle(*self, tokens, cost_micros);
     }
 }
 
