@@ -161,31 +161,18 @@ impl WorkQueue {
             .await
             .map_err(nats)?;
         let js = jetstream::new(client);
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: STREAM.into(),
-                subjects: vec![format!("{SUBJECT_PREFIX}.>")],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                duplicate_window: DUPLICATE_WINDOW,
-                max_message_size: MAX_MESSAGE_BYTES as i32,
-                ..Default::default()
-            })
-            .await
-            .map_err(nats)?;
-        let consumer = stream
-            .get_or_create_consumer(
-                CONSUMER,
-                consumer::pull::Config {
-                    durable_name: Some(CONSUMER.into()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: options.ack_wait,
-                    max_deliver: MAX_DELIVER,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(nats)?;
+        // Daemons starting together race to create the stream and the
+        // consumer; the losers' creations fail (JetStream answers "subjects
+        // overlap" or "already exists") and, on a second look, find them.
+        let mut attempt = 0;
+        let consumer = loop {
+            attempt += 1;
+            match Self::stream_and_consumer(&js, &options).await {
+                Ok(consumer) => break consumer,
+                Err(error) if attempt >= 5 => return Err(error),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
+            }
+        };
         let ack_wait = consumer.cached_info().config.ack_wait;
         if ack_wait != options.ack_wait {
             tracing::warn!(
@@ -201,6 +188,37 @@ impl WorkQueue {
             daemon: Arc::from(daemon.into()),
             ack_wait,
         })
+    }
+
+    async fn stream_and_consumer(
+        js: &jetstream::Context,
+        options: &QueueOptions,
+    ) -> Result<consumer::PullConsumer, QueueError> {
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: STREAM.into(),
+                subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                max_message_size: MAX_MESSAGE_BYTES as i32,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats)?;
+        stream
+            .get_or_create_consumer(
+                CONSUMER,
+                consumer::pull::Config {
+                    durable_name: Some(CONSUMER.into()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: options.ack_wait,
+                    max_deliver: MAX_DELIVER,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(nats)
     }
 
     /// Puts an event on the queue, once: a second publish of the same id
@@ -367,18 +385,30 @@ impl WorkQueue {
             let id = item.id.clone();
             let progress = message.clone();
             let lost = lost.clone();
-            let every = (self.ack_wait / 3).max(Duration::from_millis(100));
+            let ack_wait = queue.ack_wait;
+            let every = (ack_wait / 3).max(Duration::from_millis(100));
             async move {
                 let mut tick = tokio::time::interval(every);
                 tick.tick().await;
+                let mut confirmed = tokio::time::Instant::now();
                 loop {
                     tick.tick().await;
                     let _ = tokio::time::timeout(every, progress.ack_with(AckKind::Progress)).await;
-                    if let Ok(Ok(false)) =
-                        tokio::time::timeout(every, queue.heartbeat(&id, token)).await
-                    {
-                        lost.notify_one();
-                        return;
+                    match tokio::time::timeout(ack_wait, queue.heartbeat(&id, token)).await {
+                        Ok(Ok(true)) => confirmed = tokio::time::Instant::now(),
+                        // Another daemon holds the claim now.
+                        Ok(Ok(false)) => {
+                            lost.notify_one();
+                            return;
+                        }
+                        // Unconfirmed for an ack wait: others may take the
+                        // event over from now on, so this run must stop,
+                        // as a lease holder that cannot renew does.
+                        _ if confirmed.elapsed() > ack_wait => {
+                            lost.notify_one();
+                            return;
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -386,7 +416,7 @@ impl WorkQueue {
         let outcome = tokio::select! {
             outcome = handle(item.clone()) => outcome,
             () = lost.notified() => {
-                tracing::warn!(id = %item.id, "a work item was taken over by another daemon; this run stops");
+                tracing::warn!(id = %item.id, "a work item's claim was lost or could not be confirmed; this run stops and another daemon will run it");
                 return;
             }
         };
