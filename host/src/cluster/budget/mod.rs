@@ -41,6 +41,9 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Transaction;
 
+mod lease;
+use lease::{Amount, Lease, LeaseKey, to_u64};
+
 use super::{ClusterDb, ClusterError};
 use crate::ledger::{BudgetError, BudgetLimits, SharedBudgets, SharedHold, day_start, month_start};
 
@@ -60,149 +63,7 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(4);
 /// Window rows older than this are deleted (usage rows keep the history).
 const KEEP_WINDOWS_SECS: i64 = 90 * 86_400;
 /// The largest amount one row counts, far from `BIGINT`'s end.
-const MAX_AMOUNT: u64 = (i64::MAX / 8) as u64;
-
-/// Tokens and micro-dollars together.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Amount {
-    tokens: u64,
-    cost: u64,
-}
-
-impl Amount {
-    fn new(tokens: u64, cost: u64) -> Self {
-        Self {
-            tokens: tokens.min(MAX_AMOUNT),
-            cost: cost.min(MAX_AMOUNT),
-        }
-    }
-
-    fn plus(self, other: Self) -> Self {
-        Self::new(
-            self.tokens.saturating_add(other.tokens),
-            self.cost.saturating_add(other.cost),
-        )
-    }
-
-    /// `self - other`, at least zero.
-    fn minus(self, other: Self) -> Self {
-        Self {
-            tokens: self.tokens.saturating_sub(other.tokens),
-            cost: self.cost.saturating_sub(other.cost),
-        }
-    }
-
-    fn min(self, other: Self) -> Self {
-        Self {
-            tokens: self.tokens.min(other.tokens),
-            cost: self.cost.min(other.cost),
-        }
-    }
-
-    fn covers(self, other: Self) -> bool {
-        self.tokens >= other.tokens && self.cost >= other.cost
-    }
-
-    fn is_zero(self) -> bool {
-        self.tokens == 0 && self.cost == 0
-    }
-
-    fn sql(self) -> (i64, i64) {
-        (to_i64(self.tokens), to_i64(self.cost))
-    }
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value.min(MAX_AMOUNT)).unwrap_or(i64::MAX)
-}
-
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// Which lease: one per agent and UTC day.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct LeaseKey {
-    agent: Arc<str>,
-    day_start: i64,
-}
-
-/// A slice this daemon holds, as it stands in memory. Between
-/// transactions `row == free + held + used - debt`.
-#[derive(Debug)]
-struct Lease {
-    month_start: i64,
-    /// Bumped when the lease is found reclaimed: holds of an older
-    /// generation settle into nothing (the reclaim counted them as spent).
-    generation: u64,
-    /// What the lease's row holds, as of the last transaction.
-    row: Amount,
-    /// Not held by a call.
-    free: Amount,
-    /// Held by calls in flight.
-    held: Amount,
-    /// Used by settled calls, not yet reported.
-    used: Amount,
-    /// What memory counts beyond the row (a call used more than it held):
-    /// paid from what calls give back before any of it is free again.
-    debt: Amount,
-    in_flight: u32,
-    last_call: Instant,
-    usable_until: Instant,
-}
-
-impl Lease {
-    fn empty(month_start: i64, generation: u64, now: Instant) -> Self {
-        Self {
-            month_start,
-            generation,
-            row: Amount::default(),
-            free: Amount::default(),
-            held: Amount::default(),
-            used: Amount::default(),
-            debt: Amount::default(),
-            in_flight: 0,
-            last_call: now,
-            usable_until: now,
-        }
-    }
-
-    /// A call that held `held` ends, having used `used`: what it did not
-    /// use is free again, what it used beyond its hold is owed.
-    fn end_hold(&mut self, held: Amount, used: Amount) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        self.held = self.held.minus(held);
-        self.used = self.used.plus(used);
-        self.free = self.free.plus(held.minus(used));
-        self.debt = self.debt.plus(used.minus(held));
-        self.pay_debt();
-    }
-
-    /// Pays debt from the free part.
-    fn pay_debt(&mut self) {
-        let pay = self.debt.min(self.free);
-        self.debt = self.debt.minus(pay);
-        self.free = self.free.minus(pay);
-    }
-
-    /// Makes memory agree with the row: spend only what it backs, and
-    /// count as free what it backs beyond what memory knew.
-    fn reconcile(&mut self, row: Amount) {
-        self.row = row;
-        let counted = self.free.plus(self.held).plus(self.used);
-        self.debt = counted.minus(row);
-        self.free = self.free.plus(row.minus(counted));
-        self.pay_debt();
-    }
-
-    fn is_empty(&self) -> bool {
-        self.in_flight == 0
-            && self.row.is_zero()
-            && self.free.is_zero()
-            && self.used.is_zero()
-            && self.held.is_zero()
-    }
-}
+pub(super) const MAX_AMOUNT: u64 = (i64::MAX / 8) as u64;
 
 struct Inner {
     db: ClusterDb,
@@ -907,41 +768,5 @@ mod tests {
         assert_eq!(room(None, 8, 3), None);
         // A limit beyond what a row can count is capped, not overflowed.
         assert_eq!(room(Some(u64::MAX), 0, 0), Some(MAX_AMOUNT));
-    }
-
-    fn lease(row: u64, free: u64) -> Lease {
-        let mut lease = Lease::empty(0, 1, Instant::now());
-        lease.row = Amount::new(row, 0);
-        lease.free = Amount::new(free, 0);
-        lease
-    }
-
-    #[test]
-    fn memory_never_spends_more_than_the_row_backs() {
-        // Row 100, all free; two calls hold 50 each.
-        let mut l = lease(100, 0);
-        l.held = Amount::new(100, 0);
-        l.in_flight = 2;
-        // The first uses 80: 30 beyond its hold, and nothing is free.
-        l.end_hold(Amount::new(50, 0), Amount::new(80, 0));
-        assert_eq!((l.free.tokens, l.debt.tokens), (0, 30));
-        // The report settles the 80 and the row keeps 20 for the other
-        // call's 50: memory still owes 30.
-        l.used = Amount::default();
-        l.reconcile(Amount::new(20, 0));
-        assert_eq!((l.free.tokens, l.debt.tokens), (0, 30));
-        // The second uses 10: the 40 it did not use pays the debt first.
-        l.end_hold(Amount::new(50, 0), Amount::new(10, 0));
-        assert_eq!((l.free.tokens, l.debt.tokens), (10, 0));
-        // Row 20 = free 10 + used 10.
-        l.reconcile(Amount::new(20, 0));
-        assert_eq!((l.free.tokens, l.debt.tokens, l.in_flight), (10, 0, 0));
-    }
-
-    #[test]
-    fn a_row_holding_more_than_memory_knew_becomes_free() {
-        let mut l = lease(0, 0);
-        l.reconcile(Amount::new(300, 0));
-        assert_eq!(l.free.tokens, 300);
     }
 }
